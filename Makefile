@@ -1,0 +1,70 @@
+# dropflow: the targets a newcomer can guess. `make demo` and `make test` set up everything.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+SAM_VENV := .venv-sam
+BIN := $(VENV)/bin
+export SAM_CLI_TELEMETRY := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test unit lint format bench build deploy clean venv sam-venv
+
+# ---------------------------------------------------------------- environments
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# aws-sam-cli pins boto3, pydantic and click: it lives in a venv of its own.
+$(SAM_VENV)/.installed: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q -U pip
+	$(SAM_VENV)/bin/pip install -q -r requirements-sam.txt
+	touch $@
+
+sam-venv: $(SAM_VENV)/.installed
+
+# ---------------------------------------------------------------- everyday
+demo: venv
+	$(BIN)/dropflow demo
+
+test: lint
+	$(BIN)/pytest -q
+
+unit: venv
+	$(BIN)/pytest -q tests/unit tests/contract
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: venv sam-venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(SAM_VENV)/bin/sam validate --lint --region us-east-1 --template template.yaml
+	$(SAM_VENV)/bin/python tools/sam_transform.py lint-out/template.json --region us-east-1
+	$(SAM_VENV)/bin/cfn-lint lint-out/template.json
+
+# sam build builds the layers with the Lambda runtime's own python (3.12); pyenv's copy is
+# used when none is on PATH.
+build: sam-venv
+	@if ! python3.12 --version >/dev/null 2>&1; then \
+	  for dir in $$(pyenv root 2>/dev/null)/versions/3.12*/bin; do \
+	    if [ -x "$$dir/python3.12" ]; then export PATH="$$dir:$$PATH"; break; fi; \
+	  done; \
+	fi; \
+	if ! python3.12 --version >/dev/null 2>&1; then \
+	  echo "make build: sam build needs python3.12 (the Lambda runtime) on PATH;" \
+	    "install it (e.g. 'pyenv install 3.12') and run make build again." >&2; \
+	  exit 1; \
+	fi; \
+	$(SAM_VENV)/bin/sam build
+
+deploy: build
+	$(SAM_VENV)/bin/sam deploy --guided
+
+clean:
+	rm -rf .aws-sam build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,174 @@
+"""The three ports of dropflow. Domain code depends on these, never on an adapter.
+
+Each port has a local adapter (the embedded default) and an AWS adapter; one contract test
+suite per port runs against both (tests/contract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from dropflow.errors import DropflowError, NotFoundError
+
+
+# --------------------------------------------------------------------------- ObjectStore
+class ObjectNotFound(NotFoundError):
+    """No object at that key."""
+
+
+class InvalidKey(DropflowError, ValueError):
+    """A key that is empty, absolute, or has '..' or empty segments.
+
+    Also: a backslash or NUL, a segment starting with '.', or more than 1024 bytes
+    (255 per segment). The full rule is `dropflow.store.check_key`, shared by all adapters.
+    """
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str  # changes whenever the content changes (S3 ETag, or a content hash locally)
+    modified: float  # epoch seconds
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """A flat key space of immutable-once-written blobs (S3 semantics).
+
+    A put is atomic: a reader sees the old object or the whole new one, never half.
+    Pointer objects (manifest.json, card.json) are written last by convention.
+    """
+
+    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo: ...
+
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo: ...
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raises ObjectNotFound."""
+        ...
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Write the object to `path` (atomically); raises ObjectNotFound."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with `prefix` (recursive), sorted by key."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error."""
+        ...
+
+
+# --------------------------------------------------------------------------- Registry
+@dataclass(frozen=True)
+class Record:
+    pk: str
+    sk: str
+    data: dict[str, Any]
+    revision: int  # 1 on creation, +1 on every write; the token for compare-and-set
+    expires_at: float | None = None
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """Items keyed by (pk, sk) holding JSON-able dicts (DynamoDB single-table semantics).
+
+    A record whose `expires_at` has passed is treated as absent by every call, whether or
+    not the backend has physically removed it yet (DynamoDB TTL deletes lazily).
+    """
+
+    def get(self, pk: str, sk: str) -> Record | None: ...
+
+    def put(
+        self, pk: str, sk: str, data: dict[str, Any], *, expires_at: float | None = None
+    ) -> Record:
+        """Unconditional write."""
+        ...
+
+    def put_if_absent(
+        self, pk: str, sk: str, data: dict[str, Any], *, expires_at: float | None = None
+    ) -> bool:
+        """Create the record only if none (or only an expired one) exists. True if created."""
+        ...
+
+    def compare_and_set(
+        self,
+        pk: str,
+        sk: str,
+        data: dict[str, Any],
+        *,
+        expected_revision: int,
+        expires_at: float | None = None,
+    ) -> bool:
+        """Replace the record only if its revision is still `expected_revision`."""
+        ...
+
+    def query(self, pk: str, *, sk_prefix: str = "") -> list[Record]:
+        """Records under `pk` whose sk starts with `sk_prefix`, sorted by sk."""
+        ...
+
+    def delete(self, pk: str, sk: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- Compute
+class InstanceState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    TERMINATED = "terminated"  # ended, for whatever reason; see exit_code where known
+
+
+class LaunchError(DropflowError):
+    """No capacity could be obtained; `reason` says why."""
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    job_id: str
+    model: str
+    attempt: int
+    instance_types: Sequence[str] = ()
+    lifecycle: str = "spot"  # spot | on-demand
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    job_id: str
+    attempt: int
+    state: InstanceState
+    instance_type: str
+    lifecycle: str
+    zone: str
+    launched_at: float
+    ended_at: float | None = None
+    exit_code: int | None = None  # known locally; None on EC2
+
+
+@runtime_checkable
+class Compute(Protocol):
+    """Where training runs: an EC2 instance, or a child process locally.
+
+    The job id travels with the instance (tags on EC2, environment locally) as
+    DROPFLOW_JOB_ID / DROPFLOW_MODEL / DROPFLOW_ATTEMPT / DROPFLOW_INSTANCE_ID.
+    """
+
+    def launch(self, request: LaunchRequest) -> Instance: ...
+
+    def describe(self, instance_id: str) -> Instance | None: ...
+
+    def terminate(self, instance_id: str) -> None:
+        """Stop the instance; terminating an ended or unknown instance is not an error."""
+        ...
+
+    def list_instances(self) -> list[Instance]:
+        """Every instance this compute has launched for dropflow that is not long gone."""
+        ...
