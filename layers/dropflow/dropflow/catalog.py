@@ -1,0 +1,97 @@
+"""The model catalog in the registry: every published version, its decision, the champion.
+
+pk MODEL#<model>: sk VERSION#<version> per version, sk CHAMPION for the pointer that serving
+follows. The champion switch is a compare-and-set, so two promotions never both win.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from dropflow.jobs import MODELS_PK, model_pk
+from dropflow.names import check_model_name
+from dropflow.ports import Registry
+
+Decision = Literal["pending", "approved", "rejected"]
+
+
+class VersionRecord(BaseModel):
+    model: str
+    version: str
+    job_id: str
+    decision: Decision = "pending"
+    reason: str | None = None
+    primary_metric: str | None = None
+    primary_value: float | None = None
+    published_at: float | None = None
+    decided_at: float | None = None
+
+
+class Champion(BaseModel):
+    model: str
+    version: str
+    previous: str | None = None
+    since: float
+    revision: int = 0  # registry revision, the token for the next switch
+
+
+class Catalog:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def models(self) -> list[str]:
+        """Every model dropflow knows (it had at least one job), sorted."""
+        return [r.sk for r in self.registry.query(MODELS_PK)]
+
+    def exists(self, model: str) -> bool:
+        check_model_name(model)
+        return self.registry.get(MODELS_PK, model) is not None
+
+    def add_model(self, model: str) -> None:
+        check_model_name(model)
+        self.registry.put_if_absent(MODELS_PK, model, {"created_at": time.time()})
+
+    def record_version(self, record: VersionRecord) -> VersionRecord:
+        """Store (or overwrite) what is known about a version; idempotent."""
+        self.add_model(record.model)
+        self.registry.put(
+            model_pk(record.model), f"VERSION#{record.version}", record.model_dump(mode="json")
+        )
+        return record
+
+    def version(self, model: str, version: str) -> VersionRecord | None:
+        rec = self.registry.get(model_pk(model), f"VERSION#{version}")
+        return VersionRecord.model_validate(rec.data) if rec else None
+
+    def versions(self, model: str) -> list[VersionRecord]:
+        """All versions of the model, oldest first (versions sort by time)."""
+        check_model_name(model)
+        recs = self.registry.query(model_pk(model), sk_prefix="VERSION#")
+        return [VersionRecord.model_validate(r.data) for r in recs]
+
+    def champion(self, model: str) -> Champion | None:
+        check_model_name(model)
+        rec = self.registry.get(model_pk(model), "CHAMPION")
+        if rec is None:
+            return None
+        return Champion.model_validate({**rec.data, "revision": rec.revision})
+
+    def switch_champion(self, model: str, version: str, *, expected: Champion | None) -> bool:
+        """Make `version` the champion if the pointer is still `expected` (None: no champion).
+
+        Returns False when another writer switched it first; the caller re-reads and decides.
+        """
+        data: dict[str, Any] = {
+            "model": model,
+            "version": version,
+            "previous": expected.version if expected else None,
+            "since": time.time(),
+        }
+        if expected is None:
+            return self.registry.put_if_absent(model_pk(model), "CHAMPION", data)
+        return self.registry.compare_and_set(
+            model_pk(model), "CHAMPION", data, expected_revision=expected.revision
+        )

@@ -1,0 +1,68 @@
+"""The domain services wired to the adapters the configuration names.
+
+Each factory builds its object once per execution environment (a Lambda cold start, or one
+local runtime), so handlers never create clients or connections per request.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from dropflow import adapters
+from dropflow.catalog import Catalog
+from dropflow.config import settings
+from dropflow.jobs import JobStore
+from dropflow.launcher import Launcher
+from dropflow.ports import Compute, ObjectStore, Registry
+from dropflow.tracker import Tracker
+
+
+@cache
+def store() -> ObjectStore:
+    return adapters.open_store(settings().store_url)
+
+
+@cache
+def registry() -> Registry:
+    return adapters.open_registry(settings().registry_url)
+
+
+@cache
+def compute() -> Compute:
+    return adapters.open_compute(settings().compute_url)
+
+
+@cache
+def jobs() -> JobStore:
+    return JobStore(registry())
+
+
+@cache
+def catalog() -> Catalog:
+    return Catalog(registry())
+
+
+@cache
+def launcher() -> Launcher:
+    cfg = settings()
+    return Launcher(
+        store(),
+        registry(),
+        compute(),
+        max_attempts=cfg.max_attempts,
+        claim_ttl_seconds=cfg.claim_ttl_seconds,
+    )
+
+
+@cache
+def tracker() -> Tracker:
+    return Tracker(launcher())
+
+
+def reset() -> None:
+    """Forget every cached object and the settings (a new local home, or a test)."""
+    for factory in (store, registry, compute, jobs, catalog, launcher, tracker):
+        factory.cache_clear()
+    settings.cache_clear()
+    for opener in (adapters.open_store, adapters.open_registry, adapters.open_compute):
+        opener.cache_clear()

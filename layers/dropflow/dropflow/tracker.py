@@ -1,0 +1,172 @@
+"""Keeping jobs alive: what happens when the instance (or child process) of an attempt ends.
+
+The job itself records its success (published) or a user error (failed). When an instance
+ends and the job is not in a final state, the attempt was lost (spot reclaim, crash, a stop of
+the local runtime): the tracker starts the next attempt, which resumes, until the job's
+attempts are used up. When a job reaches a final state the model's active slot is released,
+and a follow-up run starts if data arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from dropflow.errors import NotFoundError
+from dropflow.jobs import ExitCode, Job, JobState
+from dropflow.launcher import Launcher, LaunchOutcome
+from dropflow.observability import logger
+from dropflow.ports import Instance, InstanceState
+
+Action = Literal["ignored", "noted", "relaunched", "failed", "finished"]
+
+# An attempt that never got an instance (the launcher died in between) is retried after this.
+LAUNCH_GRACE_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class TrackOutcome:
+    action: Action
+    message: str
+    job_id: str | None = None
+    follow_up: LaunchOutcome | None = None
+
+
+def describe_exit(exit_code: int | None) -> str:
+    """A reader's account of how an attempt's process ended."""
+    if exit_code is None:
+        return "the instance ended"
+    if exit_code < 0:
+        return f"killed by signal {-exit_code}"
+    try:
+        return {
+            ExitCode.OK: "exited without publishing",
+            ExitCode.CRASHED: "crashed (exit 1)",
+            ExitCode.USER_ERROR: "stopped on a data or spec error (exit 2)",
+            ExitCode.INTERRUPTED: "interrupted; a checkpoint was stored (exit 75)",
+        }[ExitCode(exit_code)]
+    except ValueError:
+        return f"exited with code {exit_code}"
+
+
+class Tracker:
+    def __init__(self, launcher: Launcher, *, clock: Callable[[], float] = time.time) -> None:
+        self.launcher = launcher
+        self.jobs = launcher.jobs
+        self.compute = launcher.compute
+        self.clock = clock
+
+    def instance_ended(self, instance: Instance) -> TrackOutcome:
+        """React to the end of an attempt's instance (EC2 state change, or a process exit)."""
+        try:
+            job = self.jobs.get(instance.job_id)
+        except NotFoundError:
+            return TrackOutcome("ignored", f"{instance.instance_id} belongs to no known job")
+        current = job.current_attempt
+        if current is None or current.instance_id not in (None, instance.instance_id):
+            return TrackOutcome(
+                "ignored", f"{instance.instance_id} ran an earlier attempt", job.job_id
+            )
+        how = describe_exit(instance.exit_code)
+        if current.ended_at is None or current.exit_reason is None:
+            self.jobs.update_attempt(
+                job.job_id,
+                current.number,
+                ended_at=current.ended_at or instance.ended_at or self.clock(),
+                exit_reason=current.exit_reason or how,
+            )
+        if job.state.terminal:
+            return self._finish(job)
+        if instance.exit_code == ExitCode.USER_ERROR:
+            return self._fail(job, current.exit_reason or how)
+        if len(job.attempts) >= self.launcher.max_attempts:
+            return self._fail(
+                job, f"gave up after {len(job.attempts)} attempts; the last one {how}"
+            )
+        self.jobs.transition(
+            job.job_id, JobState.INTERRUPTED, reason=f"attempt {current.number} {how}"
+        )
+        outcome = self.launcher.launch_attempt(job.job_id)
+        logger.info("attempt relaunched", extra={"job_id": job.job_id, "outcome": outcome.message})
+        if outcome.action == "failed":
+            return self._finish(self.jobs.get(job.job_id))
+        return TrackOutcome("relaunched", outcome.message, job.job_id)
+
+    def notice(self, instance: Instance, kind: str) -> TrackOutcome:
+        """Record a spot interruption warning or rebalance recommendation on the attempt.
+
+        The job on the instance sees the same notice through IMDS and checkpoints itself;
+        the relaunch happens when the instance has ended.
+        """
+        try:
+            job = self.jobs.get(instance.job_id)
+        except NotFoundError:
+            return TrackOutcome("ignored", f"{instance.instance_id} belongs to no known job")
+        current = job.current_attempt
+        if current is None or current.instance_id != instance.instance_id:
+            return TrackOutcome("ignored", f"{instance.instance_id} is not the current attempt")
+        self.jobs.set_progress(
+            job.job_id, {**job.progress, "notice": kind, "notice_at": self.clock()}
+        )
+        return TrackOutcome("noted", f"{kind} for attempt {current.number}", job.job_id)
+
+    def sweep(self) -> list[TrackOutcome]:
+        """Check every unfinished job's current instance; handle those that ended.
+
+        The local runtime calls this in its loop (it is its EC2 state-change feed); in AWS the
+        watchdog schedule calls it to catch events that were lost.
+        """
+        outcomes = []
+        for job in self.jobs.all():
+            if job.state.terminal:
+                if self.launcher.active_job(job.model) == job.job_id:
+                    outcomes.append(self._finish(job))
+                continue
+            current = job.current_attempt
+            if current is None or current.instance_id is None:
+                started = (current.started_at if current else None) or job.created_at
+                if self.clock() - started > LAUNCH_GRACE_SECONDS:
+                    outcomes.append(self._relaunch_orphan(job))
+                continue
+            instance = self.compute.describe(current.instance_id)
+            if instance is None or instance.state == InstanceState.TERMINATED:
+                outcomes.append(
+                    self.instance_ended(
+                        instance
+                        or Instance(
+                            instance_id=current.instance_id,
+                            job_id=job.job_id,
+                            attempt=current.number,
+                            state=InstanceState.TERMINATED,
+                            instance_type=current.instance_type or "unknown",
+                            lifecycle=current.lifecycle or "unknown",
+                            zone=current.zone or "unknown",
+                            launched_at=current.started_at or job.created_at,
+                        )
+                    )
+                )
+        return outcomes
+
+    # ------------------------------------------------------------------ internals
+    def _relaunch_orphan(self, job: Job) -> TrackOutcome:
+        if len(job.attempts) >= self.launcher.max_attempts:
+            return self._fail(job, f"gave up after {len(job.attempts)} attempts that never started")
+        if job.state != JobState.QUEUED:
+            self.jobs.transition(job.job_id, JobState.INTERRUPTED, reason="attempt never started")
+        outcome = self.launcher.launch_attempt(job.job_id)
+        return TrackOutcome("relaunched", outcome.message, job.job_id)
+
+    def _fail(self, job: Job, reason: str) -> TrackOutcome:
+        failed = self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
+        logger.warning("job failed", extra={"job_id": job.job_id, "reason": reason})
+        outcome = self._finish(failed)
+        return TrackOutcome("failed", reason, job.job_id, outcome.follow_up)
+
+    def _finish(self, job: Job) -> TrackOutcome:
+        follow_up = None
+        if self.launcher.release_slot(job.model, job.job_id):
+            follow_up = self.launcher.request_training(job.model, trigger="follow-up")
+        message = f"job {job.state}" + (f"; follow-up: {follow_up.message}" if follow_up else "")
+        return TrackOutcome("finished", message, job.job_id, follow_up)

@@ -1,0 +1,57 @@
+"""An in-memory Compute for domain tests: launches nothing, remembers everything."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import replace
+
+from dropflow.ports import Instance, InstanceState, LaunchError, LaunchRequest
+
+
+class FakeCompute:
+    def __init__(self) -> None:
+        self.instances: dict[str, Instance] = {}
+        self.launches: list[LaunchRequest] = []
+        self.fail_with: str | None = None  # make the next launches raise LaunchError
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def launch(self, request: LaunchRequest) -> Instance:
+        with self._lock:
+            if self.fail_with:
+                raise LaunchError(self.fail_with)
+            self.launches.append(request)
+            instance = Instance(
+                instance_id=f"fake-{next(self._ids)}",
+                job_id=request.job_id,
+                attempt=request.attempt,
+                state=InstanceState.RUNNING,
+                instance_type="fake.large",
+                lifecycle=request.lifecycle,
+                zone="fake-1a",
+                launched_at=time.time(),
+            )
+            self.instances[instance.instance_id] = instance
+            return instance
+
+    def describe(self, instance_id: str) -> Instance | None:
+        return self.instances.get(instance_id)
+
+    def terminate(self, instance_id: str) -> None:
+        self.end(instance_id, None)
+
+    def list_instances(self) -> list[Instance]:
+        return list(self.instances.values())
+
+    def end(self, instance_id: str, exit_code: int | None) -> Instance:
+        """Play the instance ending (spot reclaim, crash, or the job finishing)."""
+        ended = replace(
+            self.instances[instance_id],
+            state=InstanceState.TERMINATED,
+            exit_code=exit_code,
+            ended_at=time.time(),
+        )
+        self.instances[instance_id] = ended
+        return ended

@@ -1,0 +1,100 @@
+"""The tracker relaunches lost attempts, stops at max attempts, and never retries user errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from dropflow.jobs import ExitCode, JobState
+from dropflow.launcher import Launcher
+from dropflow.tracker import Tracker
+from tests.fakes_compute import FakeCompute
+
+CSV = b"a,b,target\n1,2,0\n3,4,1\n"
+
+
+@pytest.fixture
+def compute() -> FakeCompute:
+    return FakeCompute()
+
+
+@pytest.fixture
+def tracker(store, registry, compute) -> Tracker:
+    store.put("datasets/iris/data.csv", CSV)
+    return Tracker(Launcher(store, registry, compute, max_attempts=3))
+
+
+def _start(tracker: Tracker) -> str:
+    return tracker.launcher.request_training("iris").job_id
+
+
+def test_an_instance_lost_mid_training_gets_a_new_attempt(tracker, compute):
+    job_id = _start(tracker)
+    tracker.jobs.transition(job_id, JobState.RUNNING)
+
+    outcome = tracker.instance_ended(compute.end("fake-1", None))
+
+    assert outcome.action == "relaunched"
+    job = tracker.jobs.get(job_id)
+    assert len(job.attempts) == 2
+    assert job.attempts[0].exit_reason == "the instance ended"
+    assert compute.launches[-1].attempt == 2
+
+
+def test_after_max_attempts_the_job_fails_with_the_last_reason(tracker, compute):
+    job_id = _start(tracker)
+    for n in (1, 2, 3):
+        outcome = tracker.instance_ended(compute.end(f"fake-{n}", ExitCode.CRASHED))
+
+    assert outcome.action == "failed"
+    job = tracker.jobs.get(job_id)
+    assert job.state == JobState.FAILED
+    assert "gave up after 3 attempts" in (job.reason or "")
+    assert tracker.launcher.active_job("iris") is None
+
+
+def test_a_user_error_is_not_retried(tracker, compute):
+    job_id = _start(tracker)
+    tracker.jobs.transition(
+        job_id, JobState.FAILED, reason="data.csv row 3, column b: 'x' is not a number"
+    )
+
+    outcome = tracker.instance_ended(compute.end("fake-1", ExitCode.USER_ERROR))
+
+    assert outcome.action == "finished"
+    assert len(compute.launches) == 1
+    assert tracker.jobs.get(job_id).reason.startswith("data.csv row 3")
+
+
+def test_an_event_for_an_earlier_attempt_is_ignored(tracker, compute):
+    job_id = _start(tracker)
+    tracker.instance_ended(compute.end("fake-1", None))
+
+    again = tracker.instance_ended(compute.instances["fake-1"])
+
+    assert again.action == "ignored"
+    assert len(tracker.jobs.get(job_id).attempts) == 2
+
+
+def test_a_published_job_frees_the_model_and_starts_the_owed_follow_up(tracker, compute, store):
+    job_id = _start(tracker)
+    store.put("datasets/iris/more.csv", CSV)
+    assert tracker.launcher.request_training("iris").action == "coalesced"
+    for state in (JobState.RUNNING, JobState.EXPORTING):
+        tracker.jobs.transition(job_id, state)
+    tracker.jobs.transition(job_id, JobState.PUBLISHED, version="v20261123T101500Z-abcdef")
+
+    outcome = tracker.instance_ended(compute.end("fake-1", ExitCode.OK))
+
+    assert outcome.action == "finished"
+    assert outcome.follow_up is not None and outcome.follow_up.action == "launched"
+    assert len(compute.launches) == 2
+
+
+def test_sweep_finds_ended_instances_whose_event_was_lost(tracker, compute):
+    job_id = _start(tracker)
+    compute.end("fake-1", None)
+
+    outcomes = tracker.sweep()
+
+    assert [o.action for o in outcomes] == ["relaunched"]
+    assert len(tracker.jobs.get(job_id).attempts) == 2
