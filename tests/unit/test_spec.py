@@ -1,0 +1,161 @@
+"""dropflow.yaml: every key optional, typos and bad values rejected with the key path named."""
+
+from __future__ import annotations
+
+import pytest
+
+from dropflow.errors import UserInputError
+from dropflow.spec import Spec, load_spec, spec_hash
+
+
+@pytest.mark.parametrize("text", [None, "", "   \n", b"", "# only a comment\n"])
+def test_an_absent_or_empty_spec_means_the_defaults(text):
+    assert load_spec(text) == Spec()
+
+
+def test_defaults_are_the_documented_ones():
+    spec = Spec()
+    assert spec.task is None and spec.target is None and spec.features is None
+    assert spec.model.hidden_layers == [64, 32]
+    assert spec.model.dropout == 0.0
+    assert spec.training.batch_size == 64
+    assert spec.training.learning_rate == pytest.approx(1e-3)
+    assert spec.training.seed == 0
+    assert spec.training.holdout_fraction == pytest.approx(0.2)
+    assert spec.promotion.metric is None and spec.promotion.tolerance == 0.0
+
+
+def test_a_full_spec_is_read():
+    spec = load_spec(
+        b"""
+task: classification
+target: diagnosis
+features: [radius, texture]
+model:
+  hidden_layers: [128]
+  dropout: 0.1
+training:
+  epochs: 5
+  batch_size: 32
+  learning_rate: 1e-2
+  weight_decay: 0.0001
+  seed: 7
+  holdout_fraction: 0.25
+promotion:
+  metric: macro_f1
+  tolerance: 0.01
+compute: {instance_types: [g5.xlarge]}
+schedule: {cron: "0 3 * * *"}
+"""
+    )
+    assert spec.task == "classification"
+    assert spec.target == "diagnosis"
+    assert spec.features == ["radius", "texture"]
+    assert spec.model.hidden_layers == [128]
+    assert spec.training.epochs == 5
+    assert spec.training.learning_rate == pytest.approx(0.01)
+    assert spec.training.seed == 7
+    assert spec.promotion.metric == "macro_f1"
+    assert spec.compute == {"instance_types": ["g5.xlarge"]}
+
+
+def test_exponent_notation_is_a_number_not_a_string():
+    # YAML 1.1 reads `1e-3` as a string; data owners write it meaning the number.
+    assert load_spec("training: {learning_rate: 1e-3}").training.learning_rate == pytest.approx(
+        0.001
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("training: {epochs: 0}", "training.epochs: Input should be greater than 0"),
+        ("training: {epochs: ten}", "training.epochs: Input should be a valid integer"),
+        ("model: {dropout: 0.95}", "model.dropout: Input should be less than or equal to 0.9"),
+        ("model: {hidden_layers: [64, 0]}", "model.hidden_layers[1]: Input should be greater"),
+        ("task: clustering", "task: Input should be 'classification' or 'regression'"),
+        ("training: {holdout_fraction: 0.9}", "training.holdout_fraction: Input should be"),
+    ],
+)
+def test_an_invalid_value_names_the_file_and_key_path(text, expected):
+    with pytest.raises(UserInputError) as caught:
+        load_spec(text)
+    assert str(caught.value).startswith(f"dropflow.yaml: {expected}")
+
+
+def test_a_misspelt_key_is_rejected_with_the_allowed_keys():
+    with pytest.raises(UserInputError) as caught:
+        load_spec("training:\n  epoch: 10\n")
+    message = str(caught.value)
+    assert "dropflow.yaml: training.epoch: unknown key" in message
+    assert "epochs" in message
+
+
+def test_an_unknown_top_level_key_is_rejected():
+    with pytest.raises(UserInputError, match=r"dropflow.yaml: targte: unknown key"):
+        load_spec("targte: price")
+
+
+def test_the_message_names_the_file_it_came_from():
+    with pytest.raises(UserInputError, match=r"^datasets/iris/dropflow.yaml: training.epochs:"):
+        load_spec("training: {epochs: -1}", source="datasets/iris/dropflow.yaml")
+
+
+def test_broken_yaml_names_the_line():
+    with pytest.raises(UserInputError, match=r"dropflow.yaml: invalid YAML at line 2, column"):
+        load_spec("target: price\nfeatures: a: b\n")
+
+
+def test_a_document_that_is_not_a_mapping_is_rejected():
+    with pytest.raises(UserInputError, match="expected a mapping"):
+        load_spec("- target\n- price\n")
+
+
+def test_a_boolean_is_not_accepted_as_a_number():
+    with pytest.raises(UserInputError, match=r"training\.epochs"):
+        load_spec("training: {epochs: yes}")
+
+
+def test_the_target_cannot_also_be_a_feature():
+    with pytest.raises(
+        UserInputError, match="features: the target 'price' cannot also be a feature"
+    ):
+        load_spec("target: price\nfeatures: [rooms, price]")
+
+
+def test_a_feature_listed_twice_is_rejected():
+    with pytest.raises(UserInputError, match="features: column 'rooms' is listed twice"):
+        load_spec("features: [rooms, rooms]")
+
+
+def test_an_unknown_metric_is_rejected():
+    with pytest.raises(UserInputError, match=r"promotion\.metric: unknown metric 'auc'"):
+        load_spec("promotion: {metric: auc}")
+
+
+def test_a_metric_of_the_other_task_is_rejected_when_the_task_is_given():
+    with pytest.raises(UserInputError, match=r"promotion\.metric: 'accuracy' is not a regression"):
+        load_spec("task: regression\npromotion: {metric: accuracy}")
+
+
+def test_a_metric_of_the_other_task_is_rejected_once_the_task_is_inferred():
+    spec = load_spec("promotion: {metric: rmse}")
+    assert spec.primary_metric("regression") == "rmse"
+    with pytest.raises(UserInputError, match="'rmse' is not a classification metric"):
+        spec.primary_metric("classification")
+
+
+def test_the_primary_metric_defaults_to_accuracy_or_rmse():
+    assert Spec().primary_metric("classification") == "accuracy"
+    assert Spec().primary_metric("regression") == "rmse"
+
+
+def test_invalid_utf8_is_rejected():
+    with pytest.raises(UserInputError, match="not UTF-8"):
+        load_spec(b"target: \xff\xfe")
+
+
+def test_the_hash_is_of_the_effective_spec():
+    assert spec_hash(load_spec(None)) == spec_hash(load_spec("training: {epochs: 60}"))
+    assert spec_hash(load_spec(None)) != spec_hash(load_spec("training: {epochs: 61}"))
+    assert len(spec_hash(Spec())) == 64

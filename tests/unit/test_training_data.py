@@ -1,0 +1,268 @@
+"""Reading a model's dataset: target and task choice, and errors that point at the cell."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dropflow.errors import UserInputError
+from dropflow.spec import Spec, load_spec
+from tests.unit.fakes import MemoryStore
+from training.data import Dataset, load_dataset, split
+
+MODEL = "m"
+
+
+def store_with(files: dict[str, bytes]) -> MemoryStore:
+    store = MemoryStore()
+    for name, data in files.items():
+        store.put(f"datasets/{MODEL}/{name}", data)
+    return store
+
+
+def load(files: dict[str, bytes], spec: str | None = None) -> Dataset:
+    return load_dataset(store_with(files), MODEL, load_spec(spec))
+
+
+def parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def error_of(files: dict[str, bytes], spec: str | None = None) -> str:
+    with pytest.raises(UserInputError) as caught:
+        load(files, spec)
+    return str(caught.value)
+
+
+# --------------------------------------------------------------------------- target and task
+def test_the_last_column_is_the_target_by_default():
+    data = load({"d.csv": b"a,b,label\n1,2,x\n3,4,y\n"})
+    assert data.target == "label"
+    assert data.features == ["a", "b"]
+
+
+def test_a_column_named_target_wins_over_the_last_column():
+    data = load({"d.csv": b"target,a,b\n0,1,2\n1,3,4\n"})
+    assert data.target == "target"
+    assert data.features == ["a", "b"]
+
+
+def test_the_spec_names_the_target_and_the_features():
+    data = load({"d.csv": b"a,b,c,y\n1,2,3,0\n4,5,6,1\n"}, "target: a\nfeatures: [c, b]")
+    assert data.target == "a"
+    assert data.features == ["c", "b"]
+    assert data.x.tolist() == [[3.0, 2.0], [6.0, 5.0]]
+
+
+def test_an_unknown_target_names_it_and_the_available_columns():
+    message = error_of({"d.csv": b"a,b\n1,2\n"}, "target: price")
+    assert "'price'" in message
+    assert "available columns: a, b" in message
+
+
+def test_an_unknown_feature_names_it_and_the_available_columns():
+    message = error_of({"d.csv": b"a,b\n1,2\n"}, "features: [size]")
+    assert "'size'" in message and "available columns: a, b" in message
+
+
+def test_text_labels_make_a_classification_with_sorted_string_classes():
+    data = load({"d.csv": b"x,diagnosis\n1,malignant\n2,benign\n3,benign\n"})
+    assert data.task == "classification"
+    assert data.classes == ["benign", "malignant"]
+    assert data.y.tolist() == [1, 0, 0]
+
+
+def test_few_whole_numbers_make_a_classification_with_int_classes():
+    data = load({"d.csv": b"x,y\n1,3\n2,1\n3,3\n"})
+    assert data.task == "classification"
+    assert data.classes == [1, 3]
+    assert all(type(c) is int for c in data.classes)
+
+
+def test_true_false_labels_are_booleans():
+    data = load({"d.csv": b"x,y\n1,True\n2,false\n"})
+    assert data.task == "classification"
+    assert data.classes == [False, True]
+
+
+def test_many_distinct_whole_numbers_make_a_regression():
+    rows = "".join(f"{i},{i * 7}\n" for i in range(30))
+    data = load({"d.csv": ("x,y\n" + rows).encode()})
+    assert data.task == "regression"
+    assert data.classes is None
+    assert data.y.dtype == np.float64
+
+
+def test_decimal_numbers_make_a_regression():
+    data = load({"d.csv": b"x,y\n1,0.5\n2,1.5\n"})
+    assert data.task == "regression"
+
+
+def test_the_spec_task_overrides_the_inference():
+    data = load({"d.csv": b"x,y\n1,1\n2,2\n"}, "task: regression")
+    assert data.task == "regression"
+    assert data.y.tolist() == [1.0, 2.0]
+
+
+def test_a_text_target_cannot_be_a_regression():
+    message = error_of({"d.csv": b"x,y\n1,2.5\n2,high\n"}, "task: regression")
+    assert "datasets/m/d.csv, line 3, column 'y': 'high' is not a number" in message
+
+
+def test_a_target_with_one_value_cannot_be_classified():
+    assert "at least two classes" in error_of({"d.csv": b"x,y\n1,a\n2,a\n"})
+
+
+def test_rows_without_a_target_are_dropped():
+    data = load({"d.csv": b"x,y\n1,a\n2,\n3,b\n4,NA\n"})
+    assert data.dropped_rows == 2
+    assert data.x[:, 0].tolist() == [1.0, 3.0]
+
+
+# --------------------------------------------------------------------------- cells and files
+def test_a_broken_cell_names_file_line_and_column():
+    csv = b"a,b,target\n1,2,x\n3,4,y\n5,oops,x\n"
+    message = error_of({"data.csv": csv})
+    assert "datasets/m/data.csv, line 4, column 'b': 'oops' is not a number" in message
+
+
+def test_a_broken_cell_is_found_in_a_later_file():
+    message = error_of({"1.csv": b"a,target\n1,x\n2,y\n", "2.csv": b"a,target\n3,x\n4.4.4,y\n"})
+    assert "datasets/m/2.csv, line 3, column 'a': '4.4.4'" in message
+
+
+def test_a_text_feature_column_names_the_column_and_first_value():
+    message = error_of({"d.csv": b"size,color,target\n1,red,x\n2,blue,y\n"})
+    assert "column 'color' holds text" in message
+    assert "datasets/m/d.csv, line 2: 'red'" in message
+    assert "features:" in message  # says how to leave it out
+
+
+def test_an_infinite_feature_value_is_rejected():
+    assert "line 2, column 'a': 'inf'" in error_of({"d.csv": b"a,target\ninf,x\n2,y\n"})
+
+
+def test_missing_features_are_nan_until_the_split_fills_them():
+    data = load({"d.csv": b"a,target\n1,x\n,y\nn/a,x\n4,y\n"})
+    assert np.isnan(data.x[1, 0]) and np.isnan(data.x[2, 0])
+
+
+def test_files_with_different_columns_name_the_odd_file():
+    message = error_of({"1.csv": b"a,b,target\n1,2,x\n", "2.csv": b"a,c,target\n1,2,y\n"})
+    assert message.startswith("datasets/m/2.csv: its columns differ from datasets/m/1.csv")
+    assert "missing 'b'" in message and "unexpected 'c'" in message
+
+
+def test_csv_and_parquet_are_read_together_in_key_order():
+    first = b"a,b,label\n1,2,0\n3,4,1\n"
+    second = parquet(pd.DataFrame({"label": [1, 0], "a": [5.0, 7.0], "b": [6, 8]}))
+    data = load({"a.csv": first, "b.parquet": second})
+    assert data.sources == ["datasets/m/a.csv", "datasets/m/b.parquet"]
+    assert data.x.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    # "1" in the CSV and 1 in the Parquet file are the same class.
+    assert data.classes == [0, 1]
+    assert data.y.tolist() == [0, 1, 1, 0]
+
+
+def test_a_broken_parquet_cell_names_the_row():
+    frame = pd.DataFrame({"a": ["1", "2", "x"], "target": ["p", "q", "p"]})
+    message = error_of({"d.parquet": parquet(frame)})
+    assert "datasets/m/d.parquet, row 3, column 'a': 'x' is not a number" in message
+
+
+def test_other_files_under_the_prefix_are_not_data():
+    data = load({"d.csv": b"a,target\n1,x\n2,y\n", "README.md": b"# notes", "dropflow.yaml": b""})
+    assert data.sources == ["datasets/m/d.csv"]
+
+
+def test_no_data_files_is_an_error_naming_the_prefix():
+    with pytest.raises(UserInputError, match=r"no \.csv or \.parquet files under datasets/m/"):
+        load_dataset(MemoryStore(), MODEL, Spec())
+
+
+def test_an_empty_csv_file_is_named():
+    assert error_of({"d.csv": b""}).startswith("datasets/m/d.csv: the file is empty")
+
+
+def test_a_damaged_parquet_file_is_named():
+    assert error_of({"d.parquet": b"PAR1 not really"}).startswith(
+        "datasets/m/d.parquet: not a readable Parquet file"
+    )
+
+
+# --------------------------------------------------------------------------- split
+def classification(n_per_class: int, classes: list) -> Dataset:
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(len(classes)), n_per_class)
+    x = rng.normal(size=(len(y), 3))
+    return Dataset(
+        task="classification",
+        target="t",
+        features=["a", "b", "c"],
+        x=x,
+        y=y,
+        classes=classes,
+        sources=[],
+        dropped_rows=0,
+    )
+
+
+def test_the_split_is_the_same_for_the_same_seed_and_differs_for_another():
+    data = classification(50, ["a", "b"])
+    first, again, other = split(data, 0.2, 0), split(data, 0.2, 0), split(data, 0.2, 1)
+    assert np.array_equal(first.x_holdout, again.x_holdout)
+    assert not np.array_equal(first.x_holdout, other.x_holdout)
+
+
+def test_the_split_is_stratified():
+    data = classification(50, ["a", "b", "c"])
+    parts = split(data, 0.2, 0)
+    assert np.bincount(parts.y_holdout).tolist() == [10, 10, 10]
+    assert len(parts.y_train) == 120
+
+
+def test_the_held_out_rows_do_not_depend_on_how_labels_sort():
+    data = classification(40, ["a", "b"])
+    relabelled = Dataset(**{**data.__dict__, "y": 1 - data.y, "classes": ["b", "a"]})
+    assert np.array_equal(split(data, 0.2, 0).x_holdout, split(relabelled, 0.2, 0).x_holdout)
+
+
+def test_missing_features_are_filled_with_the_training_rows_median():
+    # Column 0 is the row number (never missing), so the test can tell which rows trained.
+    values = np.array([1.0, np.nan, 3.0, 100.0, 5.0, np.nan, 7.0, 2.0, np.nan, 9.0])
+    x = np.column_stack([np.arange(10.0), values])
+    data = Dataset(
+        task="regression",
+        target="t",
+        features=["row", "a"],
+        x=x,
+        y=np.arange(10.0),
+        classes=None,
+        sources=[],
+        dropped_rows=0,
+    )
+    filled_in_holdout = 0
+    for seed in range(5):
+        parts = split(data, 0.3, seed)
+        trained_rows = parts.x_train[:, 0].astype(int)
+        held_rows = parts.x_holdout[:, 0].astype(int)
+        expected = np.nanmedian(values[trained_rows])
+        assert parts.fill_values[1] == pytest.approx(expected)
+        for block, rows in ((parts.x_train, trained_rows), (parts.x_holdout, held_rows)):
+            missing = np.isnan(values[rows])
+            assert np.allclose(block[missing, 1], expected)
+            assert not np.isnan(block).any()
+        filled_in_holdout += int(np.isnan(values[held_rows]).sum())
+    assert filled_in_holdout > 0  # the holdout case was exercised
+    assert parts.x_train.dtype == np.float32
+
+
+def test_too_few_rows_to_hold_out_is_an_error():
+    data = classification(1, ["a", "b"])
+    with pytest.raises(UserInputError, match="too few rows"):
+        split(data, 0.2, 0)

@@ -1,0 +1,58 @@
+"""`python -m training --job-id J --attempt N`: run one training attempt and exit.
+
+Arguments fall back to DROPFLOW_JOB_ID and DROPFLOW_ATTEMPT (how the launcher passes them to
+an instance or child process). The store and registry come from DROPFLOW_STORE_URL and
+DROPFLOW_REGISTRY_URL. The exit code is a dropflow.jobs.ExitCode for the tracker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from dropflow.adapters import open_registry, open_store
+from dropflow.config import settings
+from dropflow.errors import ConfigError
+from dropflow.jobs import ExitCode
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, open the adapters and run the job; return the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description="Run one dropflow training attempt."
+    )
+    parser.add_argument(
+        "--job-id", default=os.environ.get("DROPFLOW_JOB_ID"), help="default: $DROPFLOW_JOB_ID"
+    )
+    parser.add_argument(
+        "--attempt",
+        type=int,
+        default=os.environ.get("DROPFLOW_ATTEMPT", "1"),
+        help="1-based attempt number (default: $DROPFLOW_ATTEMPT, else 1)",
+    )
+    args = parser.parse_args(argv)
+    if not args.job_id:
+        parser.error("--job-id is required (or set DROPFLOW_JOB_ID)")
+
+    # Plain lines on stdout: they end up in the job's log.txt and the instance console.
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        config = settings()
+        store = open_store(config.store_url)
+        registry = open_registry(config.registry_url)
+    except ConfigError as exc:
+        print(f"dropflow training: {exc}", file=sys.stderr)
+        return ExitCode.CRASHED
+
+    # torch loads here, after the cheap checks, so a misconfigured run fails in milliseconds.
+    from training.job import run_job
+
+    return run_job(args.job_id, args.attempt, store, registry)
+
+
+if __name__ == "__main__":
+    sys.exit(int(main()))
