@@ -1,0 +1,215 @@
+"""Predict: dropflow's HTTP API behind API Gateway (REST proxy) and the local gateway.
+
+GET /health, GET /models, GET /models/{name}, POST /models/{name}/predict. The routes call
+dropflow.serving; this file maps HTTP onto it and domain errors onto statuses. A client
+mistake is always a 4xx naming the problem; only our own bugs are a (logged) 500.
+"""
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError as NoRoute
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+
+from dropflow import api, services
+from dropflow.config import settings
+from dropflow.errors import InvalidName, NotFoundError, NotReadyError
+from dropflow.names import check_version
+from dropflow.observability import logger, metrics, tracer
+from dropflow.serving import InvalidInstances, ModelCache, PredictionService, rows_problem
+
+# Once per execution environment: a bad variable fails the cold start naming it, and warm
+# requests reuse the onnxruntime sessions and the cached champion pointers.
+SETTINGS = settings()
+SERVICE = PredictionService(
+    ModelCache(services.store(), services.registry(), champion_ttl=SETTINGS.champion_ttl_seconds)
+)
+# Each route and the one method it answers: a known path with another method gets a 405.
+HEALTH, MODELS, MODEL, PREDICT = "/health", "/models", "/models/<name>", "/models/<name>/predict"
+METHODS = {HEALTH: "GET", MODELS: "GET", MODEL: "GET", PREDICT: "POST"}
+ModelName = Annotated[str, Path(description="model name: 1-63 of a-z, 0-9, '-'")]
+
+app = APIGatewayRestResolver(
+    enable_validation=True,
+    # A response that breaks its own model is our bug: a 500, never a 422 blamed on the client.
+    response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+)
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[list[Any]] | list[dict[str, Any]] = Field(
+        min_length=1,
+        description="rows as lists of feature values (card order) or objects {feature: value}",
+    )
+    version: str | None = Field(default=None, description="a version id; default: champion")
+
+    @field_validator("instances", mode="wrap")
+    @classmethod
+    def _one_kind_of_rows(cls, value: Any, handler: Any) -> Any:
+        # pydantic's union errors name our annotations; the client needs to hear about rows.
+        problem = rows_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return handler(value)
+
+    @field_validator("version")
+    @classmethod
+    def _version_id(cls, value: str | None) -> str | None:
+        return value if value is None else check_version(value)
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+    served_by: str
+
+    @model_serializer(mode="wrap")
+    def _without_empty_probabilities(self, handler: Any) -> dict[str, Any]:
+        # Regression answers carry no probabilities at all rather than a null.
+        data = handler(self)
+        if data.get("probabilities") is None:
+            data.pop("probabilities", None)
+        return data
+
+
+class ModelSummary(BaseModel):
+    name: str
+    champion: str | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class Feature(BaseModel):
+    name: str
+    dtype: str
+
+
+class ModelDescription(BaseModel):
+    """The champion's card in short; the card fields are null while there is no champion."""
+
+    name: str
+    ready: bool
+    champion: str | None
+    versions: int
+    route: str
+    task: str | None = None
+    target: str | None = None
+    features: list[Feature] | None = None
+    classes: list[Any] | None = None
+    metrics: dict[str, Any] | None = None
+    created_at: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+
+
+# ---------------------------------------------------------------------- routes
+@app.get(HEALTH)
+def health() -> Health:
+    return Health(status="ok")
+
+
+@app.get(MODELS)
+def list_models() -> ModelList:
+    return ModelList.model_validate({"models": SERVICE.list_models()})
+
+
+@app.get(MODEL)
+def describe_model(name: ModelName) -> ModelDescription:
+    return ModelDescription.model_validate(SERVICE.describe_model(name))
+
+
+@app.post(PREDICT)
+def predict(name: ModelName, request: Annotated[PredictRequest, Body()]) -> PredictResponse:
+    answer = SERVICE.predict(name, request.instances, version=request.version)
+    return PredictResponse.model_validate(answer)
+
+
+# ---------------------------------------------------------------------- errors
+def error(status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=api.error_body(status, message),
+        headers=headers,
+    )
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(exc: RequestValidationError) -> Response:
+    syntax = api.json_syntax_error(exc.errors())
+    if syntax:
+        return error(HTTPStatus.BAD_REQUEST, syntax)
+    return error(HTTPStatus.UNPROCESSABLE_ENTITY, api.readable_errors(exc.errors()))
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response:
+    return error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"send the body as {api.JSON}")
+
+
+@app.exception_handler(InvalidInstances)
+def invalid_instances(exc: InvalidInstances) -> Response:
+    return error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
+
+
+@app.exception_handler([NotFoundError, InvalidName])
+def not_found(exc: Exception) -> Response:
+    # A malformed model name can never exist: for the client it is an unknown model (404),
+    # and the message states the naming rule.
+    return error(HTTPStatus.NOT_FOUND, str(exc))
+
+
+@app.exception_handler(NotReadyError)
+def not_ready(exc: NotReadyError) -> Response:
+    return error(HTTPStatus.SERVICE_UNAVAILABLE, str(exc), {"Retry-After": str(exc.retry_after)})
+
+
+@app.exception_handler(NoRoute)
+def no_route(exc: NoRoute) -> Response:
+    method, path = app.current_event.http_method.upper(), app.current_event.path
+    allowed = api.allowed_method(METHODS, path)
+    if allowed and allowed != method:
+        message = f"{method} is not allowed on {path}; use {allowed}"
+        return error(HTTPStatus.METHOD_NOT_ALLOWED, message, {"Allow": allowed})
+    return error(HTTPStatus.NOT_FOUND, f"no route {method} {path}: see GET /models")
+
+
+@app.exception_handler(ServiceError)
+def service_error(exc: ServiceError) -> Response:
+    return error(HTTPStatus(exc.status_code), exc.msg)
+
+
+@app.exception_handler(Exception)
+def internal_error(exc: Exception) -> Response:
+    # Not the client's doing: log the traceback, answer without internals.
+    logger.exception("unhandled error")
+    request_id = app.current_event.request_context.request_id
+    return error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error (request id {request_id})")
+
+
+# ---------------------------------------------------------------------- handler
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    refused = api.precheck(event)  # size and content type, before anything parses the body
+    if refused:
+        return api.proxy_error(*refused)
+    return app.resolve(event, context)

@@ -1,0 +1,134 @@
+"""The HTTP API's contract, shared by the predict function and the local gateway.
+
+One error shape for every 4xx/5xx: {"error": {"code": <status>, "message": "..."}}, the size
+limits of the real path (API Gateway 10 MB, Lambda 6 MB synchronous payload), and the checks
+that must run before any body is parsed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+JSON = "application/json"
+# Lambda's synchronous invocation payload limit: a larger event never reaches the function in
+# AWS, so locally it is refused with the same status API Gateway would give.
+MAX_LAMBDA_BODY_BYTES = 6 * 1024 * 1024
+# API Gateway REST's payload limit: the local gateway refuses more without calling the handler.
+MAX_GATEWAY_BODY_BYTES = 10 * 1024 * 1024
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The body of every error answer."""
+    return {"error": {"code": int(status), "message": message}}
+
+
+def body_size(body: str | None, is_base64: bool) -> int:
+    """Size in bytes of a proxy event's body (decoded when base64)."""
+    if not body:
+        return 0
+    if is_base64:
+        # 4 base64 characters carry 3 bytes; exact enough for a limit, without decoding 6 MB.
+        return len(body) * 3 // 4 - body[-2:].count("=")
+    return len(body.encode("utf-8", errors="surrogatepass"))
+
+
+def content_type_problem(method: str, headers: Mapping[str, str]) -> str | None:
+    """Why a request's Content-Type is unacceptable, or None (absent means JSON)."""
+    if method.upper() not in _METHODS_WITH_BODY:
+        return None
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    raw = (lowered.get("content-type") or "").strip()
+    media_type = raw.split(";", 1)[0].strip().lower()
+    if media_type in ("", JSON):
+        return None
+    return f"Content-Type {raw!r} is not supported: send the body as {JSON}"
+
+
+def precheck(event: Mapping[str, Any]) -> tuple[HTTPStatus, str] | None:
+    """Refusals due before any parsing: an oversized body (413), a non-JSON content type
+    (415), a base64 body that is not UTF-8 text (400). None when the request may go on."""
+    size = body_size(event.get("body"), bool(event.get("isBase64Encoded")))
+    if size > MAX_LAMBDA_BODY_BYTES:
+        return (
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"request body is {size} bytes; the limit is {MAX_LAMBDA_BODY_BYTES} bytes "
+            "(send fewer instances per request)",
+        )
+    # API Gateway fills both header maps; a hand-written event may carry only one of them.
+    headers = {k: v[-1] for k, v in (event.get("multiValueHeaders") or {}).items() if v}
+    headers.update(event.get("headers") or {})
+    problem = content_type_problem(str(event.get("httpMethod") or ""), headers)
+    if problem:
+        return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, problem
+    if event.get("isBase64Encoded") and event.get("body") and not _utf8_base64(event["body"]):
+        return HTTPStatus.BAD_REQUEST, "request body is not UTF-8 text: send JSON"
+    return None
+
+
+def _utf8_base64(body: str) -> bool:
+    """Whether a base64 body decodes to UTF-8 text (what the JSON parser will need)."""
+    try:
+        base64.b64decode(body, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    return True
+
+
+def json_syntax_error(errors: Sequence[Mapping[str, Any]]) -> str | None:
+    """The message for a body that is not JSON at all, or None when it parsed."""
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            detail = (error.get("ctx") or {}).get("error") or "invalid JSON"
+            loc = error.get("loc") or ()
+            position = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return f"request body is not valid JSON: {detail}{position}"
+    return None
+
+
+def readable_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """One line naming each invalid field and what is wrong with it.
+
+    Union branch tags that pydantic puts in locations (e.g. 'list[list[any]]') are dropped:
+    a client knows its fields, not our type annotations.
+    """
+    lines: list[str] = []
+    for error in errors:
+        path = [
+            str(p)
+            for p in error.get("loc") or ()
+            if p != "body" and not (isinstance(p, str) and "[" in p)
+        ]
+        where = ".".join(path) or "body"
+        message = str(error.get("msg") or error.get("type") or "invalid")
+        message = message.removeprefix("Value error, ")
+        if error.get("type") == "missing":
+            message = "required" if path else "a JSON body is required"
+        line = f"{where}: {message}"
+        if line not in lines:
+            lines.append(line)
+    return "invalid request: " + "; ".join(lines)
+
+
+def allowed_method(methods: Mapping[str, str], path: str) -> str | None:
+    """The method the route matching `path` answers (rules like '/models/<name>'), or None."""
+    for rule, method in methods.items():
+        if re.fullmatch(re.sub(r"<\w+>", "[^/]+", rule), path):
+            return method
+    return None
+
+
+def proxy_error(status: HTTPStatus, message: str) -> dict[str, Any]:
+    """An API Gateway proxy answer carrying `error_body`, for refusals made before routing."""
+    return {
+        "statusCode": int(status),
+        "headers": {"Content-Type": JSON},
+        "body": json.dumps(error_body(status, message)),
+        "isBase64Encoded": False,
+    }

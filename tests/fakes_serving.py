@@ -1,0 +1,251 @@
+"""Test doubles for promotion and serving: tiny ONNX models published like the training job
+would publish them, and a wrapper that counts the calls made to a port.
+
+The graphs follow the card contract (input `input` float32 [N, F]; output `probabilities`
+[N, C] softmax, or `prediction` [N]) and are built with onnx.helper, so the tests need
+neither torch nor the training job.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from dropflow.card import Card, artifact_key, card_key
+from dropflow.ports import ObjectStore
+
+OPSET = 17
+
+
+def version_id(n: int) -> str:
+    """The n-th version id of a test model; later n sorts later, like real version ids."""
+    return f"v20261123T1015{n:02d}Z-{n:06x}"
+
+
+def linear_weights(n_features: int, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    weights = (rng.normal(size=(n_features, n_out)) / np.sqrt(n_features)).astype(np.float32)
+    bias = rng.normal(size=(n_out,)).astype(np.float32)
+    return weights, bias
+
+
+def classifier_onnx(weights: np.ndarray, bias: np.ndarray) -> bytes:
+    """softmax(x @ W + b) with a dynamic batch axis."""
+    n_features, n_classes = weights.shape
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "W"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        "classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_features])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_classes])],
+        initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    return _serialize(graph)
+
+
+def regressor_onnx(weights: np.ndarray, bias: np.ndarray) -> bytes:
+    """(x @ w + b) flattened to [batch]."""
+    n_features = weights.shape[0]
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "W"], ["y0"]),
+            helper.make_node("Add", ["y0", "b"], ["y1"]),
+            helper.make_node("Reshape", ["y1", "flat"], ["prediction"]),
+        ],
+        "regressor",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_features])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["batch"])],
+        initializer=[
+            numpy_helper.from_array(weights, "W"),
+            numpy_helper.from_array(bias, "b"),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat"),
+        ],
+    )
+    return _serialize(graph)
+
+
+def _serialize(graph: onnx.GraphProto) -> bytes:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8  # old enough for any onnxruntime the layer may carry
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def reference_npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def make_card(
+    model: str,
+    version: str,
+    *,
+    task: str = "classification",
+    features: list[str],
+    classes: list[Any] | None = None,
+    primary: str = "accuracy",
+    value: float = 0.9,
+    tolerance: float = 1e-4,
+    parity_passed: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> Card:
+    return Card.model_validate(
+        {
+            "model": model,
+            "version": version,
+            "job_id": f"{model}-20261123T101500Z-{version[-6:]}",
+            "task": task,
+            "target": "target",
+            "features": [{"name": f} for f in features],
+            "classes": classes if task == "classification" else None,
+            "metrics": {
+                "primary": primary,
+                "holdout": {primary: value},
+                "holdout_rows": 20,
+                "train_rows": 80,
+            },
+            "parity": {
+                "max_abs_diff": 1e-7,
+                "tolerance": tolerance,
+                "argmax_equal": True if task == "classification" else None,
+                "rows": 20,
+                "passed": parity_passed,
+            },
+            "data_version": "d" * 16,
+            "spec_hash": "s" * 16,
+            "created_at": "2026-11-23T10:15:00Z",
+            **(extra or {}),
+        }
+    )
+
+
+def publish(
+    store: ObjectStore,
+    model: str,
+    version: str,
+    *,
+    task: str = "classification",
+    n_features: int = 4,
+    classes: list[Any] | None = None,
+    primary: str | None = None,
+    value: float = 0.9,
+    seed: int = 0,
+    features: list[str] | None = None,
+    skew_reference: float = 0.0,
+    model_bytes: bytes | None = None,
+    card_extra: dict[str, Any] | None = None,
+    parity_passed: bool = True,
+) -> Card:
+    """Publish a version as the training job does (model, reference, card last).
+
+    `skew_reference` shifts the recorded torch outputs, to fake a parity failure;
+    `model_bytes` replaces the graph (e.g. with garbage).
+    """
+    features = features or [f"f{i}" for i in range(n_features)]
+    n_features = len(features)
+    rng = np.random.default_rng(seed + 1000)
+    x = rng.normal(size=(16, n_features)).astype(np.float32)
+    if task == "classification":
+        classes = classes if classes is not None else ["no", "yes"]
+        weights, bias = linear_weights(n_features, len(classes), seed)
+        logits = x @ weights + bias
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        expected = {"probabilities": (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)}
+        graph = classifier_onnx(weights, bias)
+        primary = primary or "accuracy"
+    else:
+        weights, bias = linear_weights(n_features, 1, seed)
+        expected = {"prediction": (x @ weights + bias).reshape(-1).astype(np.float32)}
+        graph = regressor_onnx(weights, bias)
+        primary = primary or "rmse"
+    expected = {k: v + np.float32(skew_reference) for k, v in expected.items()}
+    card = make_card(
+        model,
+        version,
+        task=task,
+        features=features,
+        classes=classes,
+        primary=primary,
+        value=value,
+        parity_passed=parity_passed,
+        extra=card_extra,
+    )
+    store.put(artifact_key(model, version, "model.onnx"), model_bytes or graph)
+    store.put(artifact_key(model, version, "reference.npz"), reference_npz(input=x, **expected))
+    store.put(card_key(model, version), card.model_dump_json().encode())
+    return card
+
+
+def expected_output(store: ObjectStore, model: str, version: str, x: np.ndarray) -> np.ndarray:
+    """What the published graph computes for `x`, evaluated with numpy from its weights."""
+    graph = onnx.load_from_string(store.get(artifact_key(model, version, "model.onnx"))).graph
+    params = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    out = np.asarray(x, dtype=np.float32) @ params["W"] + params["b"]
+    if graph.output[0].name == "probabilities":
+        exp = np.exp(out - out.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+    return out.reshape(-1)
+
+
+class Counting:
+    """Wraps a port and counts each method call by name (`calls['get']`)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+class ManualClock:
+    """An injectable monotonic clock that moves only when told."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def load_handler(path: Path) -> ModuleType:
+    """Import a function's app.py under a fresh module name, as a new execution environment.
+
+    Its module-level code (settings, caches) runs again, against the current environment.
+    """
+    name = f"{path.parent.name}_app_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # pydantic resolves the module's annotations through it
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,380 @@
+"""functions/predict/app.py called as Lambda calls it, with API Gateway REST proxy events
+(events/apigw-*.json), against the local adapters in a temporary folder."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import logging
+from http import HTTPStatus
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from dropflow import services
+from dropflow.catalog import Catalog
+from dropflow.lambda_context import LambdaContext
+from dropflow.promotion import promote
+from tests.fakes_serving import load_handler, publish, version_id
+
+# Powertools warns on every invocation that adds no metric of its own (only cold start does).
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+FEATURES = [
+    *(f"mean {n}" for n in ("radius", "texture", "perimeter", "area", "smoothness")),
+    *(f"mean {n}" for n in ("compactness", "concavity", "concave points", "symmetry")),
+    "mean fractal dimension",
+    *(f"{n} error" for n in ("radius", "texture", "perimeter", "area", "smoothness")),
+    *(f"{n} error" for n in ("compactness", "concavity", "concave points", "symmetry")),
+    "fractal dimension error",
+    *(f"worst {n}" for n in ("radius", "texture", "perimeter", "area", "smoothness")),
+    *(f"worst {n}" for n in ("compactness", "concavity", "concave points", "symmetry")),
+    "worst fractal dimension",
+]
+CLASSES = ["malignant", "benign"]
+PREDICT_PATH = "/models/breast-cancer/predict"
+
+
+def sample(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+SAMPLE_ROWS = json.loads(sample("apigw-predict.json")["body"])["instances"]
+
+
+@pytest.fixture
+def adapters(tmp_path, monkeypatch):
+    monkeypatch.setenv("DROPFLOW_STORE_URL", (tmp_path / "bucket").as_uri())
+    monkeypatch.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{tmp_path / 'registry.db'}")
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+    services.reset()
+    yield services.store(), services.registry()
+    services.reset()
+
+
+@pytest.fixture
+def champion(adapters) -> str:
+    store, registry = adapters
+    version = version_id(1)
+    publish(store, "breast-cancer", version, features=FEATURES, classes=CLASSES)
+    assert promote("breast-cancer", version, store, registry).decision == "approved"
+    return version
+
+
+@pytest.fixture
+def app(adapters) -> ModuleType:
+    return load_handler(ROOT / "functions" / "predict" / "app.py")
+
+
+class Answer:
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.status = HTTPStatus(raw["statusCode"])
+        headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
+        self.headers = {**headers, **(raw.get("headers") or {})}
+        self.json = json.loads(raw["body"]) if raw.get("body") else None
+
+    @property
+    def message(self) -> str:
+        assert self.json is not None and set(self.json) == {"error"}, self.json
+        assert self.json["error"]["code"] == self.status
+        return self.json["error"]["message"]
+
+
+def call(
+    app: ModuleType,
+    method: str = "POST",
+    path: str = PREDICT_PATH,
+    body: Any = None,
+    *,
+    raw: str | None = None,
+    headers: dict[str, str] | None = None,
+    base64_body: bool = False,
+) -> Answer:
+    """Send a variant of the sample predict event through the handler."""
+    event = copy.deepcopy(sample("apigw-predict.json"))
+    event["httpMethod"] = event["requestContext"]["httpMethod"] = method
+    event["path"] = path
+    event["body"] = raw if raw is not None else (None if body is None else json.dumps(body))
+    if base64_body and event["body"] is not None:
+        event["body"] = base64.b64encode(event["body"].encode()).decode()
+        event["isBase64Encoded"] = True
+    for name, value in (headers or {}).items():
+        event["headers"][name] = value
+        event["multiValueHeaders"][name] = [value]
+    return Answer(app.lambda_handler(event, LambdaContext(function_name="PredictFunction")))
+
+
+# ---------------------------------------------------------------------- predictions
+def test_the_sample_event_gets_two_labelled_predictions(app, champion):
+    event = sample("apigw-predict.json")
+
+    answer = Answer(app.lambda_handler(event, LambdaContext()))
+
+    assert answer.status == HTTPStatus.OK
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.json["model"] == "breast-cancer"
+    assert answer.json["version"] == champion
+    assert answer.json["served_by"] == "lambda"
+    assert len(answer.json["predictions"]) == 2
+    assert set(answer.json["predictions"]) <= set(CLASSES)
+    assert [len(p) for p in answer.json["probabilities"]] == [2, 2]
+
+
+def test_rows_as_objects_get_the_same_answer_as_lists(app, champion):
+    objects = [dict(zip(FEATURES, row, strict=True)) for row in SAMPLE_ROWS]
+
+    as_lists = call(app, body={"instances": SAMPLE_ROWS})
+    as_objects = call(app, body={"instances": objects})
+
+    assert as_objects.status == HTTPStatus.OK
+    assert as_objects.json == as_lists.json
+
+
+def test_a_pinned_version_is_served(app, champion):
+    answer = call(app, body={"instances": SAMPLE_ROWS, "version": champion})
+
+    assert answer.status == HTTPStatus.OK
+    assert answer.json["version"] == champion
+
+
+def test_a_regression_answer_has_no_probabilities(app, adapters):
+    store, registry = adapters
+    publish(store, "house-price", version_id(1), task="regression", n_features=3)
+    promote("house-price", version_id(1), store, registry)
+
+    answer = call(app, path="/models/house-price/predict", body={"instances": [[1, 2, 3]]})
+
+    assert answer.status == HTTPStatus.OK
+    assert "probabilities" not in answer.json
+    assert isinstance(answer.json["predictions"][0], float)
+
+
+def test_an_absent_content_type_is_taken_as_json(app, champion):
+    event = sample("apigw-predict.json")
+    del event["headers"]["Content-Type"]
+    del event["multiValueHeaders"]["Content-Type"]
+
+    answer = Answer(app.lambda_handler(event, LambdaContext()))
+
+    assert answer.status == HTTPStatus.OK
+
+
+def test_a_base64_encoded_json_body_is_accepted(app, champion):
+    answer = call(app, body={"instances": SAMPLE_ROWS}, base64_body=True)
+
+    assert answer.status == HTTPStatus.OK
+
+
+# ---------------------------------------------------------------------- client mistakes
+def test_malformed_json_is_a_400_saying_so(app, champion):
+    answer = call(app, raw='{"instances": [[1, 2,')
+
+    assert answer.status == HTTPStatus.BAD_REQUEST
+    assert "request body is not valid JSON" in answer.message
+
+
+def test_a_body_that_is_not_utf8_text_is_a_400(app, champion):
+    event = sample("apigw-predict.json")
+    event["body"], event["isBase64Encoded"] = base64.b64encode(b"\xff\xfe\x00").decode(), True
+
+    answer = Answer(app.lambda_handler(event, LambdaContext()))
+
+    assert answer.status == HTTPStatus.BAD_REQUEST
+    assert "not UTF-8" in answer.message
+
+
+def test_the_wrong_number_of_features_is_a_422_naming_the_row(app, champion):
+    answer = call(app, body={"instances": [SAMPLE_ROWS[0], SAMPLE_ROWS[1][:29]]})
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "row 1: has 29 values, the model expects 30 features" in answer.message
+
+
+def test_a_string_value_is_a_422_naming_row_and_feature(app, champion):
+    row = list(SAMPLE_ROWS[0])
+    row[1] = "10.38"
+
+    answer = call(app, body={"instances": [SAMPLE_ROWS[1], row]})
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "row 1, feature 'mean texture': expected a number, got string '10.38'" in (
+        answer.message
+    )
+
+
+def test_nan_is_a_422_naming_row_and_feature(app, champion):
+    values = ", ".join(["NaN", *map(str, SAMPLE_ROWS[0][1:])])
+
+    answer = call(app, raw=f'{{"instances": [[{values}]]}}')
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "row 0, feature 'mean radius': NaN is not allowed" in answer.message
+
+
+def test_missing_and_unknown_object_keys_are_a_422_naming_them(app, champion):
+    row = dict(zip(FEATURES, SAMPLE_ROWS[0], strict=True))
+    row["radius"] = row.pop("mean radius")
+
+    answer = call(app, body={"instances": [row]})
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "missing features 'mean radius'; unknown features 'radius'" in answer.message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"instances": []}, "instances: must not be empty"),
+        ({"rows": [[1.0]]}, "instances: required; rows: Extra inputs are not permitted"),
+        ({"instances": [1.0, 2.0]}, "instances: row 0 is a number"),
+        ({"instances": [[1.0], {"a": 1.0}]}, "row 1 is an object but row 0 is a list"),
+        ({"instances": [[1.0]], "version": "latest"}, "version: invalid version 'latest'"),
+        ([[1.0]], "body: Input should be a valid dictionary"),
+    ],
+)
+def test_a_request_of_the_wrong_shape_is_a_422_naming_the_field(app, champion, body, message):
+    answer = call(app, body=body)
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert message in answer.message
+
+
+def test_no_body_is_a_422_asking_for_one(app, champion):
+    answer = call(app, body=None)
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "a JSON body is required" in answer.message
+
+
+def test_an_unknown_model_is_a_404(app, champion):
+    answer = call(app, path="/models/no-such-model/predict", body={"instances": SAMPLE_ROWS})
+
+    assert answer.status == HTTPStatus.NOT_FOUND
+    assert "unknown model 'no-such-model'" in answer.message
+
+
+def test_a_malformed_model_name_is_a_404_stating_the_rule(app, champion):
+    answer = call(app, path="/models/Breast_Cancer/predict", body={"instances": SAMPLE_ROWS})
+
+    assert answer.status == HTTPStatus.NOT_FOUND
+    assert "invalid model name 'Breast_Cancer'" in answer.message
+    assert "a-z, 0-9 and '-'" in answer.message
+
+
+def test_an_unknown_version_is_a_404(app, champion):
+    answer = call(app, body={"instances": SAMPLE_ROWS, "version": version_id(42)})
+
+    assert answer.status == HTTPStatus.NOT_FOUND
+    assert f"has no version '{version_id(42)}'" in answer.message
+
+
+def test_a_model_without_champion_is_a_503_with_retry_after(app, adapters):
+    _, registry = adapters
+    Catalog(registry).add_model("breast-cancer")  # it has a job, not yet a promoted version
+
+    answer = call(app, body={"instances": SAMPLE_ROWS})
+
+    assert answer.status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert int(answer.headers["Retry-After"]) > 0
+    assert "no champion yet" in answer.message
+
+
+def test_a_non_json_content_type_is_a_415(app, champion):
+    answer = call(app, body={"instances": SAMPLE_ROWS}, headers={"Content-Type": "text/csv"})
+
+    assert answer.status == HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    assert "Content-Type 'text/csv' is not supported" in answer.message
+
+
+def test_a_body_over_6_mb_is_a_413(app, champion):
+    answer = call(app, raw='{"instances": [' + "[1.0]," * 1_200_000 + "[1.0]]}")
+
+    assert answer.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert "the limit is 6291456 bytes" in answer.message
+
+
+def test_an_unknown_route_is_a_404(app, champion):
+    answer = call(app, method="GET", path="/v1/models")
+
+    assert answer.status == HTTPStatus.NOT_FOUND
+    assert "no route GET /v1/models" in answer.message
+
+
+def test_a_known_route_with_the_wrong_method_is_a_405(app, champion):
+    answer = call(app, method="GET", path=PREDICT_PATH)
+
+    assert answer.status == HTTPStatus.METHOD_NOT_ALLOWED
+    assert answer.headers["Allow"] == "POST"
+    assert "use POST" in answer.message
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_unexpected_error_is_a_generic_500_and_is_logged(app, champion, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail in /var/task")
+
+    monkeypatch.setattr(app.SERVICE, "predict", broken)
+    logged = Records()
+    service_logger = logging.getLogger(app.logger.name)  # powertools' underlying logger
+    service_logger.addHandler(logged)
+    try:
+        answer = call(app, body={"instances": SAMPLE_ROWS})
+    finally:
+        service_logger.removeHandler(logged)
+
+    assert answer.status == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert "secret" not in answer.message
+    assert "c6af9ac6-7b61-11e6-9a41-93e8deadbeef" in answer.message  # the request id
+    errors = [r for r in logged.records if r.levelno == logging.ERROR]
+    assert errors and "secret detail in /var/task" in str(errors[0].exc_info[1])
+
+
+# ---------------------------------------------------------------------- GET routes
+def test_health_answers_ok(app):
+    answer = Answer(app.lambda_handler(sample("apigw-health.json"), LambdaContext()))
+
+    assert answer.status == HTTPStatus.OK
+    assert answer.json == {"status": "ok"}
+
+
+def test_models_lists_each_model_and_its_champion(app, champion, adapters):
+    Catalog(adapters[1]).add_model("still-training")
+
+    answer = Answer(app.lambda_handler(sample("apigw-models.json"), LambdaContext()))
+
+    assert answer.status == HTTPStatus.OK
+    assert answer.json == {
+        "models": [
+            {"name": "breast-cancer", "champion": champion},
+            {"name": "still-training", "champion": None},
+        ]
+    }
+
+
+def test_a_model_is_described_with_its_input_schema(app, champion):
+    answer = call(app, method="GET", path="/models/breast-cancer")
+
+    assert answer.status == HTTPStatus.OK
+    assert answer.json["champion"] == champion
+    assert answer.json["task"] == "classification"
+    assert [f["name"] for f in answer.json["features"]] == FEATURES
+    assert answer.json["classes"] == CLASSES
+
+
+def test_describing_an_unknown_model_is_a_404(app, champion):
+    answer = call(app, method="GET", path="/models/no-such-model")
+
+    assert answer.status == HTTPStatus.NOT_FOUND

@@ -1,0 +1,331 @@
+"""The prediction service: input checks against the card, labels, and what it caches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dropflow.catalog import Catalog, VersionRecord
+from dropflow.errors import InvalidName, NotFoundError, NotReadyError
+from dropflow.promotion import promote
+from dropflow.serving import InvalidInstances, ModelCache, PredictionService, available_cpus
+from tests.fakes_serving import Counting, ManualClock, expected_output, publish, version_id
+
+FEATURES = ["mean radius", "mean texture", "mean area", "worst smoothness"]
+CLASSES = ["benign", "malignant"]
+ROWS = [[14.1, 19.3, 654.9, 0.13], [20.6, 17.8, 1326.0, 0.12], [-1.0, 0.0, 2.0, 0.5]]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def counted(store, registry) -> tuple[Counting, Counting]:
+    return Counting(store), Counting(registry)
+
+
+@pytest.fixture
+def service(counted, clock) -> PredictionService:
+    store, registry = counted
+    return PredictionService(ModelCache(store, registry, champion_ttl=5.0, clock=clock))
+
+
+def release(store, registry, model: str, n: int, **kwargs) -> str:
+    """Publish version n of `model` and promote it; returns the version id."""
+    version = version_id(n)
+    publish(store, model, version, **kwargs)
+    assert promote(model, version, store, registry).decision == "approved"
+    return version
+
+
+@pytest.fixture
+def cancer(store, registry) -> str:
+    return release(store, registry, "cancer", 1, features=FEATURES, classes=CLASSES)
+
+
+# ---------------------------------------------------------------------- answers
+def test_list_rows_get_the_original_class_labels(service, store, cancer):
+    answer = service.predict("cancer", ROWS)
+
+    probabilities = expected_output(store, "cancer", cancer, np.array(ROWS))
+    assert answer["predictions"] == [CLASSES[i] for i in probabilities.argmax(axis=1)]
+    assert answer["model"] == "cancer"
+    assert answer["version"] == cancer
+    assert answer["served_by"] == "lambda"
+
+
+def test_probabilities_are_lists_of_floats_per_row(service, store, cancer):
+    answer = service.predict("cancer", ROWS)
+
+    expected = expected_output(store, "cancer", cancer, np.array(ROWS))
+    assert len(answer["probabilities"]) == len(ROWS)
+    assert all(type(p) is float for row in answer["probabilities"] for p in row)
+    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
+
+
+def test_integer_class_values_come_back_as_integers(service, store, registry):
+    release(store, registry, "digits", 1, n_features=3, classes=[2, 4, 8])
+
+    answer = service.predict("digits", [[1, 2, 3], [0, 0, 0]])
+
+    assert all(label in (2, 4, 8) and type(label) is int for label in answer["predictions"])
+
+
+def test_object_rows_match_list_rows_whatever_the_key_order(service, cancer):
+    objects = [dict(reversed(list(zip(FEATURES, row, strict=True)))) for row in ROWS]
+
+    assert service.predict("cancer", objects) == service.predict("cancer", ROWS)
+
+
+def test_regression_answers_numbers_and_no_probabilities(service, store, registry):
+    version = release(store, registry, "price", 1, task="regression", n_features=3)
+
+    answer = service.predict("price", [[1.0, 2.0, 3.0], [0, 0, 0]])
+
+    assert "probabilities" not in answer
+    expected = expected_output(store, "price", version, np.array([[1.0, 2.0, 3.0], [0, 0, 0]]))
+    np.testing.assert_allclose(answer["predictions"], expected, atol=1e-6)
+
+
+def test_an_approved_version_can_be_asked_for_by_id(service, store, registry, cancer):
+    newer = release(store, registry, "cancer", 2, features=FEATURES, classes=CLASSES, value=0.95)
+
+    assert service.predict("cancer", ROWS)["version"] == newer
+    assert service.predict("cancer", ROWS, version=cancer)["version"] == cancer
+
+
+# ---------------------------------------------------------------------- input checks
+def test_a_row_with_the_wrong_number_of_values_is_named(service, cancer):
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict("cancer", [ROWS[0], [1.0, 2.0]])
+
+    message = str(caught.value)
+    assert "row 1: has 2 values, the model expects 4 features" in message
+    assert "'mean radius', 'mean texture', 'mean area', 'worst smoothness'" in message
+
+
+def test_missing_and_unknown_keys_are_named(service, cancer):
+    row = {"mean radius": 1, "mean texture": 2, "mean area": 3, "worst smothness": 4}
+
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict("cancer", [row])
+
+    assert "row 0: missing features 'worst smoothness'; unknown features 'worst smothness'" in (
+        str(caught.value)
+    )
+
+
+def test_a_string_value_names_its_row_and_feature(service, cancer):
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict("cancer", [ROWS[0], [1.0, "12.5", 3.0, 4.0]])
+
+    assert "row 1, feature 'mean texture': expected a number, got string '12.5'" in str(
+        caught.value
+    )
+
+
+@pytest.mark.parametrize(("value", "shown"), [(True, "true"), (None, "null"), ([1], "a list")])
+def test_booleans_nulls_and_lists_are_not_numbers(service, cancer, value, shown):
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict("cancer", [[1.0, 2.0, value, 4.0]])
+
+    assert f"row 0, feature 'mean area': expected a number, got {shown}" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e39])
+def test_non_finite_values_are_named(service, cancer, value):
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict("cancer", [[1.0, 2.0, 3.0, value]])
+
+    message = str(caught.value)
+    assert "row 0, feature 'worst smoothness'" in message
+    assert "NaN" in message if math.isnan(value) else "not a finite" in message
+
+
+def test_every_problem_is_listed_up_to_a_limit(service, cancer):
+    rows = [["x", 2.0, 3.0, 4.0] for _ in range(20)]
+
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict("cancer", rows)
+
+    message = str(caught.value)
+    assert "row 0, feature 'mean radius'" in message
+    assert "row 4, feature 'mean radius'" in message
+    assert "row 5," not in message
+    assert message.endswith("and more after these")
+
+
+@pytest.mark.parametrize(
+    ("instances", "message"),
+    [
+        ([], "must not be empty"),
+        ([ROWS[0], {"mean radius": 1}], "row 1 is an object but row 0 is a list"),
+        ([1.0, 2.0], "row 0 is a number: each row must be a list"),
+        ("rows", "must be a list of rows, got string 'rows'"),
+    ],
+)
+def test_instances_must_be_rows_of_one_kind(service, cancer, instances, message):
+    with pytest.raises(InvalidInstances, match=message):
+        service.predict("cancer", instances)
+
+
+# ---------------------------------------------------------------------- which model
+def test_an_unknown_model_is_not_found(service, cancer):
+    with pytest.raises(NotFoundError, match="unknown model 'nope'"):
+        service.predict("nope", ROWS)
+
+
+def test_a_known_model_without_champion_is_not_ready(service, registry):
+    Catalog(registry).add_model("training-now")
+
+    with pytest.raises(NotReadyError) as caught:
+        service.predict("training-now", ROWS)
+
+    assert caught.value.retry_after > 0
+    assert "no champion yet" in str(caught.value)
+
+
+def test_a_malformed_model_name_is_refused(service):
+    with pytest.raises(InvalidName, match="invalid model name 'Cancer!'"):
+        service.predict("Cancer!", ROWS)
+
+
+def test_an_unknown_version_is_not_found(service, cancer):
+    with pytest.raises(NotFoundError, match="has no version 'v20261123T101559Z-00003b'"):
+        service.predict("cancer", ROWS, version=version_id(59))
+
+
+def test_a_rejected_version_is_never_served(service, store, registry, cancer):
+    worse = version_id(2)
+    publish(store, "cancer", worse, features=FEATURES, classes=CLASSES, value=0.5)
+    assert promote("cancer", worse, store, registry).decision == "rejected"
+
+    with pytest.raises(NotFoundError, match="was rejected by promotion"):
+        service.predict("cancer", ROWS, version=worse)
+
+
+def test_a_version_still_under_promotion_is_not_ready(service, store, registry, cancer):
+    pending = version_id(2)
+    publish(store, "cancer", pending, features=FEATURES, classes=CLASSES)
+    Catalog(registry).record_version(
+        VersionRecord(model="cancer", version=pending, job_id="j", decision="pending")
+    )
+
+    with pytest.raises(NotReadyError):
+        service.predict("cancer", ROWS, version=pending)
+
+
+# ---------------------------------------------------------------------- caching
+def test_a_warm_request_does_no_store_or_registry_io(service, counted, cancer):
+    store, registry = counted
+    service.predict("cancer", ROWS)  # cold: reads pointer, card and model
+    store.calls.clear()
+    registry.calls.clear()
+
+    service.predict("cancer", ROWS)
+    service.predict("cancer", [dict(zip(FEATURES, ROWS[0], strict=True))])
+
+    assert store.total == 0
+    assert registry.total == 0
+
+
+def test_a_warm_request_for_a_pinned_version_does_no_io(service, counted, cancer):
+    store, registry = counted
+    service.predict("cancer", ROWS, version=cancer)
+    store.calls.clear()
+    registry.calls.clear()
+
+    service.predict("cancer", ROWS, version=cancer)
+
+    assert store.total + registry.total == 0
+
+
+def test_the_champion_pointer_is_trusted_until_the_ttl_expires(
+    service, counted, clock, store, registry, cancer
+):
+    _, counted_registry = counted
+    assert service.predict("cancer", ROWS)["version"] == cancer
+    newer = release(store, registry, "cancer", 2, features=FEATURES, classes=CLASSES, value=0.95)
+
+    clock.advance(4.9)
+    assert service.predict("cancer", ROWS)["version"] == cancer
+
+    counted_registry.calls.clear()
+    clock.advance(0.2)
+    assert service.predict("cancer", ROWS)["version"] == newer
+    assert counted_registry.calls == {"get": 1}  # the pointer; the card and model are new
+
+
+def test_after_a_refresh_the_pointer_is_cached_again(service, counted, clock, cancer):
+    _, registry = counted
+    service.predict("cancer", ROWS)
+    clock.advance(6)
+    service.predict("cancer", ROWS)  # refresh
+    registry.calls.clear()
+
+    clock.advance(1)
+    service.predict("cancer", ROWS)
+
+    assert registry.total == 0
+
+
+def test_sessions_use_every_available_cpu(service, cancer):
+    service.predict("cancer", ROWS)
+
+    session = service.cache.session("cancer", cancer)
+
+    assert session.get_session_options().intra_op_num_threads == available_cpus()
+
+
+def test_old_sessions_are_evicted_beyond_the_limit(store, registry):
+    cache = ModelCache(store, registry, max_sessions=2)
+    versions = [
+        release(store, registry, "cancer", n, features=FEATURES, classes=CLASSES, value=0.9)
+        for n in (1, 2, 3)
+    ]
+    service = PredictionService(cache)
+
+    for version in versions:
+        service.predict("cancer", ROWS, version=version)
+
+    assert list(cache._sessions) == [("cancer", versions[1]), ("cancer", versions[2])]
+
+
+# ---------------------------------------------------------------------- GET routes
+def test_list_models_shows_each_champion(service, registry, cancer):
+    Catalog(registry).add_model("training-now")
+
+    assert service.list_models() == [
+        {"name": "cancer", "champion": cancer},
+        {"name": "training-now", "champion": None},
+    ]
+
+
+def test_describe_model_gives_the_input_schema_classes_and_metrics(service, cancer):
+    described = service.describe_model("cancer")
+
+    assert described["champion"] == cancer
+    assert described["ready"] is True
+    assert described["task"] == "classification"
+    assert [f["name"] for f in described["features"]] == FEATURES
+    assert described["classes"] == CLASSES
+    assert described["metrics"]["primary"] == "accuracy"
+    assert described["versions"] == 1
+
+
+def test_describe_a_model_without_champion_says_it_is_not_ready(service, registry):
+    Catalog(registry).add_model("training-now")
+
+    described = service.describe_model("training-now")
+
+    assert described["ready"] is False
+    assert described["champion"] is None
+
+
+def test_describe_an_unknown_model_is_not_found(service):
+    with pytest.raises(NotFoundError):
+        service.describe_model("nope")
