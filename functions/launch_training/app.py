@@ -1,0 +1,53 @@
+"""LaunchTrainingFunction: a dataset drop or the schedule asks for training.
+
+Triggers (EventBridge): S3 "Object Created" under datasets/, and a Scheduled Event.
+Duplicates are harmless: the launcher claims each (model, data version) exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import (
+    EventBridgeModel,
+    S3EventNotificationEventBridgeDetailModel,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from dropflow import services
+from dropflow.config import settings
+from dropflow.errors import InvalidName
+from dropflow.launcher import model_of_dataset_key, models_with_data
+from dropflow.observability import logger, metrics, tracer
+
+settings()  # fail the cold start, naming the variable, if configuration is wrong
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    envelope = parse(event=event, model=EventBridgeModel)
+    if envelope.source == "aws.s3":
+        detail = S3EventNotificationEventBridgeDetailModel.model_validate(envelope.detail)
+        model = model_of_dataset_key(detail.object.key)
+        if model is None:
+            return {"results": [], "skipped": f"{detail.object.key} is not under datasets/<model>/"}
+        try:
+            outcome = services.launcher().request_training(model, trigger="drop")
+        except InvalidName as exc:
+            logger.warning("dataset drop ignored", extra={"key": detail.object.key})
+            return {"results": [], "skipped": str(exc)}
+        outcomes = [outcome]
+    else:  # the schedule: every model with data; unchanged data is a no-op claim
+        launcher = services.launcher()
+        outcomes = [
+            launcher.request_training(model, trigger="schedule")
+            for model in models_with_data(launcher.store)
+        ]
+    for outcome in outcomes:
+        metrics.add_metric(name=f"Launch-{outcome.action}", unit="Count", value=1)
+        logger.info(outcome.message, extra={"model": outcome.model, "action": outcome.action})
+    return {"results": [asdict(o) for o in outcomes]}

@@ -1,0 +1,53 @@
+"""TrackTrainingFunction: EC2 events about training instances keep their jobs alive.
+
+Triggers (EventBridge, source aws.ec2): "EC2 Instance State-change Notification",
+"EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation".
+An instance that belongs to no dropflow job is ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from dropflow import services
+from dropflow.config import settings
+from dropflow.observability import logger, metrics, tracer
+from dropflow.ports import InstanceState
+from dropflow.tracker import TrackOutcome
+
+settings()  # fail the cold start, naming the variable, if configuration is wrong
+
+ENDED = {"shutting-down", "terminated", "stopping", "stopped"}
+NOTICES = {
+    "EC2 Spot Instance Interruption Warning": "spot-interruption",
+    "EC2 Instance Rebalance Recommendation": "rebalance-recommendation",
+}
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    envelope = parse(event=event, model=EventBridgeModel)
+    detail = envelope.detail if isinstance(envelope.detail, dict) else {}
+    instance_id = str(detail.get("instance-id", ""))
+    instance = services.compute().describe(instance_id) if instance_id else None
+    tracker = services.tracker()
+    if instance is None:
+        outcome = TrackOutcome("ignored", f"instance {instance_id!r} is not a dropflow instance")
+    elif envelope.detail_type in NOTICES:
+        outcome = tracker.notice(instance, NOTICES[envelope.detail_type])
+    elif detail.get("state") in ENDED or instance.state == InstanceState.TERMINATED:
+        outcome = tracker.instance_ended(instance)
+    else:
+        outcome = TrackOutcome(
+            "ignored", f"{instance_id} is {detail.get('state')}", instance.job_id
+        )
+    metrics.add_metric(name=f"Track-{outcome.action}", unit="Count", value=1)
+    logger.info(outcome.message, extra={"action": outcome.action, "job_id": outcome.job_id})
+    return asdict(outcome)

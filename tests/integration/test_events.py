@@ -1,0 +1,128 @@
+"""Every sample event in events/ runs through `dropflow invoke` against the real handlers.
+
+The events are played in the order a deployment sees them: a dataset drop launches training
+(a real child process on the local Compute port), the schedule finds nothing new, EC2 events
+about a foreign instance are ignored, a card event for an unknown version is refused without
+harm, and the API events answer from the promoted model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from http import HTTPStatus
+from pathlib import Path
+
+import pytest
+
+from dropflow import cli, services
+from dropflow.demo import breast_cancer_csv
+from dropflow.ports import InstanceState
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+
+FUNCTION_OF = {
+    "s3-dataset-created.json": "LaunchTrainingFunction",
+    "schedule-retrain.json": "LaunchTrainingFunction",
+    "ec2-state-change.json": "TrackTrainingFunction",
+    "ec2-spot-interruption.json": "TrackTrainingFunction",
+    "ec2-rebalance-recommendation.json": "TrackTrainingFunction",
+    "s3-model-card-created.json": "PromoteModelFunction",
+    "apigw-health.json": "PredictFunction",
+    "apigw-models.json": "PredictFunction",
+    "apigw-predict.json": "PredictFunction",
+}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    # `dropflow invoke` configures the local adapters itself when none are set; make sure the
+    # variables it sets are put back after the test.
+    for var in (
+        "DROPFLOW_STORE_URL",
+        "DROPFLOW_REGISTRY_URL",
+        "DROPFLOW_COMPUTE_URL",
+        "POWERTOOLS_LOG_LEVEL",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    yield tmp_path / "home"
+    services.reset()
+
+
+def invoke(capsys, home: Path, event_file: str, event_path: Path | None = None):
+    code = cli.main(
+        [
+            "invoke",
+            FUNCTION_OF[event_file],
+            "-e",
+            str(event_path or EVENTS / event_file),
+            "--home",
+            str(home),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_every_event_file_is_played_by_this_suite():
+    assert sorted(p.name for p in EVENTS.glob("*.json")) == sorted(FUNCTION_OF)
+
+
+def test_the_sample_events_drive_the_whole_loop(capsys, home, tmp_path):
+    # Given the dataset the sample drop event names
+    store_root = home / "bucket" / "datasets" / "breast-cancer"
+    store_root.mkdir(parents=True)
+    (store_root / "data.csv").write_bytes(breast_cancer_csv())
+
+    launched = invoke(capsys, home, "s3-dataset-created.json")
+    [outcome] = launched["results"]
+    assert outcome["action"] == "launched", outcome
+
+    # The attempt runs as a child process; wait for it to end (bounded).
+    compute = services.compute()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        [instance] = compute.list_instances()
+        if instance.state == InstanceState.TERMINATED:
+            break
+        time.sleep(0.2)
+    assert instance.exit_code == 0, (home / "compute" / f"{instance.instance_id}.log").read_text()
+
+    again = invoke(capsys, home, "schedule-retrain.json")
+    assert [r["action"] for r in again["results"]] == ["duplicate"]
+
+    for name in (
+        "ec2-state-change.json",
+        "ec2-spot-interruption.json",
+        "ec2-rebalance-recommendation.json",
+    ):
+        assert invoke(capsys, home, name)["action"] == "ignored"
+
+    # The sample card event names a version that was never published: refused, nothing served.
+    refused = invoke(capsys, home, "s3-model-card-created.json")
+    assert refused["decision"] == "rejected"
+    assert invoke(capsys, home, "apigw-predict.json")["statusCode"] == HTTPStatus.SERVICE_UNAVAILABLE
+
+    # The same event for the version the job published promotes it.
+    [card] = (home / "bucket" / "models" / "breast-cancer").glob("*/card.json")
+    event = json.loads((EVENTS / "s3-model-card-created.json").read_text())
+    event["detail"]["object"]["key"] = card.relative_to(home / "bucket").as_posix()
+    real_event = tmp_path / "card-created.json"
+    real_event.write_text(json.dumps(event))
+    promoted = invoke(capsys, home, "s3-model-card-created.json", real_event)
+    assert promoted["decision"] == "approved", promoted
+
+    health = invoke(capsys, home, "apigw-health.json")
+    assert health["statusCode"] == HTTPStatus.OK
+    models = json.loads(invoke(capsys, home, "apigw-models.json")["body"])
+    assert "breast-cancer" in json.dumps(models)
+    predicted = invoke(capsys, home, "apigw-predict.json")
+    assert predicted["statusCode"] == HTTPStatus.OK, predicted
+    body = json.loads(predicted["body"])
+    assert body["version"] == card.parent.name
+    assert set(body["predictions"]) <= {"malignant", "benign"}
+    assert len(body["predictions"]) == 2

@@ -1,0 +1,340 @@
+"""template.yaml keeps its promises: runtime, least privilege, a private TLS-only bucket,
+EventBridge instead of bucket notifications, spot + IMDSv2 training, and sample events that
+the rules would actually deliver.
+
+The template is read with the CloudFormation-aware loader of dropflow.invoke, so !Ref, !Sub
+and !GetAtt come back as {"Ref": ...}, {"Fn::Sub": ...}, {"Fn::GetAtt": [...]}.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dropflow.invoke import describe_function, function_ids, load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+EVENTS = ROOT / "events"
+FUNCTIONS = [
+    "LaunchTrainingFunction",
+    "TrackTrainingFunction",
+    "PromoteModelFunction",
+    "PredictFunction",
+]
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(TEMPLATE)
+
+
+def resources_of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v.get("Type") == type_}
+
+
+def statements(node: Any) -> Iterator[dict[str, Any]]:
+    """Every IAM policy statement anywhere in the template (roles, managed policies, bucket
+    policies, SAM inline Policies), found by its shape: a dict with Effect and an action."""
+    if isinstance(node, dict):
+        if "Effect" in node and ("Action" in node or "NotAction" in node):
+            yield node
+        for value in node.values():
+            yield from statements(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from statements(value)
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------- functions
+def test_the_template_declares_exactly_the_four_functions(template):
+    assert function_ids(template) == sorted(FUNCTIONS)
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_every_function_runs_python312_on_arm64(template, logical_id):
+    info = describe_function(TEMPLATE, logical_id)
+    architectures = template["Resources"][logical_id]["Properties"].get(
+        "Architectures", template["Globals"]["Function"]["Architectures"]
+    )
+
+    assert info.runtime == "python3.12"
+    assert architectures == ["arm64"]
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_every_function_code_uri_has_an_app_py_with_lambda_handler(logical_id):
+    info = describe_function(TEMPLATE, logical_id)
+    assert info.handler == "app.lambda_handler"
+    assert info.module_file == info.code_dir / "app.py"
+    assert info.module_file.is_file(), f"{logical_id}: {info.module_file} is missing"
+
+    # Read, not imported: the handler's imports are its author's business, not this test's.
+    tree = ast.parse(info.module_file.read_text())
+    top_level = {
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    } | {
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    assert "lambda_handler" in top_level, f"{info.module_file} defines no lambda_handler"
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_every_function_logs_to_its_own_group_with_a_retention(template, logical_id):
+    props = template["Resources"][logical_id]["Properties"]
+    group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+    group = template["Resources"][group_id]
+
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    assert "RetentionInDays" in group["Properties"]
+
+
+def test_every_function_gets_the_adapter_urls(template):
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+
+    assert variables["DROPFLOW_STORE_URL"] == {"Fn::Sub": "s3://${DataBucket}"}
+    assert variables["DROPFLOW_REGISTRY_URL"] == {"Fn::Sub": "dynamodb://${RegistryTable}"}
+    assert variables["DROPFLOW_COMPUTE_URL"] == {"Fn::Sub": "ec2://${TrainingLaunchTemplate}"}
+
+
+def test_serving_functions_carry_the_onnxruntime_layer(template):
+    for logical_id in ("PredictFunction", "PromoteModelFunction"):
+        layers = template["Resources"][logical_id]["Properties"]["Layers"]
+        assert {"Ref": "OnnxRuntimeLayer"} in layers, logical_id
+
+
+@pytest.mark.parametrize("layer_id", ["DropflowLayer", "OnnxRuntimeLayer"])
+def test_layers_build_for_python312_on_arm64_from_a_requirements_file(template, layer_id):
+    layer = template["Resources"][layer_id]
+
+    assert layer["Metadata"]["BuildMethod"] == "python3.12"
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt").is_file()
+
+
+# --------------------------------------------------------------------------- IAM
+def test_every_allow_statement_names_its_actions(template):
+    for statement in statements(template):
+        if statement["Effect"] != "Allow":
+            continue
+        assert "NotAction" not in statement, statement
+        for action in as_list(statement["Action"]):
+            assert "*" not in action, f"wildcard action {action!r} in {statement}"
+
+
+def test_the_only_wildcard_action_is_the_deny_of_plain_http(template):
+    # A Deny must name every action to close every door; that is the one place for s3:*.
+    for statement in statements(template):
+        actions = as_list(statement.get("Action", []))
+        if any("*" in action for action in actions):
+            assert statement["Effect"] == "Deny"
+            assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_launching_is_limited_to_the_training_template_and_role(template):
+    policy = template["Resources"]["TrainingLauncherPolicy"]["Properties"]["PolicyDocument"]
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+
+    run = by_sid["RunInstancesFromTheTrainingTemplate"]
+    assert "ec2:LaunchTemplate" in run["Condition"]["ArnEquals"]
+    passing = by_sid["PassOnlyTheTrainingRole"]
+    assert passing["Resource"] == {"Fn::GetAtt": ["TrainingRole", "Arn"]}
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    tagging = by_sid["TagOnlyWhileLaunching"]
+    assert set(tagging["Condition"]["StringEquals"]["ec2:CreateAction"]) == {
+        "CreateFleet",
+        "RunInstances",
+    }
+
+
+# --------------------------------------------------------------------------- storage
+def test_data_bucket_blocks_public_access(template):
+    block = template["Resources"]["DataBucket"]["Properties"]["PublicAccessBlockConfiguration"]
+    assert block == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+
+
+def test_data_bucket_is_encrypted_and_sends_events_to_eventbridge(template):
+    props = template["Resources"]["DataBucket"]["Properties"]
+    encryption = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    assert props["NotificationConfiguration"] == {
+        "EventBridgeConfiguration": {"EventBridgeEnabled": True}
+    }
+
+
+def test_data_bucket_policy_denies_requests_without_tls(template):
+    policy = template["Resources"]["DataBucketPolicy"]["Properties"]
+    deny = [
+        s
+        for s in policy["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool")
+    ]
+
+    assert policy["Bucket"] == {"Ref": "DataBucket"}
+    assert deny and deny[0]["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    assert deny[0]["Principal"] == "*"
+
+
+def test_no_bucket_notification_or_s3_event_targets_a_function(template):
+    # Either one makes SAM's circular dependency; EventBridge rules carry the S3 events.
+    for name, bucket in resources_of_type(template, "AWS::S3::Bucket").items():
+        notifications = bucket["Properties"].get("NotificationConfiguration", {})
+        assert "LambdaConfigurations" not in notifications, name
+    for logical_id in FUNCTIONS:
+        events = template["Resources"][logical_id]["Properties"].get("Events", {})
+        assert all(event["Type"] != "S3" for event in events.values()), logical_id
+
+
+def test_registry_table_has_the_single_table_keys_ttl_and_pitr(template):
+    props = template["Resources"]["RegistryTable"]["Properties"]
+
+    assert props["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+
+
+# --------------------------------------------------------------------------- training
+def test_launch_template_is_spot_and_requires_imdsv2(template):
+    data = template["Resources"]["TrainingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+
+    assert data["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert data["InstanceMarketOptions"]["SpotOptions"]["SpotInstanceType"] == "one-time"
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
+    assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert data["BlockDeviceMappings"][0]["Ebs"]["VolumeType"] == "gp3"
+
+
+def test_training_user_data_fetches_the_code_and_runs_the_training_module(template):
+    data = template["Resources"]["TrainingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    script = data["UserData"]["Fn::Base64"]["Fn::Sub"]
+
+    assert "s3://${DataBucket}/code/" in script
+    assert '"$PYTHON" -m training' in script
+    assert "shutdown -h now" in script
+
+
+def test_training_security_group_has_no_inbound_rule(template):
+    group = template["Resources"]["TrainingSecurityGroup"]["Properties"]
+    assert "SecurityGroupIngress" not in group
+
+
+def test_outputs_name_the_api_bucket_and_table(template):
+    assert {"ApiUrl", "BucketName", "RegistryTableName"} <= set(template["Outputs"])
+
+
+# --------------------------------------------------------------------------- events
+def _matches(pattern: Any, value: Any) -> bool:
+    """EventBridge content matching, for the subset this template uses: exact values,
+    prefix, wildcard and nested objects. A CloudFormation reference matches anything (its
+    value is only known once deployed)."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(
+            key in value and _matches(sub, value[key]) for key, sub in pattern.items()
+        )
+    # A list of alternatives: any may match.
+    return any(_matches_one(alternative, value) for alternative in pattern)
+
+
+def _matches_one(alternative: Any, value: Any) -> bool:
+    if isinstance(alternative, dict) and "prefix" in alternative:
+        return isinstance(value, str) and value.startswith(alternative["prefix"])
+    if isinstance(alternative, dict) and "wildcard" in alternative:
+        return isinstance(value, str) and fnmatch.fnmatchcase(value, alternative["wildcard"])
+    if isinstance(alternative, dict):  # a CloudFormation reference, e.g. the bucket's name
+        return True
+    return alternative == value
+
+
+def _rule_patterns(template: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+    events = template["Resources"][logical_id]["Properties"]["Events"]
+    return [e["Properties"]["Pattern"] for e in events.values() if e["Type"] == "EventBridgeRule"]
+
+
+def _event_files() -> list[Path]:
+    return sorted(EVENTS.glob("*.json"))
+
+
+def test_the_event_samples_this_template_needs_exist():
+    names = {path.name for path in _event_files()}
+    assert {
+        "s3-dataset-created.json",
+        "schedule-retrain.json",
+        "ec2-state-change.json",
+        "ec2-spot-interruption.json",
+        "ec2-rebalance-recommendation.json",
+    } <= names
+
+
+@pytest.mark.parametrize("path", _event_files(), ids=lambda p: p.name)
+def test_every_event_file_is_a_json_object_shaped_for_its_source(path):
+    event = json.loads(path.read_text())
+    source = path.name.split("-", 1)[0]
+
+    assert isinstance(event, dict)
+    if source == "s3":  # S3 through EventBridge
+        assert event["source"] == "aws.s3"
+        assert event["detail-type"] == "Object Created"
+        assert event["detail"]["bucket"]["name"]
+        assert event["detail"]["object"]["key"]
+    elif source == "schedule":
+        assert event["source"] == "aws.events"
+        assert event["detail-type"] == "Scheduled Event"
+    elif source == "ec2":
+        assert event["source"] == "aws.ec2"
+        assert event["detail"]["instance-id"].startswith("i-")
+    elif source == "apigw":  # REST API proxy integration
+        assert event["httpMethod"] in {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
+        assert event["path"].startswith("/")
+        assert "requestContext" in event
+    else:
+        pytest.fail(f"{path.name}: name it <source>-<what>.json (s3, schedule, ec2, apigw)")
+
+
+@pytest.mark.parametrize(
+    ("event_file", "logical_id"),
+    [
+        ("s3-dataset-created.json", "LaunchTrainingFunction"),
+        ("s3-model-card-created.json", "PromoteModelFunction"),
+        ("ec2-state-change.json", "TrackTrainingFunction"),
+        ("ec2-spot-interruption.json", "TrackTrainingFunction"),
+        ("ec2-rebalance-recommendation.json", "TrackTrainingFunction"),
+    ],
+)
+def test_sample_events_match_a_rule_of_their_function(template, event_file, logical_id):
+    path = EVENTS / event_file
+    if not path.is_file():
+        pytest.skip(f"{event_file} is not written yet")
+    event = json.loads(path.read_text())
+
+    assert any(_matches(p, event) for p in _rule_patterns(template, logical_id))
+
+
+def test_a_dataset_drop_does_not_wake_the_promoter(template):
+    event = json.loads((EVENTS / "s3-dataset-created.json").read_text())
+    assert not any(_matches(p, event) for p in _rule_patterns(template, "PromoteModelFunction"))
