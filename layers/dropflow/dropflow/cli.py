@@ -1,0 +1,140 @@
+"""The `dropflow` command: the local runtime, status, the demo and Docker-free invoke.
+
+Heavy imports happen inside each command, so `dropflow --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from dropflow.local.runtime import DEFAULT_HOME
+
+
+def _home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=DEFAULT_HOME,
+        help=f"state folder of the local runtime (default {DEFAULT_HOME}, or $DROPFLOW_HOME)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dropflow",
+        description="Drop data, get a fresh model served. Locally, or on AWS with SAM.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    local = sub.add_parser("local", help="the embedded default: the whole loop on this machine")
+    local_sub = local.add_subparsers(dest="local_command", required=True)
+    up = local_sub.add_parser("up", help="watch the bucket folder, train, promote, serve HTTP")
+    _home(up)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument(
+        "--schedule",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="send the retrain schedule event every SECONDS (default: off)",
+    )
+    up.add_argument("--verbose", action="store_true", help="also print the handlers' JSON logs")
+
+    status = sub.add_parser("status", help="jobs and models, as a table or --json")
+    _home(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    demo = sub.add_parser("demo", help="run the loop once on a real dataset and exit")
+    demo.add_argument("--data", type=Path, help="a CSV file to train on instead of the default")
+    demo.add_argument("--target", help="the column to predict in --data (default: the last one)")
+    demo.add_argument("--home", type=Path, help="keep the demo's state here (default: a temp dir)")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a model")
+
+    invoke = sub.add_parser(
+        "invoke", help="run one function of template.yaml with an event file (no Docker)"
+    )
+    invoke.add_argument("function", metavar="FunctionLogicalId")
+    invoke.add_argument("-e", "--event", required=True, type=Path, help="event JSON file")
+    invoke.add_argument("--template", type=Path, help="template.yaml (default: the checkout's)")
+    invoke.add_argument("--env-vars", type=Path, help="JSON of environment overrides")
+    _home(invoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "local":
+            return cmd_local_up(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "demo":
+            from dropflow.demo import run_demo
+
+            return run_demo(args.data, args.target, args.home, args.timeout)
+        if args.command == "invoke":
+            return cmd_invoke(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from dropflow.errors import DropflowError
+
+        if isinstance(exc, DropflowError | FileNotFoundError):
+            print(f"dropflow: {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 2
+
+
+def cmd_local_up(args: argparse.Namespace) -> int:
+    from dropflow.local.runtime import LocalRuntime
+
+    runtime = LocalRuntime(
+        args.home,
+        host=args.host,
+        port=args.port,
+        schedule_seconds=args.schedule,
+        verbose=args.verbose,
+    )
+    # SIGTERM (e.g. from a supervisor or a test) stops as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: runtime.request_stop())
+    runtime.run()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dropflow.local.runtime import configure
+    from dropflow.status import collect, render
+
+    configure(args.home)
+    report = collect()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render(report))
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    import os
+
+    from dropflow import invoke
+    from dropflow.local.runtime import configure, find_template
+
+    if "DROPFLOW_STORE_URL" not in os.environ:  # default to the local runtime's state
+        configure(args.home)
+    argv: list[Any] = [args.function, "-e", str(args.event)]
+    argv += ["--template", str(args.template or find_template())]
+    if args.env_vars:
+        argv += ["--env-vars", str(args.env_vars)]
+    return invoke.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

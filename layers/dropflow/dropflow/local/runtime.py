@@ -1,0 +1,248 @@
+"""The embedded default: the whole dropflow loop on one machine, no AWS and no Docker.
+
+`dropflow local up` runs this in the foreground. It plays the parts AWS plays in the cloud:
+- S3 + EventBridge: a watcher on `<home>/bucket/` sends "Object Created" events for settled
+  dataset files and model cards to the LaunchTraining and PromoteModel handlers;
+- EC2: the Compute port starts child processes running the training entrypoint, and the end
+  of one becomes an "EC2 Instance State-change Notification" for the TrackTraining handler;
+- the schedule: a timer sends a Scheduled Event to LaunchTraining;
+- API Gateway: an HTTP server on 127.0.0.1 turns requests into proxy events for Predict.
+The handlers are the very files of template.yaml, loaded as `dropflow invoke` loads them.
+State (bucket, registry, compute records) lives under <home> and survives restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dropflow.local import events
+from dropflow.local.watcher import BucketWatcher
+
+LOCAL_BUCKET = "dropflow-local"
+DEFAULT_HOME = Path(os.environ.get("DROPFLOW_HOME", "~/.dropflow")).expanduser()
+WATCHDOG_SECONDS = 30.0
+
+
+def find_template(start: Path | None = None) -> Path:
+    """template.yaml of the dropflow checkout: from `start` (or cwd) upwards, else next to
+    the installed package (an editable install lives in the checkout)."""
+    candidates = [start or Path.cwd(), Path(__file__).resolve()]
+    for base in candidates:
+        for folder in [base, *base.parents]:
+            if (folder / "template.yaml").is_file() and (folder / "functions").is_dir():
+                return folder / "template.yaml"
+    raise FileNotFoundError(
+        "template.yaml not found: run dropflow from its checkout (the folder with template.yaml)"
+    )
+
+
+@dataclass
+class LocalPaths:
+    home: Path
+    bucket: Path = field(init=False)
+    registry: Path = field(init=False)
+    compute: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.home = self.home.expanduser().resolve()
+        self.bucket = self.home / "bucket"
+        self.registry = self.home / "registry.db"
+        self.compute = self.home / "compute"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "DROPFLOW_STORE_URL": self.bucket.as_uri(),
+            "DROPFLOW_REGISTRY_URL": f"sqlite://{self.registry}",
+            "DROPFLOW_COMPUTE_URL": f"process://{self.compute}",
+        }
+
+
+def configure(home: Path, *, verbose: bool = False) -> LocalPaths:
+    """Point this process (and the training processes it starts) at the local adapters."""
+    paths = LocalPaths(home)
+    paths.bucket.mkdir(parents=True, exist_ok=True)
+    paths.compute.mkdir(parents=True, exist_ok=True)
+    os.environ.update(paths.environment())
+    # The console shows one line per event; the handlers' JSON logs only when asked.
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_DEV", "false")
+    from dropflow import services
+    from dropflow.observability import logger
+
+    # The shared logger may exist already (imported before this call): set its level too.
+    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
+    services.reset()
+    return paths
+
+
+class LocalRuntime:
+    """One machine's dropflow: call start(), then tick() in a loop (run() does both), stop()."""
+
+    def __init__(
+        self,
+        home: Path = DEFAULT_HOME,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        poll_seconds: float = 0.5,
+        settle_seconds: float = 1.0,
+        schedule_seconds: float = 0.0,
+        template: Path | None = None,
+        verbose: bool = False,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.paths = configure(home, verbose=verbose)
+        self.host, self.port = host, port
+        self.poll_seconds = poll_seconds
+        self.schedule_seconds = schedule_seconds
+        self.template = template or find_template()
+        self.say = say
+        self.watcher = BucketWatcher(self.paths.bucket, settle_seconds=settle_seconds)
+        self._stop = threading.Event()
+        self._reported_ended: set[str] = set()
+        self._job_states: dict[str, str] = {}
+        self._last_schedule = time.monotonic()
+        self._last_watchdog = 0.0
+        self.gateway: Any = None
+        self.url = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        from dropflow import services
+        from dropflow.invoke import load_function
+        from dropflow.local.gateway import Gateway
+
+        self.handlers = {
+            name: load_function(self.template, name)[0]
+            for name in (
+                "LaunchTrainingFunction",
+                "TrackTrainingFunction",
+                "PromoteModelFunction",
+                "PredictFunction",
+            )
+        }
+        self.compute = services.compute()
+        self.jobs = services.jobs()
+        self.tracker = services.tracker()
+        self.gateway = Gateway(self.handlers["PredictFunction"], host=self.host, port=self.port)
+        self.gateway.start()
+        self.url = self.gateway.url
+        self._job_states = {job.job_id: job.state.value for job in self.jobs.all()}
+        self.say(f"dropflow local: home {self.paths.home}")
+        self.say(f"  drop CSV/Parquet files into {self.paths.bucket / 'datasets'}/<model>/")
+        self.say(f"  API on {self.url}  (POST /models/<model>/predict)")
+
+    def run(self) -> None:
+        """Start, then work until stop() is called or Ctrl-C; always stops cleanly."""
+        self.start()
+        try:
+            while not self._stop.is_set():
+                self.tick()
+                self._stop.wait(self.poll_seconds)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        self._stop.set()
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        compute = getattr(self, "compute", None)
+        if compute is not None and hasattr(compute, "stop_all"):
+            compute.stop_all(grace_seconds)
+        self.say("dropflow local: stopped")
+
+    # ------------------------------------------------------------------ one turn of the loop
+    def tick(self) -> None:
+        """Deliver every pending event once: drops, cards, ended instances, the schedule."""
+        self._deliver_drops()
+        self._deliver_instance_ends()
+        now = time.monotonic()
+        if self.schedule_seconds and now - self._last_schedule >= self.schedule_seconds:
+            self._last_schedule = now
+            self._call("LaunchTrainingFunction", events.scheduled())
+        if now - self._last_watchdog >= WATCHDOG_SECONDS:
+            self._last_watchdog = now
+            self.tracker.sweep()  # catches what an event missed (e.g. a crash of this runtime)
+        self._report_job_changes()
+
+    def _deliver_drops(self) -> None:
+        keys = self.watcher.scan()
+        dataset_models: set[str] = set()
+        for key in keys:
+            path = self.paths.bucket / key
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if key.startswith("datasets/"):
+                model = key.split("/")[1]
+                if model in dataset_models:  # one event per model and turn is enough
+                    continue
+                dataset_models.add(model)
+                result = self._call(
+                    "LaunchTrainingFunction", events.s3_object_created(LOCAL_BUCKET, key, size, "")
+                )
+                for outcome in (result or {}).get("results", []):
+                    self.say(f"[{outcome['model']}] {outcome['action']}: {outcome['message']}")
+                if result and result.get("skipped"):
+                    self.say(f"ignored {key}: {result['skipped']}")
+            elif key.endswith("/card.json"):
+                result = self._call(
+                    "PromoteModelFunction", events.s3_object_created(LOCAL_BUCKET, key, size, "")
+                )
+                if result:
+                    self.say(_promotion_line(result))
+
+    def _deliver_instance_ends(self) -> None:
+        from dropflow.ports import InstanceState
+
+        for instance in self.compute.list_instances():
+            if instance.state != InstanceState.TERMINATED:
+                continue
+            if instance.instance_id in self._reported_ended:
+                continue
+            self._reported_ended.add(instance.instance_id)
+            self._call(
+                "TrackTrainingFunction", events.ec2_state_change(instance.instance_id, "terminated")
+            )
+
+    def _report_job_changes(self) -> None:
+        for job in self.jobs.all():
+            before = self._job_states.get(job.job_id)
+            if before == job.state.value:
+                continue
+            self._job_states[job.job_id] = job.state.value
+            detail = job.version or job.reason or ""
+            attempt = f" (attempt {len(job.attempts)})" if job.attempts else ""
+            self.say(f"[{job.model}] job {job.job_id} {job.state.value}{attempt} {detail}".rstrip())
+
+    def _call(self, function: str, event: dict[str, Any]) -> Any:
+        from dropflow.lambda_context import LambdaContext
+
+        try:
+            return self.handlers[function](event, LambdaContext(function_name=function))
+        except Exception as exc:  # a handler bug must not take the whole runtime down
+            self.say(f"{function} failed: {type(exc).__name__}: {exc}")
+            return None
+
+
+def _promotion_line(result: dict[str, Any]) -> str:
+    model = result.get("model", "?")
+    version = result.get("version", "?")
+    decision = result.get("decision", "?")
+    reason = result.get("reason") or ""
+    return f"[{model}] {version} {decision} {reason}".rstrip()

@@ -1,0 +1,100 @@
+"""What `dropflow status` shows: every job and every model, for people and for scripts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dropflow import services
+
+
+def collect() -> dict[str, Any]:
+    """Jobs (newest first) and models with their champion, as plain JSON-able data."""
+    jobs = sorted(services.jobs().all(), key=lambda j: j.created_at, reverse=True)
+    catalog = services.catalog()
+    models = []
+    for name in catalog.models():
+        champion = catalog.champion(name)
+        versions = catalog.versions(name)
+        current = next((v for v in versions if champion and v.version == champion.version), None)
+        models.append(
+            {
+                "model": name,
+                "champion": champion.version if champion else None,
+                "versions": len(versions),
+                "metric": current.primary_metric if current else None,
+                "value": current.primary_value if current else None,
+            }
+        )
+    return {
+        "jobs": [
+            {
+                "job_id": j.job_id,
+                "model": j.model,
+                "state": j.state.value,
+                "attempts": len(j.attempts),
+                "version": j.version,
+                "reason": j.reason,
+                "progress": j.progress,
+                "created_at": j.created_at,
+            }
+            for j in jobs
+        ],
+        "models": models,
+    }
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _age(epoch: float) -> str:
+    seconds = max(0, int(time.time() - epoch))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as two aligned tables."""
+    job_rows = [
+        [
+            j["job_id"],
+            j["model"],
+            j["state"],
+            str(j["attempts"]),
+            _age(j["created_at"]),
+            j["version"] or (j["reason"] or "")[:60],
+        ]
+        for j in report["jobs"]
+    ]
+    model_rows = [
+        [
+            m["model"],
+            m["champion"] or "(none yet)",
+            str(m["versions"]),
+            f"{m['metric']}={m['value']:.4f}" if m["metric"] and m["value"] is not None else "",
+        ]
+        for m in report["models"]
+    ]
+    return "\n".join(
+        [
+            "JOBS",
+            _table(
+                ["JOB ID", "MODEL", "STATE", "ATTEMPTS", "CREATED", "VERSION / REASON"], job_rows
+            )
+            if job_rows
+            else "  (no jobs yet)",
+            "",
+            "MODELS",
+            _table(["MODEL", "CHAMPION", "VERSIONS", "METRIC"], model_rows)
+            if model_rows
+            else "  (no models yet)",
+        ]
+    )

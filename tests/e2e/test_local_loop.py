@@ -1,0 +1,144 @@
+"""The embedded default end to end: drop a CSV -> train -> promote -> HTTP predict -> restart.
+
+Runs `dropflow local up` as a user would (a child process on 127.0.0.1), drops a file into its
+bucket folder with a plain file copy, and asks the HTTP API for predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http import HTTPStatus
+from pathlib import Path
+
+import pytest
+import requests
+
+from dropflow.demo import breast_cancer_csv
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+class LocalUp:
+    """`dropflow local up` in a child process, its console read line by line."""
+
+    def __init__(self, home: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dropflow.cli",
+                "local",
+                "up",
+                "--home",
+                str(home),
+                "--port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.console: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.url = self.wait_for(r"API on (http://127\.0\.0\.1:\d+)", 60).group(1)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip())
+
+    def wait_for(self, pattern: str, seconds: float) -> re.Match[str]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.console.append(line)
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no line matching {pattern!r}; console:\n" + "\n".join(self.console))
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user would; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+
+def _predict(url: str, model: str, instances: list) -> requests.Response:
+    return requests.post(f"{url}/models/{model}/predict", json={"instances": instances}, timeout=30)
+
+
+def _rows() -> tuple[list[list[float]], list[str]]:
+    lines = breast_cancer_csv().decode().splitlines()[1:4]
+    cells = [line.split(",") for line in lines]
+    return [[float(v) for v in c[:-1]] for c in cells], [c[-1] for c in cells]
+
+
+def test_a_dropped_csv_is_served_over_http_and_survives_a_restart(tmp_path):
+    home = tmp_path / "home"
+    instances, labels = _rows()
+    runtime = LocalUp(home)
+    try:
+        assert requests.get(f"{runtime.url}/health", timeout=10).status_code == HTTPStatus.OK
+        before = _predict(runtime.url, "cancer", instances)
+        assert before.status_code == HTTPStatus.NOT_FOUND
+
+        # Given a data owner copies a CSV into the bucket folder
+        target = home / "bucket" / "datasets" / "cancer" / "data.csv"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(breast_cancer_csv())
+
+        # Then within 120 s the model answers over HTTP
+        deadline = time.monotonic() + 120
+        answer = _predict(runtime.url, "cancer", instances)
+        while answer.status_code != HTTPStatus.OK and time.monotonic() < deadline:
+            assert answer.status_code in (HTTPStatus.NOT_FOUND, HTTPStatus.SERVICE_UNAVAILABLE)
+            time.sleep(1)
+            answer = _predict(runtime.url, "cancer", instances)
+        assert answer.status_code == HTTPStatus.OK, runtime.console
+        body = answer.json()
+        assert body["model"] == "cancer"
+        assert body["predictions"] == labels
+        assert len(body["probabilities"]) == 3
+        version = body["version"]
+    finally:
+        assert runtime.stop() == 0, runtime.console
+
+    # After a restart the model is still served, without retraining
+    again = LocalUp(home)
+    try:
+        answer = _predict(again.url, "cancer", instances)
+        assert answer.status_code == HTTPStatus.OK
+        assert answer.json()["version"] == version
+    finally:
+        assert again.stop() == 0
+
+    status = subprocess.run(
+        [sys.executable, "-m", "dropflow.cli", "status", "--home", str(home), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report = json.loads(status.stdout)
+    assert [(j["model"], j["state"], j["attempts"]) for j in report["jobs"]] == [
+        ("cancer", "published", 1)
+    ]
+    assert report["models"][0]["champion"] == version
