@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test unit lint format bench build deploy clean venv sam-venv
+.PHONY: demo test unit lint format build deploy clean venv sam-venv has-python312
 
 # ---------------------------------------------------------------- environments
 $(VENV)/.installed: pyproject.toml
@@ -48,20 +48,23 @@ lint: venv sam-venv
 	$(SAM_VENV)/bin/python tools/sam_transform.py lint-out/template.json --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint lint-out/template.json
 
-# sam build builds the layers with the Lambda runtime's own python (3.12); pyenv's copy is
-# used when none is on PATH.
+# sam build builds the layers with the Lambda runtime's own python (3.12): the one on PATH
+# if it runs, else pyenv's copy.
+PY312_DIR := $(shell if python3.12 --version >/dev/null 2>&1; then \
+  dirname "$$(command -v python3.12)"; \
+  else for d in $$(pyenv root 2>/dev/null)/versions/3.12*/bin; do \
+  if [ -x "$$d/python3.12" ]; then echo "$$d"; break; fi; done; fi)
+
+has-python312:
+	@test -n "$(PY312_DIR)"
+
 build: sam-venv
-	@if ! python3.12 --version >/dev/null 2>&1; then \
-	  for dir in $$(pyenv root 2>/dev/null)/versions/3.12*/bin; do \
-	    if [ -x "$$dir/python3.12" ]; then export PATH="$$dir:$$PATH"; break; fi; \
-	  done; \
-	fi; \
-	if ! python3.12 --version >/dev/null 2>&1; then \
+	@if [ -z "$(PY312_DIR)" ]; then \
 	  echo "make build: sam build needs python3.12 (the Lambda runtime) on PATH;" \
 	    "install it (e.g. 'pyenv install 3.12') and run make build again." >&2; \
 	  exit 1; \
-	fi; \
-	$(SAM_VENV)/bin/sam build
+	fi
+	PATH="$(PY312_DIR):$$PATH" $(SAM_VENV)/bin/sam build
 
 deploy: build
 	$(SAM_VENV)/bin/sam deploy --guided
