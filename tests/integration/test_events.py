@@ -105,7 +105,9 @@ def test_the_sample_events_drive_the_whole_loop(capsys, home, tmp_path):
     # The sample card event names a version that was never published: refused, nothing served.
     refused = invoke(capsys, home, "s3-model-card-created.json")
     assert refused["decision"] == "rejected"
-    assert invoke(capsys, home, "apigw-predict.json")["statusCode"] == HTTPStatus.SERVICE_UNAVAILABLE
+    assert (
+        invoke(capsys, home, "apigw-predict.json")["statusCode"] == HTTPStatus.SERVICE_UNAVAILABLE
+    )
 
     # The same event for the version the job published promotes it.
     [card] = (home / "bucket" / "models" / "breast-cancer").glob("*/card.json")
