@@ -209,6 +209,7 @@ def internal_error(exc: Exception) -> Response:
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    event = api.json_event(event)  # curl's default Content-Type with a JSON body is JSON
     refused = api.precheck(event)  # size and content type, before anything parses the body
     if refused:
         return api.proxy_error(*refused)

@@ -291,6 +291,25 @@ def test_a_non_json_content_type_is_a_415(app, champion):
     assert "Content-Type 'text/csv' is not supported" in answer.message
 
 
+def test_curls_default_form_content_type_with_a_json_body_is_read_as_json(app, champion):
+    # `curl -X POST URL -d '{"instances": ...}'` sends application/x-www-form-urlencoded.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    answer = call(app, body={"instances": SAMPLE_ROWS}, headers=form)
+
+    assert answer.status == HTTPStatus.OK
+    assert len(answer.json["predictions"]) == len(SAMPLE_ROWS)
+
+
+def test_a_real_form_body_is_a_415(app, champion):
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    answer = call(app, raw="instances=1,2,3", headers=form)
+
+    assert answer.status == HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    assert "send the body as application/json" in answer.message
+
+
 def test_a_body_over_6_mb_is_a_413(app, champion):
     answer = call(app, raw='{"instances": [' + "[1.0]," * 1_200_000 + "[1.0]]}")
 

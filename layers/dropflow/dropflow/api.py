@@ -16,6 +16,8 @@ from http import HTTPStatus
 from typing import Any
 
 JSON = "application/json"
+# `curl -d` labels every body application/x-www-form-urlencoded unless told otherwise.
+FORM = "application/x-www-form-urlencoded"
 # Lambda's synchronous invocation payload limit: a larger event never reaches the function in
 # AWS, so locally it is refused with the same status API Gateway would give.
 MAX_LAMBDA_BODY_BYTES = 6 * 1024 * 1024
@@ -49,6 +51,39 @@ def content_type_problem(method: str, headers: Mapping[str, str]) -> str | None:
     if media_type in ("", JSON):
         return None
     return f"Content-Type {raw!r} is not supported: send the body as {JSON}"
+
+
+def _media_type(raw: str | None) -> str:
+    return (raw or "").split(";", 1)[0].strip().lower()
+
+
+def _body_text(event: Mapping[str, Any]) -> str:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+    return body
+
+
+def json_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event, with curl's default form content type relabelled JSON when the body is a
+    JSON object or array: that is what `curl -X POST ... -d '{"instances": ...}'` means.
+    A real form body keeps its label (and gets a 415)."""
+    headers = event.get("headers") or {}
+    multi = event.get("multiValueHeaders") or {}
+    names = [k for k in headers if k.lower() == "content-type"]
+    multi_names = [k for k in multi if k.lower() == "content-type"]
+    labels = [headers[k] for k in names] + [v[-1] for k in multi_names for v in [multi[k]] if v]
+    if not labels or _media_type(labels[-1]) != FORM:
+        return event
+    if _body_text(event).lstrip()[:1] not in ("{", "["):
+        return event
+    fixed = dict(event)
+    fixed["headers"] = {**headers, **{k: JSON for k in names}}
+    fixed["multiValueHeaders"] = {**multi, **{k: [JSON] for k in multi_names}}
+    return fixed
 
 
 def precheck(event: Mapping[str, Any]) -> tuple[HTTPStatus, str] | None:

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from dropflow.errors import DropflowError
 
-        if isinstance(exc, DropflowError | FileNotFoundError):
+        if isinstance(exc, DropflowError | OSError):
             print(f"dropflow: {exc}", file=sys.stderr)
             return 2
         raise
@@ -102,8 +102,10 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         schedule_seconds=args.schedule,
         verbose=args.verbose,
     )
-    # SIGTERM (e.g. from a supervisor or a test) stops as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: runtime.request_stop())
+    # Ctrl-C and SIGTERM (a supervisor, a test) stop the loop, the API and the jobs cleanly,
+    # also where the shell started us with SIGINT ignored (a background job).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: runtime.request_stop())
     runtime.run()
     return 0
 

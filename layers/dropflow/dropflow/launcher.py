@@ -104,7 +104,11 @@ class Launcher:
         )
         if not claimed:
             return LaunchOutcome(
-                "duplicate", model, f"data version {version} was already taken", None, version
+                "duplicate",
+                model,
+                f"data version {version} is already trained or training (no new data)",
+                None,
+                version,
             )
 
         job_id = new_job_id(model)

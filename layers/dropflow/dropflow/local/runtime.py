@@ -13,9 +13,12 @@ State (bucket, registry, compute records) lives under <home> and survives restar
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +86,28 @@ def configure(home: Path, *, verbose: bool = False) -> LocalPaths:
     return paths
 
 
+class _WithoutMetrics(io.TextIOBase):
+    """stdout minus CloudWatch EMF lines. Locally there is no CloudWatch to read them, and
+    powertools prints the cold-start metric even when metrics are disabled."""
+
+    def __init__(self, target: io.TextIOBase) -> None:
+        self.target = target
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                if not line.startswith('{"_aws":'):
+                    self.target.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
 class LocalRuntime:
     """One machine's dropflow: call start(), then tick() in a loop (run() does both), stop()."""
 
@@ -120,6 +145,10 @@ class LocalRuntime:
         from dropflow.invoke import load_function
         from dropflow.local.gateway import Gateway
 
+        if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
+            self._stdout = sys.stdout
+            sys.stdout = _WithoutMetrics(sys.stdout)  # type: ignore[assignment]
+            warnings.filterwarnings("ignore", message="No application metrics to publish")
         self.handlers = {
             name: load_function(self.template, name)[0]
             for name in (
@@ -164,6 +193,9 @@ class LocalRuntime:
         if compute is not None and hasattr(compute, "stop_all"):
             compute.stop_all(grace_seconds)
         self.say("dropflow local: stopped")
+        if getattr(self, "_stdout", None) is not None:
+            sys.stdout.flush()
+            sys.stdout, self._stdout = self._stdout, None
 
     # ------------------------------------------------------------------ one turn of the loop
     def tick(self) -> None:
@@ -245,4 +277,7 @@ def _promotion_line(result: dict[str, Any]) -> str:
     version = result.get("version", "?")
     decision = result.get("decision", "?")
     reason = result.get("reason") or ""
-    return f"[{model}] {version} {decision} {reason}".rstrip()
+    if result.get("skipped"):
+        return f"ignored: {result['skipped']}"
+    when = " (decided earlier)" if result.get("replayed") else ""
+    return f"[{model}] {version} {decision}{when}: {reason}".rstrip(": ")
