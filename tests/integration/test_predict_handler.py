@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from dropflow import services
 from dropflow.catalog import Catalog
 from dropflow.lambda_context import LambdaContext
 from dropflow.promotion import promote
@@ -45,16 +44,6 @@ def sample(name: str) -> dict[str, Any]:
 
 
 SAMPLE_ROWS = json.loads(sample("apigw-predict.json")["body"])["instances"]
-
-
-@pytest.fixture
-def adapters(tmp_path, monkeypatch):
-    monkeypatch.setenv("DROPFLOW_STORE_URL", (tmp_path / "bucket").as_uri())
-    monkeypatch.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{tmp_path / 'registry.db'}")
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
-    services.reset()
-    yield services.store(), services.registry()
-    services.reset()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from dropflow import services
 from dropflow.catalog import Catalog
 from dropflow.lambda_context import LambdaContext
 from tests.fakes_serving import load_handler, publish
@@ -20,16 +19,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publis
 ROOT = Path(__file__).resolve().parents[2]
 EVENT = json.loads((ROOT / "events" / "s3-model-card-created.json").read_text())
 VERSION = "v20261123T101500Z-3f9a0c"  # the version in the sample event's key
-
-
-@pytest.fixture
-def adapters(tmp_path, monkeypatch):
-    monkeypatch.setenv("DROPFLOW_STORE_URL", (tmp_path / "bucket").as_uri())
-    monkeypatch.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{tmp_path / 'registry.db'}")
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
-    services.reset()
-    yield services.store(), services.registry()
-    services.reset()
 
 
 @pytest.fixture

@@ -1,0 +1,18 @@
+"""Integration fixtures: the handlers' configuration pointed at local adapters in tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+
+from dropflow import services
+
+
+@pytest.fixture
+def adapters(tmp_path, monkeypatch):
+    """(store, registry) behind DROPFLOW_* variables, as a handler's cold start reads them."""
+    monkeypatch.setenv("DROPFLOW_STORE_URL", (tmp_path / "bucket").as_uri())
+    monkeypatch.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{tmp_path / 'registry.db'}")
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+    services.reset()
+    yield services.store(), services.registry()
+    services.reset()
