@@ -18,8 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dropflow import services
 from dropflow.config import settings
+from dropflow.datasets import model_of_dataset_key, models_with_data
 from dropflow.errors import InvalidName
-from dropflow.launcher import model_of_dataset_key, models_with_data
 from dropflow.observability import logger, metrics, tracer
 
 settings()  # fail the cold start, naming the variable, if configuration is wrong

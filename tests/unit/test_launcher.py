@@ -6,9 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from dropflow.datasets import data_version, model_of_dataset_key, models_with_data
 from dropflow.errors import InvalidName
 from dropflow.jobs import JobState, JobStore
-from dropflow.launcher import Launcher, data_version, model_of_dataset_key, models_with_data
+from dropflow.launcher import Launcher
 from dropflow.ports import ObjectInfo
 from tests.fakes_compute import FakeCompute
 

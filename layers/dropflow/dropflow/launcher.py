@@ -12,47 +12,21 @@ idempotent twice over:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from dropflow.datasets import data_files, data_version, dataset_prefix
 from dropflow.errors import DropflowError
 from dropflow.jobs import Attempt, Job, JobState, JobStore, model_pk
 from dropflow.names import check_model_name, new_job_id
 from dropflow.observability import logger
-from dropflow.ports import Compute, LaunchError, LaunchRequest, ObjectInfo, ObjectStore, Registry
+from dropflow.ports import Compute, LaunchError, LaunchRequest, ObjectStore, Registry
 
-DATA_SUFFIXES = (".csv", ".parquet")
-SPEC_FILE = "dropflow.yaml"
 ACTIVE = "ACTIVE"
 
 Action = Literal["launched", "duplicate", "coalesced", "no-data", "failed"]
-
-
-def dataset_prefix(model: str) -> str:
-    return f"datasets/{check_model_name(model)}/"
-
-
-def model_of_dataset_key(key: str) -> str | None:
-    """The model a `datasets/<model>/...` key belongs to, or None for any other key."""
-    parts = key.split("/")
-    if len(parts) < 3 or parts[0] != "datasets" or not parts[-1]:
-        return None
-    return parts[1]
-
-
-def data_files(objects: list[ObjectInfo]) -> list[ObjectInfo]:
-    return [o for o in objects if o.key.lower().endswith(DATA_SUFFIXES)]
-
-
-def data_version(objects: list[ObjectInfo]) -> str:
-    """A short stable hash of every key and ETag under the dataset prefix (spec included)."""
-    digest = hashlib.sha256()
-    for obj in sorted(objects, key=lambda o: o.key):
-        digest.update(f"{obj.key}\0{obj.etag}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -225,16 +199,3 @@ class Launcher:
             ):
                 return follow_up
         raise DropflowError(f"model {model}: could not release the active-job record")
-
-
-def models_with_data(store: ObjectStore) -> list[str]:
-    """Every valid model name that has at least one object under `datasets/`, sorted."""
-    models = set()
-    for obj in store.list("datasets/"):
-        model = model_of_dataset_key(obj.key)
-        if model is not None:
-            try:
-                models.add(check_model_name(model))
-            except ValueError:
-                continue
-    return sorted(models)
