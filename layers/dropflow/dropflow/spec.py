@@ -7,7 +7,8 @@ a message naming the key instead of being silently ignored. Example:
     target: diagnosis           # default: a column named `target`, else the last column
     features: [radius, texture] # default: every other column
     model: {hidden_layers: [64, 32], dropout: 0.1}
-    training: {epochs: 60, batch_size: 64, learning_rate: 1e-3, seed: 0}
+    training: {epochs: 60, batch_size: 64, learning_rate: 1e-3, seed: 0,
+               checkpoint_interval_seconds: 60}
     promotion: {metric: macro_f1, tolerance: 0.01}
 
 Nothing here imports torch: the promote and launch functions read the spec too.
@@ -18,15 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dropflow.card import Task
+from dropflow.datasets import SPEC_FILE, dataset_prefix
 from dropflow.errors import UserInputError
-
-SPEC_FILE = "dropflow.yaml"
 
 # The holdout metrics the training job reports, per task; the first one is the default primary.
 METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
@@ -38,7 +38,7 @@ _ALL_METRICS = tuple(m for names in METRICS_BY_TASK.values() for m in names)
 
 def spec_key(model: str) -> str:
     """Where a model's spec lives in the bucket."""
-    return f"datasets/{model}/{SPEC_FILE}"
+    return f"{dataset_prefix(model)}{SPEC_FILE}"
 
 
 class _Section(BaseModel):
@@ -62,9 +62,14 @@ class TrainingSection(_Section):
     epochs: int = Field(default=60, gt=0, le=10_000)
     batch_size: int = Field(default=64, gt=0, le=65_536)
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    # constant, or cosine: from learning_rate down to a tenth of it over the whole training.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     holdout_fraction: float = Field(default=0.2, ge=0.05, le=0.5)
+    # Checkpoint at a step boundary once this many seconds passed since the last one, and at
+    # epoch ends (training.loop explains when those are skipped); 0: at epoch ends only.
+    checkpoint_interval_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
 
 
 class PromotionSection(_Section):

@@ -6,6 +6,7 @@ adapters it does not use.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -56,12 +57,19 @@ def open_registry(url: str) -> Registry:
 
 @lru_cache(maxsize=8)
 def open_compute(url: str) -> Compute:
-    """The Compute for `process:///state-dir` (child processes) or `ec2://<launch template>`."""
+    """The Compute for `process:///state-dir` (child processes) or `ec2://<launch template>`.
+
+    A process compute hands its children the IMDS emulator at $DROPFLOW_LOCAL_IMDS_URL
+    (set by the local runtime, which serves the same state dir), if any. Read when the
+    adapter is first opened: the runtime sets it before then.
+    """
     scheme = urlparse(url).scheme
     if scheme == "process":
         from dropflow.adapters.process_compute import ProcessCompute
 
-        return ProcessCompute(_path(url))
+        return ProcessCompute(
+            _path(url), metadata_url=os.environ.get("DROPFLOW_LOCAL_IMDS_URL") or None
+        )
     if scheme == "ec2":
         raise ConfigError(
             "DROPFLOW_COMPUTE_URL ec2://: the EC2 adapter is not built yet (issue 4); "

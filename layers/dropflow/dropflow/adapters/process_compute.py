@@ -9,6 +9,14 @@ describe, list and terminate it:
     <id>.json   the record: job, attempt, pid and the pid's start time (guards pid reuse)
     <id>.log    stdout and stderr of the entrypoint
     <id>.exit   the exit code, written by the wrapper below when the entrypoint ends
+    tags/<id>.json     the instance's tags (DROPFLOW_JOB_ID, DROPFLOW_MODEL, DROPFLOW_ATTEMPT)
+    notices/<id>.json  spot notices announced to it (`dropflow local interrupt`)
+
+The last two are the IMDS emulator's files (dropflow.local.imds): the emulator serves this
+same folder, so what EC2 would keep as instance tags and metadata sits beside the record.
+With `metadata_url` (the emulator's URL) each child gets
+AWS_EC2_METADATA_SERVICE_ENDPOINT=<metadata_url>/<id>, its own IMDS, where the training job
+watches for interruption notices exactly as on EC2.
 
 The entrypoint runs under a small wrapper (`python -m dropflow.adapters.process_compute
 --exit-file F -- cmd...`) that waits for it and records its exit code, because only a
@@ -31,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dropflow.local import imds
 from dropflow.ports import Instance, InstanceState, LaunchError, LaunchRequest
 
 _WRAPPER_MODULE = "dropflow.adapters.process_compute"
@@ -47,6 +56,8 @@ class ProcessCompute:
 
     `state_dir` (created if missing) holds one record, log and exit file per instance.
     `grace` is how long terminate() waits after SIGTERM before it sends SIGKILL.
+    `metadata_url` is the base URL of an ImdsEmulator serving `state_dir`, or None (the
+    children then inherit whatever AWS_EC2_METADATA_SERVICE_ENDPOINT this process has).
     """
 
     def __init__(
@@ -55,6 +66,7 @@ class ProcessCompute:
         entrypoint: Sequence[str] = (sys.executable, "-m", "training"),
         *,
         grace: float = 10.0,
+        metadata_url: str | None = None,
     ) -> None:
         if not entrypoint:
             raise ValueError("ProcessCompute needs an entrypoint command")
@@ -63,6 +75,7 @@ class ProcessCompute:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.entrypoint = tuple(str(part) for part in entrypoint)
         self.grace = grace
+        self.metadata_url = metadata_url.rstrip("/") if metadata_url else None
         # Popen objects of the processes this object started: polling them reaps zombies.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
@@ -75,8 +88,9 @@ class ProcessCompute:
         """Start the entrypoint for `request` and return the running instance.
 
         The process gets DROPFLOW_JOB_ID, DROPFLOW_MODEL, DROPFLOW_ATTEMPT and
-        DROPFLOW_INSTANCE_ID on top of this process's environment and request.environment.
-        Raises LaunchError if the process cannot be started.
+        DROPFLOW_INSTANCE_ID on top of this process's environment and request.environment
+        (and AWS_EC2_METADATA_SERVICE_ENDPOINT with a metadata_url); the first three are also
+        its tags, as on EC2. Raises LaunchError if the process cannot be started.
         """
         self._reap_all()
         instance_id = f"proc-{secrets.token_hex(6)}"
@@ -87,14 +101,21 @@ class ProcessCompute:
             "--attempt",
             str(request.attempt),
         ]
-        env = {
-            **os.environ,
-            **{str(k): str(v) for k, v in request.environment.items()},
+        tags = {
             "DROPFLOW_JOB_ID": request.job_id,
             "DROPFLOW_MODEL": request.model,
             "DROPFLOW_ATTEMPT": str(request.attempt),
+        }
+        env = {
+            **os.environ,
+            **{str(k): str(v) for k, v in request.environment.items()},
+            **tags,
             "DROPFLOW_INSTANCE_ID": instance_id,
         }
+        if self.metadata_url:
+            env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = f"{self.metadata_url}/{instance_id}"
+        # Before the process starts, so its first IMDS request already finds them.
+        imds.write_tags(self.state_dir, instance_id, tags)
         wrapper = [
             sys.executable,
             "-m",
