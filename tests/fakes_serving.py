@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dropflow.card import Card, artifact_key, card_key
+from dropflow.card import Card, Feature, artifact_key, card_key
 from dropflow.ports import ObjectStore
 
 OPSET = 17
@@ -95,7 +95,7 @@ def make_card(
     version: str,
     *,
     task: str = "classification",
-    features: list[str],
+    features: list[str] | list[Feature],
     classes: list[Any] | None = None,
     primary: str = "accuracy",
     value: float = 0.9,
@@ -110,7 +110,9 @@ def make_card(
             "job_id": f"{model}-20261123T101500Z-{version[-6:]}",
             "task": task,
             "target": "target",
-            "features": [{"name": f} for f in features],
+            "features": [
+                f.model_dump() if isinstance(f, Feature) else {"name": f} for f in features
+            ],
             "classes": classes if task == "classification" else None,
             "metrics": {
                 "primary": primary,
@@ -144,7 +146,7 @@ def publish(
     primary: str | None = None,
     value: float = 0.9,
     seed: int = 0,
-    features: list[str] | None = None,
+    features: list[str] | list[Feature] | None = None,
     skew_reference: float = 0.0,
     model_bytes: bytes | None = None,
     card_extra: dict[str, Any] | None = None,
@@ -152,8 +154,10 @@ def publish(
 ) -> Card:
     """Publish a version as the training job does (model, reference, card last).
 
-    `skew_reference` shifts the recorded torch outputs, to fake a parity failure;
-    `model_bytes` replaces the graph (e.g. with garbage).
+    `features` are names (number features, as cards had before categories) or Features;
+    the graph is linear in the input columns whatever they hold, so a category column's
+    output depends on its code. `skew_reference` shifts the recorded torch outputs, to fake
+    a parity failure; `model_bytes` replaces the graph (e.g. with garbage).
     """
     features = features or [f"f{i}" for i in range(n_features)]
     n_features = len(features)

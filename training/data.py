@@ -5,15 +5,35 @@ The rules a data owner can rely on:
 - Every `.csv` and `.parquet` object under the prefix is data. Files are read in key order and
   concatenated; they must all have the same columns (the order may differ).
 - Target: the spec's `target`, else a column named `target`, else the last column.
-- Features: the spec's `features`, else every other column. They must be numeric in this
-  version; the first cell that is not a number is reported with its file, line and column.
-- Missing values are empty cells and NA, N/A, NaN, null or None (any case). Rows with a missing
-  target are dropped. A missing feature is filled with that feature's median over the training
-  rows only, after the split, so the holdout does not leak into the fill. The fill is a training
-  convenience and not part of the exported graph: clients must send finite values.
+- Features: the spec's `features`, else every other column, each either numeric or
+  categorical, decided per column over all files:
+  - categorical when the file types it so (a Parquet boolean or dictionary/category column) or
+    when more than half of its present cells are not numbers (text such as `red`, or
+    true/false in any case); numeric otherwise. So a stray word in a column of numbers is
+    not a category: it fails the job, naming file, line (CSV) or row (Parquet), column and
+    value. Infinite numbers, or beyond float32, fail the same way.
+  - a categorical column's categories are its distinct values, sorted: booleans when every
+    value is true/false, else text (a Parquet integer category column keeps integers). Text
+    is compared exactly, after trimming surrounding spaces: `Red` and `red` are two categories.
+    More than MAX_CATEGORIES categories, or a different value in every row (an identifier or
+    free text), fails the job: leave such a column out with `features:` in dropflow.yaml.
+- Missing values are empty cells and NA, N/A, NaN, null or None (any case), and nulls in
+  Parquet. The policy, the same in training and in serving:
+  - a row with a missing target is dropped (the count is logged);
+  - a missing number is filled with that feature's median over the training rows only (after
+    the split, so the holdout does not leak into it). The fill is part of the exported graph:
+    a client may send null for a numeric feature and gets the same fill;
+  - a missing category is a category of its own, MISSING_CATEGORY (`<missing>`), listed last,
+    when training saw one in that column; a client may then send null. A column that had no
+    missing values in training has no such category, and serving rejects a null for it;
+  - a feature column with no value at all fails the job, naming the column.
 - Task: the spec's `task`, else classification when the target holds text or true/false, or
   whole numbers with at most 20 distinct values; regression otherwise. The classes are the
   target's distinct values, sorted, in their original type (numbers stay numbers).
+
+`Dataset.x` holds one float column per feature: numbers (NaN where missing) and category codes
+(the index of the value in its column's categories), exactly what the exported graph takes
+(dropflow.card). `Dataset.card_features()` describes those columns for the card.
 """
 
 from __future__ import annotations
@@ -23,33 +43,34 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from dropflow.card import Task
+from dropflow.card import MISSING_CATEGORY, Feature, Task
+from dropflow.datasets import data_files, dataset_prefix
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectStore
 from dropflow.spec import Spec
 
 log = logging.getLogger(__name__)
 
-DATA_SUFFIXES = (".csv", ".parquet")
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none"})
 # Whole numbers with at most this many distinct values are read as class labels.
 MAX_INTEGER_CLASSES = 20
 MAX_CLASSES = 1000
+# One-hot inputs per categorical column: beyond this, a column is an identifier or free text.
+MAX_CATEGORIES = 1000
+# A column with a different value in each of at least this many rows is an identifier.
+_IDENTIFIER_ROWS = 20
+# The graph's input is float32: a larger magnitude would turn into infinity inside the model.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _INTEGER = re.compile(r"[-+]?\d+")
 _DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _BOOLEANS = {"true": True, "false": False}
-
-
-def dataset_prefix(model: str) -> str:
-    """The bucket prefix whose files are the model's data."""
-    return f"datasets/{model}/"
 
 
 @dataclass(frozen=True)
@@ -68,32 +89,70 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Column:
+    """How one feature is encoded in `Dataset.x`: a number, or a code into `categories`."""
+
+    name: str
+    kind: Literal["number", "category"] = "number"
+    # category: the values in code order, MISSING_CATEGORY last when training saw a missing one
+    categories: tuple[bool | int | str, ...] = ()
+
+    def card_feature(self) -> Feature:
+        """The card's description of this input column (see dropflow.card.Feature)."""
+        if self.kind == "number":
+            # The graph fills a missing number with the training median: null is always fine.
+            return Feature(name=self.name, dtype="number", nullable=True)
+        return Feature(
+            name=self.name,
+            dtype="category",
+            categories=list(self.categories),
+            nullable=MISSING_CATEGORY in self.categories,
+        )
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Features and target ready to split: one row per data row that has a target."""
 
     task: Task
     target: str
-    features: list[str]
-    x: np.ndarray  # float64 [rows, features], NaN where a value is missing
+    features: list[str]  # the feature names, in input column order
+    x: np.ndarray  # float64 [rows, features]: numbers (NaN where missing) and category codes
     y: np.ndarray  # classification: int64 class index; regression: float64
     classes: list[Any] | None  # classification: original label values, sorted
     sources: list[str]  # the keys that were read
     dropped_rows: int  # rows without a target value
+    # One per feature, same order; empty means every feature is numeric.
+    columns: tuple[Column, ...] = ()
 
     @property
     def n_classes(self) -> int:
         return len(self.classes) if self.classes is not None else 0
 
+    @property
+    def category_counts(self) -> dict[int, int]:
+        """Categorical column index -> number of categories: what build_network needs."""
+        return {j: len(c.categories) for j, c in enumerate(self.columns) if c.kind == "category"}
+
+    def card_features(self) -> list[Feature]:
+        """The card's `features`: name, dtype, categories and nullability, in column order."""
+        columns = self.columns or tuple(Column(name) for name in self.features)
+        return [column.card_feature() for column in columns]
+
 
 @dataclass(frozen=True)
 class Split:
-    """Training and holdout rows with missing features filled (float32, as the network eats)."""
+    """Training and holdout rows as float32, as the network eats them.
+
+    Missing numbers stay NaN: the network fills them itself with the training rows' medians
+    (training.model.build_network), so training, the holdout, the exported graph and serving
+    all go through that one fill.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_holdout: np.ndarray
     y_holdout: np.ndarray
-    fill_values: np.ndarray  # per-feature medians of the training rows
 
 
 # --------------------------------------------------------------------------- reading files
@@ -133,7 +192,7 @@ def read_tables(store: ObjectStore, model: str) -> list[Table]:
     columns differ from the first file's (naming the file and the columns).
     """
     prefix = dataset_prefix(model)
-    keys = [i.key for i in store.list(prefix) if i.key.lower().endswith(DATA_SUFFIXES)]
+    keys = [i.key for i in data_files(store.list(prefix))]
     if not keys:
         raise UserInputError(f"no .csv or .parquet files under {prefix}; drop the data there")
     tables = []
@@ -166,16 +225,46 @@ def read_tables(store: ObjectStore, model: str) -> list[Table]:
 
 
 # --------------------------------------------------------------------------- cell parsing
-def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values with NaN where missing, mask of cells present but not finite numbers)."""
-    if is_bool_dtype(column) or is_numeric_dtype(column):
-        values = column.to_numpy(dtype=float, na_value=np.nan)
-        missing = np.isnan(values)
-        return values, ~missing & ~np.isfinite(values)
+@dataclass(frozen=True)
+class _Cells:
+    """One file's cells of one feature column, classified."""
+
+    table: Table
+    name: str
+    numbers: np.ndarray  # float64: the cell's number, NaN unless it is one
+    missing: np.ndarray  # bool: empty, NA and the like
+    numeric: np.ndarray  # bool: present and a number (finite or not)
+    typed_category: bool  # the file itself types the column as boolean or category
+
+    @property
+    def present(self) -> np.ndarray:
+        return ~self.missing
+
+    def values(self) -> list[Any]:
+        """The cells as plain Python values: None (missing), bool, int, float or str."""
+        column = self.table.frame[self.name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            column = column.astype(object)
+        return [None if gone else _cell(v) for v, gone in zip(column, self.missing, strict=True)]
+
+
+def _classify(table: Table, name: str) -> _Cells:
+    column = table.frame[name]
+    if is_bool_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype):
+        missing = np.array([_cell(v) is None for v in column], dtype=bool)
+        nothing = np.full(len(column), np.nan)
+        return _Cells(table, name, nothing, missing, np.zeros(len(column), bool), True)
+    if is_numeric_dtype(column):
+        numbers = column.to_numpy(dtype=float, na_value=np.nan)
+        missing = np.isnan(numbers)
+        return _Cells(table, name, numbers, missing, ~missing, False)
+    # Text (every CSV cell, Parquet strings and objects): judged by what the cell says.
     text = column.map(_text).astype(object)
-    missing = text.map(lambda s: s.lower() in MISSING).to_numpy(dtype=bool)
-    parsed = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=float)
-    return np.where(missing, np.nan, parsed), ~missing & ~np.isfinite(parsed)
+    missing = text.map(lambda t: t.lower() in MISSING).to_numpy(dtype=bool)
+    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=float)
+    # to_numeric reads "inf" as a number (rejected later as not finite) and nothing else as NaN.
+    numeric = ~missing & ~np.isnan(numbers)
+    return _Cells(table, name, np.where(numeric, numbers, np.nan), missing, numeric, False)
 
 
 def _text(value: Any) -> str:
@@ -185,7 +274,7 @@ def _text(value: Any) -> str:
 
 
 def _cell(value: Any) -> Any:
-    """A target cell as a plain Python value: None (missing), bool, int, float or str."""
+    """A cell as a plain Python value: None (missing), bool, int, float or str (trimmed)."""
     if value is None or value is pd.NA:
         return None
     if isinstance(value, bool | np.bool_):
@@ -283,29 +372,122 @@ def choose_features(columns: list[str], target: str, spec: Spec) -> list[str]:
     return features
 
 
-def _feature_matrix(tables: list[Table], features: list[str]) -> np.ndarray:
-    blocks = []
-    for table in tables:
-        block = np.empty((len(table.frame), len(features)))
-        for j, name in enumerate(features):
-            column = table.frame[name]
-            values, bad = _numbers(column)
-            if bad.any():
-                row = int(np.argmax(bad))
-                value = column.iloc[row]
-                if np.isnan(values).all():
-                    raise UserInputError(
-                        f"column {name!r} holds text, not numbers (first at {table.where(row)}: "
-                        f"{value!r}); features must be numeric in this version: leave it out "
-                        "by listing the wanted columns under `features:` in dropflow.yaml"
-                    )
-                raise UserInputError(
-                    f"{table.where(row)}, column {name!r}: {value!r} is not a number; "
-                    "fix the value or leave the cell empty to mark it missing"
+def _first(cells: list[_Cells], mask_of: Any) -> tuple[_Cells, int] | None:
+    """The first cell (in file order) where `mask_of(cells)` is true, as (cells, row)."""
+    for part in cells:
+        mask = mask_of(part)
+        if mask.any():
+            return part, int(np.argmax(mask))
+    return None
+
+
+def _leave_out_hint() -> str:
+    return "leave the column out by listing the wanted columns under `features:` in dropflow.yaml"
+
+
+def _numeric_column(name: str, cells: list[_Cells], present: int) -> np.ndarray:
+    """The column's numbers (NaN where missing), or UserInputError at its first bad cell."""
+
+    def bad(part: _Cells) -> np.ndarray:
+        # Text, or a number float32 cannot hold (it would be infinity inside the model).
+        return part.present & ~(np.abs(part.numbers) <= _FLOAT32_MAX)
+
+    found = _first(cells, bad)
+    if found is None:
+        return np.concatenate([part.numbers for part in cells])
+    part, row = found
+    value = part.table.frame[name].iloc[row]
+    if part.numeric[row]:
+        problem = f"is not a finite number (float32 holds magnitudes up to {_FLOAT32_MAX:.3g});"
+    else:
+        numbers = sum(int(p.numeric.sum()) for p in cells)
+        problem = (
+            f"is not a number; the column is numeric ({numbers} of its {present} values are "
+            "numbers), so"
+        )
+    raise UserInputError(
+        f"{part.table.where(row)}, column {name!r}: {value!r} {problem} fix the value or leave "
+        "the cell empty to mark it missing"
+    )
+
+
+def _category_values(values: list[Any]) -> list[bool | int | str | None]:
+    """Give a categorical column's present values one type: bool, int or (usually) str."""
+    present = [v for v in values if v is not None]
+    if all(_as_bool(v) is not None for v in present):
+        return [None if v is None else _as_bool(v) for v in values]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return values  # integers the file typed as categories (a Parquet dictionary column)
+    return [None if v is None else _category_text(v) for v in values]
+
+
+def _category_text(value: Any) -> str:
+    """A value's text as a category: CSV's `3` and Parquet's 3 or 3.0 are the same `3`."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _categorical_column(name: str, cells: list[_Cells], present: int) -> tuple[np.ndarray, Column]:
+    """The column's category codes and its Column, or UserInputError when it is unusable."""
+    values = _category_values([v for part in cells for v in part.values()])
+    categories: list[Any] = sorted({v for v in values if v is not None})
+    if len(categories) > MAX_CATEGORIES:
+        raise UserInputError(
+            f"column {name!r} has {len(categories)} distinct values, more than the "
+            f"{MAX_CATEGORIES} categories a feature may have; {_leave_out_hint()}"
+        )
+    if len(categories) == present >= _IDENTIFIER_ROWS:
+        raise UserInputError(
+            f"column {name!r} has a different value in each of its {present} rows (an "
+            f"identifier or free text?), so nothing can be learnt from it; {_leave_out_hint()}"
+        )
+    if any(v is None for v in values):
+        if MISSING_CATEGORY in categories:
+            # A real value spelled like the reserved one: the two could not be told apart.
+            raise UserInputError(
+                f"column {name!r} has missing values and also the value {MISSING_CATEGORY!r}, "
+                "which dropflow reserves for missing categories; rename that value"
+            )
+        categories.append(MISSING_CATEGORY)
+    index = {(type(c), c): i for i, c in enumerate(categories)}
+    codes = np.array(
+        [index[(str, MISSING_CATEGORY) if v is None else (type(v), v)] for v in values],
+        dtype=np.float64,
+    )
+    return codes, Column(name, "category", tuple(categories))
+
+
+def _feature_matrix(tables: list[Table], features: list[str]) -> tuple[np.ndarray, list[Column]]:
+    """x [rows, features] and one Column per feature, by the module's rules."""
+    blocks: list[np.ndarray] = []
+    columns: list[Column] = []
+    for name in features:
+        cells = [_classify(table, name) for table in tables]
+        present = sum(int(part.present.sum()) for part in cells)
+        if present == 0:
+            raise UserInputError(
+                f"column {name!r} has no values: every cell is empty or marked missing; "
+                f"fill it in, or {_leave_out_hint()}"
+            )
+        non_numeric = present - sum(int(part.numeric.sum()) for part in cells)
+        if any(part.typed_category for part in cells) or 2 * non_numeric > present:
+            values, column = _categorical_column(name, cells, present)
+            log.info("column %r is categorical: %d categories", name, len(column.categories))
+        else:
+            values, column = _numeric_column(name, cells, present), Column(name)
+            missing = len(values) - present
+            if missing:
+                log.info(
+                    "column %r: %d missing values are filled with the training median",
+                    name,
+                    missing,
                 )
-            block[:, j] = values
-        blocks.append(block)
-    return np.concatenate(blocks) if blocks else np.empty((0, len(features)))
+        blocks.append(values)
+        columns.append(column)
+    rows = sum(len(table.frame) for table in tables)
+    x = np.column_stack(blocks) if blocks else np.empty((rows, 0))
+    return x, columns
 
 
 def _target_error(tables: list[Table], target: str, row: int, problem: str) -> UserInputError:
@@ -326,7 +508,7 @@ def load_dataset(store: ObjectStore, model: str, spec: Spec) -> Dataset:
     columns = list(tables[0].frame.columns)
     target = choose_target(columns, spec)
     features = choose_features(columns, target, spec)
-    x = _feature_matrix(tables, features)
+    x, feature_columns = _feature_matrix(tables, features)
 
     cells = [_cell(v) for table in tables for v in table.frame[target].tolist()]
     kind, values = interpret_target(cells)
@@ -370,6 +552,7 @@ def load_dataset(store: ObjectStore, model: str, spec: Spec) -> Dataset:
         classes=classes,
         sources=[t.key for t in tables],
         dropped_rows=dropped,
+        columns=tuple(feature_columns),
     )
 
 
@@ -377,8 +560,8 @@ def load_dataset(store: ObjectStore, model: str, spec: Spec) -> Dataset:
 def split(dataset: Dataset, holdout_fraction: float, seed: int) -> Split:
     """A seeded train/holdout split (stratified by class for classification).
 
-    Every class with at least two rows has at least one in each part. Missing features are
-    filled with the training rows' medians. Raises UserInputError when there are too few rows.
+    Every class with at least two rows has at least one in each part. Missing numbers stay
+    NaN (see Split). Raises UserInputError when there are too few rows.
     """
     n = len(dataset.y)
     # One permutation of all rows, then each class takes its first rows in that order: which
@@ -401,19 +584,9 @@ def split(dataset: Dataset, holdout_fraction: float, seed: int) -> Split:
         raise UserInputError(
             f"too few rows ({n}) to train and hold out {holdout_fraction:.0%} for evaluation"
         )
-    x_train, x_holdout = dataset.x[~is_holdout], dataset.x[is_holdout]
-    fill = np.zeros(x_train.shape[1])
-    present = ~np.isnan(x_train).all(axis=0)  # an all-missing column is filled with 0
-    if present.any():
-        fill[present] = np.nanmedian(x_train[:, present], axis=0)
-
-    def filled(x: np.ndarray) -> np.ndarray:
-        return np.where(np.isnan(x), fill, x).astype(np.float32)
-
     return Split(
-        x_train=filled(x_train),
+        x_train=dataset.x[~is_holdout].astype(np.float32),
         y_train=dataset.y[~is_holdout],
-        x_holdout=filled(x_holdout),
+        x_holdout=dataset.x[is_holdout].astype(np.float32),
         y_holdout=dataset.y[is_holdout],
-        fill_values=fill,
     )

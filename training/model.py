@@ -1,15 +1,24 @@
-"""The network dropflow trains: standardisation, an MLP with ReLU, and the task's output head.
+"""The network dropflow trains: imputation, standardisation, one-hot, an MLP, the task's head.
 
-Preprocessing lives inside the module (as buffers) so that the exported ONNX graph takes raw
-feature values, as the card promises. Its forward() is exactly what the graph computes:
+Preprocessing lives inside the module (as buffers) so that the exported ONNX graph takes the
+columns the card describes (dropflow.card) and clients need no preprocessing code:
+- a numeric column's NaN (a missing value) is filled with the training rows' median, then the
+  column is standardised with the training rows' mean and std (computed after the fill);
+- a categorical column holds a category code (0.0, 1.0, ...: the index in the card's
+  `categories`) and is one-hot encoded by comparing it with constants, so the graph needs no
+  ONNX OneHot/ScatterND and an unseen code simply encodes as all zeros. One-hot columns are
+  not standardised: a rare category would otherwise become a huge 1/sqrt(p) input.
+Its forward() is exactly what the graph computes:
 - classification: softmax probabilities, float32 [batch, n_classes];
 - regression: the prediction in the target's original units, float32 [batch].
 Training uses `scores()` instead: logits, or the prediction in standardised target units.
+Category codes must reach the module as float32 (exact for any code below 2**24); autocast
+leaves them so, because comparisons and index_select are not autocast ops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,8 +40,18 @@ def standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def medians(values: np.ndarray) -> np.ndarray:
+    """Per-column median of the values present (NaN = missing); 0 for a column with none."""
+    data = np.asarray(values, dtype=np.float64)
+    out = np.zeros(data.shape[1])
+    present = ~np.isnan(data).all(axis=0)
+    if present.any():
+        out[present] = np.nanmedian(data[:, present], axis=0)
+    return out
+
+
 class Network(nn.Module):
-    """An MLP on standardised inputs; see the module docstring for what forward() returns."""
+    """An MLP on imputed, standardised and one-hot inputs; see the module docstring."""
 
     def __init__(
         self,
@@ -41,17 +60,44 @@ class Network(nn.Module):
         n_outputs: int,
         hidden_layers: Sequence[int] = (64, 32),
         dropout: float = 0.0,
+        category_counts: Mapping[int, int] | None = None,
     ) -> None:
+        """`category_counts` maps a categorical column's index to its number of categories;
+        every other column is numeric."""
         super().__init__()
         self.task = task
-        self.register_buffer("x_mean", torch.zeros(n_features))
-        self.register_buffer("x_std", torch.ones(n_features))
+        counts = dict(category_counts or {})
+        for column, count in counts.items():
+            if not 0 <= column < n_features or count < 1:
+                raise ValueError(f"category_counts: column {column} with {count} categories")
+        numeric = [j for j in range(n_features) if j not in counts]
+        categorical = sorted(counts)
+        self.n_features = n_features
+        # Python flags, fixed at construction: the exported graph has only the steps it needs.
+        self._all_numeric = not counts
+        self._has_numeric = bool(numeric)
+        self.register_buffer("x_median", torch.zeros(len(numeric)))
+        self.register_buffer("x_mean", torch.zeros(len(numeric)))
+        self.register_buffer("x_std", torch.ones(len(numeric)))
+        # Layout constants, rebuilt from category_counts: not state, so kept out of state_dict.
+        self.register_buffer("numeric_columns", torch.tensor(numeric, dtype=torch.int64), False)
+        # One entry per one-hot output: the input column it reads and the code it stands for.
+        self.register_buffer(
+            "one_hot_columns",
+            torch.tensor([j for j in categorical for _ in range(counts[j])], dtype=torch.int64),
+            False,
+        )
+        self.register_buffer(
+            "one_hot_codes",
+            torch.tensor([c for j in categorical for c in range(counts[j])], dtype=torch.float32),
+            False,
+        )
         # Regression learns the target in standardised units, which keeps Adam's default step
         # sizes sensible whatever the target's scale (house prices or probabilities).
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
         layers: list[nn.Module] = []
-        width = n_features
+        width = len(numeric) + sum(counts.values())
         for hidden in hidden_layers:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             if dropout > 0:
@@ -60,22 +106,47 @@ class Network(nn.Module):
         layers.append(nn.Linear(width, n_outputs))
         self.mlp = nn.Sequential(*layers)
 
+    @property
+    def category_counts(self) -> dict[int, int]:
+        """Categorical column index -> number of categories (empty when all are numeric)."""
+        columns = self.one_hot_columns.tolist()
+        return {j: columns.count(j) for j in sorted(set(columns))}
+
     def set_standardisation(
         self,
         x_mean: np.ndarray,
         x_std: np.ndarray,
         y_mean: float = 0.0,
         y_std: float = 1.0,
+        x_median: np.ndarray | None = None,
     ) -> None:
-        """Store the training rows' statistics in the buffers (they are exported with it)."""
+        """Store the training rows' statistics in the buffers (they are exported with it).
+
+        The x statistics are per numeric column, in column order; `x_median` (default 0)
+        fills missing values before standardising.
+        """
         self.x_mean.copy_(torch.as_tensor(x_mean, dtype=torch.float32))
         self.x_std.copy_(torch.as_tensor(x_std, dtype=torch.float32))
+        if x_median is not None:
+            self.x_median.copy_(torch.as_tensor(x_median, dtype=torch.float32))
         self.y_mean.fill_(float(y_mean))
         self.y_std.fill_(float(y_std))
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw input rows [batch, n_features] -> what the MLP reads (see the module docstring)."""
+        parts = []
+        if self._has_numeric:
+            numbers = x if self._all_numeric else x.index_select(1, self.numeric_columns)
+            numbers = torch.where(torch.isnan(numbers), self.x_median, numbers)
+            parts.append((numbers - self.x_mean) / self.x_std)
+        if not self._all_numeric:
+            codes = x.index_select(1, self.one_hot_columns)
+            parts.append((codes == self.one_hot_codes).to(x.dtype))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """What the loss sees: logits [batch, n_classes], or [batch, 1] standardised values."""
-        return self.mlp((x - self.x_mean) / self.x_std)
+        return self.mlp(self.encode(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scores = self.scores(x)
@@ -92,19 +163,31 @@ def build_network(
     n_classes: int = 0,
     hidden_layers: Sequence[int] = (64, 32),
     dropout: float = 0.0,
+    category_counts: Mapping[int, int] | None = None,
 ) -> Network:
-    """A fresh network with its standardisation fitted to the training rows.
+    """A fresh network with its preprocessing fitted to the training rows.
 
+    `x_train` holds raw numbers (NaN where missing) and, in the columns `category_counts`
+    names (column index -> number of categories), category codes. The numeric columns'
+    medians, then mean and std of the median-filled values, become the network's buffers.
     Weights are drawn from torch's global generator: seed it first for a reproducible start.
     """
+    counts = dict(category_counts or {})
+    x = np.asarray(x_train, dtype=np.float64)
     n_outputs = n_classes if task == "classification" else 1
-    network = Network(task, x_train.shape[1], n_outputs, hidden_layers, dropout)
-    x_mean, x_std = standardisation(x_train)
+    network = Network(task, x.shape[1], n_outputs, hidden_layers, dropout, counts)
+    for column, count in counts.items():
+        codes = x[:, column]
+        if not np.all((codes >= 0) & (codes < count) & (codes == np.round(codes))):
+            raise ValueError(f"column {column}: category codes must be integers in [0, {count})")
+    numbers = x[:, network.numeric_columns.numpy()]
+    fill = medians(numbers)
+    x_mean, x_std = standardisation(np.where(np.isnan(numbers), fill, numbers))
     if task == "regression":
         y_mean, y_std = standardisation(np.asarray(y_train, dtype=np.float64).reshape(-1, 1))
-        network.set_standardisation(x_mean, x_std, float(y_mean[0]), float(y_std[0]))
+        network.set_standardisation(x_mean, x_std, float(y_mean[0]), float(y_std[0]), fill)
     else:
-        network.set_standardisation(x_mean, x_std)
+        network.set_standardisation(x_mean, x_std, x_median=fill)
     return network
 
 

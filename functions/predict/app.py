@@ -97,6 +97,8 @@ class ModelList(BaseModel):
 class Feature(BaseModel):
     name: str
     dtype: str
+    categories: list[bool | int | str] | None = None
+    nullable: bool = False
 
 
 class ModelDescription(BaseModel):

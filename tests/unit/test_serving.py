@@ -6,11 +6,19 @@ import math
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from dropflow.card import MISSING_CATEGORY, Feature
 from dropflow.catalog import Catalog, VersionRecord
 from dropflow.errors import InvalidName, NotFoundError, NotReadyError
 from dropflow.promotion import promote
-from dropflow.serving import InvalidInstances, ModelCache, PredictionService, available_cpus
+from dropflow.serving import (
+    InputSchema,
+    InvalidInstances,
+    ModelCache,
+    PredictionService,
+    available_cpus,
+)
 from tests.fakes_serving import Counting, ManualClock, expected_output, publish, version_id
 
 FEATURES = ["mean radius", "mean texture", "mean area", "worst smoothness"]
@@ -171,6 +179,174 @@ def test_every_problem_is_listed_up_to_a_limit(service, cancer):
 def test_instances_must_be_rows_of_one_kind(service, cancer, instances, message):
     with pytest.raises(InvalidInstances, match=message):
         service.predict("cancer", instances)
+
+
+# ---------------------------------------------------------------------- categories, nulls
+COLOR = Feature(name="color", dtype="category", categories=["blue", "green", "red"])
+SIZE = Feature(name="size", nullable=True)
+FLAG = Feature(
+    name="flag", dtype="category", categories=[False, True, MISSING_CATEGORY], nullable=True
+)
+MIXED = Feature(name="grade", dtype="category", categories=["3", "A", "B"])
+PETS = [COLOR, SIZE, FLAG, MIXED]
+
+
+@pytest.fixture
+def pets(store, registry) -> str:
+    return release(store, registry, "pets", 1, features=PETS, classes=["cat", "dog"])
+
+
+def test_raw_category_values_reach_the_graph_as_their_codes(service, store, pets):
+    rows = [["red", 2.5, True, "A"], ["blue", 0.0, False, "3"]]
+
+    answer = service.predict("pets", rows)
+
+    codes = np.array([[2, 2.5, 1, 1], [0, 0.0, 0, 0]])
+    expected = expected_output(store, "pets", pets, codes)
+    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
+
+
+def test_object_rows_with_categories_match_list_rows(service, pets):
+    rows = [["green", 1.0, None, "B"]]
+    objects = [{"grade": "B", "flag": None, "size": 1.0, "color": "green"}]
+
+    assert service.predict("pets", objects) == service.predict("pets", rows)
+
+
+def test_an_unknown_category_names_row_feature_value_and_the_known_categories(service, pets):
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict("pets", [["red", 1.0, True, "A"], ["purple", 1.0, True, "A"]])
+
+    assert (
+        "row 1, feature 'color': unknown category 'purple'; "
+        "known categories: 'blue', 'green', 'red'" in str(caught.value)
+    )
+
+
+def test_a_long_category_list_is_shortened_in_the_message():
+    many = Feature(name="city", dtype="category", categories=[f"c{i:02d}" for i in range(30)])
+
+    with pytest.raises(InvalidInstances) as caught:
+        InputSchema([many]).batch([["nowhere"]])
+
+    message = str(caught.value)
+    assert "'c19'" in message and "'c20'" not in message
+    assert "(and 10 more: the model's description, GET /models/<model>, lists them all)" in (
+        message
+    )
+
+
+def test_text_categories_are_trimmed_but_case_sensitive():
+    schema = InputSchema([COLOR])
+
+    assert schema.batch([["  red "]]).tolist() == [[2.0]]
+    with pytest.raises(InvalidInstances, match="unknown category 'Red'"):
+        schema.batch([["Red"]])
+
+
+@pytest.mark.parametrize("value", [3, 3.0, "3", " 3"])
+def test_a_number_matches_the_text_category_that_spells_it(value):
+    assert InputSchema([MIXED]).batch([[value]]).tolist() == [[0.0]]
+
+
+@pytest.mark.parametrize(("value", "code"), [(True, 1.0), ("false", 0.0), ("TRUE", 1.0)])
+def test_boolean_categories_take_booleans_or_their_words(value, code):
+    assert InputSchema([FLAG]).batch([[value]]).tolist() == [[code]]
+
+
+@pytest.mark.parametrize(("value", "shown"), [(1, "1"), ("yes", "'yes'")])
+def test_a_boolean_category_refuses_other_values(value, shown):
+    with pytest.raises(InvalidInstances) as caught:
+        InputSchema([FLAG]).batch([[value]])
+
+    assert f"unknown category {shown}; known categories: false, true, null" in str(caught.value)
+
+
+def test_a_boolean_is_not_a_text_category():
+    with pytest.raises(InvalidInstances, match="feature 'color': unknown category true"):
+        InputSchema([COLOR]).batch([[True]])
+
+
+def test_lists_and_objects_are_not_categories():
+    with pytest.raises(InvalidInstances, match="feature 'color': expected a category, got a list"):
+        InputSchema([COLOR]).batch([[["red"]]])
+
+
+def test_null_is_the_missing_category_when_training_saw_one():
+    assert InputSchema([FLAG]).batch([[None]]).tolist() == [[2.0]]
+    assert InputSchema([FLAG]).batch([[MISSING_CATEGORY]]).tolist() == [[2.0]]
+
+
+def test_null_for_a_category_without_missing_values_is_named():
+    with pytest.raises(InvalidInstances) as caught:
+        InputSchema([COLOR]).batch([[None]])
+
+    assert (
+        "row 0, feature 'color': null is not accepted: the feature had no missing values in "
+        "training; send one of 'blue', 'green', 'red'" in str(caught.value)
+    )
+
+
+def test_null_for_a_nullable_number_reaches_the_graph_as_nan():
+    batch = InputSchema([SIZE, COLOR]).batch([[None, "red"], [1.5, "blue"]])
+
+    assert np.isnan(batch[0, 0]) and batch[1].tolist() == [1.5, 0.0]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_and_infinity_stay_refused_for_a_nullable_number(value):
+    with pytest.raises(InvalidInstances) as caught:
+        InputSchema([SIZE]).batch([[value]])
+
+    assert "feature 'size'" in str(caught.value)
+    if math.isnan(value):
+        assert "or null for a missing value" in str(caught.value)
+
+
+def test_every_bad_value_of_a_row_is_named(service, pets):
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict("pets", [["red", "big", 7, "C"]])
+
+    message = str(caught.value)
+    assert "row 0, feature 'size': expected a number, got string 'big'" in message
+    assert "row 0, feature 'flag': unknown category 7" in message
+    assert "row 0, feature 'grade': unknown category 'C'" in message
+    assert "feature 'color'" not in message
+
+
+def test_describe_model_shows_the_categories_and_what_may_be_null(service, pets):
+    features = service.describe_model("pets")["features"]
+
+    assert features[0] == {
+        "name": "color",
+        "dtype": "category",
+        "categories": ["blue", "green", "red"],
+        "nullable": False,
+    }
+    assert features[1]["dtype"] == "number" and features[1]["nullable"] is True
+    assert features[2]["categories"] == [False, True, MISSING_CATEGORY]
+
+
+def test_the_card_keeps_booleans_apart_from_numbers_in_categories():
+    feature = Feature.model_validate_json(
+        '{"name": "f", "dtype": "category", "categories": [true, 1, "1"]}'
+    )
+
+    assert [type(c) for c in feature.categories or []] == [bool, int, str]
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"dtype": "category"}, "lists its categories"),
+        ({"dtype": "category", "categories": ["a", "a"]}, "must be unique"),
+        ({"dtype": "category", "categories": ["a", MISSING_CATEGORY]}, "nullable must say"),
+        ({"categories": ["a"]}, "only category features have categories"),
+    ],
+)
+def test_the_card_refuses_an_inconsistent_feature(fields, problem):
+    with pytest.raises(ValidationError, match=problem):
+        Feature(name="f", **fields)
 
 
 # ---------------------------------------------------------------------- which model

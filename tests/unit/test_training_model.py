@@ -10,7 +10,7 @@ from dropflow.errors import UserInputError
 from dropflow.spec import ModelSection, TrainingSection
 from training.loop import train
 from training.metrics import baseline_outputs, classification_metrics, regression_metrics
-from training.model import Network, build_network, predict, standardisation
+from training.model import Network, build_network, medians, predict, standardisation
 
 
 def test_standardisation_uses_std_one_for_a_constant_column():
@@ -62,6 +62,52 @@ def test_regression_returns_a_flat_prediction_in_target_units():
 def test_an_empty_hidden_layer_list_is_a_linear_model():
     network = Network("classification", 3, 2, hidden_layers=[])
     assert [type(m) for m in network.mlp] == [torch.nn.Linear]
+
+
+def test_missing_numbers_are_filled_with_the_training_median_inside_the_module():
+    x = np.array([[1.0, 10.0], [np.nan, 20.0], [3.0, np.nan], [100.0, 40.0]])
+    network = build_network("classification", x, np.array([0, 1, 0, 1]), n_classes=2)
+    assert network.x_median.tolist() == pytest.approx([3.0, 20.0])
+    # Standardisation is fitted on the filled values, as the MLP will see them.
+    filled = np.array([[1.0, 10.0], [3.0, 20.0], [3.0, 20.0], [100.0, 40.0]])
+    assert network.x_mean.tolist() == pytest.approx(filled.mean(axis=0).tolist())
+    assert np.array_equal(predict(network, x), predict(network, filled))
+
+
+def test_a_column_missing_in_every_training_row_is_filled_with_zero():
+    assert medians(np.array([[np.nan, 1.0], [np.nan, 3.0]])).tolist() == [0.0, 2.0]
+
+
+def test_category_codes_are_one_hot_encoded_and_numbers_standardised():
+    # Columns: a number, a category with 3 values, a number, a category with 2 values.
+    x = np.array([[1.0, 0, 10.0, 1], [3.0, 2, 30.0, 0], [np.nan, 1, 20.0, 1]])
+    network = build_network(
+        "classification", x, np.array([0, 1, 0]), n_classes=2, category_counts={1: 3, 3: 2}
+    )
+    assert network.category_counts == {1: 3, 3: 2}
+    assert network.x_mean.shape == (2,)  # numbers only: one-hot columns are not standardised
+    encoded = network.encode(torch.tensor(x, dtype=torch.float32))
+    assert encoded.shape == (3, 2 + 3 + 2)
+    assert encoded[:, 2:].tolist() == [[1, 0, 0, 0, 1], [0, 0, 1, 1, 0], [0, 1, 0, 0, 1]]
+    assert network.mlp[0].in_features == 7
+
+
+def test_an_unseen_code_encodes_as_no_category():
+    x = np.array([[0.0], [1.0]])
+    network = build_network("regression", x, np.array([1.0, 2.0]), category_counts={0: 2})
+    assert network.encode(torch.tensor([[5.0]])).tolist() == [[0.0, 0.0]]
+
+
+def test_category_codes_outside_the_categories_are_a_bug():
+    with pytest.raises(ValueError, match="column 0: category codes must be integers in"):
+        build_network("regression", np.array([[0.0], [2.0]]), np.ones(2), category_counts={0: 2})
+
+
+def test_the_layout_constants_are_not_state():
+    x = np.array([[0.0, 1.0], [1.0, 2.0]])
+    network = build_network("regression", x, np.ones(2), category_counts={0: 2})
+    assert set(network.state_dict()) >= {"x_median", "x_mean", "x_std"}
+    assert not {"numeric_columns", "one_hot_columns", "one_hot_codes"} & set(network.state_dict())
 
 
 def test_training_learns_a_regression_in_target_units():

@@ -64,6 +64,21 @@ def _examples(table: list[dict[str, str]], target: str, count: int = 4) -> list[
     return picked + [r for r in table if r not in picked][: count - len(picked)]
 
 
+def _instance(row: dict[str, str], features: list[dict[str, Any]]) -> list[Any]:
+    """A CSV row as the API takes it: numbers as numbers, categories as their raw text,
+    empty cells as null."""
+    values: list[Any] = []
+    for feature in features:
+        cell = row[feature["name"]].strip()
+        if cell == "":
+            values.append(None)
+        elif feature.get("dtype") == "category":
+            values.append(cell)
+        else:
+            values.append(float(cell))
+    return values
+
+
 def run_demo(data: Path | None, target: str | None, home: Path | None, timeout: float) -> int:
     """Run the loop once; 0 when a prediction came back over HTTP, 1 when the job failed."""
     if home is None:
@@ -124,9 +139,7 @@ def _run(data: Path | None, target: str | None, home: Path, timeout: float) -> i
         table = list(csv.DictReader(io.StringIO(content.decode())))
         target_col = target or list(table[0])[-1]
         rows = _examples(table, target_col)
-        features = card.get("features") or [c for c in rows[0] if c != target_col]
-        names = [f["name"] if isinstance(f, dict) else f for f in features]
-        instances = [[float(row[n]) for n in names] for row in rows]
+        instances = [_instance(row, card["features"]) for row in rows]
         url = f"{runtime.url}/models/{model}/predict"
         answer = _http(url, {"instances": instances})
         print(f"\nPOST {url}")

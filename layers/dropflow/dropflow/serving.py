@@ -5,6 +5,18 @@ A `ModelCache` lives once per execution environment: it keeps one onnxruntime se
 a warm request touches neither the store nor the registry until the pointer expires.
 `PredictionService` checks the client's instances against the card, runs the graph and maps
 class ids back to the target's original labels.
+
+What a client may send for a feature (checked by `InputSchema`, against the card's Feature):
+- a number feature: a JSON number, finite and within float32 (booleans and numeric strings
+  are refused). null means missing and is accepted when the feature is `nullable` (the graph
+  then fills in the training median); NaN and Infinity are refused: a missing value is null.
+- a category feature: one of its `categories`, as the raw value. Text compares exactly, after
+  trimming surrounding spaces (`Red` is not `red`). A JSON number matches the category that
+  spells it (3 and 3.0 match `3` or `3.0`), since a CSV column of mostly words can hold some
+  numbers. A boolean category takes true/false, or the strings "true"/"false" in any case,
+  as training read them. null means missing, accepted only when training saw missing values
+  (the feature is `nullable` and `<missing>` is a category). Anything else is a 422 naming
+  the row, the feature, the value and the known categories.
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -22,7 +34,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from dropflow.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card, artifact_key, card_key
+from dropflow.card import (
+    INPUT_NAME,
+    MISSING_CATEGORY,
+    PREDICTION,
+    PROBABILITIES,
+    Card,
+    Feature,
+    artifact_key,
+    card_key,
+)
 from dropflow.catalog import Catalog
 from dropflow.errors import DropflowError, NotFoundError, NotReadyError
 from dropflow.names import check_model_name, check_version
@@ -35,6 +56,8 @@ NOT_READY_RETRY_AFTER = 60
 MAX_REPORTED_PROBLEMS = 5
 # The graph's input is float32: a larger magnitude would become infinity inside the model.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# How many of a feature's categories an "unknown category" message lists.
+MAX_LISTED_CATEGORIES = 20
 
 
 class InvalidInstances(DropflowError, ValueError):
@@ -91,6 +114,7 @@ class ModelCache:
         self._lock = threading.Lock()
         self._champions: dict[str, _Pointer] = {}
         self._cards: dict[tuple[str, str], Card] = {}
+        self._inputs: dict[tuple[str, str], InputSchema] = {}
         self._servable: set[tuple[str, str]] = set()
         self._sessions: OrderedDict[tuple[str, str], ort.InferenceSession] = OrderedDict()
 
@@ -155,9 +179,22 @@ class ModelCache:
         if cached is not None:
             return cached
         card = Card.model_validate_json(self.store.get(card_key(model, version)))
+        inputs = InputSchema(card.features)
         with self._lock:
             self._cards[key] = card
+            self._inputs[key] = inputs
         return card
+
+    def inputs(self, model: str, version: str) -> InputSchema:
+        """The version's InputSchema, built once with its card."""
+        key = (model, version)
+        with self._lock:
+            cached = self._inputs.get(key)
+        if cached is not None:
+            return cached
+        self.card(model, version)
+        with self._lock:
+            return self._inputs[key]
 
     def session(self, model: str, version: str) -> ort.InferenceSession:
         """The version's onnxruntime session, created on first use and kept (LRU)."""
@@ -202,7 +239,7 @@ class PredictionService:
             check_version(version)
             self.cache.ensure_servable(model, version)
         card = self.cache.card(model, version)
-        batch = to_batch(instances, card.feature_names)
+        batch = self.cache.inputs(model, version).batch(instances)
         session = self.cache.session(model, version)
         answer: dict[str, Any] = {"model": model, "version": version}
         if card.task == "classification":
@@ -260,20 +297,181 @@ class PredictionService:
 
 
 # ---------------------------------------------------------------------- input checking
-def _value_problem(value: Any) -> str | None:
-    """Why `value` is not a usable feature value, or None when it is."""
+class _BadValue(Exception):
+    """A value a feature cannot take; the message reads after "row i, feature 'f': "."""
+
+
+def _number(value: Any, nullable: bool) -> float:
+    """A number feature's value as the graph reads it (NaN = missing), or _BadValue."""
+    # The common case first; NaN fails the comparison and takes the long way.
+    if (type(value) is float or type(value) is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
+        return value
+    if value is None and nullable:
+        return math.nan  # the graph fills in the training median
     # bool is an int subclass, but `true` for a measurement is a client mistake, not 1.0.
     if isinstance(value, bool) or not isinstance(value, Real):
-        return f"expected a number, got {_describe(value)}"
+        raise _BadValue(f"expected a number, got {_describe(value)}")
     try:
         number = float(value)
     except OverflowError:
-        return "number too large"
+        raise _BadValue("number too large") from None
     if math.isnan(number):
-        return "NaN is not allowed (send a finite number)"
+        hint = ", or null for a missing value" if nullable else ""
+        raise _BadValue(f"NaN is not allowed (send a finite number{hint})")
     if math.isinf(number) or abs(number) > FLOAT32_MAX:
-        return f"{value!r} is not a finite float32 number"
-    return None
+        raise _BadValue(f"{value!r} is not a finite float32 number")
+    return number
+
+
+def _spellings(value: Any) -> Iterable[tuple[str, Any]]:
+    """The category keys a client's value may stand for (see the module docstring)."""
+    if isinstance(value, bool):
+        yield ("bool", value)
+    elif isinstance(value, str):
+        text = value.strip()
+        yield ("text", text)
+        if text.lower() in ("true", "false"):
+            yield ("bool", text.lower() == "true")
+    elif isinstance(value, int):
+        yield ("text", str(value))
+        yield ("text", f"{value}.0")
+    elif isinstance(value, float) and math.isfinite(value):
+        if value.is_integer():
+            yield ("text", str(int(value)))
+        yield ("text", repr(value))
+
+
+def _category_key(category: bool | int | str) -> tuple[str, Any]:
+    return ("bool", category) if isinstance(category, bool) else ("text", str(category))
+
+
+def _shown(value: Any) -> str:
+    """A value as a client wrote it in JSON, shortened: 'red', 3, true, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return repr(value)
+
+
+class _Categories:
+    """Maps a category feature's raw values to their codes (indices in `categories`)."""
+
+    def __init__(self, feature: Feature) -> None:
+        categories = list(feature.categories or [])
+        self.codes = {_category_key(c): float(i) for i, c in enumerate(categories)}
+        # The card lists <missing> as a category: null stands for it.
+        self.missing = (
+            float(categories.index(MISSING_CATEGORY)) if MISSING_CATEGORY in categories else None
+        )
+        known = [c for c in categories if c != MISSING_CATEGORY]
+        listed = ", ".join(_shown(c) for c in known[:MAX_LISTED_CATEGORIES])
+        if self.missing is not None:
+            listed += ", null"
+        if len(known) > MAX_LISTED_CATEGORIES:
+            listed += (
+                f" (and {len(known) - MAX_LISTED_CATEGORIES} more: the model's description, "
+                "GET /models/<model>, lists them all)"
+            )
+        self.known = listed
+
+    def __call__(self, value: Any) -> float:
+        if value is None:
+            if self.missing is None:
+                raise _BadValue(
+                    "null is not accepted: the feature had no missing values in training; "
+                    f"send one of {self.known}"
+                )
+            return self.missing
+        if isinstance(value, dict | list | tuple):
+            raise _BadValue(f"expected a category, got {_describe(value)}")
+        for key in _spellings(value):
+            code = self.codes.get(key)
+            if code is not None:
+                return code
+        raise _BadValue(f"unknown category {_shown(value)}; known categories: {self.known}")
+
+
+class InputSchema:
+    """The card's features as a checker and encoder of client rows (see the module docstring).
+
+    Built once per model version: the category lookups are ready for every request.
+    """
+
+    def __init__(self, features: Sequence[Feature | str]) -> None:
+        """Features from a card; a bare name means a number feature that refuses null."""
+        self.features = [f if isinstance(f, Feature) else Feature(name=f) for f in features]
+        self.names = [f.name for f in self.features]
+        self._known = set(self.names)
+        self._encoders: list[Callable[[Any], float]] = [
+            _Categories(f) if f.dtype == "category" else _number_encoder(f.nullable)
+            for f in self.features
+        ]
+
+    def batch(self, instances: Sequence[Any]) -> np.ndarray:
+        """The float32 [N, F] input for `instances`, or InvalidInstances naming each problem.
+
+        Rows are either all lists of F values in the card's feature order, or all objects
+        whose keys are exactly the feature names. Problems name the row index and the feature.
+        """
+        shape_problem = rows_problem(instances)
+        if shape_problem:
+            raise InvalidInstances(f"invalid instances: {shape_problem}")
+        features, n_features = self.names, len(self.names)
+        as_objects = isinstance(instances[0], dict)
+        problems: list[str] = []
+        wrong_length = False  # then the feature order is what the client needs to see
+        rows: list[list[float]] = []
+        for i, row in enumerate(instances):
+            if as_objects:
+                missing = [f for f in features if f not in row]
+                unknown = [k for k in row if k not in self._known]
+                if missing or unknown:
+                    parts = []
+                    if missing:
+                        parts.append(f"missing features {_names(missing)}")
+                    if unknown:
+                        parts.append(f"unknown features {_names(unknown)}")
+                    problems.append(f"row {i}: " + "; ".join(parts))
+                    continue
+                values = [row[f] for f in features]
+            else:
+                if len(row) != n_features:
+                    wrong_length = True
+                    problems.append(
+                        f"row {i}: has {len(row)} values, the model expects {n_features} features"
+                    )
+                    continue
+                values = list(row)
+            try:
+                rows.append([encode(v) for encode, v in zip(self._encoders, values, strict=True)])
+            except _BadValue:
+                # The slow path, for the error message only: every bad value of the row.
+                for j, (encode, value) in enumerate(zip(self._encoders, values, strict=True)):
+                    try:
+                        encode(value)
+                    except _BadValue as bad:
+                        problems.append(f"row {i}, feature {features[j]!r}: {bad}")
+            if len(problems) > MAX_REPORTED_PROBLEMS:
+                break
+        if problems:
+            shown = problems[:MAX_REPORTED_PROBLEMS]
+            message = "invalid instances: " + "; ".join(shown)
+            if len(problems) > len(shown):
+                message += "; and more after these"
+            if wrong_length:
+                message += f". Features in order: {_names(features)}"
+            raise InvalidInstances(message)
+        return np.array(rows, dtype=np.float32).reshape(len(rows), n_features)
+
+
+def _number_encoder(nullable: bool) -> Callable[[Any], float]:
+    def encode(value: Any) -> float:
+        return _number(value, nullable)
+
+    return encode
 
 
 def _describe(value: Any) -> str:
@@ -321,56 +519,9 @@ def rows_problem(instances: Any) -> str | None:
     return None
 
 
-def to_batch(instances: Sequence[Any], features: Sequence[str]) -> np.ndarray:
-    """The float32 [N, F] input for `instances`, or InvalidInstances naming each problem.
+def to_batch(instances: Sequence[Any], features: Sequence[Feature | str]) -> np.ndarray:
+    """The float32 [N, F] input for `instances` (see InputSchema.batch), for one-off callers.
 
-    Rows are either all lists of F numbers in the card's feature order, or all objects whose
-    keys are exactly the feature names. Problems name the row index and the feature.
+    `features` are the card's Features, or bare names for number features that refuse null.
     """
-    shape_problem = rows_problem(instances)
-    if shape_problem:
-        raise InvalidInstances(f"invalid instances: {shape_problem}")
-    n_features = len(features)
-    known = set(features)
-    as_objects = isinstance(instances[0], dict)
-    problems: list[str] = []
-    wrong_length = False  # then the feature order is what the client needs to see
-    batch = np.empty((len(instances), n_features), dtype=np.float32)
-    for i, row in enumerate(instances):
-        if as_objects:
-            missing = [f for f in features if f not in row]
-            unknown = [k for k in row if k not in known]
-            if missing or unknown:
-                parts = []
-                if missing:
-                    parts.append(f"missing features {_names(missing)}")
-                if unknown:
-                    parts.append(f"unknown features {_names(unknown)}")
-                problems.append(f"row {i}: " + "; ".join(parts))
-                continue
-            values = [row[f] for f in features]
-        else:
-            if len(row) != n_features:
-                wrong_length = True
-                problems.append(
-                    f"row {i}: has {len(row)} values, the model expects {n_features} features"
-                )
-                continue
-            values = list(row)
-        for j, value in enumerate(values):
-            problem = _value_problem(value)
-            if problem is not None:
-                problems.append(f"row {i}, feature {features[j]!r}: {problem}")
-            else:
-                batch[i, j] = value
-        if len(problems) > MAX_REPORTED_PROBLEMS:
-            break
-    if problems:
-        shown = problems[:MAX_REPORTED_PROBLEMS]
-        message = "invalid instances: " + "; ".join(shown)
-        if len(problems) > len(shown):
-            message += "; and more after these"
-        if wrong_length:
-            message += f". Features in order: {_names(features)}"
-        raise InvalidInstances(message)
-    return batch
+    return InputSchema(features).batch(instances)

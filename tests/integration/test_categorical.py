@@ -1,0 +1,233 @@
+"""Categorical features and missing values, end to end on the local adapters.
+
+A synthetic dataset whose label depends on a category (`color`) and a number (`size`), with
+some of both missing, and a boolean noise column, split over a CSV and a Parquet file. The
+job trains and publishes it; the card lists the categories; the exported graph one-hot
+encodes and imputes inside; promotion approves it; serving takes raw values and nulls.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+
+from dropflow.adapters import open_registry, open_store
+from dropflow.card import MISSING_CATEGORY, Card, Feature
+from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
+from dropflow.names import new_job_id
+from dropflow.ports import ObjectStore, Registry
+from dropflow.promotion import promote
+from dropflow.serving import InvalidInstances, ModelCache, PredictionService
+from dropflow.spec import Spec
+from training.data import load_dataset, split
+from training.export import check_parity, export_onnx
+from training.job import run_job
+from training.model import build_network
+
+MODEL = "pets"
+
+
+def pets_frame(rows: int = 600, seed: int = 0) -> pd.DataFrame:
+    """dog when the pet is red xor big, else cat; 5% of sizes and colours then go missing."""
+    rng = np.random.default_rng(seed)
+    color = rng.choice(["red", "green", "blue"], rows)
+    size = rng.normal(size=rows)
+    label = np.where((color == "red") ^ (size > 0.5), "dog", "cat")
+    frame = pd.DataFrame(
+        {
+            "size": np.where(rng.random(rows) < 0.05, np.nan, size),
+            "color": pd.Series(color, dtype=object).where(rng.random(rows) >= 0.05, None),
+            "indoor": rng.choice([True, False], rows),  # noise
+            "kind": label,
+        }
+    )
+    return frame
+
+
+def expected_kind(size: float, color: str) -> str:
+    return "dog" if (color == "red") ^ (size > 0.5) else "cat"
+
+
+def drop_pets(store: ObjectStore, model: str) -> None:
+    """The first 400 rows as CSV (booleans as text), the rest as Parquet (typed)."""
+    frame = pets_frame()
+    store.put(f"datasets/{model}/a.csv", frame.iloc[:400].to_csv(index=False).encode())
+    buffer = io.BytesIO()
+    frame.iloc[400:].to_parquet(buffer, index=False)
+    store.put(f"datasets/{model}/b.parquet", buffer.getvalue())
+
+
+def run(store: ObjectStore, registry: Registry, model: str) -> Job:
+    """Create a job as the launcher would and run its first attempt to the end."""
+    jobs = JobStore(registry)
+    job_id = new_job_id(model)
+    jobs.create(
+        Job(
+            job_id=job_id,
+            model=model,
+            data_version=f"{model}-v1",
+            state=JobState.LAUNCHING,
+            attempts=[Attempt(number=1, instance_id="local-1", lifecycle="spot")],
+        )
+    )
+    code = run_job(job_id, 1, store, registry)
+    job = jobs.get(job_id)
+    assert (code == ExitCode.OK) == (job.state == JobState.PUBLISHED), job.reason
+    return job
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[ObjectStore, Registry]:
+    root = tmp_path_factory.mktemp("home")
+    return open_store(f"file://{root}/bucket"), open_registry(f"sqlite://{root}/registry.db")
+
+
+@pytest.fixture(scope="module")
+def published(home: tuple[ObjectStore, Registry]) -> Card:
+    store, registry = home
+    drop_pets(store, MODEL)
+    job = run(store, registry, MODEL)
+    assert job.state == JobState.PUBLISHED, job.reason
+    assert job.version is not None
+    assert promote(MODEL, job.version, store, registry).decision == "approved"
+    return Card.model_validate_json(store.get(f"models/{MODEL}/{job.version}/card.json"))
+
+
+@pytest.fixture
+def service(home: tuple[ObjectStore, Registry]) -> PredictionService:
+    return PredictionService(ModelCache(*home))
+
+
+# --------------------------------------------------------------------------- training
+@pytest.mark.slow
+def test_the_card_lists_each_feature_with_its_categories(published):
+    assert published.features == [
+        Feature(name="size", dtype="number", nullable=True),
+        Feature(
+            name="color",
+            dtype="category",
+            categories=["blue", "green", "red", MISSING_CATEGORY],
+            nullable=True,
+        ),
+        Feature(name="indoor", dtype="category", categories=[False, True], nullable=False),
+    ]
+    assert published.classes == ["cat", "dog"]
+
+
+@pytest.mark.slow
+def test_the_model_learns_from_the_category(published):
+    # Missing sizes and colours hide the label for a few rows; the rest is learnable.
+    assert published.metrics.holdout["accuracy"] >= 0.9
+    assert published.metrics.holdout["accuracy"] > published.metrics.baseline["accuracy"] + 0.3
+
+
+@pytest.mark.slow
+def test_the_graph_one_hot_encodes_and_imputes_inside_and_parity_covers_it(published, home):
+    store, _ = home
+    base = f"models/{MODEL}/{published.version}/"
+    graph = onnx.load_from_string(store.get(base + "model.onnx")).graph
+    assert graph.input[0].type.tensor_type.shape.dim[1].dim_value == 3  # one column per feature
+    ops = {node.op_type for node in graph.node}
+    assert {"Equal", "IsNaN", "Where"} <= ops
+    assert published.parity.passed and published.parity.argmax_equal
+    with np.load(io.BytesIO(store.get(base + "reference.npz"))) as reference:
+        inputs = reference["input"]
+    assert np.isnan(inputs[:, 0]).any()  # the holdout's missing sizes went through the graph
+    assert set(np.unique(inputs[:, 1])) <= {0.0, 1.0, 2.0, 3.0}  # colour codes
+
+
+# --------------------------------------------------------------------------- serving
+@pytest.mark.slow
+def test_serving_takes_raw_category_values(published, service):
+    rows = [
+        {"size": 2.0, "color": "red", "indoor": True},
+        {"size": -2.0, "color": "red", "indoor": "false"},
+        {"size": 2.0, "color": "blue", "indoor": False},
+        {"size": -2.0, "color": "green", "indoor": True},
+    ]
+
+    answer = service.predict(MODEL, rows)
+
+    assert answer["version"] == published.version
+    assert answer["predictions"] == [expected_kind(r["size"], r["color"]) for r in rows]
+
+
+@pytest.mark.slow
+def test_list_rows_in_card_order_get_the_same_answer(published, service):
+    assert service.predict(MODEL, [[-2.0, "red", True]]) == service.predict(
+        MODEL, [{"indoor": True, "color": "red", "size": -2.0}]
+    )
+
+
+@pytest.mark.slow
+def test_null_is_served_for_a_number_and_for_a_category_that_had_missing_values(published, service):
+    answer = service.predict(MODEL, [[None, "red", True], [2.0, None, False]])
+
+    probabilities = np.array(answer["probabilities"])
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # A missing size is the training median (about 0): small, so a red pet is a dog.
+    assert answer["predictions"][0] == "dog"
+
+
+@pytest.mark.slow
+def test_an_unknown_category_is_refused_naming_it_and_the_known_ones(published, service):
+    with pytest.raises(InvalidInstances) as caught:
+        service.predict(MODEL, [[1.0, "red", True], [1.0, "purple", True]])
+
+    assert (
+        "row 1, feature 'color': unknown category 'purple'; "
+        "known categories: 'blue', 'green', 'red', null" in str(caught.value)
+    )
+
+
+@pytest.mark.slow
+def test_null_is_refused_for_a_category_without_missing_values(published, service):
+    with pytest.raises(InvalidInstances, match="row 0, feature 'indoor': null is not accepted"):
+        service.predict(MODEL, [[1.0, "red", None]])
+
+
+# --------------------------------------------------------------------------- failures
+def test_a_stray_word_in_a_numeric_column_fails_the_job_naming_file_line_and_column(home):
+    store, registry = home
+    rows = "".join(f"{i / 10},{'red' if i % 2 else 'blue'},{'xy'[i % 2]}\n" for i in range(12))
+    csv = "size,color,target\n" + rows.replace("0.3,", "big,", 1)
+    store.put("datasets/stray/data.csv", csv.encode())
+
+    job = run(store, registry, "stray")
+
+    assert job.state == JobState.FAILED
+    assert "datasets/stray/data.csv, line 5, column 'size': 'big' is not a number" in (
+        job.reason or ""
+    )
+    assert store.list("models/stray/") == []
+
+
+# --------------------------------------------------------------------------- the graph alone
+def test_the_exported_graph_matches_torch_on_categories_and_missing_numbers(tmp_path, home):
+    """Export and parity for the network data.py describes, without the job around it."""
+    store, _ = home
+    drop_pets(store, "graph-only")
+    dataset = load_dataset(store, "graph-only", Spec())
+    parts = split(dataset, 0.2, 0)
+    torch.manual_seed(0)
+    network = build_network(
+        dataset.task,
+        parts.x_train,
+        parts.y_train,
+        n_classes=dataset.n_classes,
+        hidden_layers=[8],
+        category_counts=dataset.category_counts,
+    )
+    network.eval()
+    assert np.isnan(parts.x_holdout).any()
+
+    path = export_onnx(network, parts.x_holdout, tmp_path / "model.onnx")
+    parity, _ = check_parity(path, network, parts.x_holdout)
+
+    assert parity.passed and parity.rows == len(parts.x_holdout)
