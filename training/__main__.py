@@ -2,7 +2,14 @@
 
 Arguments fall back to DROPFLOW_JOB_ID and DROPFLOW_ATTEMPT (how the launcher passes them to
 an instance or child process). The store and registry come from DROPFLOW_STORE_URL and
-DROPFLOW_REGISTRY_URL. The exit code is a dropflow.jobs.ExitCode for the tracker.
+DROPFLOW_REGISTRY_URL. The exit code is a dropflow.jobs.ExitCode for the tracker: 0 published,
+1 crashed, 2 bad data or spec, 75 interrupted with a checkpoint stored (resume me); see
+training.job.
+
+Several GPUs: `torchrun --nproc_per_node=<gpus> -m training --job-id J --attempt N`. Rank 0
+watches the instance metadata service for spot notices (AWS_EC2_METADATA_SERVICE_ENDPOINT,
+else the EC2 default) and does all the writing; SIGTERM or SIGINT to any rank stops them all
+at the same step, after a checkpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from dropflow.adapters import open_registry, open_store
 from dropflow.config import settings
@@ -36,9 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.job_id:
         parser.error("--job-id is required (or set DROPFLOW_JOB_ID)")
 
-    # Plain lines on stdout: they end up in the job's log.txt and the instance console.
+    # Plain lines on stdout: the instance console (log.txt gets them through training.joblog).
+    rank = int(os.environ.get("RANK", "0") or 0)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    prefix = f"[rank {rank}] " if world > 1 else ""
     logging.basicConfig(
-        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+        stream=sys.stdout,
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s {prefix}%(message)s",
     )
     try:
         config = settings()
@@ -51,7 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     # torch loads here, after the cheap checks, so a misconfigured run fails in milliseconds.
     from training.job import run_job
 
-    return run_job(args.job_id, args.attempt, store, registry)
+    return run_job(args.job_id, args.attempt, store, registry, watcher=_watcher(rank))
+
+
+def _watcher(rank: int) -> Any:
+    """The spot-notice watcher for the main rank (None on the others)."""
+    if rank != 0:
+        return None
+    from training.interruption import InterruptionWatcher
+
+    return InterruptionWatcher()
 
 
 if __name__ == "__main__":

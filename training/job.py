@@ -1,45 +1,78 @@
-"""One training job, start to publish: what `python -m training` runs on the instance.
+"""One training job attempt, start to publish: what `python -m training` runs on the instance.
 
-running -> read spec and data -> split, train, evaluate -> exporting -> ONNX export and parity
--> publish models/<model>/<version>/{model.onnx, reference.npz, card.json} -> published.
+running -> read spec and data -> split -> resume from the job's last checkpoint when it fits
+-> train (checkpoints, heartbeats, a stop check at every step) -> evaluate -> exporting ->
+ONNX export and parity -> publish models/<model>/<version>/{model.onnx, reference.npz,
+curve.png, card.json} -> published.
 
 card.json is written last and only after parity passed: its presence is what tells promotion
-that a version is complete. On bad data or spec (UserInputError) the job is failed with the
-message as its reason and the process exits USER_ERROR; on anything else the attempt records
-why it crashed and the process exits CRASHED, leaving the job state to the tracker (which may
-try again). Nothing is published on either path.
+that a version is complete. How an attempt ends (dropflow.jobs.ExitCode):
+
+- OK (0): published; or nothing to do (the job is over, a later attempt replaced this one);
+  or, under torchrun, a rank other than 0 whose share of the work is done.
+- USER_ERROR (2): bad data or spec (UserInputError): the job is failed with the message as
+  its reason; another attempt would fail the same way.
+- CRASHED (1): anything else: the attempt records why, the job state is left to the tracker.
+- INTERRUPTED (75): a spot notice, a rebalance recommendation, SIGTERM or SIGINT asked to
+  stop. The loop stored a checkpoint at the next step boundary, the attempt records
+  "interrupted: <kind>" and its end; the job is not failed: the tracker starts the next
+  attempt, which resumes from that checkpoint.
+
+Resume rule: an attempt continues from the newest readable checkpoint of its job when that
+checkpoint was made from the same data version (the dataset files' keys and ETags, as the
+launcher hashes them) and the same effective spec (spec_hash); otherwise it starts from the
+first step and logs why. Nothing is published on any path but the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import tempfile
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dropflow.card import Card, Feature, artifact_key, card_key
+import numpy as np
+import torch
+
+from dropflow.card import Card, Task, artifact_key, card_key
+from dropflow.datasets import data_version, dataset_prefix
 from dropflow.errors import NotFoundError, UserInputError
-from dropflow.jobs import ExitCode, Job, JobState, JobStore
+from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
 from dropflow.names import new_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
 from dropflow.spec import Spec, load_spec, spec_hash, spec_key
+from training import heartbeat as heartbeats
+from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
+from training.curve import CURVE_FILE, training_curve
 from training.data import load_dataset, split
+from training.distributed import Placement, place, release
 from training.export import check_parity, export_onnx, reference_npz
-from training.loop import EpochCallback, train
-from training.metrics import evaluate
-from training.model import predict
+from training.heartbeat import Heartbeat
+from training.joblog import AttemptLog
+from training.loop import Score, train
+from training.metrics import classification_metrics, evaluate, regression_metrics
+from training.model import Network, predict
+from training.stop import StopRequest, Watcher
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 REFERENCE_FILE = "reference.npz"
-HEARTBEAT_SECONDS = 5.0  # how often training progress is written to the job record
 _REASON_CHARS = 2000  # keep registry items small whatever an exception's message holds
+
+
+class Interrupted(Exception):
+    """The attempt stopped early on request; its checkpoint (if any training ran) is stored."""
+
+    def __init__(self, reason: str, step: int | None = None) -> None:
+        super().__init__(f"interrupted: {reason}")
+        self.reason = reason
+        self.step = step
 
 
 def read_spec(store: ObjectStore, model: str) -> Spec:
@@ -52,6 +85,30 @@ def read_spec(store: ObjectStore, model: str) -> Spec:
     return load_spec(text, source=key)
 
 
+def observed_data_version(store: ObjectStore, model: str) -> str:
+    """The data version of the files under the model's prefix now (as the launcher hashes it).
+
+    The job record's data_version is what the launcher claimed; the files may have changed
+    since (a later drop). A checkpoint is resumed only by a run that reads the same files.
+    """
+    return data_version(store.list(dataset_prefix(model)))
+
+
+def seconds_lost(previous: Attempt, resumed: Mapping[str, Any] | None, *, now: float) -> float:
+    """The work of attempt `previous` that the next attempt must do again, in seconds.
+
+    `resumed` is the checkpoint the next attempt continues from (None: from the start). When
+    `previous` wrote it, what was lost is the time from that checkpoint to the attempt's end
+    (about 0 when it honoured a notice); when it wrote none, its whole running time.
+    """
+    ended = previous.ended_at if previous.ended_at is not None else now
+    if resumed is not None and resumed.get("attempt") == previous.number:
+        return max(0.0, ended - float(resumed["saved_at"]))
+    if previous.started_at is None:
+        return 0.0  # it never ran
+    return max(0.0, ended - previous.started_at)
+
+
 def _start(jobs: JobStore, job: Job, attempt: int) -> None:
     # A manual run, or a relaunch racing the tracker, may find the job before `launching`.
     if job.state in (JobState.QUEUED, JobState.INTERRUPTED):
@@ -60,23 +117,64 @@ def _start(jobs: JobStore, job: Job, attempt: int) -> None:
     jobs.update_attempt(job.job_id, attempt, started_at=time.time())
 
 
-def _heartbeat(jobs: JobStore, job_id: str) -> EpochCallback:
-    last = 0.0
-
-    def on_epoch(epoch: int, epochs: int, loss: float) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= HEARTBEAT_SECONDS or epoch == epochs:
-            last = now
-            jobs.set_progress(
-                job_id, {"stage": "training", "epoch": epoch, "epochs": epochs, "loss": loss}
-            )
-
-    return on_epoch
-
-
 def _utc_iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
+
+
+def _holdout_score(task: Task, primary: str, x: np.ndarray, y: np.ndarray) -> Score:
+    """The primary metric of a network on the holdout rows (the curve's right panel)."""
+    metrics = classification_metrics if task == "classification" else regression_metrics
+    rows = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    on_device: dict[torch.device, torch.Tensor] = {}
+
+    def score(network: Network) -> float:
+        device = next(network.parameters()).device
+        if device not in on_device:
+            on_device[device] = rows.to(device)
+        with torch.inference_mode():
+            outputs = network(on_device[device]).float().cpu().numpy()
+        return float(metrics(y, outputs)[primary])
+
+    return score
+
+
+def _resume_point(checkpoints: CheckpointStore) -> Found | None:
+    found = checkpoints.latest()
+    if found is None:
+        log.info("no checkpoint for this job: training from the first step")
+        return None
+    why = mismatch(found.checkpoint, checkpoints.lineage)
+    if why is not None:
+        log.warning("not resuming from %s: %s; training from the first step", found.key, why)
+        return None
+    state = found.checkpoint
+    log.info(
+        "resuming from %s: epoch %d, batch %d of that epoch, step %d (saved by attempt %s)",
+        found.key,
+        int(state["epoch"]) + 1,
+        int(state["step_in_epoch"]) + 1,
+        found.step,
+        state.get("attempt"),
+    )
+    return found
+
+
+def _record_seconds_lost(jobs: JobStore, job_id: str, attempt: int, resumed: Found | None) -> None:
+    job = jobs.get(job_id)
+    previous = next((a for a in job.attempts if a.number == attempt - 1), None)
+    if previous is None or previous.seconds_lost is not None:
+        return
+    lost = seconds_lost(previous, resumed.checkpoint if resumed else None, now=time.time())
+    jobs.update_attempt(job_id, previous.number, seconds_lost=round(lost, 3))
+    log.info("attempt %d lost %.1f s of work", previous.number, lost)
+
+
+def _check_stop(stop: StopRequest, placement: Placement | None, step: int | None) -> None:
+    """Raise Interrupted when a stop was asked for; with a placement, on every rank at once
+    (all ranks must call it then: it is a collective)."""
+    (stopping,) = placement.agree(stop()) if placement is not None else (stop(),)
+    if stopping:
+        raise Interrupted(stop.reason, step)
 
 
 def train_and_publish(
@@ -85,17 +183,34 @@ def train_and_publish(
     store: ObjectStore,
     jobs: JobStore,
     *,
+    placement: Placement | None = None,
+    stop: StopRequest | None = None,
+    heartbeat: Heartbeat | None = None,
     clock: Callable[[], float] = time.perf_counter,
-) -> str:
+) -> str | None:
     """Run the job's stages and publish a version; return the version id.
 
-    Raises UserInputError for bad data or spec and ExportCheckFailed when parity fails; in
-    both cases nothing has been written under models/.
+    On a rank other than 0 (torchrun) it trains its share and returns None. Raises
+    UserInputError for bad data or spec and ExportCheckFailed when parity fails; in both
+    cases nothing has been written under models/. Raises Interrupted when `stop` asked to
+    stop (after the loop stored its checkpoint).
     """
+    placement = placement or Placement(device=torch.device("cpu"))
+    stop = stop or StopRequest()
+    main = placement.is_main
+    if main and heartbeat is None:
+        heartbeat = Heartbeat(store, jobs, job, attempt)
     started = clock()
     model = job.model
-    jobs.set_progress(job.job_id, {"stage": "loading"})
+    if heartbeat is not None:
+        heartbeat.stage("loading")
     spec = read_spec(store, model)
+    lineage = Lineage(
+        job_id=job.job_id,
+        attempt=attempt,
+        data_version=observed_data_version(store, model),
+        spec_hash=spec_hash(spec),
+    )
     dataset = load_dataset(store, model, spec)
     primary = spec.primary_metric(dataset.task)
     log.info(
@@ -108,9 +223,29 @@ def train_and_publish(
         f", {dataset.n_classes} classes" if dataset.classes is not None else "",
         len(dataset.sources),
     )
+    if lineage.data_version != job.data_version:
+        log.info(
+            "the dataset changed since the job was created (data version %s, job claimed %s)",
+            lineage.data_version,
+            job.data_version,
+        )
     loaded = clock()
-
     parts = split(dataset, spec.training.holdout_fraction, spec.training.seed)
+
+    checkpoints = CheckpointStore(store, model, lineage) if main else None
+    resumed = _resume_point(checkpoints) if checkpoints is not None else None
+    if checkpoints is not None and resumed is not None:
+        checkpoints.adopt(resumed.key)
+    if main and attempt > 1:
+        _record_seconds_lost(jobs, job.job_id, attempt, resumed)
+    resume = resumed.checkpoint if resumed is not None else None
+    if placement.distributed:
+        resume = placement.broadcast(resume)
+    _check_stop(stop, placement, resumed.step if resumed else 0)
+
+    if heartbeat is not None:
+        heartbeat.stage("training")
+    log.info("training on %s", placement.description)
     trained = train(
         parts.x_train,
         parts.y_train,
@@ -118,8 +253,26 @@ def train_and_publish(
         n_classes=dataset.n_classes,
         model=spec.model,
         training=spec.training,
-        on_epoch=_heartbeat(jobs, job.job_id),
+        placement=placement,
+        network_options={"category_counts": dataset.category_counts},
+        sink=checkpoints,
+        stop=stop,
+        score=_holdout_score(dataset.task, primary, parts.x_holdout, parts.y_holdout),
+        on_progress=heartbeat.progress if heartbeat is not None else None,
+        progress_seconds=heartbeats.HEARTBEAT_SECONDS,
+        resume=resume,
     )
+    if not trained.completed:
+        log.warning(
+            "stopped at step %d of %d (%s); checkpoint stored",
+            trained.step,
+            trained.steps,
+            stop.reason,
+        )
+        raise Interrupted(stop.reason, trained.step)
+    if not main:
+        return None
+    assert heartbeat is not None and checkpoints is not None
     network = trained.network
     metrics = evaluate(
         dataset.task,
@@ -135,11 +288,18 @@ def train_and_publish(
         " ".join(f"{k}={v:.4f}" for k, v in metrics.baseline.items()),
     )
     trained_at = clock()
+    # Training is stored (the final checkpoint): a stop now costs only the export. The other
+    # ranks are gone: this check is rank 0's alone.
+    _check_stop(stop, None, trained.step)
 
-    jobs.transition(job.job_id, JobState.EXPORTING, progress={"stage": "exporting"})
+    jobs.transition(job.job_id, JobState.EXPORTING)
+    heartbeat.stage("exporting")
     with tempfile.TemporaryDirectory(prefix="dropflow-export-") as tmp:
         onnx_path = export_onnx(network, parts.x_holdout, Path(tmp) / MODEL_FILE)
         parity, reference = check_parity(onnx_path, network, parts.x_holdout)
+        curve = training_curve(
+            trained.losses, trained.scores, primary, title=f"{model} ({job.job_id})"
+        )
         exported = clock()
 
         # Parity passed: from here on, only writes. card.json goes last.
@@ -155,11 +315,14 @@ def train_and_publish(
         reference_npz(network, parts.x_holdout, reference),
         content_type="application/octet-stream",
     )
+    store.put(artifact_key(model, version, CURVE_FILE), curve, content_type="image/png")
     now = time.time()
     attempts: list[dict[str, Any]] = []
     for record in jobs.get(job.job_id).attempts:
         if record.number == attempt:
-            record = record.model_copy(update={"ended_at": now, "exit_reason": "published"})
+            record = record.model_copy(
+                update={"ended_at": now, "exit_reason": "published", "seconds_lost": 0.0}
+            )
         attempts.append(record.model_dump(mode="json"))
     card = Card(
         model=model,
@@ -167,12 +330,12 @@ def train_and_publish(
         job_id=job.job_id,
         task=dataset.task,
         target=dataset.target,
-        features=[Feature(name=name) for name in dataset.features],
+        features=dataset.card_features(),
         classes=dataset.classes,
         metrics=metrics,
         parity=parity,
         data_version=job.data_version,
-        spec_hash=spec_hash(spec),
+        spec_hash=lineage.spec_hash,
         created_at=_utc_iso(now),
         timings={
             "load": round(loaded - started, 3),
@@ -180,11 +343,28 @@ def train_and_publish(
             "export": round(exported - trained_at, 3),
             "total": round(clock() - started, 3),
         },
-        files={"model": MODEL_FILE, "reference": REFERENCE_FILE},
+        files={"model": MODEL_FILE, "reference": REFERENCE_FILE, "curve": CURVE_FILE},
         model_bytes=model_bytes,
         attempts=attempts,
-        # Extra key (the card allows them): promotion's metric gate reads its tolerance here.
+        # Extra keys (the card allows them). Promotion's metric gate reads its tolerance here.
         promotion=spec.promotion.model_dump(mode="json"),
+        training={
+            "device": placement.description,
+            "world_size": placement.world_size,
+            "epochs": len(trained.losses),
+            "steps": trained.step,
+            "resumed_from_step": trained.resumed_from,
+            "training_seconds": round(trained.training_seconds, 3),
+            "samples_per_second": round(trained.samples_per_second, 1),
+            "checkpoints": trained.checkpoints,
+            "checkpoint_seconds": round(trained.checkpoint_seconds, 3),
+            "data_version": lineage.data_version,
+            # Per epoch, what curve.png draws: mean training loss, holdout primary metric.
+            "history": {
+                "loss": [round(v, 6) for v in trained.losses],
+                primary: [round(v, 6) for v in trained.scores],
+            },
+        },
     )
     store.put(
         card_key(model, version),
@@ -203,12 +383,22 @@ def _safely(what: str, action: Callable[[], object]) -> None:
         log.warning("could not %s: %s: %s", what, type(exc).__name__, exc)
 
 
-def run_job(job_id: str, attempt: int, store: ObjectStore, registry: Registry) -> int:
+def run_job(
+    job_id: str,
+    attempt: int,
+    store: ObjectStore,
+    registry: Registry,
+    *,
+    stop: Any = None,
+    watcher: Watcher | None = None,
+    placement: Placement | None = None,
+) -> int:
     """Run attempt `attempt` of job `job_id` to the end; return the process exit code.
 
-    ExitCode.OK: published, or nothing to do (the job is already over, or a later attempt
-    has replaced this one). USER_ERROR: the job is failed, the reason says what to fix.
-    CRASHED: unexpected error, recorded on the attempt; the tracker decides about a retry.
+    See the module docstring for the codes. `stop` (a threading.Event or a callable) asks the
+    attempt to stop like a spot notice does; `watcher` (an InterruptionWatcher) is started
+    for the attempt and stopped after it; SIGTERM and SIGINT stop it too while it runs in the
+    main thread. `placement` defaults to what the environment says (torchrun or not).
     """
     jobs = JobStore(registry)
     try:
@@ -224,36 +414,121 @@ def run_job(job_id: str, attempt: int, store: ObjectStore, registry: Registry) -
         log.info("job %s: attempt %d was replaced by attempt %d; exiting", job_id, attempt, latest)
         return ExitCode.OK
 
+    own_placement = placement is None
+    if placement is None:
+        try:
+            placement = place()
+        except Exception as exc:
+            print(f"dropflow training: cannot set up the devices: {exc}", file=sys.stderr)
+            return ExitCode.CRASHED
+    request = StopRequest(stop, watcher if placement.is_main else None)
     try:
-        _start(jobs, job, attempt)
-        version = train_and_publish(job, attempt, store, jobs)
-        jobs.transition(job_id, JobState.PUBLISHED, version=version, progress={})
-        _safely(
-            "record the attempt's end",
-            lambda: jobs.update_attempt(
-                job_id, attempt, ended_at=time.time(), exit_reason="published"
-            ),
-        )
+        with request.signals():
+            if placement.is_main:
+                return _run_main(job, attempt, store, jobs, request, placement)
+            return _run_rank(job, attempt, store, jobs, request, placement)
+    finally:
+        if own_placement:
+            release(placement)
+
+
+def _run_rank(
+    job: Job,
+    attempt: int,
+    store: ObjectStore,
+    jobs: JobStore,
+    stop: StopRequest,
+    placement: Placement,
+) -> int:
+    """A rank other than 0: train its share; rank 0 records and reports the outcome."""
+    try:
+        train_and_publish(job, attempt, store, jobs, placement=placement, stop=stop)
+    except Interrupted:
         return ExitCode.OK
-    except UserInputError as exc:
-        message = str(exc)[:_REASON_CHARS]
-        _safely(
-            "mark the job failed",
-            lambda: jobs.transition(job_id, JobState.FAILED, reason=message),
-        )
-        _safely(
-            "record the attempt's end",
-            lambda: jobs.update_attempt(
-                job_id, attempt, ended_at=time.time(), exit_reason=f"failed: {message}"
-            ),
-        )
-        print(f"dropflow training failed: {message}", file=sys.stderr)
+    except UserInputError:
         return ExitCode.USER_ERROR
-    except Exception as exc:
-        reason = f"crashed: {type(exc).__name__}: {exc}"[:_REASON_CHARS]
-        traceback.print_exc()
-        _safely(
-            "record the crash",
-            lambda: jobs.update_attempt(job_id, attempt, ended_at=time.time(), exit_reason=reason),
-        )
+    except Exception:
+        log.exception("rank %d crashed", placement.rank)
         return ExitCode.CRASHED
+    return ExitCode.OK
+
+
+def _run_main(
+    job: Job,
+    attempt: int,
+    store: ObjectStore,
+    jobs: JobStore,
+    stop: StopRequest,
+    placement: Placement,
+) -> int:
+    job_id = job.job_id
+    heartbeat = Heartbeat(store, jobs, job, attempt)
+    outcome = "ended"
+    with AttemptLog(store, job.model, job_id, attempt) as attempt_log:
+        if stop.watcher is not None:
+            _safely("start the interruption watcher", stop.watcher.start)
+        try:
+            _start(jobs, job, attempt)
+            log.info("job %s attempt %d", job_id, attempt)
+            version = train_and_publish(
+                job, attempt, store, jobs, placement=placement, stop=stop, heartbeat=heartbeat
+            )
+            jobs.transition(job_id, JobState.PUBLISHED, version=version, progress={})
+            outcome = f"published {version}"
+            _safely(
+                "record the attempt's end",
+                lambda: jobs.update_attempt(
+                    job_id, attempt, ended_at=time.time(), exit_reason="published", seconds_lost=0.0
+                ),
+            )
+            return ExitCode.OK
+        except Interrupted as exc:
+            reason = f"interrupted: {exc.reason}"
+            outcome = reason + (f" at step {exc.step}" if exc.step is not None else "")
+            detail = stop.detail
+            log.warning(
+                "%s%s; exiting for the next attempt to resume",
+                outcome,
+                f" ({detail})" if detail else "",
+            )
+            kind = exc.reason
+            _safely("record the stage", lambda: heartbeat.stage("interrupted", notice=kind))
+            _safely(
+                "record the attempt's end",
+                lambda: jobs.update_attempt(
+                    job_id, attempt, ended_at=time.time(), exit_reason=reason
+                ),
+            )
+            return ExitCode.INTERRUPTED
+        except UserInputError as exc:
+            message = str(exc)[:_REASON_CHARS]
+            outcome = f"failed: {message}"
+            log.error("failed: %s", message)
+            _safely(
+                "mark the job failed",
+                lambda: jobs.transition(job_id, JobState.FAILED, reason=message),
+            )
+            _safely(
+                "record the attempt's end",
+                lambda: jobs.update_attempt(
+                    job_id, attempt, ended_at=time.time(), exit_reason=f"failed: {message}"
+                ),
+            )
+            print(f"dropflow training failed: {message}", file=sys.stderr)
+            return ExitCode.USER_ERROR
+        except Exception as exc:
+            reason = f"crashed: {type(exc).__name__}: {exc}"[:_REASON_CHARS]
+            outcome = reason
+            log.exception("attempt %d crashed", attempt)
+            _safely(
+                "record the crash",
+                lambda: jobs.update_attempt(
+                    job_id, attempt, ended_at=time.time(), exit_reason=reason
+                ),
+            )
+            return ExitCode.CRASHED
+        finally:
+            if stop.watcher is not None:
+                with contextlib.suppress(Exception):
+                    stop.watcher.stop()
+            attempt_log.upload(outcome)

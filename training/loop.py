@@ -1,9 +1,29 @@
-"""The training loop: Adam on shuffled mini-batches, reproducible for a given seed.
+"""The training loop: Adam on shuffled mini-batches; reproducible, resumable, CPU, GPU or DDP.
 
 Same data + same spec + same seed gives the same weights, hence the same holdout metrics: the
-seed drives the weight init and the batch order, deterministic algorithms are required, and
-the loop runs on one CPU thread (these small MLPs gain nothing from more threads, and a fixed
-thread count keeps floating-point reductions in one order).
+seed drives the weight init and the batch order, deterministic algorithms are required, and on
+the CPU the loop runs on one thread (these small MLPs gain nothing from more threads, and a
+fixed thread count keeps floating-point reductions in one order).
+
+Resumable: at any step boundary the loop can hand a checkpoint to a sink (training.checkpoint)
+holding everything it needs to carry on, and `TrainingLoop(..., resume=checkpoint)` continues
+from that very batch. On the CPU an interrupted and resumed run ends with the same weights as
+an uninterrupted one (the tests compare them).
+
+When it checkpoints (`checkpoint_seconds`, from the spec's training.checkpoint_interval_seconds):
+- at a step boundary once `checkpoint_seconds` have passed since the last checkpoint (0 turns
+  this off);
+- at the end of an epoch, unless the last checkpoint cost more than EPOCH_CHECKPOINT_SHARE of
+  the time since it: epochs of milliseconds are not worth a checkpoint each, and this keeps
+  checkpointing under ~5 % of the wall time while long epochs still get one each;
+- at the end of training (so an attempt interrupted while exporting does not train again);
+- at once when `stop` says so, after which the loop returns with `completed=False`.
+
+Several ranks (torchrun): every global batch is the same permutation slice on every rank, and
+each rank takes its share of the rows. The loss of a rank is its rows' summed loss times
+world_size / rows in the global batch, so DistributedDataParallel's gradient average equals
+the gradient of the global batch's mean loss: N ranks with B/N rows each take the steps that
+1 rank takes with B rows (up to floating-point summation order).
 """
 
 from __future__ import annotations
@@ -11,9 +31,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,34 +43,405 @@ from torch import nn
 from dropflow.card import Task
 from dropflow.errors import UserInputError
 from dropflow.spec import ModelSection, TrainingSection
+from training.checkpoint import capture_rng, restore_rng
+from training.distributed import Placement
 from training.model import Network, build_network
 
 log = logging.getLogger(__name__)
 
-# (epoch, epochs, mean training loss): called after every epoch, e.g. for the job heartbeat.
-EpochCallback = Callable[[int, int, float], None]
+# An end-of-epoch checkpoint is skipped while the last one cost more than this share of the
+# time since it was written (see the module docstring).
+EPOCH_CHECKPOINT_SHARE = 0.05
+# Cosine decay ends at this fraction of the spec's learning rate.
+COSINE_FLOOR = 0.1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is, for heartbeats: steps count optimizer steps since the job began."""
+
+    epoch: int  # epochs completed
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None  # mean training loss of the epoch in progress (or the last one)
+    samples_per_second: float
+    eta_seconds: float | None
+
+
+class CheckpointSink(Protocol):
+    """Where the loop's checkpoints go (training.checkpoint.CheckpointStore, or a test's list).
+
+    `save` gets the state with live tensors (the network's and optimizer's own): it must
+    serialise or copy them before it returns.
+    """
+
+    def save(self, state: Mapping[str, Any]) -> object: ...
+
+
+StopCheck = Callable[[], bool]
+Score = Callable[[Network], float]
+ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
 class Trained:
-    network: Network  # in eval mode
-    losses: list[float]  # mean training loss per epoch
-    seconds: float
+    """What a run of the loop leaves: the network (eval mode, CPU, float32) and its history."""
+
+    network: Network
+    losses: list[float]  # mean training loss per epoch, over the whole job
+    seconds: float  # wall time of this run
+    scores: list[float] = field(default_factory=list)  # score() per epoch, when given one
+    completed: bool = True  # False: stopped early (a checkpoint was handed to the sink)
+    step: int = 0  # optimizer steps taken since the job began
+    steps: int = 0  # optimizer steps of the whole training
+    resumed_from: int | None = None  # the step this run resumed from
+    checkpoints: int = 0  # checkpoints handed to the sink by this run
+    checkpoint_seconds: float = 0.0  # time spent in them
+    samples: int = 0  # training rows processed by this run, all ranks together
+    training_seconds: float = 0.0  # time in the loop over every attempt of the job
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
 @contextmanager
-def reproducible(seed: int) -> Iterator[None]:
-    """Seed torch, require deterministic kernels and use one thread; restore on exit."""
+def reproducible(seed: int, *, strict: bool = True) -> Iterator[None]:
+    """Seed torch, require deterministic kernels and use one thread; restore on exit.
+
+    `strict=False` only warns about an operation without a deterministic implementation
+    (some CUDA kernels) instead of failing the job.
+    """
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=not strict)
     torch.manual_seed(seed)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def learning_rate_factor(schedule: str, step: int, total: int) -> float:
+    """The multiplier of the spec's learning rate after `step` of `total` optimizer steps."""
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    progress = min(step, total) / total
+    return COSINE_FLOOR + (1.0 - COSINE_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Scores(nn.Module):
+    """Calls the network's scores() as forward(): what DDP wraps (it hooks forward only)."""
+
+    def __init__(self, network: Network) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.scores(x)
+
+
+def _stop_check(stop: StopCheck | Any | None) -> StopCheck:
+    if stop is None:
+        return lambda: False
+    if hasattr(stop, "is_set"):  # a threading.Event
+        return stop.is_set
+    return stop
+
+
+class TrainingLoop:
+    """One run of the optimisation of `network` on the training rows, as the spec says.
+
+    `y_train` holds class indices (classification) or target values (regression). The
+    network must be freshly built (seeded); `resume`, a checkpoint dict, carries it on
+    from where that checkpoint was taken (it must come from the same data and spec).
+    `sink` receives checkpoints (main rank only), `stop` is polled at every step boundary,
+    `score(network)` runs on the main rank after every epoch (e.g. the holdout metric), and
+    `on_progress` is called on the main rank every `progress_seconds`.
+
+    This is also the benchmark's handle on the job's loop: build a network, give it the same
+    tensors as a hand-written loop, run(), and read samples_per_second and
+    checkpoint_seconds from the result.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        *,
+        training: TrainingSection,
+        placement: Placement | None = None,
+        sink: CheckpointSink | None = None,
+        checkpoint_seconds: float | None = None,
+        stop: StopCheck | Any | None = None,
+        score: Score | None = None,
+        on_progress: ProgressCallback | None = None,
+        progress_seconds: float = 30.0,
+        resume: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.placement = placement or Placement(device=torch.device("cpu"))
+        self.network = network.to(self.placement.device)
+        self.training = training
+        self.sink = sink if self.placement.is_main else None
+        self.checkpoint_seconds = (
+            training.checkpoint_interval_seconds
+            if checkpoint_seconds is None
+            else checkpoint_seconds
+        )
+        self.stop = _stop_check(stop)
+        self.score = score if self.placement.is_main else None
+        self.on_progress = on_progress if self.placement.is_main else None
+        self.progress_seconds = progress_seconds
+        self.clock = clock
+        self.resume = resume
+
+        device = self.placement.device
+        self.x = torch.as_tensor(x_train, dtype=torch.float32).to(device)
+        if network.task == "classification":
+            self.y = torch.as_tensor(y_train, dtype=torch.int64).to(device)
+            self.loss_fn: nn.Module = nn.CrossEntropyLoss(reduction=self._reduction)
+        else:
+            # The network's scores are in standardised target units; so is the target here.
+            standard = (
+                np.asarray(y_train, np.float64) - network.y_mean.item()
+            ) / network.y_std.item()
+            self.y = torch.as_tensor(standard, dtype=torch.float32).unsqueeze(1).to(device)
+            self.loss_fn = nn.MSELoss(reduction=self._reduction)
+        self.optimizer = torch.optim.Adam(
+            self.network.parameters(),
+            lr=training.learning_rate,
+            weight_decay=training.weight_decay,
+        )
+        self.n = len(self.x)
+        self.steps_per_epoch = max(1, math.ceil(self.n / training.batch_size))
+        self.total_steps = training.epochs * self.steps_per_epoch
+        schedule, total = training.lr_schedule, self.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: learning_rate_factor(schedule, step, total)
+        )
+
+    @property
+    def _reduction(self) -> str:
+        # One rank: the batch mean. Several: a rank's sum, scaled in run() (module docstring).
+        return "sum" if self.placement.distributed else "mean"
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> Trained:
+        """Train to the last epoch, or until `stop` says so; see Trained."""
+        started = self.clock()
+        p = self.placement
+        epochs, batch = self.training.epochs, self.training.batch_size
+        order = torch.Generator().manual_seed(self.training.seed)
+
+        epoch = step_in_epoch = global_step = 0
+        losses: list[float] = []
+        scores: list[float] = []
+        done: list[float] = []  # global mean loss of each finished step of this epoch
+        prior_seconds = 0.0
+        resumed_from: int | None = None
+        if self.resume is not None:
+            state = self.resume
+            if int(state["steps_per_epoch"]) != self.steps_per_epoch:
+                raise ValueError(
+                    f"checkpoint has {state['steps_per_epoch']} steps per epoch, "
+                    f"this run {self.steps_per_epoch}: not the same data or batch size"
+                )
+            self.network.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            epoch, step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+            global_step = resumed_from = int(state["global_step"])
+            order.set_state(state["rng"]["order"])
+            ranks = state["rng"]["ranks"]
+            if len(ranks) != p.world_size:
+                log.info(
+                    "resuming a %d-rank checkpoint on %d rank(s): same batches, "
+                    "other dropout draws",
+                    len(ranks),
+                    p.world_size,
+                )
+            restore_rng(ranks[p.rank % len(ranks)])
+            history = state["history"]
+            losses, scores = list(history["loss"]), list(history["score"])
+            done = list(history["step_losses"])
+            prior_seconds = float(state.get("training_seconds", 0.0))
+
+        module: nn.Module = _Scores(self.network)
+        if p.distributed:
+            module = nn.parallel.DistributedDataParallel(
+                module,
+                device_ids=[p.device.index] if p.device.type == "cuda" else None,
+                # The preprocessing buffers never change in training: synced once, at init.
+                forward_sync_buffers=False,
+            )
+        autocast = p.autocast_dtype
+        every = max(1, epochs // 10)  # about ten progress lines per job
+        pending: list[torch.Tensor] = []  # this rank's loss of each step since the last reduce
+        epoch_order = order.get_state()
+        last_checkpoint = last_progress = started
+        checkpoint_cost: float | None = None
+        saved_step = resumed_from
+        checkpoints, checkpoint_seconds = 0, 0.0
+        samples = 0
+        completed = True
+
+        def reduce_pending() -> None:
+            if pending:
+                local = torch.stack(pending).tolist()
+                pending.clear()
+                if p.distributed:
+                    local = [v / p.world_size for v in p.total(local)]
+                done.extend(local)
+
+        def checkpoint() -> None:
+            # Every rank takes part (collectives); only the main rank has a sink.
+            nonlocal last_checkpoint, checkpoint_cost, saved_step, checkpoints, checkpoint_seconds
+            began = self.clock()
+            reduce_pending()
+            rngs = p.gather(capture_rng())
+            if self.sink is not None:
+                self.sink.save(
+                    {
+                        "model": self.network.state_dict(),
+                        "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(),
+                        "epoch": epoch,
+                        "step_in_epoch": step_in_epoch,
+                        "global_step": global_step,
+                        "epochs": epochs,
+                        "steps_per_epoch": self.steps_per_epoch,
+                        "world_size": p.world_size,
+                        "rng": {"order": epoch_order.clone(), "ranks": rngs},
+                        "history": {
+                            "loss": list(losses),
+                            "score": list(scores),
+                            "step_losses": list(done),
+                        },
+                        "training_seconds": prior_seconds + (began - started),
+                    }
+                )
+            ended = self.clock()
+            checkpoints += 1
+            checkpoint_seconds += ended - began
+            checkpoint_cost = ended - began
+            last_checkpoint = ended
+            saved_step = global_step
+
+        def progress(now: float) -> Progress:
+            ran = global_step - (resumed_from or 0)
+            elapsed = max(now - started, 1e-9)
+            running = done + (torch.stack(pending).tolist() if pending else [])
+            loss = sum(running) / len(running) if running else (losses[-1] if losses else None)
+            return Progress(
+                epoch=epoch,
+                epochs=epochs,
+                step=global_step,
+                steps=self.total_steps,
+                loss=loss,
+                samples_per_second=samples / elapsed,
+                eta_seconds=(self.total_steps - global_step) * elapsed / ran if ran else None,
+            )
+
+        self.network.train()
+        while epoch < epochs:
+            # The state before this epoch's draw: a checkpoint stores it, a resume replays it.
+            epoch_order = order.get_state()
+            permutation = torch.randperm(self.n, generator=order).to(p.device)
+            batches = permutation.split(batch)
+            for i in range(step_in_epoch, len(batches)):
+                # ---- step boundary
+                now = self.clock()
+                stop = self.stop()
+                due = 0 < self.checkpoint_seconds <= now - last_checkpoint
+                if p.distributed:
+                    stop, due = p.agree(stop, due)
+                if (stop or due) and saved_step != global_step:
+                    checkpoint()
+                if stop:
+                    completed = False
+                    break
+                if self.on_progress is not None and now - last_progress >= self.progress_seconds:
+                    last_progress = now
+                    self.on_progress(progress(now))
+                # ---- one optimizer step
+                rows = batches[i]
+                size = len(rows)
+                if p.distributed:
+                    rows = rows.tensor_split(p.world_size)[p.rank]
+                if autocast is not None:
+                    with torch.autocast(device_type=p.device.type, dtype=autocast):
+                        loss = self.loss_fn(module(self.x[rows]), self.y[rows])
+                else:
+                    loss = self.loss_fn(module(self.x[rows]), self.y[rows])
+                if p.distributed:
+                    loss = loss * (p.world_size / size)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                pending.append(loss.detach())
+                step_in_epoch = i + 1
+                global_step += 1
+                samples += size
+            if not completed:
+                break
+
+            # ---- end of epoch
+            reduce_pending()
+            sizes = [len(b) for b in batches]
+            losses.append(sum(v * s for v, s in zip(done, sizes, strict=True)) / self.n)
+            done = []
+            epoch += 1
+            step_in_epoch = 0
+            epoch_order = order.get_state()
+            if not math.isfinite(losses[-1]):
+                # Deterministic, so another attempt would diverge the same way.
+                raise UserInputError(
+                    f"training diverged at epoch {epoch} (loss is {losses[-1]}); "
+                    "lower training.learning_rate in dropflow.yaml"
+                )
+            if self.score is not None:
+                self.network.eval()
+                scores.append(float(self.score(self.network)))
+                self.network.train()
+            if epoch % every == 0 or epoch == epochs:
+                shown = f" score {scores[-1]:.4f}" if self.score is not None else ""
+                log.info("epoch %d/%d loss %.4f%s", epoch, epochs, losses[-1], shown)
+            now = self.clock()
+            want = self.sink is not None and (
+                epoch == epochs
+                or checkpoint_cost is None
+                or checkpoint_cost <= EPOCH_CHECKPOINT_SHARE * (now - last_checkpoint)
+            )
+            if p.distributed:
+                (want,) = p.agree(want)
+            if want and saved_step != global_step:
+                checkpoint()
+
+        self.network.eval()
+        ended = self.clock()
+        if self.on_progress is not None:
+            self.on_progress(progress(ended))
+        return Trained(
+            network=self.network.to("cpu"),
+            losses=losses,
+            seconds=ended - started,
+            scores=scores,
+            completed=completed,
+            step=global_step,
+            steps=self.total_steps,
+            resumed_from=resumed_from,
+            checkpoints=checkpoints,
+            checkpoint_seconds=checkpoint_seconds,
+            samples=samples,
+            training_seconds=prior_seconds + (ended - started),
+        )
 
 
 def train(
@@ -60,14 +452,18 @@ def train(
     n_classes: int,
     model: ModelSection,
     training: TrainingSection,
-    on_epoch: EpochCallback | None = None,
+    placement: Placement | None = None,
+    network_options: Mapping[str, Any] | None = None,
+    **loop_options: Any,
 ) -> Trained:
-    """Build a network for the training rows and fit it with the spec's settings.
+    """Build a seeded network for the training rows and run a TrainingLoop on it.
 
     `y_train` holds class indices (classification) or target values (regression).
+    `network_options` go to build_network; `loop_options` to TrainingLoop (sink, stop,
+    resume, score, on_progress, ...).
     """
-    started = time.perf_counter()
-    with reproducible(training.seed):
+    placement = placement or Placement(device=torch.device("cpu"))
+    with reproducible(training.seed, strict=placement.device.type == "cpu"):
         network = build_network(
             task,
             x_train,
@@ -75,44 +471,21 @@ def train(
             n_classes=n_classes,
             hidden_layers=model.hidden_layers,
             dropout=model.dropout,
+            **(network_options or {}),
         )
-        x = torch.as_tensor(x_train, dtype=torch.float32)
-        if task == "classification":
-            y = torch.as_tensor(y_train, dtype=torch.int64)
-            loss_fn: nn.Module = nn.CrossEntropyLoss()
-        else:
-            # The network's scores are in standardised target units; so is the target here.
-            standard = (
-                np.asarray(y_train, np.float64) - network.y_mean.item()
-            ) / network.y_std.item()
-            y = torch.as_tensor(standard, dtype=torch.float32).unsqueeze(1)
-            loss_fn = nn.MSELoss()
-        optimizer = torch.optim.Adam(
-            network.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
+        loop = TrainingLoop(
+            network, x_train, y_train, training=training, placement=placement, **loop_options
         )
-        order = torch.Generator().manual_seed(training.seed)
-        n, epochs, batch = len(x), training.epochs, training.batch_size
-        every = max(1, epochs // 10)  # about ten progress lines per job
-        losses: list[float] = []
-        network.train()
-        for epoch in range(1, epochs + 1):
-            total = 0.0
-            for index in torch.randperm(n, generator=order).split(batch):
-                loss = loss_fn(network.scores(x[index]), y[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(index)
-            losses.append(total / n)
-            if not math.isfinite(losses[-1]):
-                # Deterministic, so another attempt would diverge the same way.
-                raise UserInputError(
-                    f"training diverged at epoch {epoch} (loss is {losses[-1]}); "
-                    "lower training.learning_rate in dropflow.yaml"
-                )
-            if epoch % every == 0 or epoch == epochs:
-                log.info("epoch %d/%d loss %.4f", epoch, epochs, losses[-1])
-            if on_epoch is not None:
-                on_epoch(epoch, epochs, losses[-1])
-        network.eval()
-    return Trained(network=network, losses=losses, seconds=time.perf_counter() - started)
+        return loop.run()
+
+
+__all__ = [
+    "EPOCH_CHECKPOINT_SHARE",
+    "CheckpointSink",
+    "Progress",
+    "Trained",
+    "TrainingLoop",
+    "learning_rate_factor",
+    "reproducible",
+    "train",
+]

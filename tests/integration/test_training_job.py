@@ -7,6 +7,7 @@ scikit-learn (no network). A job and its first attempt are created as the launch
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from dropflow.card import Card
 from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
 from dropflow.names import new_job_id
 from dropflow.ports import ObjectInfo, ObjectStore, Registry
+from training import heartbeat as training_heartbeat
 from training import job as training_job
 from training.export import check_parity
 from training.job import run_job
@@ -128,7 +130,7 @@ def test_card_json_is_written_last_after_the_model_and_its_evidence(breast_cance
     _, job = breast_cancer
     prefix = f"models/breast-cancer/{job.version}/"
     written = [key.removeprefix(prefix) for key in home.store.puts if key.startswith(prefix)]
-    assert written == ["model.onnx", "reference.npz", "card.json"]
+    assert written == ["model.onnx", "reference.npz", "curve.png", "card.json"]
     assert sorted(home.published("breast-cancer")) == sorted(prefix + name for name in written)
 
 
@@ -150,6 +152,47 @@ def test_the_card_records_parity_lineage_timings_and_attempts(breast_cancer, hom
     assert card.attempts[0]["instance_id"] == "local-1"
     assert card.attempts[0]["exit_reason"] == "published"
     assert job.attempts[0].started_at is not None and job.attempts[0].ended_at is not None
+
+
+@pytest.mark.slow
+def test_the_training_curve_is_published_and_named_in_the_card(breast_cancer, home):
+    _, job = breast_cancer
+    card = home.card(job)
+    assert card.files["curve"] == "curve.png"
+    png = home.store.get(f"models/breast-cancer/{job.version}/curve.png")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    history = card.model_extra["training"]["history"]
+    assert len(history["loss"]) == len(history["accuracy"]) == 60
+    assert history["accuracy"][-1] == pytest.approx(card.metrics.holdout["accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_the_job_leaves_its_log_heartbeat_and_last_two_checkpoints(breast_cancer, home):
+    _, job = breast_cancer
+    prefix = f"jobs/breast-cancer/{job.job_id}/"
+    names = {info.key.removeprefix(prefix) for info in home.store.list(prefix)}
+    checkpoints = sorted(name for name in names if name.startswith("checkpoints/"))
+    # 455 training rows in batches of 64: 8 steps per epoch, 480 in 60 epochs.
+    assert len(checkpoints) == 2 and checkpoints[-1] == "checkpoints/step-000000480.pt"
+    assert {"manifest.json", "heartbeat.json", "log.txt"} <= names
+    log = home.store.get(prefix + "log.txt").decode()
+    assert "===== attempt 1," in log and "epoch 60/60" in log and f"published {job.version}" in log
+
+
+@pytest.mark.slow
+def test_heartbeats_report_training_progress(home, monkeypatch):
+    monkeypatch.setattr(training_heartbeat, "HEARTBEAT_SECONDS", 0.0)  # at every step
+    home.drop("beats", "iris.csv", load_iris(as_frame=True).frame.to_csv(index=False).encode())
+    home.drop("beats", "dropflow.yaml", b"training: {epochs: 3}\n")
+    code, job = home.run("beats")
+    assert code == ExitCode.OK, job.reason
+    key = f"jobs/beats/{job.job_id}/heartbeat.json"
+    # loading, training, one per step (120 rows in batches of 64: 6), the end, exporting
+    assert home.store.puts.count(key) == 2 + 6 + 1 + 1
+    beat = json.loads(home.store.get(key))
+    assert beat["stage"] == "exporting" and beat["attempt"] == 1
+    assert (beat["epoch"], beat["epochs"], beat["step"], beat["steps"]) == (3, 3, 6, 6)
+    assert beat["samples_per_second"] > 0 and beat["eta_seconds"] == 0
 
 
 @pytest.mark.slow
