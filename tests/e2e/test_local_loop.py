@@ -23,6 +23,7 @@ import requests
 from dropflow.demo import breast_cancer_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+DROPFLOW = [sys.executable, "-m", "dropflow.cli"]
 
 
 class LocalUp:
@@ -142,3 +143,61 @@ def test_a_dropped_csv_is_served_over_http_and_survives_a_restart(tmp_path):
         ("cancer", "published", 1)
     ]
     assert report["models"][0]["champion"] == version
+
+
+def _registry_job(home: Path, model: str):
+    from dropflow.adapters.sqlite_registry import SqliteRegistry
+    from dropflow.jobs import JobStore
+
+    jobs = JobStore(SqliteRegistry(home / "registry.db")).for_model(model)
+    return jobs[-1] if jobs else None
+
+
+def test_a_spot_interruption_is_honoured_and_the_next_attempt_resumes(tmp_path):
+    home = tmp_path / "home"
+    prefix = home / "bucket" / "datasets" / "longer"
+    prefix.mkdir(parents=True)
+    # Long enough (about 20 s here) that the notice comes mid-training; a checkpoint every 2 s.
+    (prefix / "dropflow.yaml").write_text(
+        "training:\n  epochs: 3000\n  batch_size: 32\n  checkpoint_interval_seconds: 2\n"
+    )
+    runtime = LocalUp(home)
+    try:
+        (prefix / "data.csv").write_bytes(breast_cancer_csv())
+        job = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = _registry_job(home, "longer")
+            if (
+                job
+                and (home / "bucket" / "jobs" / "longer" / job.job_id / "manifest.json").exists()
+            ):
+                break
+            time.sleep(0.2)
+        assert job is not None and job.state.value == "running", runtime.console
+
+        # When the data owner's spot instance gets its 2-minute notice
+        told = subprocess.run(
+            [*DROPFLOW, "local", "interrupt", job.job_id, "--home", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert told.returncode == 0, told.stderr
+        assert "spot interruption announced" in told.stdout
+
+        # Then the job checkpoints, a second attempt resumes, and its version is promoted
+        runtime.wait_for(r"\[longer\] v\S+ approved", 240)
+    finally:
+        assert runtime.stop() == 0, runtime.console
+
+    [card_file] = (home / "bucket" / "models" / "longer").glob("*/card.json")
+    card = json.loads(card_file.read_text())
+    first, second = card["attempts"]
+    assert first["exit_reason"] == "interrupted: spot-interruption"
+    assert 0 <= first["seconds_lost"] <= 2  # at most the checkpoint interval
+    assert second["number"] == 2
+    assert card["training"]["resumed_from_step"] > 0
+    log = (home / "bucket" / "jobs" / "longer" / job.job_id / "log.txt").read_text()
+    assert "===== attempt 1" in log and "===== attempt 2" in log

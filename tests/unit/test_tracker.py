@@ -48,7 +48,7 @@ def test_after_max_attempts_the_job_fails_with_the_last_reason(tracker, compute)
     assert outcome.action == "failed"
     job = tracker.jobs.get(job_id)
     assert job.state == JobState.FAILED
-    assert "gave up after 3 attempts" in (job.reason or "")
+    assert "gave up after 3 failed attempts" in (job.reason or "")
     assert tracker.launcher.active_job("iris") is None
 
 
@@ -98,3 +98,14 @@ def test_sweep_finds_ended_instances_whose_event_was_lost(tracker, compute):
 
     assert [o.action for o in outcomes] == ["relaunched"]
     assert len(tracker.jobs.get(job_id).attempts) == 2
+
+
+def test_honoured_interruptions_do_not_use_up_the_attempts(tracker, compute):
+    job_id = _start(tracker)
+    for n in range(1, 6):
+        tracker.jobs.update_attempt(job_id, n, exit_reason="interrupted: spot-interruption")
+        outcome = tracker.instance_ended(compute.end(f"fake-{n}", ExitCode.INTERRUPTED))
+        assert outcome.action == "relaunched"
+
+    assert len(tracker.jobs.get(job_id).attempts) == 6
+    assert tracker.jobs.get(job_id).state == JobState.LAUNCHING

@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the retrain schedule event every SECONDS (default: off)",
     )
     up.add_argument("--verbose", action="store_true", help="also print the handlers' JSON logs")
+    interrupt = local_sub.add_parser(
+        "interrupt", help="announce a spot interruption to a running job (IMDS emulator)"
+    )
+    interrupt.add_argument("job_id", metavar="JOB_ID")
+    _home(interrupt)
+    interrupt.add_argument(
+        "--rebalance", action="store_true", help="send a rebalance recommendation instead"
+    )
 
     status = sub.add_parser("status", help="jobs and models, as a table or --json")
     _home(status)
@@ -71,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "local":
+            if args.local_command == "interrupt":
+                return cmd_local_interrupt(args)
             return cmd_local_up(args)
         if args.command == "status":
             return cmd_status(args)
@@ -107,6 +117,32 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: runtime.request_stop())
     runtime.run()
+    return 0
+
+
+def cmd_local_interrupt(args: argparse.Namespace) -> int:
+    from dropflow import services
+    from dropflow.errors import DropflowError
+    from dropflow.jobs import JobState
+    from dropflow.local import imds
+    from dropflow.local.runtime import configure
+
+    paths = configure(args.home)
+    job = services.jobs().get(args.job_id)
+    attempt = job.current_attempt
+    live = (JobState.LAUNCHING, JobState.RUNNING, JobState.EXPORTING)
+    if job.state not in live or attempt is None or not attempt.instance_id:
+        raise DropflowError(f"job {job.job_id} is {job.state.value}: nothing to interrupt")
+    where = f"job {job.job_id} attempt {attempt.number} (instance {attempt.instance_id})"
+    if args.rebalance:
+        imds.announce_rebalance(paths.compute, attempt.instance_id)
+        print(f"rebalance recommendation sent to {where}")
+    else:
+        notice = imds.announce_interruption(paths.compute, attempt.instance_id)
+        print(
+            f"spot interruption announced to {where}: {notice['action']} at {notice['time']}; "
+            "the job checkpoints and exits, and `dropflow local up` starts the next attempt"
+        )
     return 0
 
 

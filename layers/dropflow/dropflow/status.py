@@ -44,6 +44,9 @@ def collect() -> dict[str, Any]:
     }
 
 
+_ACTIVE = {"launching", "running", "exporting"}
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
@@ -61,6 +64,24 @@ def _age(epoch: float) -> str:
     return f"{seconds}s ago"
 
 
+def describe_progress(progress: dict[str, Any]) -> str:
+    """One line from a job's heartbeat: stage, epoch, loss, throughput and time left."""
+    if not progress:
+        return ""
+    parts = [str(progress.get("stage") or "")]
+    if progress.get("epoch") is not None and progress.get("epochs"):
+        parts.append(f"epoch {progress['epoch']}/{progress['epochs']}")
+    if isinstance(progress.get("loss"), int | float):
+        parts.append(f"loss {progress['loss']:.4f}")
+    if isinstance(progress.get("samples_per_second"), int | float):
+        parts.append(f"{progress['samples_per_second']:,.0f} samples/s")
+    if isinstance(progress.get("eta_seconds"), int | float):
+        parts.append(f"ETA {progress['eta_seconds']:.0f}s")
+    if progress.get("notice"):
+        parts.append(f"notice: {progress['notice']}")
+    return " ".join(p for p in parts if p)
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as two aligned tables."""
     job_rows = [
@@ -70,7 +91,9 @@ def render(report: dict[str, Any]) -> str:
             j["state"],
             str(j["attempts"]),
             _age(j["created_at"]),
-            j["version"] or (j["reason"] or "")[:60],
+            j["version"]
+            or (describe_progress(j["progress"]) if j["state"] in _ACTIVE else "")
+            or (j["reason"] or "")[:80],
         ]
         for j in report["jobs"]
     ]
@@ -87,7 +110,8 @@ def render(report: dict[str, Any]) -> str:
         [
             "JOBS",
             _table(
-                ["JOB ID", "MODEL", "STATE", "ATTEMPTS", "CREATED", "VERSION / REASON"], job_rows
+                ["JOB ID", "MODEL", "STATE", "ATTEMPTS", "CREATED", "VERSION / PROGRESS / REASON"],
+                job_rows,
             )
             if job_rows
             else "  (no jobs yet)",

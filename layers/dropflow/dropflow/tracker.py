@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dropflow.errors import NotFoundError
-from dropflow.jobs import ExitCode, Job, JobState
+from dropflow.jobs import Attempt, ExitCode, Job, JobState
 from dropflow.launcher import Launcher, LaunchOutcome
 from dropflow.observability import logger
 from dropflow.ports import Instance, InstanceState
 
 Action = Literal["ignored", "noted", "relaunched", "failed", "finished"]
+
+# An interrupted attempt (spot reclaim, with its checkpoint) is always retried: it does not
+# count against the job's max attempts. This cap only stops a job that is reclaimed forever.
+MAX_ATTEMPTS_IN_ALL = 25
+INTERRUPTED_PREFIX = "interrupted"
 
 # An attempt that never got an instance (the launcher died in between) is retried after this.
 LAUNCH_GRACE_SECONDS = 120.0
@@ -49,6 +54,11 @@ def describe_exit(exit_code: int | None) -> str:
         }[ExitCode(exit_code)]
     except ValueError:
         return f"exited with code {exit_code}"
+
+
+def failed_attempts(attempts: list[Attempt]) -> int:
+    """Attempts that ended in failure; those that honoured an interruption do not count."""
+    return sum(1 for a in attempts if not (a.exit_reason or "").startswith(INTERRUPTED_PREFIX))
 
 
 class Tracker:
@@ -81,10 +91,11 @@ class Tracker:
             return self._finish(job)
         if instance.exit_code == ExitCode.USER_ERROR:
             return self._fail(job, current.exit_reason or how)
-        if len(job.attempts) >= self.launcher.max_attempts:
-            return self._fail(
-                job, f"gave up after {len(job.attempts)} attempts; the last one {how}"
-            )
+        failures = failed_attempts(self.jobs.get(job.job_id).attempts)
+        if failures >= self.launcher.max_attempts:
+            return self._fail(job, f"gave up after {failures} failed attempts; the last one {how}")
+        if len(job.attempts) >= MAX_ATTEMPTS_IN_ALL:
+            return self._fail(job, f"gave up after {len(job.attempts)} attempts in all")
         self.jobs.transition(
             job.job_id, JobState.INTERRUPTED, reason=f"attempt {current.number} {how}"
         )

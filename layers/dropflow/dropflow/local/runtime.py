@@ -77,6 +77,8 @@ def configure(home: Path, *, verbose: bool = False) -> LocalPaths:
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_DEV", "false")
+    # Training processes report progress every 2 s, for the console's live line.
+    os.environ.setdefault("DROPFLOW_HEARTBEAT_SECONDS", "2")
     from dropflow import services
     from dropflow.observability import logger
 
@@ -134,9 +136,11 @@ class LocalRuntime:
         self._stop = threading.Event()
         self._reported_ended: set[str] = set()
         self._job_states: dict[str, str] = {}
+        self._job_progress: dict[str, str] = {}
         self._last_schedule = time.monotonic()
         self._last_watchdog = 0.0
         self.gateway: Any = None
+        self.imds: Any = None
         self.url = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -144,6 +148,12 @@ class LocalRuntime:
         from dropflow import services
         from dropflow.invoke import load_function
         from dropflow.local.gateway import Gateway
+        from dropflow.local.imds import ImdsEmulator
+
+        # Before any adapter exists: open_compute reads the URL once, at first use.
+        self.imds = ImdsEmulator(self.paths.compute).start()
+        os.environ["DROPFLOW_LOCAL_IMDS_URL"] = self.imds.url
+        services.reset()
 
         if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
             self._stdout = sys.stdout
@@ -192,6 +202,10 @@ class LocalRuntime:
         compute = getattr(self, "compute", None)
         if compute is not None and hasattr(compute, "stop_all"):
             compute.stop_all(grace_seconds)
+        if self.imds is not None:
+            self.imds.stop()
+            self.imds = None
+            os.environ.pop("DROPFLOW_LOCAL_IMDS_URL", None)
         self.say("dropflow local: stopped")
         if getattr(self, "_stdout", None) is not None:
             sys.stdout.flush()
@@ -201,6 +215,7 @@ class LocalRuntime:
     def tick(self) -> None:
         """Deliver every pending event once: drops, cards, ended instances, the schedule."""
         self._deliver_drops()
+        self._terminate_interrupted()
         self._deliver_instance_ends()
         now = time.monotonic()
         if self.schedule_seconds and now - self._last_schedule >= self.schedule_seconds:
@@ -239,6 +254,18 @@ class LocalRuntime:
                 if result:
                     self.say(_promotion_line(result))
 
+    def _terminate_interrupted(self) -> None:
+        """EC2's part of a spot interruption: the instance ends when its notice time comes."""
+        from dropflow.local import imds
+        from dropflow.ports import InstanceState
+
+        for instance_id in imds.due_terminations(self.paths.compute):
+            instance = self.compute.describe(instance_id)
+            if instance is not None and instance.state != InstanceState.TERMINATED:
+                self.say(f"spot interruption: terminating {instance_id} (notice time reached)")
+                self.compute.terminate(instance_id)
+            imds.clear(self.paths.compute, instance_id)
+
     def _deliver_instance_ends(self) -> None:
         from dropflow.ports import InstanceState
 
@@ -253,9 +280,15 @@ class LocalRuntime:
             )
 
     def _report_job_changes(self) -> None:
+        from dropflow.status import describe_progress
+
         for job in self.jobs.all():
             before = self._job_states.get(job.job_id)
             if before == job.state.value:
+                progress = describe_progress(job.progress) if not job.state.terminal else ""
+                if progress and self._job_progress.get(job.job_id) != progress:
+                    self._job_progress[job.job_id] = progress
+                    self.say(f"[{job.model}] {job.job_id} {progress}")
                 continue
             self._job_states[job.job_id] = job.state.value
             detail = job.version or job.reason or ""
