@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test unit lint format build deploy clean venv sam-venv has-python312
+.PHONY: demo test unit lint format bench build deploy clean venv sam-venv has-python312
 
 # ---------------------------------------------------------------- environments
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,10 @@ test: lint
 
 unit: venv
 	$(BIN)/pytest -q tests/unit tests/contract
+
+# Performance targets, as ratios against a baseline measured in the same run (BENCHMARKS.md).
+bench: venv
+	$(BIN)/python bench/training_loop.py
 
 format: venv
 	$(BIN)/ruff format .

@@ -222,6 +222,7 @@ class TrainingLoop:
         self.steps_per_epoch = max(1, math.ceil(self.n / training.batch_size))
         self.total_steps = training.epochs * self.steps_per_epoch
         schedule, total = training.lr_schedule, self.total_steps
+        self.schedules = schedule != "constant"
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: learning_rate_factor(schedule, step, total)
         )
@@ -272,10 +273,12 @@ class TrainingLoop:
             done = list(history["step_losses"])
             prior_seconds = float(state.get("training_seconds", 0.0))
 
-        module: nn.Module = _Scores(self.network)
+        # One process calls scores() directly: a wrapper module's __call__ costs a few
+        # percent of a small MLP's step.
+        module: Callable[[torch.Tensor], torch.Tensor] = self.network.scores
         if p.distributed:
             module = nn.parallel.DistributedDataParallel(
-                module,
+                _Scores(self.network),
                 device_ids=[p.device.index] if p.device.type == "cuda" else None,
                 # The preprocessing buffers never change in training: synced once, at init.
                 forward_sync_buffers=False,
@@ -384,7 +387,8 @@ class TrainingLoop:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                self.scheduler.step()
+                if self.schedules:  # a constant rate needs no per-step update
+                    self.scheduler.step()
                 pending.append(loss.detach())
                 step_in_epoch = i + 1
                 global_step += 1
