@@ -1,0 +1,92 @@
+"""A broken dataset or spec fails its job with a message naming the problem, and the model in
+service keeps serving: nothing a data owner drops can replace a working champion.
+
+The launcher claims each drop (a FakeCompute records the launch) and the test plays the
+instance by running the training entrypoint's run_job for that attempt, as EC2 would.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dropflow.demo import breast_cancer_csv
+from dropflow.jobs import ExitCode, JobState
+from dropflow.launcher import Launcher
+from dropflow.promotion import promote
+from dropflow.serving import ModelCache, PredictionService
+from tests.fakes_compute import FakeCompute
+from training.job import run_job
+
+pytestmark = pytest.mark.slow
+
+MODEL = "cancer"
+CSV = breast_cancer_csv()
+HEADER, FIRST_ROW = CSV.decode().splitlines()[:2]
+ROW = [float(v) for v in FIRST_ROW.split(",")[:-1]]
+
+
+def _train(launcher: Launcher, store, registry) -> tuple[int, str]:
+    outcome = launcher.request_training(MODEL)
+    assert outcome.action == "launched", outcome
+    code = run_job(outcome.job_id, 1, store, registry)
+    return code, outcome.job_id
+
+
+@pytest.fixture
+def serving(store, registry):
+    """A champion trained on good data, and a launcher for the next drops."""
+    launcher = Launcher(store, registry, FakeCompute())
+    store.put(f"datasets/{MODEL}/data.csv", CSV)
+    code, job_id = _train(launcher, store, registry)
+    assert code == ExitCode.OK
+    version = launcher.jobs.get(job_id).version
+    assert promote(MODEL, version, store, registry).decision == "approved"
+    launcher.release_slot(MODEL, job_id)
+    service = PredictionService(ModelCache(store, registry, champion_ttl=0))
+    assert service.predict(MODEL, [ROW])["version"] == version
+    return launcher, service, version
+
+
+_cells = FIRST_ROW.split(",")
+BROKEN_CSV = "\n".join([HEADER, FIRST_ROW, ",".join([_cells[0], "twelve", *_cells[2:]])]).encode()
+
+
+@pytest.mark.parametrize(
+    ("key", "content", "expected"),
+    [
+        (
+            f"datasets/{MODEL}/more.csv",
+            BROKEN_CSV,
+            ["datasets/cancer/more.csv", "line 3", "'mean texture'", "'twelve'"],
+        ),
+        (
+            f"datasets/{MODEL}/dropflow.yaml",
+            b"target: diagnosys\n",
+            ["'diagnosys'", "diagnosis"],
+        ),
+        (
+            f"datasets/{MODEL}/dropflow.yaml",
+            b"training:\n  epochs: -3\n",
+            ["dropflow.yaml", "training.epochs"],
+        ),
+    ],
+    ids=["broken-csv-row", "unknown-target", "invalid-spec"],
+)
+def test_a_bad_drop_fails_with_the_problem_named_and_the_champion_keeps_serving(
+    serving, store, registry, key, content, expected
+):
+    launcher, service, champion = serving
+
+    store.put(key, content)
+    code, job_id = _train(launcher, store, registry)
+
+    assert code == ExitCode.USER_ERROR
+    job = launcher.jobs.get(job_id)
+    assert job.state == JobState.FAILED
+    for part in expected:
+        assert part in (job.reason or ""), job.reason
+    published = {o.key.split("/")[2] for o in store.list(f"models/{MODEL}/")}
+    assert published == {champion}  # nothing of the failed job was published
+    answer = service.predict(MODEL, [ROW])
+    assert answer["version"] == champion
+    assert answer["predictions"] == [FIRST_ROW.split(",")[-1]]
