@@ -126,7 +126,19 @@ class InstanceState(StrEnum):
 
 
 class LaunchError(DropflowError):
-    """No capacity could be obtained; `reason` says why."""
+    """No capacity could be obtained; the message says why.
+
+    `kind` classifies the cause, so a caller can choose its fallback:
+      capacity   no capacity in the pools tried (another pool or on-demand may have some)
+      price      the spot price is above the maximum price
+      quota      an account limit (e.g. the spot vCPU quota) was reached
+      transient  throttling or a service error: the same request may succeed later
+      config     the request itself is wrong (template, permissions, parameters); default
+    """
+
+    def __init__(self, message: str, *, kind: str = "config") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)

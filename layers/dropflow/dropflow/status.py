@@ -72,7 +72,7 @@ def describe_progress(progress: dict[str, Any]) -> str:
     if progress.get("epoch") is not None and progress.get("epochs"):
         parts.append(f"epoch {progress['epoch']}/{progress['epochs']}")
     if isinstance(progress.get("loss"), int | float):
-        parts.append(f"loss {progress['loss']:.4f}")
+        parts.append(f"loss {progress['loss']:.4g}")
     if isinstance(progress.get("samples_per_second"), int | float):
         parts.append(f"{progress['samples_per_second']:,.0f} samples/s")
     if isinstance(progress.get("eta_seconds"), int | float):
