@@ -1,8 +1,9 @@
 """Fixtures that hand each contract test every adapter of its port.
 
 A contract test asks for `store`, `registry` or `compute_backend` and runs once per adapter:
-the local one and the AWS one under moto. Adding an adapter means adding a parameter here,
-not touching the tests.
+the local one and the AWS one under moto. `process_backend` is ProcessCompute alone, for
+what only a child process has (exit codes, signals, its environment). Adding an adapter
+means adding a parameter here, not touching the tests.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from moto import mock_aws
 
 from dropflow.adapters.dynamodb_registry import DynamoRegistry
+from dropflow.adapters.ec2_compute import Ec2Compute
 from dropflow.adapters.local_store import DirectoryStore
 from dropflow.adapters.process_compute import ProcessCompute
 from dropflow.adapters.s3_store import S3Store
@@ -197,11 +199,37 @@ def entrypoint(tmp_path: Path) -> tuple[str, ...]:
     return (sys.executable, str(script))
 
 
-@pytest.fixture(params=["process"])
+@pytest.fixture(params=["process", "ec2"])
 def compute_backend(
     request: pytest.FixtureRequest, tmp_path: Path, entrypoint: tuple[str, ...]
 ) -> Iterator[ComputeBackend]:
-    """Each Compute adapter (an `ec2` parameter under moto joins when that adapter exists)."""
+    """Each Compute adapter: child processes, and EC2 under moto."""
+    if request.param == "process":
+        yield from _process_backend(tmp_path, entrypoint)
+        return
+    with mock_aws():
+        client = boto3.client("ec2", region_name=REGION)
+        template_id, subnet_ids = make_training_network(client)
+
+        def new_ec2_adapter() -> Ec2Compute:
+            return Ec2Compute(
+                template_id,
+                subnet_ids=subnet_ids,
+                client=boto3.client("ec2", region_name=REGION),
+                sleep=lambda _: None,
+            )
+
+        # EC2 terminates at once (under moto, instantly): no grace period to wait out.
+        yield ComputeBackend("ec2", new_ec2_adapter, tmp_path, COMPUTE_GRACE)
+
+
+@pytest.fixture
+def process_backend(tmp_path: Path, entrypoint: tuple[str, ...]) -> Iterator[ComputeBackend]:
+    """ProcessCompute alone, for the tests of what only a child process has (exit codes...)."""
+    yield from _process_backend(tmp_path, entrypoint)
+
+
+def _process_backend(tmp_path: Path, entrypoint: tuple[str, ...]) -> Iterator[ComputeBackend]:
     state_dir = tmp_path / "compute"
 
     def new_adapter() -> ProcessCompute:
@@ -211,3 +239,27 @@ def compute_backend(
     yield backend
     # Never leave a child process behind, whatever the test did.
     backend.adapter.stop_all(grace=1.0)  # type: ignore[attr-defined]
+
+
+def make_training_network(client: Any) -> tuple[str, list[str]]:
+    """Under moto: a VPC with two subnets in two zones and a training launch template."""
+    vpc_id = client.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet_ids = [
+        client.create_subnet(VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"][
+            "SubnetId"
+        ]
+        for cidr, zone in (("10.20.1.0/24", f"{REGION}a"), ("10.20.2.0/24", f"{REGION}b"))
+    ]
+    image_id = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    template = client.create_launch_template(
+        LaunchTemplateName="dropflow-contract-training",
+        LaunchTemplateData={
+            "ImageId": image_id,
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"},
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": [{"Key": "dropflow:stack", "Value": "t"}]}
+            ],
+        },
+    )
+    return template["LaunchTemplate"]["LaunchTemplateId"], subnet_ids

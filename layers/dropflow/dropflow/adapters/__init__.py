@@ -59,6 +59,10 @@ def open_registry(url: str) -> Registry:
 def open_compute(url: str) -> Compute:
     """The Compute for `process:///state-dir` (child processes) or `ec2://<launch template>`.
 
+    An EC2 compute reads its subnets and default instance types from
+    $DROPFLOW_TRAINING_SUBNET_IDS and $DROPFLOW_TRAINING_INSTANCE_TYPES (comma lists) and
+    tags its instances dropflow:stack=$DROPFLOW_STACK_NAME when that is set.
+
     A process compute hands its children the IMDS emulator at $DROPFLOW_LOCAL_IMDS_URL
     (set by the local runtime, which serves the same state dir), if any. Read when the
     adapter is first opened: the runtime sets it before then.
@@ -71,8 +75,23 @@ def open_compute(url: str) -> Compute:
             _path(url), metadata_url=os.environ.get("DROPFLOW_LOCAL_IMDS_URL") or None
         )
     if scheme == "ec2":
-        raise ConfigError(
-            "DROPFLOW_COMPUTE_URL ec2://: the EC2 adapter is not built yet (issue 4); "
-            "use process:///dir for the local runtime"
+        from dropflow.adapters.ec2_compute import DEFAULT_GPU_TYPES, Ec2Compute
+
+        template = urlparse(url).netloc
+        if not template:
+            raise ConfigError(
+                f"DROPFLOW_COMPUTE_URL {url!r}: name the launch template, e.g. ec2://lt-0abc123"
+            )
+        stack = os.environ.get("DROPFLOW_STACK_NAME")
+        return Ec2Compute(
+            template,
+            subnet_ids=_comma_list("DROPFLOW_TRAINING_SUBNET_IDS"),
+            instance_types=_comma_list("DROPFLOW_TRAINING_INSTANCE_TYPES") or DEFAULT_GPU_TYPES,
+            tags={"dropflow:stack": stack} if stack else None,
         )
     raise ConfigError(f"DROPFLOW_COMPUTE_URL {url!r}: scheme must be process:// or ec2://")
+
+
+def _comma_list(variable: str) -> tuple[str, ...]:
+    """The non-empty items of a comma-separated environment variable."""
+    return tuple(item.strip() for item in os.environ.get(variable, "").split(",") if item.strip())

@@ -1,0 +1,406 @@
+"""Ec2Compute on what moto cannot produce: CreateFleet `Errors`, capacity, quotas, fallback.
+
+Each test scripts the EC2 answers with botocore's Stubber; the port contract under moto is
+tests/contract/test_compute.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.stub import ANY, Stubber
+
+from dropflow.adapters.ec2_compute import Ec2Compute, classify, client_token
+from dropflow.ports import InstanceState, LaunchError, LaunchRequest
+
+TEMPLATE = "lt-0123456789abcdef0"
+SUBNETS = ("subnet-aaaa1111", "subnet-bbbb2222")
+TYPES = ("g6.xlarge", "g5.xlarge")
+JOB = "iris-20261123T101500Z-3f9a0c"
+INSTANCE = "i-0abc123def4567890"
+LAUNCHED = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
+
+
+@pytest.fixture
+def ec2() -> Iterator[tuple[Ec2Compute, Stubber]]:
+    # No retries: a scripted throttling error must reach the adapter as it is.
+    client = boto3.client(
+        "ec2", region_name="us-east-1", config=Config(retries={"max_attempts": 1})
+    )
+    compute = Ec2Compute(
+        TEMPLATE,
+        subnet_ids=SUBNETS,
+        instance_types=TYPES,
+        client=client,
+        clock=lambda: 1234.0,
+        sleep=lambda _: None,
+    )
+    with Stubber(client) as stubber:
+        yield compute, stubber
+        stubber.assert_no_pending_responses()
+
+
+def _request(lifecycle: str = "spot", attempt: int = 1) -> LaunchRequest:
+    return LaunchRequest(job_id=JOB, model="iris", attempt=attempt, lifecycle=lifecycle)
+
+
+def _pool_error(code: str, instance_type: str, subnet: str, lifecycle: str = "spot") -> dict:
+    return {
+        "LaunchTemplateAndOverrides": {
+            "LaunchTemplateSpecification": {"LaunchTemplateId": TEMPLATE, "Version": "1"},
+            "Overrides": {"InstanceType": instance_type, "SubnetId": subnet},
+        },
+        "Lifecycle": lifecycle,
+        "ErrorCode": code,
+        "ErrorMessage": f"{code} in that pool",
+    }
+
+
+def _every_pool(code: str, lifecycle: str = "spot") -> list[dict]:
+    return [_pool_error(code, t, s, lifecycle) for t in TYPES for s in SUBNETS]
+
+
+def _fleet(errors: list[dict], instance: bool = False, lifecycle: str = "spot") -> dict:
+    answer: dict[str, Any] = {"FleetId": "fleet-11112222-3333-4444-5555-666677778888"}
+    answer["Errors"] = errors
+    if instance:
+        answer["Instances"] = [
+            {
+                "LaunchTemplateAndOverrides": {
+                    "LaunchTemplateSpecification": {"LaunchTemplateId": TEMPLATE, "Version": "1"},
+                    "Overrides": {"InstanceType": "g5.xlarge", "SubnetId": SUBNETS[1]},
+                },
+                "Lifecycle": lifecycle,
+                "InstanceIds": [INSTANCE],
+                "InstanceType": "g5.xlarge",
+            }
+        ]
+    return answer
+
+
+def _described(
+    state: str = "running",
+    lifecycle: str = "spot",
+    tags: dict[str, str] | None = None,
+    reason: str = "",
+) -> dict:
+    if tags is None:
+        tags = {
+            "DROPFLOW_JOB_ID": JOB,
+            "DROPFLOW_MODEL": "iris",
+            "DROPFLOW_ATTEMPT": "1",
+            "dropflow:managed": "true",
+        }
+    raw: dict[str, Any] = {
+        "InstanceId": INSTANCE,
+        "InstanceType": "g5.xlarge",
+        "LaunchTime": LAUNCHED,
+        "Placement": {"AvailabilityZone": "us-east-1b"},
+        "State": {"Name": state, "Code": 16},
+        "StateTransitionReason": reason,
+        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+    }
+    if lifecycle == "spot":
+        raw["InstanceLifecycle"] = "spot"
+    return {"Reservations": [{"ReservationId": "r-0123456789abcdef0", "Instances": [raw]}]}
+
+
+def _expect_fleet(stubber: Stubber, answer: dict, lifecycle: str = "spot") -> None:
+    expected = {
+        "Type": "instant",
+        "ClientToken": client_token(JOB, 1, lifecycle),
+        "TargetCapacitySpecification": ANY,
+        "LaunchTemplateConfigs": ANY,
+        "TagSpecifications": ANY,
+    }
+    expected["SpotOptions" if lifecycle == "spot" else "OnDemandOptions"] = ANY
+    stubber.add_response("create_fleet", answer, expected)
+
+
+def _expect_describe(stubber: Stubber, answer: dict) -> None:
+    stubber.add_response("describe_instances", answer, {"InstanceIds": [INSTANCE]})
+
+
+# --------------------------------------------------------------------------- the request
+def test_fleet_request_spreads_over_every_type_and_subnet(ec2) -> None:
+    compute, _ = ec2
+
+    params = compute.fleet_request(_request())
+
+    assert params["Type"] == "instant"
+    assert params["TargetCapacitySpecification"]["TotalTargetCapacity"] == 1
+    assert params["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "spot"
+    assert params["SpotOptions"] == {"AllocationStrategy": "price-capacity-optimized"}
+    (config,) = params["LaunchTemplateConfigs"]
+    assert config["LaunchTemplateSpecification"] == {
+        "LaunchTemplateId": TEMPLATE,
+        "Version": "$Latest",
+    }
+    pools = {(o["InstanceType"], o["SubnetId"]) for o in config["Overrides"]}
+    assert pools == {(t, s) for t in TYPES for s in SUBNETS}
+    for spec in params["TagSpecifications"]:
+        tags = {t["Key"]: t["Value"] for t in spec["Tags"]}
+        assert tags == {
+            "DROPFLOW_JOB_ID": JOB,
+            "DROPFLOW_MODEL": "iris",
+            "DROPFLOW_ATTEMPT": "1",
+            "dropflow:managed": "true",
+        }
+    assert {s["ResourceType"] for s in params["TagSpecifications"]} == {"instance", "volume"}
+
+
+def test_request_instance_types_replace_the_defaults_and_on_demand_has_no_spot_options(
+    ec2,
+) -> None:
+    compute, _ = ec2
+    request = LaunchRequest(
+        job_id=JOB, model="iris", attempt=1, instance_types=("g4dn.xlarge",), lifecycle="on-demand"
+    )
+
+    params = compute.fleet_request(request)
+
+    assert {o["InstanceType"] for o in params["LaunchTemplateConfigs"][0]["Overrides"]} == {
+        "g4dn.xlarge"
+    }
+    assert params["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "on-demand"
+    assert "SpotOptions" not in params
+
+
+def test_client_token_is_stable_per_job_attempt_and_lifecycle(ec2) -> None:
+    compute, _ = ec2
+    other = Ec2Compute(TEMPLATE, client=object())  # another Lambda, same launch
+
+    token = compute.fleet_request(_request())["ClientToken"]
+
+    assert token == other.fleet_request(_request())["ClientToken"]
+    assert len(token) <= 64
+    assert token != compute.fleet_request(_request(attempt=2))["ClientToken"]
+    assert token != compute.fleet_request(_request("on-demand"))["ClientToken"]
+    assert len(client_token("x" * 500, 1, "spot")) <= 64
+
+
+# --------------------------------------------------------------------------- launch
+def test_every_pool_out_of_capacity_is_a_capacity_error_naming_the_pools(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet(_every_pool("InsufficientInstanceCapacity")))
+
+    with pytest.raises(LaunchError) as caught:
+        compute.launch(_request())
+
+    assert caught.value.kind == "capacity"
+    message = str(caught.value)
+    for t in TYPES:
+        for s in SUBNETS:
+            assert f"{t}/{s} spot: InsufficientInstanceCapacity" in message
+
+
+def test_partial_errors_with_one_instance_is_a_launch(ec2) -> None:
+    compute, stubber = ec2
+    errors = [_pool_error("InsufficientInstanceCapacity", "g6.xlarge", s) for s in SUBNETS]
+    _expect_fleet(stubber, _fleet(errors, instance=True))
+    _expect_describe(stubber, _described("pending"))
+
+    inst = compute.launch(_request())
+
+    assert inst.instance_id == INSTANCE
+    assert (inst.job_id, inst.attempt, inst.state) == (JOB, 1, InstanceState.PENDING)
+    assert (inst.instance_type, inst.zone, inst.lifecycle) == ("g5.xlarge", "us-east-1b", "spot")
+    assert inst.launched_at == LAUNCHED.timestamp()
+
+
+def test_instance_not_yet_visible_is_reported_from_the_fleet_answer(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet([], instance=True))
+    for _ in range(4):  # DescribeInstances lags behind CreateFleet
+        stubber.add_client_error("describe_instances", "InvalidInstanceID.NotFound")
+
+    inst = compute.launch(_request())
+
+    assert (inst.instance_id, inst.state, inst.instance_type) == (
+        INSTANCE,
+        InstanceState.PENDING,
+        "g5.xlarge",
+    )
+    assert inst.launched_at == 1234.0
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("MaxSpotInstanceCountExceeded", "quota"),
+        ("VcpuLimitExceeded", "quota"),
+        ("SpotMaxPriceTooLow", "price"),
+        ("UnfulfillableCapacity", "capacity"),
+        ("InsufficientFreeAddressesInSubnet", "capacity"),
+        ("InvalidLaunchTemplateId.NotFound", "config"),
+    ],
+)
+def test_pool_errors_are_classified(ec2, code: str, kind: str) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet(_every_pool(code)))
+
+    with pytest.raises(LaunchError) as caught:
+        compute.launch(_request())
+
+    assert caught.value.kind == kind
+    assert code in str(caught.value)
+
+
+def test_capacity_in_one_pool_outranks_a_setting_error_in_another(ec2) -> None:
+    compute, stubber = ec2
+    errors = [
+        _pool_error("InvalidParameterValue", "g6.xlarge", SUBNETS[0]),
+        _pool_error("InsufficientInstanceCapacity", "g5.xlarge", SUBNETS[1]),
+    ]
+    _expect_fleet(stubber, _fleet(errors))
+
+    with pytest.raises(LaunchError) as caught:
+        compute.launch(_request())
+
+    assert caught.value.kind == "capacity"
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [("RequestLimitExceeded", "transient"), ("UnauthorizedOperation", "config")],
+)
+def test_create_fleet_exceptions_are_classified(ec2, code: str, kind: str) -> None:
+    compute, stubber = ec2
+    stubber.add_client_error("create_fleet", code, "no")
+
+    with pytest.raises(LaunchError) as caught:
+        compute.launch(_request())
+
+    assert caught.value.kind == kind
+    assert code in str(caught.value)
+
+
+def test_classify_defaults_to_config() -> None:
+    assert classify("SomethingNew") == "config"
+
+
+# --------------------------------------------------------------------------- launch_any
+def test_launch_any_falls_back_to_on_demand_after_spot_capacity_errors(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet(_every_pool("InsufficientInstanceCapacity")))
+    _expect_fleet(stubber, _fleet([], instance=True, lifecycle="on-demand"), "on-demand")
+    _expect_describe(stubber, _described("pending", lifecycle="on-demand"))
+
+    inst = compute.launch_any(_request(), allow_on_demand=True)
+
+    assert (inst.instance_id, inst.lifecycle) == (INSTANCE, "on-demand")
+
+
+def test_launch_any_falls_back_after_a_spot_quota_error(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet(_every_pool("MaxSpotInstanceCountExceeded")))
+    _expect_fleet(stubber, _fleet([], instance=True, lifecycle="on-demand"), "on-demand")
+    _expect_describe(stubber, _described("pending", lifecycle="on-demand"))
+
+    assert compute.launch_any(_request(), allow_on_demand=True).lifecycle == "on-demand"
+
+
+def test_launch_any_without_on_demand_fails_with_the_reason(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet(_every_pool("InsufficientInstanceCapacity")))
+
+    with pytest.raises(LaunchError) as caught:
+        compute.launch_any(_request(), allow_on_demand=False)
+
+    assert caught.value.kind == "capacity"
+    assert "InsufficientInstanceCapacity" in str(caught.value)
+    assert "the spec does not allow on-demand" in str(caught.value)
+
+
+def test_launch_any_does_not_fall_back_on_a_config_error(ec2) -> None:
+    compute, stubber = ec2
+    stubber.add_client_error("create_fleet", "InvalidLaunchTemplateId.NotFound", "gone")
+
+    with pytest.raises(LaunchError) as caught:
+        compute.launch_any(_request(), allow_on_demand=True)
+
+    assert caught.value.kind == "config"
+    assert "on-demand not tried" in str(caught.value)
+
+
+def test_launch_any_lists_every_attempt_when_both_fail(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet(_every_pool("InsufficientInstanceCapacity")))
+    _expect_fleet(
+        stubber,
+        _fleet(_every_pool("InsufficientInstanceCapacity", "on-demand")),
+        "on-demand",
+    )
+
+    with pytest.raises(LaunchError) as caught:
+        compute.launch_any(_request(), allow_on_demand=True)
+
+    message = str(caught.value)
+    assert "(spot)" in message and "(on-demand)" in message
+    assert "g5.xlarge/subnet-bbbb2222 on-demand: InsufficientInstanceCapacity" in message
+    assert caught.value.kind == "capacity"
+
+
+# --------------------------------------------------------------------------- describe
+def test_describe_maps_states_and_reads_the_end_time(ec2) -> None:
+    compute, stubber = ec2
+    _expect_describe(
+        stubber,
+        _described("stopping", reason="User initiated (2026-11-23 11:00:00 GMT)"),
+    )
+
+    inst = compute.describe(INSTANCE)
+
+    assert inst is not None and inst.state == InstanceState.TERMINATED
+    assert inst.ended_at == datetime(2026, 11, 23, 11, 0, tzinfo=UTC).timestamp()
+    assert inst.exit_code is None
+
+
+def test_an_instance_without_dropflow_tags_is_not_ours(ec2) -> None:
+    compute, stubber = ec2
+    _expect_describe(stubber, _described(tags={"Name": "someone else's"}))
+    _expect_describe(stubber, _described(tags={"Name": "someone else's"}))
+
+    assert compute.describe(INSTANCE) is None
+    compute.terminate(INSTANCE)  # described, found foreign, left alone (no TerminateInstances)
+
+
+def test_terminate_a_running_instance_and_an_unknown_one(ec2) -> None:
+    compute, stubber = ec2
+    _expect_describe(stubber, _described("running"))
+    stubber.add_response(
+        "terminate_instances",
+        {"TerminatingInstances": [{"InstanceId": INSTANCE}]},
+        {"InstanceIds": [INSTANCE]},
+    )
+    stubber.add_client_error("describe_instances", "InvalidInstanceID.NotFound")
+
+    compute.terminate(INSTANCE)
+    compute.terminate(INSTANCE)  # now unknown: fine
+
+
+# --------------------------------------------------------------------------- wiring
+def test_open_compute_builds_an_ec2_compute_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dropflow.adapters import open_compute
+
+    monkeypatch.setenv("DROPFLOW_TRAINING_SUBNET_IDS", "subnet-1, subnet-2,")
+    monkeypatch.setenv("DROPFLOW_TRAINING_INSTANCE_TYPES", "g5.xlarge,g6.xlarge")
+    monkeypatch.setenv("DROPFLOW_STACK_NAME", "dropflow-prod")
+    open_compute.cache_clear()
+    try:
+        compute = open_compute("ec2://lt-0fedcba9876543210")
+    finally:
+        open_compute.cache_clear()
+
+    assert isinstance(compute, Ec2Compute)
+    assert compute.launch_template_id == "lt-0fedcba9876543210"
+    assert compute.subnet_ids == ("subnet-1", "subnet-2")
+    assert compute.instance_types == ("g5.xlarge", "g6.xlarge")
+    assert compute.tags == {"dropflow:stack": "dropflow-prod"}
