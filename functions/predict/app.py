@@ -1,10 +1,12 @@
 """Predict: dropflow's HTTP API behind API Gateway (REST proxy) and the local gateway.
 
-GET /health, GET /models, GET /models/{name}, POST /models/{name}/predict. The routes call
-dropflow.serving; this file maps HTTP onto it and domain errors onto statuses. A client
+GET /health, GET /models, GET /models/{name}, POST /models/{name}/predict, and the Open
+Inference Protocol v2 under /v2 (dropflow.oip; its errors are {"error": "<message>"}). The
+routes call dropflow.serving; this file maps HTTP onto it and domain errors onto statuses. A client
 mistake is always a 4xx naming the problem; only our own bugs are a (logged) 500.
 """
 
+import json
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -20,12 +22,18 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
-from dropflow import api, services
+from dropflow import __version__, api, oip, services
 from dropflow.config import settings
 from dropflow.errors import InvalidName, NotFoundError, NotReadyError
 from dropflow.names import check_version
 from dropflow.observability import logger, metrics, tracer
-from dropflow.serving import InvalidInstances, ModelCache, PredictionService, rows_problem
+from dropflow.serving import (
+    NOT_READY_RETRY_AFTER,
+    InvalidInstances,
+    ModelCache,
+    PredictionService,
+    rows_problem,
+)
 
 # Once per execution environment: a bad variable fails the cold start naming it, and warm
 # requests reuse the onnxruntime sessions and the cached champion pointers.
@@ -33,10 +41,30 @@ SETTINGS = settings()
 SERVICE = PredictionService(
     ModelCache(services.store(), services.registry(), champion_ttl=SETTINGS.champion_ttl_seconds)
 )
+OIP = oip.OpenInference(SERVICE, server_version=__version__)
 # Each route and the one method it answers: a known path with another method gets a 405.
 HEALTH, MODELS, MODEL, PREDICT = "/health", "/models", "/models/<name>", "/models/<name>/predict"
-METHODS = {HEALTH: "GET", MODELS: "GET", MODEL: "GET", PREDICT: "POST"}
+V2, V2_LIVE, V2_READY = "/v2", "/v2/health/live", "/v2/health/ready"
+V2_MODEL, V2_VERSION = "/v2/models/<name>", "/v2/models/<name>/versions/<version>"
+V2_MODEL_READY, V2_VERSION_READY = f"{V2_MODEL}/ready", f"{V2_VERSION}/ready"
+V2_INFER, V2_VERSION_INFER = f"{V2_MODEL}/infer", f"{V2_VERSION}/infer"
+METHODS = {
+    HEALTH: "GET",
+    MODELS: "GET",
+    MODEL: "GET",
+    PREDICT: "POST",
+    V2: "GET",
+    V2_LIVE: "GET",
+    V2_READY: "GET",
+    V2_MODEL: "GET",
+    V2_VERSION: "GET",
+    V2_MODEL_READY: "GET",
+    V2_VERSION_READY: "GET",
+    V2_INFER: "POST",
+    V2_VERSION_INFER: "POST",
+}
 ModelName = Annotated[str, Path(description="model name: 1-63 of a-z, 0-9, '-'")]
+VersionId = Annotated[str, Path(description="a version id, e.g. v20261123T101500Z-1a2b3c")]
 
 app = APIGatewayRestResolver(
     enable_validation=True,
@@ -143,14 +171,90 @@ def predict(name: ModelName, request: Annotated[PredictRequest, Body()]) -> Pred
     return PredictResponse.model_validate(answer)
 
 
-# ---------------------------------------------------------------------- errors
-def error(status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> Response:
+# ---------------------------------------------------------------------- Open Inference Protocol
+def _json(
+    body: dict[str, Any], status: HTTPStatus = HTTPStatus.OK, **headers: str
+) -> Response[dict[str, Any]]:
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
-        body=api.error_body(status, message),
+        body=body,
+        headers=headers or None,
+    )
+
+
+@app.get(V2)
+def oip_server_metadata() -> Response[dict[str, Any]]:
+    return _json(OIP.server_metadata())
+
+
+@app.get(V2_LIVE)
+def oip_live() -> Response[dict[str, Any]]:
+    return _json({"live": True})
+
+
+@app.get(V2_READY)
+def oip_ready() -> Response[dict[str, Any]]:
+    ready = OIP.server_ready()
+    return _json({"ready": ready}, HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE)
+
+
+@app.get(V2_MODEL)
+def oip_model_metadata(name: ModelName) -> Response[dict[str, Any]]:
+    return _json(OIP.model_metadata(name))
+
+
+@app.get(V2_VERSION)
+def oip_version_metadata(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
+    return _json(OIP.model_metadata(name, version))
+
+
+def _model_ready(name: str, version: str | None) -> Response[dict[str, Any]]:
+    ready, why = OIP.model_ready(name, version)
+    if ready:
+        return _json({"name": name, "ready": True})
+    retry = str(NOT_READY_RETRY_AFTER)
+    return _json(oip.error_body(why), HTTPStatus.SERVICE_UNAVAILABLE, **{"Retry-After": retry})
+
+
+@app.get(V2_MODEL_READY)
+def oip_model_ready(name: ModelName) -> Response[dict[str, Any]]:
+    return _model_ready(name, None)
+
+
+@app.get(V2_VERSION_READY)
+def oip_version_ready(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
+    return _model_ready(name, version)
+
+
+@app.post(V2_INFER)
+def oip_infer(name: ModelName) -> Response[dict[str, Any]]:
+    return _json(OIP.infer(name, None, app.current_event.decoded_body))
+
+
+@app.post(V2_VERSION_INFER)
+def oip_version_infer(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
+    return _json(OIP.infer(name, version, app.current_event.decoded_body))
+
+
+# ---------------------------------------------------------------------- errors
+def error(status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> Response:
+    # Under /v2 errors take the protocol's shape; elsewhere dropflow's {"error": {code, message}}.
+    if oip.is_oip_path(app.current_event.path):
+        body: dict[str, Any] = oip.error_body(message)
+    else:
+        body = api.error_body(status, message)
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
         headers=headers,
     )
+
+
+@app.exception_handler(oip.OipError)
+def invalid_inference_request(exc: oip.OipError) -> Response:
+    return error(exc.status, str(exc))
 
 
 @app.exception_handler(RequestValidationError)
@@ -190,7 +294,8 @@ def no_route(exc: NoRoute) -> Response:
     if allowed and allowed != method:
         message = f"{method} is not allowed on {path}; use {allowed}"
         return error(HTTPStatus.METHOD_NOT_ALLOWED, message, {"Allow": allowed})
-    return error(HTTPStatus.NOT_FOUND, f"no route {method} {path}: see GET /models")
+    hint = "GET /v2/models/<name>" if oip.is_oip_path(path) else "GET /models"
+    return error(HTTPStatus.NOT_FOUND, f"no route {method} {path}: see {hint}")
 
 
 @app.exception_handler(ServiceError)
@@ -214,5 +319,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     event = api.json_event(event)  # curl's default Content-Type with a JSON body is JSON
     refused = api.precheck(event)  # size and content type, before anything parses the body
     if refused:
-        return api.proxy_error(*refused)
+        answer = api.proxy_error(*refused)
+        if oip.is_oip_path(event.get("path")):
+            answer["body"] = json.dumps(oip.error_body(refused[1]))
+        return answer
     return app.resolve(event, context)

@@ -253,6 +253,30 @@ class PredictionService:
         answer["served_by"] = SERVED_BY
         return answer
 
+    def servable_version(self, model: str, version: str | None = None) -> str:
+        """The version a request for `model` (pinned to `version`, or the champion) runs on.
+
+        Raises InvalidName, NotFoundError (unknown model or version, or a rejected version)
+        or NotReadyError (no champion yet, or a version still being checked).
+        """
+        check_model_name(model)
+        if version is None:
+            return self.cache.champion(model)
+        check_version(version)
+        self.cache.ensure_servable(model, version)
+        return version
+
+    def run_graph(self, model: str, version: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's raw output tensor for an already encoded float32 [N, F] `batch`.
+
+        `version` must come from `servable_version`. The answer is {"probabilities": [N, C]}
+        for classification, {"prediction": [N]} for regression (see dropflow.card).
+        """
+        card = self.cache.card(model, version)
+        output = PROBABILITIES if card.task == "classification" else PREDICTION
+        (values,) = self.cache.session(model, version).run([output], {INPUT_NAME: batch})
+        return {output: values}
+
     def list_models(self) -> list[dict[str, Any]]:
         """Every known model with its champion version (None while it has none)."""
         models = []
