@@ -220,8 +220,9 @@ class InterruptionWatcher:
 
     def _seen(self, kind: str, detail: str) -> None:
         self.notice = Notice(kind=kind, detail=detail, seen_at=time.time())
-        self.event.set()
+        # The line first: whoever wakes on the event may read the log right away.
         log.warning("%s notice from EC2: %s", kind, detail)
+        self.event.set()
 
 
 def _describe_spot(body: str) -> str:
