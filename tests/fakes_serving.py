@@ -151,18 +151,21 @@ def publish(
     model_bytes: bytes | None = None,
     card_extra: dict[str, Any] | None = None,
     parity_passed: bool = True,
+    x: np.ndarray | None = None,
+    target: np.ndarray | None = None,
 ) -> Card:
     """Publish a version as the training job does (model, reference, card last).
 
     `features` are names (number features, as cards had before categories) or Features;
     the graph is linear in the input columns whatever they hold, so a category column's
     output depends on its code. `skew_reference` shifts the recorded torch outputs, to fake
-    a parity failure; `model_bytes` replaces the graph (e.g. with garbage).
+    a parity failure; `model_bytes` replaces the graph (e.g. with garbage). `x` replaces the
+    random holdout rows, and `target` (their labels) is published in reference.npz when given.
     """
     features = features or [f"f{i}" for i in range(n_features)]
     n_features = len(features)
     rng = np.random.default_rng(seed + 1000)
-    x = rng.normal(size=(16, n_features)).astype(np.float32)
+    x = rng.normal(size=(16, n_features)).astype(np.float32) if x is None else x
     if task == "classification":
         classes = classes if classes is not None else ["no", "yes"]
         weights, bias = linear_weights(n_features, len(classes), seed)
@@ -189,7 +192,11 @@ def publish(
         extra=card_extra,
     )
     store.put(artifact_key(model, version, "model.onnx"), model_bytes or graph)
-    store.put(artifact_key(model, version, "reference.npz"), reference_npz(input=x, **expected))
+    labels = {} if target is None else {"target": np.asarray(target)}
+    store.put(
+        artifact_key(model, version, "reference.npz"),
+        reference_npz(input=x, **expected, **labels),
+    )
     store.put(card_key(model, version), card.model_dump_json().encode())
     return card
 

@@ -175,15 +175,25 @@ def check_parity(
     return parity, expected
 
 
-def reference_npz(network: Network, inputs: np.ndarray, outputs: np.ndarray) -> bytes:
-    """reference.npz: the holdout rows (float32) and torch's answers for them.
+def reference_npz(
+    network: Network,
+    inputs: np.ndarray,
+    outputs: np.ndarray,
+    target: np.ndarray | None = None,
+) -> bytes:
+    """reference.npz: the holdout rows (float32), torch's answers for them and, when given,
+    the holdout's true `target` (class ids, or values in the target's units).
 
     Keyed by the graph's own names (`input`, and `probabilities` or `prediction`) so that the
-    file is a ready onnxruntime feed for promotion's re-check; `inputs`/`outputs` hold the same
-    arrays under names that do not depend on the task.
+    file is a ready onnxruntime feed for promotion's parity re-check; `target` lets promotion
+    score the candidate and the champion on the same rows.
     """
-    x = np.asarray(inputs, dtype=np.float32)
-    y = np.asarray(outputs, dtype=np.float32)
+    arrays = {
+        INPUT_NAME: np.asarray(inputs, dtype=np.float32),
+        output_name(network): np.asarray(outputs, dtype=np.float32),
+    }
+    if target is not None:
+        arrays["target"] = np.asarray(target)
     buffer = io.BytesIO()
-    np.savez(buffer, **{INPUT_NAME: x, output_name(network): y, "inputs": x, "outputs": y})
+    np.savez(buffer, **arrays)
     return buffer.getvalue()

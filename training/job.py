@@ -312,7 +312,7 @@ def train_and_publish(
         model_bytes = onnx_path.stat().st_size
     store.put(
         artifact_key(model, version, REFERENCE_FILE),
-        reference_npz(network, parts.x_holdout, reference),
+        reference_npz(network, parts.x_holdout, reference, target=parts.y_holdout),
         content_type="application/octet-stream",
     )
     store.put(artifact_key(model, version, CURVE_FILE), curve, content_type="image/png")

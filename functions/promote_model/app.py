@@ -32,7 +32,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"skipped": f"{key} is not a model card (models/<model>/<version>/card.json)"}
     model, version = location
     try:
-        result = promote(model, version, services.store(), services.registry())
+        result = promote(model, version, services.store(), services.registry(), services.events())
     except InvalidName as exc:  # a stray file: retrying cannot help, so answer instead of raising
         logger.warning("card ignored", extra={"key": key, "reason": str(exc)})
         return {"skipped": str(exc)}

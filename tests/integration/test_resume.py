@@ -150,7 +150,7 @@ class Home:
         job = self.jobs.get(job_id)
         data = self.store.get(f"models/{job.model}/{job.version}/reference.npz")
         with np.load(io.BytesIO(data)) as reference:
-            return reference["outputs"]
+            return reference["probabilities"]
 
     def text(self, key: str) -> str:
         return self.store.get(key).decode()

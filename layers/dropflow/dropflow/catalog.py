@@ -1,7 +1,9 @@
 """The model catalog in the registry: every published version, its decision, the champion.
 
 pk MODEL#<model>: sk VERSION#<version> per version, sk CHAMPION for the pointer that serving
-follows. The champion switch is a compare-and-set, so two promotions never both win.
+follows, sk CHANGE#<time>#<version> for each switch of that pointer (promotion or rollback).
+The champion switch is a compare-and-set, so two promotions (or a promotion and a rollback)
+never both win.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dropflow.jobs import MODELS_PK, model_pk
 from dropflow.names import check_model_name
@@ -28,6 +30,8 @@ class VersionRecord(BaseModel):
     primary_value: float | None = None
     published_at: float | None = None
     decided_at: float | None = None
+    # What the gate compared: primary, candidate, champion, champion_version, basis, rows, ...
+    metrics: dict[str, Any] = Field(default_factory=dict)
 
 
 class Champion(BaseModel):
@@ -36,6 +40,17 @@ class Champion(BaseModel):
     previous: str | None = None
     since: float
     revision: int = 0  # registry revision, the token for the next switch
+
+
+class ChampionChange(BaseModel):
+    """One switch of the champion pointer, kept as history (who, from what, why)."""
+
+    model: str
+    version: str
+    previous: str | None = None
+    action: Literal["promotion", "rollback"]
+    reason: str = ""
+    at: float
 
 
 class Catalog:
@@ -95,3 +110,21 @@ class Catalog:
         return self.registry.compare_and_set(
             model_pk(model), "CHAMPION", data, expected_revision=expected.revision
         )
+
+    def approved_before(self, model: str, version: str) -> VersionRecord | None:
+        """The newest approved version older than `version` (versions sort by time)."""
+        older = [r for r in self.versions(model) if r.version < version]
+        approved = [r for r in older if r.decision == "approved"]
+        return approved[-1] if approved else None
+
+    def record_change(self, change: ChampionChange) -> ChampionChange:
+        """Append a champion switch to the model's history (after the switch succeeded)."""
+        sk = f"CHANGE#{change.at:017.6f}#{change.version}"
+        self.registry.put(model_pk(change.model), sk, change.model_dump(mode="json"))
+        return change
+
+    def changes(self, model: str) -> list[ChampionChange]:
+        """The champion's history, oldest first."""
+        check_model_name(model)
+        recs = self.registry.query(model_pk(model), sk_prefix="CHANGE#")
+        return [ChampionChange.model_validate(r.data) for r in recs]

@@ -72,6 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--template", type=Path, help="template.yaml (default: the checkout's)")
     invoke.add_argument("--env-vars", type=Path, help="JSON of environment overrides")
     _home(invoke)
+
+    models = sub.add_parser("models", help="the model registry: versions, cards, rollback")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    listing = models_sub.add_parser("list", help="versions of a model with their decisions")
+    listing.add_argument("model")
+    _home(listing)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    show = models_sub.add_parser("show", help="a version's card and decision (default: champion)")
+    show.add_argument("model")
+    show.add_argument("--version", help="the version to show (default: the champion)")
+    _home(show)
+    back = models_sub.add_parser("rollback", help="make an earlier sound version the champion")
+    back.add_argument("model")
+    back.add_argument(
+        "--to",
+        dest="to_version",
+        metavar="VERSION",
+        help="this version (default: the previous champion)",
+    )
+    _home(back)
     return parser
 
 
@@ -90,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args.data, args.target, args.home, args.timeout)
         if args.command == "invoke":
             return cmd_invoke(args)
+        if args.command == "models":
+            return cmd_models(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -156,6 +178,36 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print(render(report))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from dropflow import services
+    from dropflow.local.runtime import configure
+    from dropflow.model_registry import list_versions, rollback, show_version
+
+    configure(args.home)
+    if args.models_command == "list":
+        rows = list_versions(args.model, services.registry())
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+            return 0
+        for row in rows:
+            mark = "*" if row["champion"] else " "
+            value = row["primary_value"]
+            metric = "" if value is None else f"{row['primary_metric']}={value:.4g}"
+            reason = row["reason"] or ""
+            print(f"{mark} {row['version']}  {row['decision']:<8}  {metric:<18}  {reason}")
+        return 0
+    if args.models_command == "show":
+        shown = show_version(args.model, services.store(), services.registry(), args.version)
+        print(json.dumps(shown, indent=2, default=str))
+        return 0
+    result = rollback(args.model, services.store(), services.registry(), args.to_version)
+    print(
+        f"{args.model}: champion {result.champion_before} -> {result.champion_after}"
+        f" ({result.reason})"
+    )
     return 0
 
 

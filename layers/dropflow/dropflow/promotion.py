@@ -3,26 +3,41 @@
 The training job publishes `models/<model>/<version>/{model.onnx, reference.npz, card.json}`
 (card last). Before anything is served, promotion re-checks the parity evidence with
 onnxruntime alone: `reference.npz` holds the holdout inputs under `input` and the torch
-outputs under the graph's output name (`probabilities` or `prediction`). Then a minimal
-metric gate compares the candidate with the champion, and the champion pointer is switched
-with compare-and-set. The decision is recorded, so a replayed event changes nothing.
+outputs under the graph's output name (`probabilities` or `prediction`), and, from jobs
+that publish it, the holdout labels under `target` (class ids, or values in the target's
+units). Then the fair gate runs the candidate AND the champion on the candidate's holdout
+rows and compares their primary metric (dropflow.scoring); where that cannot be done (no
+`target`, different feature schemas or classes, an unrunnable champion) it compares the
+metrics recorded on the cards and the reason says why. The champion pointer is switched
+with compare-and-set, the decision is recorded (a replayed event changes nothing), and a
+"Model Promoted" / "Model Rejected" event is published.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import math
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from dropflow import scoring
 from dropflow.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card, artifact_key, card_key
-from dropflow.catalog import Catalog, Champion, VersionRecord
+from dropflow.catalog import Catalog, Champion, ChampionChange, VersionRecord
+from dropflow.events import PROMOTED, REJECTED, EventPublisher
 from dropflow.jobs import ConcurrentUpdate
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
+
+log = logging.getLogger(__name__)
+
+# The holdout labels in reference.npz (absent from versions published before the fair gate).
+TARGET_NAME = "target"
 
 # Compare-and-set rounds before giving up; each lost round means another version just won.
 MAX_SWITCH_ROUNDS = 5
@@ -50,25 +65,50 @@ class PromotionResult(BaseModel):
     champion_after: str | None
     primary_metric: str | None = None
     primary_value: float | None = None
+    metrics: dict[str, Any] = {}  # what the gate compared (see GateOutcome)
     replayed: bool = False  # True when the decision was already recorded (event delivered twice)
+
+
+@dataclass
+class GateOutcome:
+    """The gate's reason to approve, and the numbers behind it.
+
+    metrics: primary, candidate, champion (None without one), champion_version, basis
+    ("holdout": both models scored on the candidate's holdout rows; "card": the cards'
+    recorded values), rows (holdout basis), tolerance, higher_is_better.
+    """
+
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class Rejected(Exception):
     """Internal: the candidate cannot be promoted; the message is the recorded reason."""
+
+    def __init__(self, message: str, metrics: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.metrics = metrics or {}
 
 
 class NothingPublished(Rejected):
     """Internal: there is no card.json, so there is no version to decide on."""
 
 
-def promote(model: str, version: str, store: ObjectStore, registry: Registry) -> PromotionResult:
+def promote(
+    model: str,
+    version: str,
+    store: ObjectStore,
+    registry: Registry,
+    events: EventPublisher | None = None,
+) -> PromotionResult:
     """Check `version` of `model` and make it the champion when it is sound and not worse.
 
-    Returns the decision with its reason; a missing or corrupt artifact or a parity failure is
-    a rejection, never an exception (without a card.json nothing is recorded: there is no
-    version yet). The decision is recorded, so a replay returns it. Raises InvalidName for a
-    malformed model or version, and ConcurrentUpdate when the champion kept changing under
-    it (the event can be retried).
+    Returns the decision with its reason, and publishes it to `events` when it is new (not a
+    replay); a failed publish is logged and never undoes the decision. A missing or corrupt
+    artifact or a parity failure is a rejection, never an exception (without a card.json
+    nothing is recorded: there is no version yet). The decision is recorded, so a replay
+    returns it. Raises InvalidName for a malformed model or version, and ConcurrentUpdate
+    when the champion kept changing under it (the event can be retried).
     """
     check_model_name(model)
     check_version(version)
@@ -87,6 +127,7 @@ def promote(model: str, version: str, store: ObjectStore, registry: Registry) ->
             champion_after=current,
             primary_metric=recorded.primary_metric,
             primary_value=recorded.primary_value,
+            metrics=recorded.metrics,
             replayed=True,
         )
 
@@ -109,24 +150,59 @@ def promote(model: str, version: str, store: ObjectStore, registry: Registry) ->
         )
     except Rejected as rejected:
         champion = catalog.champion(model)
-        return _record(catalog, model, version, card, "rejected", str(rejected), champion, champion)
+        result = _record(
+            catalog, model, version, card, "rejected", str(rejected), champion, champion
+        )
+        return _announce(events, result)
 
     for _ in range(MAX_SWITCH_ROUNDS):
         champion = catalog.champion(model)
         if champion is not None and champion.version == version:
             # A previous run switched the pointer but stopped before recording the decision.
             reason = "already the champion"
-            return _record(catalog, model, version, card, "approved", reason, champion, champion)
+            result = _record(catalog, model, version, card, "approved", reason, champion, champion)
+            return _announce(events, result)
         try:
-            reason = gate(card, champion, store)
+            outcome = gate(card, champion, store)
         except Rejected as rejected:
-            reason = str(rejected)
-            return _record(catalog, model, version, card, "rejected", reason, champion, champion)
+            result = _record(
+                catalog,
+                model,
+                version,
+                card,
+                "rejected",
+                str(rejected),
+                champion,
+                champion,
+                rejected.metrics,
+            )
+            return _announce(events, result)
         # Switch first, record second: a crash in between leaves a pointer that a retry
         # recognises ("already the champion"), never an approval that was not applied.
         if catalog.switch_champion(model, version, expected=champion):
             after = catalog.champion(model)
-            return _record(catalog, model, version, card, "approved", reason, champion, after)
+            catalog.record_change(
+                ChampionChange(
+                    model=model,
+                    version=version,
+                    previous=champion.version if champion else None,
+                    action="promotion",
+                    reason=outcome.reason,
+                    at=after.since if after else time.time(),
+                )
+            )
+            result = _record(
+                catalog,
+                model,
+                version,
+                card,
+                "approved",
+                outcome.reason,
+                champion,
+                after,
+                outcome.metrics,
+            )
+            return _announce(events, result)
     raise ConcurrentUpdate(
         f"promotion of {model} {version}: the champion changed {MAX_SWITCH_ROUNDS} times while "
         "deciding; retry the event"
@@ -234,34 +310,141 @@ def promotion_tolerance(card: Card) -> float:
     return float(value) if isinstance(value, int | float) and value >= 0 else 0.0
 
 
-def gate(card: Card, champion: Champion | None, store: ObjectStore) -> str:
-    """The metric gate: the reason for approving `card`, or Rejected when it is worse."""
+def gate(card: Card, champion: Champion | None, store: ObjectStore) -> GateOutcome:
+    """The metric gate: why `card` may replace `champion`, or Rejected when it is worse.
+
+    Fair when it can be: both graphs scored on the candidate's holdout rows and labels.
+    Otherwise the cards' recorded metrics, with the reason for the fallback in the reason.
+    """
     metric, value = card.metrics.primary, card.metrics.primary_value
+    tolerance = promotion_tolerance(card)
+    numbers: dict[str, Any] = {
+        "primary": metric,
+        "candidate": value,
+        "champion": None,
+        "champion_version": champion.version if champion else None,
+        "basis": "card",
+        "tolerance": tolerance,
+        "higher_is_better": card.metrics.higher_is_better,
+    }
     if champion is None:
-        return f"first version of {card.model} ({metric} {value:.4g})"
+        return GateOutcome(f"first version of {card.model} ({metric} {value:.4g})", numbers)
     if champion.version > card.version:
         # Versions sort by publish time: a late or replayed event must not roll back.
-        raise Rejected(f"older than the champion {champion.version}")
+        raise Rejected(f"older than the champion {champion.version}", numbers)
     try:
         incumbent = Card.model_validate_json(store.get(card_key(card.model, champion.version)))
     except (ObjectNotFound, ValidationError):
         # Nothing to compare with; a candidate that passed parity beats an unreadable champion.
-        return f"champion {champion.version} has no readable card; {metric} {value:.4g}"
-    if metric not in incumbent.metrics.holdout:
-        return f"champion {champion.version} has no {metric} (the spec changed); newer spec wins"
-    best = incumbent.metrics.holdout[metric]
-    tolerance = promotion_tolerance(card)
-    if card.metrics.higher_is_better:
-        not_worse, direction = value >= best - tolerance, "higher"
+        reason = f"champion {champion.version} has no readable card; {metric} {value:.4g}"
+        return GateOutcome(reason, numbers)
+
+    fair = fair_scores(card, incumbent, store)
+    if isinstance(fair, FairScores):
+        numbers.update(
+            basis="holdout", candidate=fair.candidate, champion=fair.champion, rows=fair.rows
+        )
+        where = f"on the same {fair.rows} holdout rows"
+        value, best, note = fair.candidate, fair.champion, ""
+        if not math.isfinite(best):
+            reason = (
+                f"the champion {champion.version} gives a non-finite {metric} {where}; "
+                f"{metric} {value:.4g}"
+            )
+            return GateOutcome(reason, numbers)
     else:
-        not_worse, direction = value <= best + tolerance, "lower"
+        where, note = "", f"; compared the cards' recorded metrics: {fair}"
+        if metric not in incumbent.metrics.holdout:
+            reason = (
+                f"champion {champion.version} has no {metric} (the spec changed); newer spec wins"
+                f"{note}"
+            )
+            return GateOutcome(reason, numbers)
+        best = incumbent.metrics.holdout[metric]
+        numbers["champion"] = best
+    direction = "higher" if card.metrics.higher_is_better else "lower"
     comparison = (
         f"{metric} {value:.4g} vs champion {champion.version} {best:.4g} "
-        f"({direction} is better, tolerance {tolerance:.3g})"
+        f"({direction} is better, tolerance {tolerance:.3g}){note}"
     )
-    if not not_worse:
-        raise Rejected(f"worse than the champion: {comparison}")
-    return f"not worse than the champion: {comparison}"
+    verdict = f" {where}:" if where else ":"
+    if not scoring.not_worse(metric, value, best, tolerance):
+        raise Rejected(f"worse than the champion{verdict} {comparison}", numbers)
+    return GateOutcome(f"not worse than the champion{verdict} {comparison}", numbers)
+
+
+@dataclass(frozen=True)
+class FairScores:
+    candidate: float
+    champion: float
+    rows: int
+
+
+def fair_scores(card: Card, incumbent: Card, store: ObjectStore) -> FairScores | str:
+    """Both models' primary metric on the candidate's holdout rows, or why that cannot be done.
+
+    Needs the labels in the candidate's reference.npz (`target`) and the same input encoding
+    for both graphs: features (names, order, kinds, category codes, nullability) and classes.
+    """
+    metric = card.metrics.primary
+    if incumbent.task != card.task:
+        return f"the champion is a {incumbent.task} model, the candidate a {card.task} model"
+    if not scoring.supports(card.task, metric):
+        return f"{metric!r} cannot be computed from the holdout rows"
+    mismatch = schema_mismatch(card, incumbent)
+    if mismatch:
+        return f"feature schemas differ ({mismatch})"
+    reference = _artifact(store, card, "reference", "reference.npz")
+    try:
+        with np.load(io.BytesIO(reference), allow_pickle=False) as npz:
+            if TARGET_NAME not in npz.files:
+                return "reference.npz has no holdout target (published before fair scoring)"
+            x = np.asarray(npz[INPUT_NAME], dtype=np.float32)
+            y = np.asarray(npz[TARGET_NAME])
+    except Exception as exc:  # already read by check_parity; a race or a bad member
+        return f"reference.npz is unreadable: {_short(exc)}"
+    problem = scoring.check_labels(card.task, y, len(x), len(card.classes or []))
+    if problem:
+        return f"reference.npz {problem}"
+    candidate = _score(card, store, x, y)
+    try:
+        champion = _score(incumbent, store, x, y)
+    except Rejected as exc:
+        return f"the champion cannot be run: {exc}"
+    return FairScores(candidate=candidate, champion=champion, rows=len(x))
+
+
+def schema_mismatch(card: Card, incumbent: Card) -> str | None:
+    """How the champion's input encoding or classes differ from the candidate's, or None."""
+    if card.feature_names != incumbent.feature_names:
+        return f"names or order: {incumbent.feature_names} vs {card.feature_names}"
+    for new, old in zip(card.features, incumbent.features, strict=True):
+        if new.dtype != old.dtype:
+            return f"{new.name!r} is a {new.dtype} here, a {old.dtype} in the champion"
+        if new.categories != old.categories:
+            return f"{new.name!r} has other category codes than in the champion"
+        if new.nullable != old.nullable:
+            return f"{new.name!r} is nullable in one model only"
+    if card.task == "classification" and card.classes != incumbent.classes:
+        return f"classes {incumbent.classes} vs {card.classes}"
+    return None
+
+
+def _score(card: Card, store: ObjectStore, x: np.ndarray, y: np.ndarray) -> float:
+    """The card's primary metric of its graph on (x, y); Rejected if the graph cannot run."""
+    import onnxruntime as ort
+
+    output = PROBABILITIES if card.task == "classification" else PREDICTION
+    model_bytes = _artifact(store, card, "model", "model.onnx")
+    try:
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        (outputs,) = session.run([output], {INPUT_NAME: x})
+    except Exception as exc:
+        raise Rejected(f"{card.version} model.onnx: {_short(exc)}") from None
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if not np.all(np.isfinite(outputs)):
+        return math.nan
+    return scoring.score(card.task, card.metrics.primary, y, outputs)
 
 
 # ---------------------------------------------------------------------- recording
@@ -274,6 +457,7 @@ def _record(
     reason: str,
     before: Champion | None,
     after: Champion | None,
+    metrics: dict[str, Any] | None = None,
 ) -> PromotionResult:
     metric = card.metrics.primary if card else None
     value = card.metrics.holdout.get(metric) if card and metric else None
@@ -288,6 +472,7 @@ def _record(
             primary_value=value,
             published_at=_epoch(card.created_at) if card else None,
             decided_at=time.time(),
+            metrics=metrics or {},
         )
     )
     return PromotionResult(
@@ -299,7 +484,26 @@ def _record(
         champion_after=after.version if after else None,
         primary_metric=metric,
         primary_value=value,
+        metrics=metrics or {},
     )
+
+
+def _announce(events: EventPublisher | None, result: PromotionResult) -> PromotionResult:
+    """Publish a new decision; the decision stands even when the event cannot be delivered."""
+    if events is None:
+        return result
+    detail = result.model_dump(mode="json", exclude={"replayed"})
+    try:
+        events.publish(PROMOTED if result.decision == "approved" else REJECTED, detail)
+    except Exception as exc:  # an unreachable bus must not turn a decision into a failure
+        log.warning(
+            "could not publish the %s event for %s %s: %s",
+            result.decision,
+            result.model,
+            result.version,
+            exc,
+        )
+    return result
 
 
 def _epoch(iso: str) -> float | None:

@@ -6,11 +6,14 @@ local runtime), so handlers never create clients or connections per request.
 
 from __future__ import annotations
 
+import os
 from functools import cache
+from pathlib import Path
 
 from dropflow import adapters
 from dropflow.catalog import Catalog
 from dropflow.config import settings
+from dropflow.events import EventPublisher, JsonLinesEventPublisher, NullEventPublisher
 from dropflow.jobs import JobStore
 from dropflow.launcher import Launcher
 from dropflow.ports import Compute, ObjectStore, Registry
@@ -55,13 +58,28 @@ def launcher() -> Launcher:
 
 
 @cache
+def events() -> EventPublisher:
+    """Where promotion's events go: DROPFLOW_EVENT_LOG (a JSON-lines file) when set, else
+    EventBridge (bus DROPFLOW_EVENT_BUS, default "default") when the store is S3, else nowhere.
+    """
+    log = os.environ.get("DROPFLOW_EVENT_LOG")
+    if log:
+        return JsonLinesEventPublisher(Path(log))
+    if settings().store_url.startswith("s3://"):
+        from dropflow.adapters.eventbridge_events import EventBridgePublisher
+
+        return EventBridgePublisher(os.environ.get("DROPFLOW_EVENT_BUS") or "default")
+    return NullEventPublisher()
+
+
+@cache
 def tracker() -> Tracker:
     return Tracker(launcher())
 
 
 def reset() -> None:
     """Forget every cached object and the settings (a new local home, or a test)."""
-    for factory in (store, registry, compute, jobs, catalog, launcher, tracker):
+    for factory in (store, registry, compute, jobs, catalog, launcher, tracker, events):
         factory.cache_clear()
     settings.cache_clear()
     for opener in (adapters.open_store, adapters.open_registry, adapters.open_compute):

@@ -63,6 +63,8 @@ class LocalPaths:
             "DROPFLOW_STORE_URL": self.bucket.as_uri(),
             "DROPFLOW_REGISTRY_URL": f"sqlite://{self.registry}",
             "DROPFLOW_COMPUTE_URL": f"process://{self.compute}",
+            # Locally, "Model Promoted" / "Model Rejected" events go to a JSON-lines file.
+            "DROPFLOW_EVENT_LOG": str(self.home / "events.jsonl"),
         }
 
 

@@ -1,0 +1,185 @@
+"""The model registry as operators use it: list versions, show one, roll the champion back.
+
+Rollback switches the champion pointer with the same compare-and-set as promotion, so it can
+never interleave with a promotion, and records the switch in the champion's history. Serving
+follows the pointer within its TTL, as it does after a promotion.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from dropflow.card import Card, card_key
+from dropflow.catalog import Catalog, ChampionChange, VersionRecord
+from dropflow.errors import DropflowError, NotFoundError
+from dropflow.jobs import ConcurrentUpdate
+from dropflow.names import check_model_name, check_version
+from dropflow.ports import ObjectNotFound, ObjectStore, Registry
+from dropflow.promotion import Rejected, check_parity
+
+
+class RollbackRefused(DropflowError):
+    """The rollback target cannot be served (the message says why)."""
+
+
+class RollbackResult(BaseModel):
+    model: str
+    champion_before: str
+    champion_after: str
+    reason: str
+    changed: bool = True
+
+
+def list_versions(model: str, registry: Registry) -> list[dict[str, Any]]:
+    """Every version of `model`, oldest first, with its decision and whether it is champion."""
+    catalog = _known(model, registry)
+    champion = catalog.champion(model)
+    current = champion.version if champion else None
+    return [
+        {**record.model_dump(mode="json"), "champion": record.version == current}
+        for record in catalog.versions(model)
+    ]
+
+
+def show_version(
+    model: str, store: ObjectStore, registry: Registry, version: str | None = None
+) -> dict[str, Any]:
+    """A version's card and decision (default: the champion's), plus the champion history."""
+    catalog = _known(model, registry)
+    champion = catalog.champion(model)
+    if version is None:
+        if champion is None:
+            raise NotFoundError(f"model {model!r} has no champion yet; pass --version")
+        version = champion.version
+    check_version(version)
+    record = catalog.version(model, version)
+    if record is None:
+        raise NotFoundError(_no_such_version(model, version))
+    try:
+        card: dict[str, Any] | None = Card.model_validate_json(
+            store.get(card_key(model, version))
+        ).model_dump(mode="json")
+    except (ObjectNotFound, ValidationError):
+        card = None
+    return {
+        "model": model,
+        "version": version,
+        "champion": champion is not None and champion.version == version,
+        "record": record.model_dump(mode="json"),
+        "card": card,
+        "history": [c.model_dump(mode="json") for c in catalog.changes(model)],
+    }
+
+
+def rollback(
+    model: str, store: ObjectStore, registry: Registry, to_version: str | None = None
+) -> RollbackResult:
+    """Make an earlier sound version the champion again.
+
+    Without `to_version`: the version the champion replaced (the pointer's `previous`), else
+    the newest approved version older than the champion. With it: that version, which must
+    be recorded and either approved or (rejected by the metric gate only) still pass the
+    parity re-check; it is then recorded as approved, so that serving accepts it.
+    Raises NotFoundError/RollbackRefused with the reason, ConcurrentUpdate if the champion
+    changed meanwhile (run it again).
+    """
+    catalog = _known(model, registry)
+    champion = catalog.champion(model)
+    if champion is None:
+        raise RollbackRefused(f"model {model!r} has no champion: nothing to roll back")
+    if to_version is None:
+        target = champion.previous or _older_approved(catalog, model, champion.version)
+        how = "previous champion"
+    else:
+        check_version(to_version)
+        target, how = to_version, "requested version"
+    if target == champion.version:
+        return RollbackResult(
+            model=model,
+            champion_before=target,
+            champion_after=target,
+            reason=f"{target} is already the champion",
+            changed=False,
+        )
+    record = catalog.version(model, target)
+    if record is None:
+        raise NotFoundError(_no_such_version(model, target))
+    note = _check_servable(catalog, store, record)
+    reason = f"rollback from {champion.version} to the {how} {target}{note}"
+    if not catalog.switch_champion(model, target, expected=champion):
+        raise ConcurrentUpdate(
+            f"the champion of {model} changed while rolling back; run the rollback again"
+        )
+    after = catalog.champion(model)
+    catalog.record_change(
+        ChampionChange(
+            model=model,
+            version=target,
+            previous=champion.version,
+            action="rollback",
+            reason=reason,
+            at=after.since if after else time.time(),
+        )
+    )
+    return RollbackResult(
+        model=model, champion_before=champion.version, champion_after=target, reason=reason
+    )
+
+
+def _check_servable(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> str:
+    """'' for an approved version whose card is still there; re-checks parity otherwise."""
+    try:
+        card = Card.model_validate_json(store.get(card_key(record.model, record.version)))
+    except ObjectNotFound:
+        raise RollbackRefused(
+            f"version {record.version!r} of {record.model} has no card.json any more "
+            "(its files aged out?): cannot serve it"
+        ) from None
+    except ValidationError:
+        raise RollbackRefused(
+            f"version {record.version!r} of {record.model} has an invalid card.json"
+        ) from None
+    if record.decision == "approved":
+        return ""
+    try:
+        check_parity(card, store)
+    except Rejected as exc:
+        raise RollbackRefused(
+            f"version {record.version!r} of {record.model} was {record.decision} and fails "
+            f"the parity re-check: {exc}"
+        ) from None
+    was = f"{record.decision} ({record.reason})" if record.reason else record.decision
+    catalog.record_version(
+        record.model_copy(
+            update={
+                "decision": "approved",
+                "reason": f"approved by rollback (parity re-checked); was {was}",
+                "decided_at": time.time(),
+            }
+        )
+    )
+    return f"; it was {was}, parity re-checked"
+
+
+def _older_approved(catalog: Catalog, model: str, current: str) -> str:
+    older = catalog.approved_before(model, current)
+    if older is None:
+        raise RollbackRefused(
+            f"model {model!r}: no approved version older than the champion {current}"
+        )
+    return older.version
+
+
+def _known(model: str, registry: Registry) -> Catalog:
+    check_model_name(model)
+    catalog = Catalog(registry)
+    if not catalog.exists(model):
+        raise NotFoundError(f"unknown model {model!r}")
+    return catalog
+
+
+def _no_such_version(model: str, version: str) -> str:
+    return f"model {model!r} has no version {version!r} (`dropflow models list {model}`)"

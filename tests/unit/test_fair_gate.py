@@ -1,0 +1,187 @@
+"""The fair promotion gate: both models scored on the candidate's holdout rows and labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dropflow.card import Feature
+from dropflow.catalog import Catalog
+from dropflow.events import PROMOTED, REJECTED, JsonLinesEventPublisher
+from dropflow.promotion import promote
+from tests.fakes_serving import expected_output, publish, version_id
+
+V1, V2 = version_id(1), version_id(2)
+X = np.random.default_rng(7).normal(size=(64, 4)).astype(np.float32)
+
+
+def champion_labels(store, task: str = "classification") -> np.ndarray:
+    """Labels the champion V1 gets all right: its own predictions on X."""
+    out = expected_output(store, "m", V1, X)
+    return out.argmax(axis=1) if task == "classification" else out
+
+
+def candidate_accuracy(store, labels: np.ndarray) -> float:
+    return float(np.mean(expected_output(store, "m", V2, X).argmax(axis=1) == labels))
+
+
+def test_a_worse_candidate_is_rejected_even_if_its_card_claims_better(store, registry):
+    publish(store, "m", V1, value=0.5, seed=0, x=X)
+    promote("m", V1, store, registry)
+    labels = champion_labels(store)
+    publish(store, "m", V2, value=0.99, seed=1, x=X, target=labels)
+    measured = candidate_accuracy(store, labels)
+    assert measured < 1.0  # the fixture's premise: the candidate misses some rows
+
+    result = promote("m", V2, store, registry)
+
+    assert result.decision == "rejected"
+    assert "worse than the champion on the same 64 holdout rows" in result.reason
+    assert f"accuracy {measured:.4g} vs champion {V1} 1" in result.reason
+    assert result.metrics["basis"] == "holdout"
+    assert result.metrics["champion"] == 1.0
+    assert result.metrics["candidate"] == pytest.approx(measured)
+    assert Catalog(registry).champion("m").version == V1
+    assert Catalog(registry).version("m", V2).metrics["basis"] == "holdout"
+
+
+def test_an_equal_candidate_passes_even_if_its_card_claims_worse(store, registry):
+    publish(store, "m", V1, value=0.99, seed=0, x=X)
+    promote("m", V1, store, registry)
+    publish(store, "m", V2, value=0.1, seed=0, x=X, target=champion_labels(store))
+
+    result = promote("m", V2, store, registry)
+
+    assert result.decision == "approved"
+    assert "not worse than the champion on the same 64 holdout rows" in result.reason
+    assert Catalog(registry).champion("m").version == V2
+
+
+@pytest.mark.parametrize(("slack", "decision"), [(0.01, "approved"), (-0.01, "rejected")])
+def test_the_tolerance_is_applied_to_the_measured_metrics(store, registry, slack, decision):
+    publish(store, "m", V1, seed=0, x=X)
+    promote("m", V1, store, registry)
+    labels = champion_labels(store)
+    publish(store, "m", V2, seed=1, x=X, target=labels)  # measure the candidate first
+    tolerance = 1.0 - candidate_accuracy(store, labels) + slack
+    publish(
+        store,
+        "m",
+        V2,
+        seed=1,
+        x=X,
+        target=labels,
+        card_extra={"promotion": {"tolerance": tolerance}},
+    )
+
+    result = promote("m", V2, store, registry)
+
+    assert result.decision == decision
+    assert result.metrics["tolerance"] == pytest.approx(tolerance)
+
+
+def test_regression_is_scored_by_error_on_the_same_rows(store, registry):
+    publish(store, "m", V1, task="regression", value=9.0, seed=0, x=X)
+    promote("m", V1, store, registry)
+    labels = champion_labels(store, "regression")
+    publish(store, "m", V2, task="regression", value=0.01, seed=1, x=X, target=labels)
+
+    result = promote("m", V2, store, registry)
+
+    assert result.decision == "rejected"
+    assert "(lower is better" in result.reason
+    assert result.metrics["champion"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_different_feature_order_falls_back_to_the_cards_saying_so(store, registry):
+    publish(store, "m", V1, value=0.9, seed=0, x=X)
+    promote("m", V1, store, registry)
+    labels = champion_labels(store)
+    publish(
+        store,
+        "m",
+        V2,
+        value=0.95,
+        seed=1,
+        x=X,
+        target=labels,
+        features=["f1", "f0", "f2", "f3"],
+    )
+
+    result = promote("m", V2, store, registry)
+
+    assert result.decision == "approved"  # the cards: 0.95 vs 0.9
+    assert "compared the cards' recorded metrics: feature schemas differ" in result.reason
+    assert result.metrics["basis"] == "card"
+
+
+def test_other_category_codes_fall_back_to_the_cards(store, registry):
+    colour = Feature(name="colour", dtype="category", categories=["red", "green"])
+    other = Feature(name="colour", dtype="category", categories=["green", "red"])
+    names: list = ["f0", "f1", "f2"]
+    publish(store, "m", V1, value=0.9, features=[*names, colour], x=X)
+    promote("m", V1, store, registry)
+    publish(store, "m", V2, value=0.8, features=[*names, other], x=X, target=np.zeros(64))
+
+    result = promote("m", V2, store, registry)
+
+    assert result.decision == "rejected"
+    assert "'colour' has other category codes" in result.reason
+    assert "accuracy 0.8 vs champion" in result.reason
+
+
+def test_a_reference_without_target_falls_back_to_the_cards(store, registry):
+    publish(store, "m", V1, value=0.9)
+    promote("m", V1, store, registry)
+    publish(store, "m", V2, value=0.85)
+
+    result = promote("m", V2, store, registry)
+
+    assert result.decision == "rejected"
+    assert "reference.npz has no holdout target" in result.reason
+
+
+def test_unusable_labels_fall_back_to_the_cards(store, registry):
+    publish(store, "m", V1, value=0.9, x=X)
+    promote("m", V1, store, registry)
+    publish(store, "m", V2, value=0.95, seed=1, x=X, target=np.full(64, 7))
+
+    result = promote("m", V2, store, registry)
+
+    assert result.decision == "approved"
+    assert "target must hold class ids 0..1" in result.reason
+
+
+def test_decisions_are_published_as_events(store, registry, tmp_path):
+    events = JsonLinesEventPublisher(tmp_path / "events.jsonl")
+    publish(store, "m", V1, seed=0, x=X)
+    promote("m", V1, store, registry, events)
+    publish(store, "m", V2, seed=1, x=X, target=champion_labels(store))
+    promote("m", V2, store, registry, events)
+    promote("m", V2, store, registry, events)  # a replay publishes nothing new
+
+    sent = events.read()
+
+    assert [e["detail-type"] for e in sent] == [PROMOTED, REJECTED]
+    assert {e["source"] for e in sent} == {"dropflow"}
+    rejected = sent[1]["detail"]
+    assert (rejected["model"], rejected["version"]) == ("m", V2)
+    assert rejected["metrics"]["champion"] == 1.0
+    assert "worse than the champion" in rejected["reason"]
+    json.dumps(sent)
+
+
+class Broken:
+    def publish(self, detail_type, detail):
+        raise RuntimeError("bus unreachable")
+
+
+def test_an_unreachable_bus_does_not_undo_the_decision(store, registry):
+    publish(store, "m", V1)
+
+    result = promote("m", V1, store, registry, Broken())
+
+    assert result.decision == "approved"
+    assert Catalog(registry).champion("m").version == V1
