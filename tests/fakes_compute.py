@@ -15,13 +15,20 @@ class FakeCompute:
         self.instances: dict[str, Instance] = {}
         self.launches: list[LaunchRequest] = []
         self.fail_with: str | None = None  # make the next launches raise LaunchError
+        # Per purchase option: a (kind, message) every launch of that lifecycle fails with.
+        self.refuse: dict[str, tuple[str, str]] = {}
+        self.tried: list[str] = []  # lifecycle of every launch asked for, failed or not
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
     def launch(self, request: LaunchRequest) -> Instance:
         with self._lock:
+            self.tried.append(request.lifecycle)
             if self.fail_with:
                 raise LaunchError(self.fail_with)
+            if request.lifecycle in self.refuse:
+                kind, message = self.refuse[request.lifecycle]
+                raise LaunchError(message, kind=kind)
             self.launches.append(request)
             instance = Instance(
                 instance_id=f"fake-{next(self._ids)}",

@@ -123,3 +123,68 @@ def test_models_with_data_skips_invalid_names(store):
     store.put("datasets/Bad Name/a.csv", CSV)
 
     assert models_with_data(store) == ["iris"]
+
+
+SPOT_FULL = ("capacity", "InsufficientInstanceCapacity in g5.xlarge/subnet-a, g6.xlarge/subnet-a")
+
+
+def test_no_spot_capacity_anywhere_leads_to_an_on_demand_attempt(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
+    compute.refuse["spot"] = SPOT_FULL
+
+    outcome = launcher.request_training("iris")
+
+    assert outcome.action == "launched"
+    assert compute.tried == ["spot", "on-demand"]
+    attempt = JobStore(launcher.registry).get(outcome.job_id).attempts[0]
+    assert attempt.lifecycle == "on-demand"
+
+
+def test_a_spot_quota_also_falls_back_to_on_demand(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
+    compute.refuse["spot"] = ("quota", "MaxSpotInstanceCountExceeded")
+
+    assert launcher.request_training("iris").action == "launched"
+    assert compute.tried == ["spot", "on-demand"]
+
+
+def test_with_on_demand_forbidden_the_job_fails_saying_why(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
+    store.put("datasets/iris/dropflow.yaml", b"compute:\n  on_demand: never\n")
+    compute.refuse["spot"] = SPOT_FULL
+
+    outcome = launcher.request_training("iris")
+
+    assert outcome.action == "failed"
+    assert compute.tried == ["spot"]
+    reason = JobStore(launcher.registry).get(outcome.job_id).reason or ""
+    assert "InsufficientInstanceCapacity" in reason
+    assert "compute.on_demand: never" in reason
+
+
+def test_a_request_error_does_not_fall_back(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
+    compute.refuse["spot"] = ("config", "InvalidLaunchTemplateId.NotFound")
+
+    assert launcher.request_training("iris").action == "failed"
+    assert compute.tried == ["spot"]
+
+
+def test_the_spec_can_ask_for_on_demand_only_and_name_instance_types(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
+    store.put(
+        "datasets/iris/dropflow.yaml",
+        b"compute:\n  on_demand: always\n  instance_types: [g6.xlarge]\n",
+    )
+
+    launcher.request_training("iris")
+
+    assert compute.tried == ["on-demand"]
+    assert tuple(compute.launches[0].instance_types) == ("g6.xlarge",)
+
+
+def test_an_invalid_spec_does_not_stop_the_launch_the_job_reports_it(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
+    store.put("datasets/iris/dropflow.yaml", b"compute: {on_demand: sometimes}\n")
+
+    assert launcher.request_training("iris").action == "launched"

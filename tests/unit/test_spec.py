@@ -56,7 +56,8 @@ schedule: {cron: "0 3 * * *"}
     assert spec.training.learning_rate == pytest.approx(0.01)
     assert spec.training.seed == 7
     assert spec.promotion.metric == "macro_f1"
-    assert spec.compute == {"instance_types": ["g5.xlarge"]}
+    assert spec.compute.instance_types == ["g5.xlarge"]
+    assert spec.compute.on_demand == "fallback"
 
 
 def test_exponent_notation_is_a_number_not_a_string():

@@ -109,3 +109,13 @@ def test_honoured_interruptions_do_not_use_up_the_attempts(tracker, compute):
 
     assert len(tracker.jobs.get(job_id).attempts) == 6
     assert tracker.jobs.get(job_id).state == JobState.LAUNCHING
+
+
+def test_the_spec_sets_how_many_failed_attempts_a_job_gets(tracker, compute, store):
+    store.put("datasets/iris/dropflow.yaml", b"compute:\n  max_attempts: 1\n")
+    job_id = _start(tracker)
+
+    outcome = tracker.instance_ended(compute.end("fake-1", ExitCode.CRASHED))
+
+    assert outcome.action == "failed"
+    assert "gave up after 1 failed attempts" in (tracker.jobs.get(job_id).reason or "")

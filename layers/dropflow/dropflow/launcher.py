@@ -18,13 +18,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dropflow.datasets import data_files, data_version, dataset_prefix
-from dropflow.errors import DropflowError
+from dropflow.errors import DropflowError, UserInputError
 from dropflow.jobs import Attempt, Job, JobState, JobStore, model_pk
 from dropflow.names import check_model_name, new_job_id
 from dropflow.observability import logger
-from dropflow.ports import Compute, LaunchError, LaunchRequest, ObjectStore, Registry
+from dropflow.ports import (
+    Compute,
+    Instance,
+    LaunchError,
+    LaunchRequest,
+    ObjectNotFound,
+    ObjectStore,
+    Registry,
+)
+from dropflow.spec import ComputeSection, load_spec, spec_key
 
 ACTIVE = "ACTIVE"
+# Launch failures that another purchase option may get past.
+FALLBACK_KINDS = frozenset({"capacity", "price", "quota"})
 
 Action = Literal["launched", "duplicate", "coalesced", "no-data", "failed"]
 
@@ -119,9 +130,7 @@ class Launcher:
         self.jobs.transition(job_id, JobState.LAUNCHING)
         self.jobs.update(job_id, add_attempt)
         try:
-            instance = self.compute.launch(
-                LaunchRequest(job_id=job_id, model=job.model, attempt=number)
-            )
+            instance = self._launch(job_id, job.model, number)
         except (LaunchError, OSError) as exc:
             reason = f"attempt {number} could not start: {exc}"
             self.jobs.update_attempt(job_id, number, ended_at=self.clock(), exit_reason=reason)
@@ -145,6 +154,47 @@ class Launcher:
             job_id,
             job.data_version,
         )
+
+    def compute_spec(self, model: str) -> ComputeSection:
+        """The model's compute section; defaults when the spec is absent or invalid (the job
+        itself then fails on the invalid spec, naming the key)."""
+        try:
+            return load_spec(self.store.get(spec_key(model))).compute
+        except (ObjectNotFound, UserInputError):
+            return ComputeSection()
+
+    def attempt_limit(self, model: str) -> int:
+        """Failed attempts a job of `model` may have before it is failed."""
+        return self.compute_spec(model).max_attempts or self.max_attempts
+
+    def _launch(self, job_id: str, model: str, attempt: int) -> Instance:
+        """Spot first; on-demand when spot has no capacity and the spec allows it."""
+        compute = self.compute_spec(model)
+        lifecycles = {
+            "fallback": ["spot", "on-demand"],
+            "never": ["spot"],
+            "always": ["on-demand"],
+        }[compute.on_demand]
+        tried: list[str] = []
+        for lifecycle in lifecycles:
+            request = LaunchRequest(
+                job_id=job_id,
+                model=model,
+                attempt=attempt,
+                instance_types=tuple(compute.instance_types or ()),
+                lifecycle=lifecycle,
+            )
+            try:
+                return self.compute.launch(request)
+            except LaunchError as exc:
+                tried.append(f"{lifecycle}: {exc}")
+                # On-demand would fail the same way on a bad request or a throttled API.
+                if exc.kind not in FALLBACK_KINDS:
+                    raise LaunchError("; ".join(tried), kind=exc.kind) from exc
+                last = exc
+        if compute.on_demand == "never":
+            tried.append("on-demand not tried: the spec says compute.on_demand: never")
+        raise LaunchError("; ".join(tried), kind=last.kind)
 
     # ------------------------------------------------------------------ the active slot
     def _take_slot(self, model: str, job_id: str) -> str | None:

@@ -86,6 +86,18 @@ class PromotionSection(_Section):
         return metric
 
 
+class ComputeSection(_Section):
+    """Where the job runs. Spot first; what happens when spot has no capacity is `on_demand`:
+    fallback (default) tries on-demand once spot failed for capacity, price or quota; never
+    fails the job instead; always skips spot."""
+
+    instance_types: list[str] | None = Field(default=None, min_length=1)
+    on_demand: Literal["fallback", "never", "always"] = "fallback"
+    # Failed attempts (crashes, lost instances) before the job fails; honoured spot
+    # interruptions do not count. Default: the deployment's DROPFLOW_MAX_ATTEMPTS (3).
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+
+
 class Spec(_Section):
     """A validated `dropflow.yaml`; `Spec()` is what an absent or empty file means."""
 
@@ -95,8 +107,8 @@ class Spec(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     promotion: PromotionSection = Field(default_factory=PromotionSection)
+    compute: ComputeSection = Field(default_factory=ComputeSection)
     # Sections later issues give a schema; accepted as free mappings until then.
-    compute: dict[str, Any] | None = None
     serving: dict[str, Any] | None = None
     schedule: dict[str, Any] | None = None
 

@@ -92,7 +92,7 @@ class Tracker:
         if instance.exit_code == ExitCode.USER_ERROR:
             return self._fail(job, current.exit_reason or how)
         failures = failed_attempts(self.jobs.get(job.job_id).attempts)
-        if failures >= self.launcher.max_attempts:
+        if failures >= self.launcher.attempt_limit(job.model):
             return self._fail(job, f"gave up after {failures} failed attempts; the last one {how}")
         if len(job.attempts) >= MAX_ATTEMPTS_IN_ALL:
             return self._fail(job, f"gave up after {len(job.attempts)} attempts in all")
@@ -162,7 +162,7 @@ class Tracker:
 
     # ------------------------------------------------------------------ internals
     def _relaunch_orphan(self, job: Job) -> TrackOutcome:
-        if len(job.attempts) >= self.launcher.max_attempts:
+        if len(job.attempts) >= self.launcher.attempt_limit(job.model):
             return self._fail(job, f"gave up after {len(job.attempts)} attempts that never started")
         if job.state != JobState.QUEUED:
             self.jobs.transition(job.job_id, JobState.INTERRUPTED, reason="attempt never started")
