@@ -1,7 +1,8 @@
 """TrackTrainingFunction: EC2 events about training instances keep their jobs alive.
 
 Triggers (EventBridge, source aws.ec2): "EC2 Instance State-change Notification",
-"EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation".
+"EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation"; and a
+schedule, the watchdog, which catches lost events, stuck attempts and orphan instances.
 An instance that belongs to no dropflow job is ignored.
 """
 
@@ -34,6 +35,11 @@ NOTICES = {
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     envelope = parse(event=event, model=EventBridgeModel)
+    if envelope.detail_type == "Scheduled Event":  # the watchdog
+        outcomes = services.tracker().watchdog()
+        for outcome in outcomes:
+            logger.info(outcome.message, extra={"action": outcome.action, "job_id": outcome.job_id})
+        return {"results": [asdict(o) for o in outcomes]}
     detail = envelope.detail if isinstance(envelope.detail, dict) else {}
     instance_id = str(detail.get("instance-id", ""))
     instance = services.compute().describe(instance_id) if instance_id else None

@@ -25,6 +25,7 @@ EVENTS = ROOT / "events"
 FUNCTION_OF = {
     "s3-dataset-created.json": "LaunchTrainingFunction",
     "schedule-retrain.json": "LaunchTrainingFunction",
+    "schedule-watchdog.json": "TrackTrainingFunction",
     "ec2-state-change.json": "TrackTrainingFunction",
     "ec2-spot-interruption.json": "TrackTrainingFunction",
     "ec2-rebalance-recommendation.json": "TrackTrainingFunction",
@@ -94,6 +95,11 @@ def test_the_sample_events_drive_the_whole_loop(capsys, home, tmp_path):
 
     again = invoke(capsys, home, "schedule-retrain.json")
     assert [r["action"] for r in again["results"]] == ["duplicate"]
+    # No state-change event for the job's own instance was played: the watchdog notices that
+    # the published job still holds its model's slot, and frees it.
+    swept = invoke(capsys, home, "schedule-watchdog.json")["results"]
+    assert [(r["action"], r["message"]) for r in swept] == [("finished", "job published")]
+    assert invoke(capsys, home, "schedule-watchdog.json")["results"] == []
 
     for name in (
         "ec2-state-change.json",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from dropflow.jobs import ExitCode, JobState
 from dropflow.launcher import Launcher
+from dropflow.ports import InstanceState
 from dropflow.tracker import Tracker
 from tests.fakes_compute import FakeCompute
 
@@ -119,3 +122,39 @@ def test_the_spec_sets_how_many_failed_attempts_a_job_gets(tracker, compute, sto
 
     assert outcome.action == "failed"
     assert "gave up after 1 failed attempts" in (tracker.jobs.get(job_id).reason or "")
+
+
+def test_the_watchdog_terminates_an_instance_that_serves_no_unfinished_job(tracker, compute):
+    job_id = _start(tracker)
+    for state in (JobState.RUNNING, JobState.EXPORTING):
+        tracker.jobs.transition(job_id, state)
+    tracker.jobs.transition(job_id, JobState.PUBLISHED, version="v20261123T101500Z-abcdef")
+    # The instance should have shut itself down after publishing, but is still running.
+
+    outcomes = tracker.watchdog()
+
+    assert "terminated" in [o.action for o in outcomes]
+    assert compute.instances["fake-1"].state == InstanceState.TERMINATED
+
+
+def test_the_watchdog_terminates_a_stuck_attempt_so_it_resumes_elsewhere(tracker, compute):
+    job_id = _start(tracker)
+    tracker.jobs.transition(job_id, JobState.RUNNING)
+    tracker.jobs.set_progress(job_id, {"stage": "training", "updated_at": 0.0})
+
+    outcomes = tracker.watchdog()
+    assert [o.action for o in outcomes] == ["terminated"]
+    assert "no heartbeat" in outcomes[0].message
+
+    # The end of the instance is then handled like any lost attempt: a new one resumes.
+    assert [o.action for o in tracker.sweep()] == ["relaunched"]
+    assert len(tracker.jobs.get(job_id).attempts) == 2
+
+
+def test_the_watchdog_leaves_a_healthy_attempt_alone(tracker, compute):
+    job_id = _start(tracker)
+    tracker.jobs.transition(job_id, JobState.RUNNING)
+    tracker.jobs.set_progress(job_id, {"stage": "training", "updated_at": time.time()})
+
+    assert tracker.watchdog() == []
+    assert compute.instances["fake-1"].state == InstanceState.RUNNING

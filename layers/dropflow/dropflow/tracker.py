@@ -20,12 +20,16 @@ from dropflow.launcher import Launcher, LaunchOutcome
 from dropflow.observability import logger
 from dropflow.ports import Instance, InstanceState
 
-Action = Literal["ignored", "noted", "relaunched", "failed", "finished"]
+Action = Literal["ignored", "noted", "relaunched", "failed", "finished", "terminated"]
 
 # An interrupted attempt (spot reclaim, with its checkpoint) is always retried: it does not
 # count against the job's max attempts. This cap only stops a job that is reclaimed forever.
 MAX_ATTEMPTS_IN_ALL = 25
 INTERRUPTED_PREFIX = "interrupted"
+
+# A running attempt whose heartbeat (every ~30 s) is older than this is presumed stuck: its
+# instance is terminated, and the end of the instance relaunches the job from its checkpoint.
+STALE_HEARTBEAT_SECONDS = 15 * 60
 
 # An attempt that never got an instance (the launcher died in between) is retried after this.
 LAUNCH_GRACE_SECONDS = 120.0
@@ -156,6 +160,47 @@ class Tracker:
                             zone=current.zone or "unknown",
                             launched_at=current.started_at or job.created_at,
                         )
+                    )
+                )
+        return outcomes
+
+    def watchdog(self) -> list[TrackOutcome]:
+        """The schedule's sweep: handle ended instances whose event was lost, terminate a
+        stuck attempt (stale heartbeat), and terminate every dropflow instance that serves
+        no unfinished job, so that no forgotten GPU instance bills a weekend."""
+        outcomes = self.sweep()
+        now = self.clock()
+        current: dict[str, Job] = {}
+        for job in self.jobs.all():
+            attempt = job.current_attempt
+            if not job.state.terminal and attempt is not None and attempt.instance_id:
+                current[attempt.instance_id] = job
+        for instance in self.compute.list_instances():
+            if instance.state == InstanceState.TERMINATED:
+                continue
+            job = current.get(instance.instance_id)
+            if job is None:
+                self.compute.terminate(instance.instance_id)
+                outcomes.append(
+                    TrackOutcome(
+                        "terminated",
+                        f"orphan instance {instance.instance_id} (job {instance.job_id}, "
+                        f"attempt {instance.attempt}) serves no unfinished job",
+                        instance.job_id,
+                    )
+                )
+                continue
+            beat = job.progress.get("updated_at")
+            if beat is None:
+                beat = instance.launched_at
+            if job.state == JobState.RUNNING and now - float(beat) > STALE_HEARTBEAT_SECONDS:
+                self.compute.terminate(instance.instance_id)
+                outcomes.append(
+                    TrackOutcome(
+                        "terminated",
+                        f"no heartbeat from {instance.instance_id} for {now - float(beat):.0f} s; "
+                        "terminated so that the job resumes on a new instance",
+                        job.job_id,
                     )
                 )
         return outcomes

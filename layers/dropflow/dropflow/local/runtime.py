@@ -225,7 +225,9 @@ class LocalRuntime:
             self._call("LaunchTrainingFunction", events.scheduled())
         if now - self._last_watchdog >= WATCHDOG_SECONDS:
             self._last_watchdog = now
-            self.tracker.sweep()  # catches what an event missed (e.g. a crash of this runtime)
+            for outcome in self.tracker.watchdog():  # what events missed; orphans; stuck jobs
+                if outcome.action in ("terminated", "failed"):
+                    self.say(f"watchdog: {outcome.message}")
         self._report_job_changes()
 
     def _deliver_drops(self) -> None:
