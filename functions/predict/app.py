@@ -1,12 +1,14 @@
 """Predict: dropflow's HTTP API behind API Gateway (REST proxy) and the local gateway.
 
-GET /health, GET /models, GET /models/{name}, POST /models/{name}/predict, and the Open
-Inference Protocol v2 under /v2 (dropflow.oip; its errors are {"error": "<message>"}). The
+GET /health, GET /models, GET /models/{name}, POST /models/{name}/predict, the Open
+Inference Protocol v2 under /v2 (dropflow.oip; its errors are {"error": "<message>"}), and
+GET /openapi.json: the API's OpenAPI description, every status each route answers included. The
 routes call dropflow.serving; this file maps HTTP onto it and domain errors onto statuses. A client
 mistake is always a 4xx naming the problem; only our own bugs are a (logged) 500.
 """
 
 import json
+from functools import cache
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -48,7 +50,9 @@ V2, V2_LIVE, V2_READY = "/v2", "/v2/health/live", "/v2/health/ready"
 V2_MODEL, V2_VERSION = "/v2/models/<name>", "/v2/models/<name>/versions/<version>"
 V2_MODEL_READY, V2_VERSION_READY = f"{V2_MODEL}/ready", f"{V2_VERSION}/ready"
 V2_INFER, V2_VERSION_INFER = f"{V2_MODEL}/infer", f"{V2_VERSION}/infer"
+OPENAPI = "/openapi.json"
 METHODS = {
+    OPENAPI: "GET",
     HEALTH: "GET",
     MODELS: "GET",
     MODEL: "GET",
@@ -149,23 +153,183 @@ class Health(BaseModel):
     status: str
 
 
+# ---------------------------------------------------------------------- documented answers
+class ErrorDetail(BaseModel):
+    code: int
+    message: str
+
+
+class Error(BaseModel):
+    """Every error outside /v2."""
+
+    error: ErrorDetail
+
+
+class OipErrorBody(BaseModel):
+    """Every error under /v2, as the protocol shapes it."""
+
+    error: str
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, bool | int | float | str]
+
+
+class OutputTensor(TensorMetadata):
+    data: list[float]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[OutputTensor]
+
+
+# The OIP inference request, as the protocol states it: the route reads the raw body itself
+# (dropflow.oip checks it and answers the protocol's 400s), so it is documented by hand.
+INFER_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": {"type": "string"},
+                    "data": {"type": "array"},
+                    "parameters": {"type": "object"},
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
+    },
+}
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {api.JSON: {"schema": INFER_REQUEST}},
+    }
+}
+
+
+def answers(ok: type[BaseModel] | None, *errors: HTTPStatus, oip_route: bool = False) -> dict:
+    """A route's documented answers: 200 (`ok`, else its return annotation) and `errors`,
+    each with its error body; 500 is always possible."""
+    error_model = OipErrorBody if oip_route else Error
+    documented: dict[int, Any] = {200: {"description": "OK"}}
+    if ok is not None:
+        documented[200]["content"] = {api.JSON: {"model": ok}}
+    for status in (*errors, HTTPStatus.INTERNAL_SERVER_ERROR):
+        documented[int(status)] = {
+            "description": status.phrase,
+            "content": {api.JSON: {"model": error_model}},
+        }
+    return documented
+
+
+_BAD_BODY = (
+    HTTPStatus.BAD_REQUEST,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    HTTPStatus.UNPROCESSABLE_ENTITY,
+)
+_UNKNOWN, _NOT_READY = HTTPStatus.NOT_FOUND, HTTPStatus.SERVICE_UNAVAILABLE
+
+
+def _server_ready_answers() -> dict:
+    documented = answers(ServerReady, oip_route=True)
+    documented[int(_NOT_READY)] = {
+        "description": "not ready: the registry does not answer",
+        "content": {api.JSON: {"model": ServerReady}},
+    }
+    return documented
+
+
+_INFER_ANSWERS = answers(InferResponse, *_BAD_BODY, _UNKNOWN, _NOT_READY, oip_route=True)
+
+
 # ---------------------------------------------------------------------- routes
-@app.get(HEALTH)
+@app.get(OPENAPI, include_in_schema=False)
+def openapi_json() -> Response[str]:
+    return Response(
+        status_code=HTTPStatus.OK,
+        content_type=content_types.APPLICATION_JSON,
+        body=openapi_schema(),
+    )
+
+
+@cache
+def openapi_schema() -> str:
+    """The API's OpenAPI description (JSON text), built once per execution environment."""
+    return app.get_openapi_json_schema(
+        title="dropflow",
+        version=__version__,
+        description="Predictions from dropflow's models: a simple API and the Open Inference "
+        "Protocol v2 (under /v2).",
+    )
+
+
+@app.get(HEALTH, responses=answers(None))
 def health() -> Health:
     return Health(status="ok")
 
 
-@app.get(MODELS)
+@app.get(MODELS, responses=answers(None))
 def list_models() -> ModelList:
     return ModelList.model_validate({"models": SERVICE.list_models()})
 
 
-@app.get(MODEL)
+@app.get(MODEL, responses=answers(None, _UNKNOWN))
 def describe_model(name: ModelName) -> ModelDescription:
     return ModelDescription.model_validate(SERVICE.describe_model(name))
 
 
-@app.post(PREDICT)
+@app.post(PREDICT, responses=answers(None, *_BAD_BODY, _UNKNOWN, _NOT_READY))
 def predict(name: ModelName, request: Annotated[PredictRequest, Body()]) -> PredictResponse:
     answer = SERVICE.predict(name, request.instances, version=request.version)
     return PredictResponse.model_validate(answer)
@@ -183,28 +347,28 @@ def _json(
     )
 
 
-@app.get(V2)
+@app.get(V2, responses=answers(ServerMetadata, oip_route=True))
 def oip_server_metadata() -> Response[dict[str, Any]]:
     return _json(OIP.server_metadata())
 
 
-@app.get(V2_LIVE)
+@app.get(V2_LIVE, responses=answers(Live, oip_route=True))
 def oip_live() -> Response[dict[str, Any]]:
     return _json({"live": True})
 
 
-@app.get(V2_READY)
+@app.get(V2_READY, responses=_server_ready_answers())
 def oip_ready() -> Response[dict[str, Any]]:
     ready = OIP.server_ready()
     return _json({"ready": ready}, HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE)
 
 
-@app.get(V2_MODEL)
+@app.get(V2_MODEL, responses=answers(ModelMetadata, _UNKNOWN, _NOT_READY, oip_route=True))
 def oip_model_metadata(name: ModelName) -> Response[dict[str, Any]]:
     return _json(OIP.model_metadata(name))
 
 
-@app.get(V2_VERSION)
+@app.get(V2_VERSION, responses=answers(ModelMetadata, _UNKNOWN, _NOT_READY, oip_route=True))
 def oip_version_metadata(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
     return _json(OIP.model_metadata(name, version))
 
@@ -217,22 +381,22 @@ def _model_ready(name: str, version: str | None) -> Response[dict[str, Any]]:
     return _json(oip.error_body(why), HTTPStatus.SERVICE_UNAVAILABLE, **{"Retry-After": retry})
 
 
-@app.get(V2_MODEL_READY)
+@app.get(V2_MODEL_READY, responses=answers(ModelReady, _UNKNOWN, _NOT_READY, oip_route=True))
 def oip_model_ready(name: ModelName) -> Response[dict[str, Any]]:
     return _model_ready(name, None)
 
 
-@app.get(V2_VERSION_READY)
+@app.get(V2_VERSION_READY, responses=answers(ModelReady, _UNKNOWN, _NOT_READY, oip_route=True))
 def oip_version_ready(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
     return _model_ready(name, version)
 
 
-@app.post(V2_INFER)
+@app.post(V2_INFER, responses=_INFER_ANSWERS, openapi_extensions=INFER_BODY)
 def oip_infer(name: ModelName) -> Response[dict[str, Any]]:
     return _json(OIP.infer(name, None, app.current_event.decoded_body))
 
 
-@app.post(V2_VERSION_INFER)
+@app.post(V2_VERSION_INFER, responses=_INFER_ANSWERS, openapi_extensions=INFER_BODY)
 def oip_version_infer(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
     return _json(OIP.infer(name, version, app.current_event.decoded_body))
 

@@ -295,6 +295,12 @@ def test_regression_infer_and_null_for_a_nullable_number(app, models, adapters):
     np.testing.assert_allclose(
         output["data"], expected_output(store, "house-prices", version_id(1), x), rtol=1e-5
     )
+    # The null passes the input checks; the fake graph has no imputation (a real one fills in
+    # the median), so its NaN output is refused as such rather than sent as JSON nulls.
+    assert mixed.status == HTTPStatus.UNPROCESSABLE_ENTITY, mixed.json
+    assert "output is not a finite number for row 0" in mixed.json["error"]
+    body["inputs"][0]["data"] = [1.0, 2.0, 2]
+    mixed = call(app, "POST", "/v2/models/mixed/infer", body)
     assert mixed.status == HTTPStatus.OK, mixed.json
     assert mixed.json["outputs"][0]["shape"] == [1, 3]
 

@@ -244,11 +244,13 @@ class PredictionService:
         answer: dict[str, Any] = {"model": model, "version": version}
         if card.task == "classification":
             (probabilities,) = session.run([PROBABILITIES], {INPUT_NAME: batch})
+            check_finite(probabilities)
             classes = card.classes or []
             answer["predictions"] = [classes[i] for i in np.argmax(probabilities, axis=1)]
             answer["probabilities"] = probabilities.astype(float).tolist()
         else:
             (prediction,) = session.run([PREDICTION], {INPUT_NAME: batch})
+            check_finite(prediction)
             answer["predictions"] = prediction.reshape(-1).astype(float).tolist()
         answer["served_by"] = SERVED_BY
         return answer
@@ -275,6 +277,7 @@ class PredictionService:
         card = self.cache.card(model, version)
         output = PROBABILITIES if card.task == "classification" else PREDICTION
         (values,) = self.cache.session(model, version).run([output], {INPUT_NAME: batch})
+        check_finite(values)
         return {output: values}
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -318,6 +321,25 @@ class PredictionService:
             created_at=card.created_at,
         )
         return described
+
+
+def check_finite(output: np.ndarray) -> None:
+    """Refuse a graph output holding NaN or infinity (JSON has neither), naming the rows.
+
+    Valid float32 inputs far outside the training range can overflow inside the graph (and
+    a graph without imputation turns a null into NaN): that answer is the client's values'
+    doing, a 422, never a 500 or a response that breaks the API's schema.
+    """
+    finite = np.isfinite(output)
+    if finite.all():
+        return
+    rows = np.flatnonzero(~finite.reshape(len(output), -1).all(axis=1))
+    shown = ", ".join(str(int(r)) for r in rows[:MAX_REPORTED_PROBLEMS])
+    more = "; and more after these" if len(rows) > MAX_REPORTED_PROBLEMS else ""
+    raise InvalidInstances(
+        f"invalid instances: the model's output is not a finite number for row {shown}{more}: "
+        "values far outside the training data's range overflow the model"
+    )
 
 
 # ---------------------------------------------------------------------- input checking

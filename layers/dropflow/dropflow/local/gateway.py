@@ -36,6 +36,7 @@ log = logging.getLogger("dropflow.gateway")
 # API Gateway itself would refuse them.
 DEFAULT_ROUTES = (
     "/health",
+    "/openapi.json",
     "/models",
     "/models/{name}",
     "/models/{name}/predict",
@@ -43,6 +44,8 @@ DEFAULT_ROUTES = (
     "/v2/{proxy+}",
 )
 PROXY_RESOURCE = "/{proxy+}"
+# The methods API Gateway REST passes to an integration; any other is refused as it refuses.
+SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 STAGE = "local"
 API_ID = "local"
 # API Gateway REST's default integration timeout, given to the handler as its remaining time.
@@ -296,6 +299,21 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_GET
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, CONNECT, made-up ones): API Gateway REST has no such
+        # method, so it is refused with the API's JSON error, never http.server's 501 page.
+        if name.startswith("do_"):
+            return self._unsupported_method
+        raise AttributeError(name)
+
+    def _unsupported_method(self) -> None:
+        allowed = ", ".join(SUPPORTED_METHODS)
+        self._refuse(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            f"{self.command} is not an API Gateway method; use one of {allowed}",
+            {"Allow": allowed},
+        )
+
     def _serve(self) -> None:
         started = time.perf_counter()
         body = self._read_body()
@@ -343,9 +361,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 break
             length -= len(chunk)
 
-    def _refuse(self, status: HTTPStatus, message: str) -> None:
+    def _refuse(
+        self, status: HTTPStatus, message: str, extra: Mapping[str, str] | None = None
+    ) -> None:
         # The connection may hold unread body bytes: it cannot carry another request.
         _, headers, data = _json_answer(status, error_body(status, message))
+        headers = [*headers, *(extra or {}).items()]
         self._answer(int(status), headers, data, close=True)
 
     def _answer(
