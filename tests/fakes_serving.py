@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 import uuid
 from collections import Counter
+from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -260,3 +262,13 @@ def load_handler(path: Path) -> ModuleType:
     sys.modules[name] = module  # pydantic resolves the module's annotations through it
     spec.loader.exec_module(module)
     return module
+
+
+class ProxyAnswer:
+    """An API Gateway proxy result, read as a client reads it: status, headers, JSON body."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.status = HTTPStatus(raw["statusCode"])
+        headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
+        self.headers = {**headers, **(raw.get("headers") or {})}
+        self.json = json.loads(raw["body"]) if raw.get("body") else None

@@ -19,7 +19,7 @@ from dropflow.catalog import Catalog, VersionRecord
 from dropflow.lambda_context import LambdaContext
 from dropflow.local.gateway import Gateway
 from dropflow.promotion import promote
-from tests.fakes_serving import expected_output, load_handler, publish, version_id
+from tests.fakes_serving import ProxyAnswer, expected_output, load_handler, publish, version_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -66,13 +66,7 @@ def app(adapters) -> ModuleType:
     return load_handler(ROOT / "functions" / "predict" / "app.py")
 
 
-class Answer:
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.status = HTTPStatus(raw["statusCode"])
-        headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
-        self.headers = {**headers, **(raw.get("headers") or {})}
-        self.json = json.loads(raw["body"]) if raw.get("body") else None
-
+class Answer(ProxyAnswer):
     @property
     def message(self) -> str:
         # The protocol's error object: {"error": "<message>"}, nothing else.

@@ -17,7 +17,7 @@ import pytest
 from dropflow.catalog import Catalog
 from dropflow.lambda_context import LambdaContext
 from dropflow.promotion import promote
-from tests.fakes_serving import load_handler, publish, version_id
+from tests.fakes_serving import ProxyAnswer, load_handler, publish, version_id
 
 # Powertools warns on every invocation that adds no metric of its own (only cold start does).
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -60,13 +60,7 @@ def app(adapters) -> ModuleType:
     return load_handler(ROOT / "functions" / "predict" / "app.py")
 
 
-class Answer:
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.status = HTTPStatus(raw["statusCode"])
-        headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
-        self.headers = {**headers, **(raw.get("headers") or {})}
-        self.json = json.loads(raw["body"]) if raw.get("body") else None
-
+class Answer(ProxyAnswer):
     @property
     def message(self) -> str:
         assert self.json is not None and set(self.json) == {"error"}, self.json
