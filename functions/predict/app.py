@@ -22,19 +22,34 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from dropflow import __version__, api, oip, services
+from dropflow.api_schema import (
+    BAD_BODY,
+    INFER_ANSWERS,
+    INFER_BODY,
+    NOT_READY,
+    SERVER_READY_ANSWERS,
+    UNKNOWN,
+    Health,
+    Live,
+    ModelDescription,
+    ModelList,
+    ModelMetadata,
+    ModelReady,
+    PredictRequest,
+    PredictResponse,
+    ServerMetadata,
+    answers,
+)
 from dropflow.config import settings
 from dropflow.errors import InvalidName, NotFoundError, NotReadyError
-from dropflow.names import check_version
 from dropflow.observability import logger, metrics, tracer
 from dropflow.serving import (
     NOT_READY_RETRY_AFTER,
     InvalidInstances,
     ModelCache,
     PredictionService,
-    rows_problem,
 )
 
 # Once per execution environment: a bad variable fails the cold start naming it, and warm
@@ -77,222 +92,6 @@ app = APIGatewayRestResolver(
 )
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    instances: list[list[Any]] | list[dict[str, Any]] = Field(
-        min_length=1,
-        description="rows as lists of feature values (card order) or objects {feature: value}",
-    )
-    version: str | None = Field(default=None, description="a version id; default: champion")
-
-    @field_validator("instances", mode="wrap")
-    @classmethod
-    def _one_kind_of_rows(cls, value: Any, handler: Any) -> Any:
-        # pydantic's union errors name our annotations; the client needs to hear about rows.
-        problem = rows_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return handler(value)
-
-    @field_validator("version")
-    @classmethod
-    def _version_id(cls, value: str | None) -> str | None:
-        return value if value is None else check_version(value)
-
-
-class PredictResponse(BaseModel):
-    model: str
-    version: str
-    predictions: list[Any]
-    probabilities: list[list[float]] | None = None
-    served_by: str
-
-    @model_serializer(mode="wrap")
-    def _without_empty_probabilities(self, handler: Any) -> dict[str, Any]:
-        # Regression answers carry no probabilities at all rather than a null.
-        data = handler(self)
-        if data.get("probabilities") is None:
-            data.pop("probabilities", None)
-        return data
-
-
-class ModelSummary(BaseModel):
-    name: str
-    champion: str | None
-
-
-class ModelList(BaseModel):
-    models: list[ModelSummary]
-
-
-class Feature(BaseModel):
-    name: str
-    dtype: str
-    categories: list[bool | int | str] | None = None
-    nullable: bool = False
-
-
-class ModelDescription(BaseModel):
-    """The champion's card in short; the card fields are null while there is no champion."""
-
-    name: str
-    ready: bool
-    champion: str | None
-    versions: int
-    route: str
-    task: str | None = None
-    target: str | None = None
-    features: list[Feature] | None = None
-    classes: list[Any] | None = None
-    metrics: dict[str, Any] | None = None
-    created_at: str | None = None
-
-
-class Health(BaseModel):
-    status: str
-
-
-# ---------------------------------------------------------------------- documented answers
-class ErrorDetail(BaseModel):
-    code: int
-    message: str
-
-
-class Error(BaseModel):
-    """Every error outside /v2."""
-
-    error: ErrorDetail
-
-
-class OipErrorBody(BaseModel):
-    """Every error under /v2, as the protocol shapes it."""
-
-    error: str
-
-
-class ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class Live(BaseModel):
-    live: bool
-
-
-class ServerReady(BaseModel):
-    ready: bool
-
-
-class ModelReady(BaseModel):
-    name: str
-    ready: bool
-
-
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-    parameters: dict[str, bool | int | float | str]
-
-
-class OutputTensor(TensorMetadata):
-    data: list[float]
-
-
-class InferResponse(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    outputs: list[OutputTensor]
-
-
-# The OIP inference request, as the protocol states it: the route reads the raw body itself
-# (dropflow.oip checks it and answers the protocol's 400s), so it is documented by hand.
-INFER_REQUEST = {
-    "type": "object",
-    "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": {"type": "object"},
-        "inputs": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["name", "shape", "datatype", "data"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                    "datatype": {"type": "string"},
-                    "data": {"type": "array"},
-                    "parameters": {"type": "object"},
-                },
-            },
-        },
-        "outputs": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
-            },
-        },
-    },
-}
-INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {api.JSON: {"schema": INFER_REQUEST}},
-    }
-}
-
-
-def answers(ok: type[BaseModel] | None, *errors: HTTPStatus, oip_route: bool = False) -> dict:
-    """A route's documented answers: 200 (`ok`, else its return annotation) and `errors`,
-    each with its error body; 500 is always possible."""
-    error_model = OipErrorBody if oip_route else Error
-    documented: dict[int, Any] = {200: {"description": "OK"}}
-    if ok is not None:
-        documented[200]["content"] = {api.JSON: {"model": ok}}
-    for status in (*errors, HTTPStatus.INTERNAL_SERVER_ERROR):
-        documented[int(status)] = {
-            "description": status.phrase,
-            "content": {api.JSON: {"model": error_model}},
-        }
-    return documented
-
-
-_BAD_BODY = (
-    HTTPStatus.BAD_REQUEST,
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-    HTTPStatus.UNPROCESSABLE_ENTITY,
-)
-_UNKNOWN, _NOT_READY = HTTPStatus.NOT_FOUND, HTTPStatus.SERVICE_UNAVAILABLE
-
-
-def _server_ready_answers() -> dict:
-    documented = answers(ServerReady, oip_route=True)
-    documented[int(_NOT_READY)] = {
-        "description": "not ready: the registry does not answer",
-        "content": {api.JSON: {"model": ServerReady}},
-    }
-    return documented
-
-
-_INFER_ANSWERS = answers(InferResponse, *_BAD_BODY, _UNKNOWN, _NOT_READY, oip_route=True)
-
-
 # ---------------------------------------------------------------------- routes
 @app.get(OPENAPI, include_in_schema=False)
 def openapi_json() -> Response[str]:
@@ -324,12 +123,12 @@ def list_models() -> ModelList:
     return ModelList.model_validate({"models": SERVICE.list_models()})
 
 
-@app.get(MODEL, responses=answers(None, _UNKNOWN))
+@app.get(MODEL, responses=answers(None, UNKNOWN))
 def describe_model(name: ModelName) -> ModelDescription:
     return ModelDescription.model_validate(SERVICE.describe_model(name))
 
 
-@app.post(PREDICT, responses=answers(None, *_BAD_BODY, _UNKNOWN, _NOT_READY))
+@app.post(PREDICT, responses=answers(None, *BAD_BODY, UNKNOWN, NOT_READY))
 def predict(name: ModelName, request: Annotated[PredictRequest, Body()]) -> PredictResponse:
     answer = SERVICE.predict(name, request.instances, version=request.version)
     return PredictResponse.model_validate(answer)
@@ -357,18 +156,18 @@ def oip_live() -> Response[dict[str, Any]]:
     return _json({"live": True})
 
 
-@app.get(V2_READY, responses=_server_ready_answers())
+@app.get(V2_READY, responses=SERVER_READY_ANSWERS)
 def oip_ready() -> Response[dict[str, Any]]:
     ready = OIP.server_ready()
     return _json({"ready": ready}, HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE)
 
 
-@app.get(V2_MODEL, responses=answers(ModelMetadata, _UNKNOWN, _NOT_READY, oip_route=True))
+@app.get(V2_MODEL, responses=answers(ModelMetadata, UNKNOWN, NOT_READY, oip_route=True))
 def oip_model_metadata(name: ModelName) -> Response[dict[str, Any]]:
     return _json(OIP.model_metadata(name))
 
 
-@app.get(V2_VERSION, responses=answers(ModelMetadata, _UNKNOWN, _NOT_READY, oip_route=True))
+@app.get(V2_VERSION, responses=answers(ModelMetadata, UNKNOWN, NOT_READY, oip_route=True))
 def oip_version_metadata(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
     return _json(OIP.model_metadata(name, version))
 
@@ -381,22 +180,22 @@ def _model_ready(name: str, version: str | None) -> Response[dict[str, Any]]:
     return _json(oip.error_body(why), HTTPStatus.SERVICE_UNAVAILABLE, **{"Retry-After": retry})
 
 
-@app.get(V2_MODEL_READY, responses=answers(ModelReady, _UNKNOWN, _NOT_READY, oip_route=True))
+@app.get(V2_MODEL_READY, responses=answers(ModelReady, UNKNOWN, NOT_READY, oip_route=True))
 def oip_model_ready(name: ModelName) -> Response[dict[str, Any]]:
     return _model_ready(name, None)
 
 
-@app.get(V2_VERSION_READY, responses=answers(ModelReady, _UNKNOWN, _NOT_READY, oip_route=True))
+@app.get(V2_VERSION_READY, responses=answers(ModelReady, UNKNOWN, NOT_READY, oip_route=True))
 def oip_version_ready(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
     return _model_ready(name, version)
 
 
-@app.post(V2_INFER, responses=_INFER_ANSWERS, openapi_extensions=INFER_BODY)
+@app.post(V2_INFER, responses=INFER_ANSWERS, openapi_extensions=INFER_BODY)
 def oip_infer(name: ModelName) -> Response[dict[str, Any]]:
     return _json(OIP.infer(name, None, app.current_event.decoded_body))
 
 
-@app.post(V2_VERSION_INFER, responses=_INFER_ANSWERS, openapi_extensions=INFER_BODY)
+@app.post(V2_VERSION_INFER, responses=INFER_ANSWERS, openapi_extensions=INFER_BODY)
 def oip_version_infer(name: ModelName, version: VersionId) -> Response[dict[str, Any]]:
     return _json(OIP.infer(name, version, app.current_event.decoded_body))
 
