@@ -161,6 +161,132 @@ def test_launching_is_limited_to_the_training_template_and_role(template):
     }
 
 
+# Exactly what each function's role may do: a permission missing here fails the function in
+# AWS, one added without a need fails this test. SAM policy templates and managed policies are
+# named as a whole; inline statements as (action, resource) pairs.
+BUCKET = "${DataBucket.Arn}"
+CRUD = "DynamoDBCrudPolicy:RegistryTable"
+LAUNCHER = "policy:TrainingLauncherPolicy"
+NEEDS: dict[str, set[Any]] = {
+    # Reads the drop (data version, spec) and launches.
+    "LaunchTrainingFunction": {
+        LAUNCHER,
+        CRUD,
+        ("s3:GetObject", f"{BUCKET}/datasets/*"),
+        ("s3:ListBucket", BUCKET),
+    },
+    # Relaunches (so it reads the spec) and reads job heartbeats.
+    "TrackTrainingFunction": {
+        LAUNCHER,
+        CRUD,
+        ("s3:GetObject", f"{BUCKET}/jobs/*"),
+        ("s3:GetObject", f"{BUCKET}/datasets/*"),
+        ("s3:ListBucket", BUCKET),
+    },
+    # Reads the candidate and champion models, records the decision, announces it.
+    "PromoteModelFunction": {
+        CRUD,
+        (
+            "events:PutEvents",
+            "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default",
+        ),
+        ("s3:GetObject", f"{BUCKET}/models/*"),
+        ("s3:ListBucket", BUCKET),
+    },
+    # Serving only reads.
+    "PredictFunction": {
+        "DynamoDBReadPolicy:RegistryTable",
+        ("s3:GetObject", f"{BUCKET}/models/*"),
+        ("s3:ListBucket", BUCKET),
+    },
+}
+
+
+def rendered(value: Any) -> str:
+    """A resource as text: Sub strings as written, GetAtt/Ref as ${X.Attr} / ${X}."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Sub" in value:
+        return value["Fn::Sub"]
+    if "Fn::GetAtt" in value:
+        return "${" + ".".join(value["Fn::GetAtt"]) + "}"
+    return "${" + value["Ref"] + "}"
+
+
+def granted(policies: list[Any]) -> set[Any]:
+    out: set[Any] = set()
+    for policy in policies:
+        if "Ref" in policy:
+            out.add(f"policy:{policy['Ref']}")
+        elif "Statement" in policy:
+            for statement in policy["Statement"]:
+                assert statement["Effect"] == "Allow"
+                for action in as_list(statement["Action"]):
+                    for resource in as_list(statement["Resource"]):
+                        out.add((action, rendered(resource)))
+        else:
+            ((name, args),) = policy.items()
+            out.add(f"{name}:{args['TableName']['Ref']}")
+    return out
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_each_function_role_grants_exactly_what_that_function_needs(template, logical_id):
+    props = template["Resources"][logical_id]["Properties"]
+
+    assert "Role" not in props, "a shared role would give one function another's permissions"
+    assert granted(props.get("Policies", [])) == NEEDS[logical_id]
+
+
+def test_only_the_functions_that_launch_training_hold_the_launcher_policy(template):
+    holders = {
+        f
+        for f in FUNCTIONS
+        if LAUNCHER in granted(template["Resources"][f]["Properties"].get("Policies", []))
+    }
+    assert holders == {"LaunchTrainingFunction", "TrackTrainingFunction"}
+
+
+def test_the_training_role_reads_its_inputs_and_writes_only_jobs_and_models(template):
+    role = template["Resources"]["TrainingRole"]["Properties"]
+    (policy,) = role["Policies"]
+
+    assert "ManagedPolicyArns" not in role
+    assert granted([policy["PolicyDocument"]]) == {
+        ("s3:GetObject", f"{BUCKET}/datasets/*"),
+        ("lambda:GetLayerVersion", "${TrainingCodeLayer}"),
+        ("lambda:GetLayerVersion", "${DropflowLayer}"),
+        ("s3:GetObject", f"{BUCKET}/jobs/*"),
+        ("s3:PutObject", f"{BUCKET}/jobs/*"),
+        ("s3:DeleteObject", f"{BUCKET}/jobs/*"),
+        ("s3:GetObject", f"{BUCKET}/models/*"),
+        ("s3:PutObject", f"{BUCKET}/models/*"),
+        ("s3:ListBucket", BUCKET),
+        *(
+            (f"dynamodb:{action}", "${RegistryTable.Arn}")
+            for action in (
+                "GetItem",
+                "PutItem",
+                "UpdateItem",
+                "DeleteItem",
+                "Query",
+                "ConditionCheckItem",
+            )
+        ),
+    }
+
+
+def test_failed_jobs_and_abandoned_events_raise_alarms(template):
+    resources = template["Resources"]
+    jobs = resources["FailedJobsAlarm"]["Properties"]
+    events = resources["FailedEventsAlarm"]["Properties"]
+
+    assert (jobs["Namespace"], jobs["MetricName"]) == ("dropflow", "JobsFailed")
+    assert jobs["Dimensions"] == [{"Name": "service", "Value": "dropflow"}]
+    assert jobs["AlarmActions"] == [{"Ref": "AlarmTopic"}] == events["AlarmActions"]
+    assert events["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailedEventsQueue", "QueueName"]}
+
+
 # --------------------------------------------------------------------------- storage
 def test_data_bucket_blocks_public_access(template):
     block = template["Resources"]["DataBucket"]["Properties"]["PublicAccessBlockConfiguration"]
@@ -219,24 +345,45 @@ def test_registry_table_has_the_single_table_keys_ttl_and_pitr(template):
 
 
 # --------------------------------------------------------------------------- training
-def test_launch_template_is_spot_and_requires_imdsv2(template):
+def test_launch_template_requires_imdsv2_and_leaves_the_market_to_the_fleet(template):
     data = template["Resources"]["TrainingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
 
-    assert data["InstanceMarketOptions"]["MarketType"] == "spot"
-    assert data["InstanceMarketOptions"]["SpotOptions"]["SpotInstanceType"] == "one-time"
+    # Each CreateFleet call picks spot or on-demand; a template forcing spot would contradict
+    # the on-demand fallback.
+    assert "InstanceMarketOptions" not in data
+    assert "KeyName" not in data  # no SSH key: the instance is never logged into
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
     assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert data["BlockDeviceMappings"][0]["Ebs"]["VolumeType"] == "gp3"
+    assert template["Parameters"]["TrainingAmiId"]["Default"].startswith("/aws/service/")
 
 
-def test_training_user_data_fetches_the_code_and_runs_the_training_module(template):
+def test_training_code_ships_with_the_deploy_as_a_layer_the_instance_downloads(template):
+    layer = template["Resources"]["TrainingCodeLayer"]
     data = template["Resources"]["TrainingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
     script = data["UserData"]["Fn::Base64"]["Fn::Sub"]
 
-    assert "s3://${DataBucket}/code/" in script
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert (ROOT / layer["Properties"]["ContentUri"] / "__main__.py").is_file()
+    assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt").is_file()
+    assert 'fetch_layer "${TrainingCodeLayer}"' in script
+    assert 'fetch_layer "${DropflowLayer}"' in script
     assert '"$PYTHON" -m training' in script
     assert "shutdown -h now" in script
+    assert not any(
+        {"Ref": "TrainingCodeLayer"} in template["Resources"][f]["Properties"].get("Layers", [])
+        for f in FUNCTIONS
+    ), "no function needs the training code"
+
+
+def test_the_training_instance_requirements_leave_the_amis_torch_alone():
+    lines = (ROOT / "training" / "requirements.txt").read_text().splitlines()
+    pins = [line.split("==")[0].lower() for line in lines if line and not line.startswith("#")]
+
+    assert "torch" not in pins
+    assert {"onnx", "onnxscript", "onnxruntime", "pandas", "pydantic"} <= set(pins)
+    assert all("==" in line for line in lines if line and not line.startswith("#"))
 
 
 def test_training_security_group_has_no_inbound_rule(template):
