@@ -5,13 +5,20 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from dropflow.ports import Instance, InstanceState, LaunchError, LaunchRequest
 
 
 class FakeCompute:
-    def __init__(self) -> None:
+    """`prices` is what a launch of each lifecycle reports per hour (None: unknown), and
+    `on_demand_price` the on-demand equivalent; `clock` stamps launches and ends."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.prices: dict[str, float | None] = {"spot": 0.3, "on-demand": 1.0}
+        self.on_demand_price: float | None = 1.0
         self.instances: dict[str, Instance] = {}
         self.launches: list[LaunchRequest] = []
         self.fail_with: str | None = None  # make the next launches raise LaunchError
@@ -38,7 +45,9 @@ class FakeCompute:
                 instance_type="fake.large",
                 lifecycle=request.lifecycle,
                 zone="fake-1a",
-                launched_at=time.time(),
+                launched_at=self.clock(),
+                price_per_hour=self.prices.get(request.lifecycle),
+                on_demand_price_per_hour=self.on_demand_price,
             )
             self.instances[instance.instance_id] = instance
             return instance
@@ -58,7 +67,7 @@ class FakeCompute:
             self.instances[instance_id],
             state=InstanceState.TERMINATED,
             exit_code=exit_code,
-            ended_at=time.time(),
+            ended_at=self.clock(),
         )
         self.instances[instance_id] = ended
         return ended

@@ -45,6 +45,7 @@ from dropflow.errors import NotFoundError, UserInputError
 from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
 from dropflow.names import new_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
+from dropflow.pricing import ledger
 from dropflow.spec import Spec, load_spec, spec_hash, spec_key
 from training import heartbeat as heartbeats
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
@@ -317,13 +318,14 @@ def train_and_publish(
     )
     store.put(artifact_key(model, version, CURVE_FILE), curve, content_type="image/png")
     now = time.time()
-    attempts: list[dict[str, Any]] = []
+    records: list[Attempt] = []
     for record in jobs.get(job.job_id).attempts:
         if record.number == attempt:
             record = record.model_copy(
                 update={"ended_at": now, "exit_reason": "published", "seconds_lost": 0.0}
             )
-        attempts.append(record.model_dump(mode="json"))
+        records.append(record)
+    attempts: list[dict[str, Any]] = [record.model_dump(mode="json") for record in records]
     card = Card(
         model=model,
         version=version,
@@ -346,6 +348,7 @@ def train_and_publish(
         files={"model": MODEL_FILE, "reference": REFERENCE_FILE, "curve": CURVE_FILE},
         model_bytes=model_bytes,
         attempts=attempts,
+        cost=ledger(records, now).to_dict(),  # up to publish: the shutdown after is not in it
         # Extra keys (the card allows them). Promotion's metric gate reads its tolerance here.
         promotion=spec.promotion.model_dump(mode="json"),
         training={

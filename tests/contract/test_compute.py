@@ -6,8 +6,13 @@ test_compute_process.py.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
+from dropflow.adapters.process_compute import ProcessCompute
 from dropflow.ports import Compute, InstanceState
 from tests.contract.compute_helpers import JOB_ID, ended, launch_request, wait_for
 
@@ -40,6 +45,16 @@ def test_launched_instance_runs_with_the_job_identity(compute_backend: ComputeBa
     assert (seen.job_id, seen.attempt, seen.lifecycle) == (JOB_ID, 2, "spot")
     assert (seen.instance_type, seen.zone) == (launched.instance_type, launched.zone)
     assert seen.ended_at is None and seen.exit_code is None
+
+
+def test_a_launched_instance_says_what_it_costs(compute_backend: ComputeBackend) -> None:
+    # Locally 0.0 (no simulated prices set); under moto, its spot price and g5.xlarge's
+    # on-demand list price. Never a made-up 0 for a price the adapter could not learn.
+    launched = compute_backend.adapter.launch(launch_request(**RUNNING))
+
+    assert launched.price_per_hour is not None and launched.price_per_hour >= 0
+    assert launched.on_demand_price_per_hour is not None
+    assert launched.price_per_hour <= launched.on_demand_price_per_hour
 
 
 def test_list_instances_includes_every_launch(compute_backend: ComputeBackend) -> None:
@@ -113,3 +128,22 @@ def test_a_second_adapter_can_terminate_the_instance(compute_backend: ComputeBac
     second.terminate(inst.instance_id)
 
     assert ended(compute_backend.adapter, inst.instance_id).state == InstanceState.TERMINATED
+
+
+def test_local_instances_can_simulate_prices_for_the_ledger(
+    tmp_path: Path, entrypoint: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ProcessCompute only: EC2 learns real prices (tests/unit/test_ec2_compute.py).
+    monkeypatch.setenv("DROPFLOW_LOCAL_SPOT_PRICE", "0.3")
+    monkeypatch.setenv("DROPFLOW_LOCAL_ON_DEMAND_PRICE", "1.0")
+    compute = ProcessCompute(tmp_path / "compute", entrypoint, grace=1.0)
+
+    spot = compute.launch(launch_request(attempt=1, TEST_MODE="exit"))
+    on_demand = compute.launch(
+        dataclasses.replace(launch_request(attempt=2, TEST_MODE="exit"), lifecycle="on-demand")
+    )
+
+    assert (spot.price_per_hour, spot.on_demand_price_per_hour) == (0.3, 1.0)
+    assert (on_demand.price_per_hour, on_demand.on_demand_price_per_hour) == (1.0, 1.0)
+    seen = ended(ProcessCompute(tmp_path / "compute", entrypoint), spot.instance_id)
+    assert seen.price_per_hour == 0.3  # kept in the record for later adapters

@@ -204,6 +204,7 @@ def test_partial_errors_with_one_instance_is_a_launch(ec2) -> None:
     errors = [_pool_error("InsufficientInstanceCapacity", "g6.xlarge", s) for s in SUBNETS]
     _expect_fleet(stubber, _fleet(errors, instance=True))
     _expect_describe(stubber, _described("pending"))
+    _expect_spot_price(stubber, {"SpotPriceHistory": []})
 
     inst = compute.launch(_request())
 
@@ -218,6 +219,7 @@ def test_instance_not_yet_visible_is_reported_from_the_fleet_answer(ec2) -> None
     _expect_fleet(stubber, _fleet([], instance=True))
     for _ in range(4):  # DescribeInstances lags behind CreateFleet
         stubber.add_client_error("describe_instances", "InvalidInstanceID.NotFound")
+    _expect_spot_price(stubber, {"SpotPriceHistory": []}, zone=None)
 
     inst = compute.launch(_request())
 
@@ -404,3 +406,97 @@ def test_open_compute_builds_an_ec2_compute_from_the_environment(
     assert compute.subnet_ids == ("subnet-1", "subnet-2")
     assert compute.instance_types == ("g5.xlarge", "g6.xlarge")
     assert compute.tags == {"dropflow:stack": "dropflow-prod"}
+
+
+# --------------------------------------------------------------------------- prices
+def _spot_history(*entries: tuple[str, str, datetime]) -> dict:
+    return {
+        "SpotPriceHistory": [
+            {
+                "AvailabilityZone": zone,
+                "InstanceType": "g5.xlarge",
+                "ProductDescription": "Linux/UNIX",
+                "SpotPrice": price,
+                "Timestamp": when,
+            }
+            for zone, price, when in entries
+        ]
+    }
+
+
+def _expect_spot_price(stubber: Stubber, answer: dict, zone: str | None = "us-east-1b") -> None:
+    expected = {
+        "InstanceTypes": ["g5.xlarge"],
+        "ProductDescriptions": ANY,
+        "StartTime": ANY,
+    }
+    if zone:
+        expected["AvailabilityZone"] = zone
+    stubber.add_response("describe_spot_price_history", answer, expected)
+
+
+def test_a_spot_launch_records_the_newest_spot_price_of_its_zone(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet([], instance=True))
+    _expect_describe(stubber, _described("pending"))
+    earlier, later = datetime(2026, 11, 23, 9, tzinfo=UTC), datetime(2026, 11, 23, 10, tzinfo=UTC)
+    _expect_spot_price(
+        stubber, _spot_history(("us-east-1b", "0.3500", earlier), ("us-east-1b", "0.3712", later))
+    )
+
+    inst = compute.launch(_request())
+
+    assert inst.price_per_hour == pytest.approx(0.3712)
+    assert inst.on_demand_price_per_hour == pytest.approx(1.006)  # g5.xlarge, us-east-1 list
+
+
+def test_a_spot_price_ec2_cannot_give_is_unknown_and_the_launch_still_succeeds(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet([], instance=True))
+    _expect_describe(stubber, _described("pending"))
+    stubber.add_client_error("describe_spot_price_history", "UnauthorizedOperation", "denied")
+
+    inst = compute.launch(_request())
+
+    assert inst.instance_id == INSTANCE
+    assert inst.price_per_hour is None
+    assert inst.on_demand_price_per_hour == pytest.approx(1.006)
+
+
+def test_an_empty_price_history_leaves_the_spot_price_unknown(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet([], instance=True))
+    _expect_describe(stubber, _described("pending"))
+    _expect_spot_price(stubber, {"SpotPriceHistory": []})
+
+    assert compute.launch(_request()).price_per_hour is None
+
+
+def test_without_a_zone_the_highest_zone_price_is_recorded(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet([], instance=True))
+    for _ in range(4):  # not visible yet: the zone is unknown
+        stubber.add_client_error("describe_instances", "InvalidInstanceID.NotFound")
+    now = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    _expect_spot_price(
+        stubber, _spot_history(("us-east-1a", "0.33", now), ("us-east-1c", "0.41", now)), zone=None
+    )
+
+    assert compute.launch(_request()).price_per_hour == pytest.approx(0.41)
+
+
+def test_an_on_demand_launch_records_the_on_demand_price(ec2) -> None:
+    compute, stubber = ec2
+    _expect_fleet(stubber, _fleet([], instance=True, lifecycle="on-demand"), "on-demand")
+    _expect_describe(stubber, _described("pending", lifecycle="on-demand"))
+
+    inst = compute.launch(_request("on-demand"))
+
+    assert inst.price_per_hour == inst.on_demand_price_per_hour == pytest.approx(1.006)
+
+
+def test_on_demand_prices_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPFLOW_ON_DEMAND_PRICES", '{"g5.xlarge": 1.25}')
+
+    assert Ec2Compute(TEMPLATE, client=object()).on_demand_prices == {"g5.xlarge": 1.25}
+    assert Ec2Compute(TEMPLATE, client=object(), on_demand_prices={}).on_demand_prices == {}

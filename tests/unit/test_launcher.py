@@ -8,8 +8,8 @@ import pytest
 
 from dropflow.datasets import data_version, model_of_dataset_key, models_with_data
 from dropflow.errors import InvalidName
-from dropflow.jobs import JobState, JobStore
-from dropflow.launcher import Launcher
+from dropflow.jobs import Attempt, Job, JobState, JobStore
+from dropflow.launcher import Launcher, remaining_work_seconds
 from dropflow.ports import ObjectInfo
 from tests.fakes_compute import FakeCompute
 
@@ -188,3 +188,185 @@ def test_an_invalid_spec_does_not_stop_the_launch_the_job_reports_it(store, laun
     store.put("datasets/iris/dropflow.yaml", b"compute: {on_demand: sometimes}\n")
 
     assert launcher.request_training("iris").action == "launched"
+
+
+# --------------------------------------------------------------------------- prices
+def test_the_attempt_records_its_price_and_the_on_demand_equivalent(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
+
+    outcome = launcher.request_training("iris")
+
+    attempt = JobStore(launcher.registry).get(outcome.job_id).attempts[0]
+    assert (attempt.lifecycle, attempt.price_per_hour, attempt.on_demand_price_per_hour) == (
+        "spot",
+        0.3,
+        1.0,
+    )
+    assert attempt.launched_at is not None and attempt.purchase_reason is None
+
+
+def test_an_on_demand_fallback_records_why(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
+    compute.refuse["spot"] = SPOT_FULL
+
+    outcome = launcher.request_training("iris")
+
+    attempt = JobStore(launcher.registry).get(outcome.job_id).attempts[0]
+    assert attempt.price_per_hour == 1.0
+    assert (attempt.purchase_reason or "").startswith("spot failed (capacity)")
+
+
+# --------------------------------------------------------------------------- budget, deadline
+HOUR = 3600.0
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _limited(store, registry, spec: str) -> tuple[Launcher, FakeCompute, Clock]:
+    clock = Clock()
+    compute = FakeCompute(clock=clock)
+    store.put("datasets/iris/data.csv", CSV)
+    store.put("datasets/iris/dropflow.yaml", spec.encode())
+    return Launcher(store, registry, compute, clock=clock), compute, clock
+
+
+def _ran_one_hour_and_was_lost(launcher: Launcher, compute: FakeCompute, clock: Clock) -> str:
+    job_id = launcher.request_training("iris").job_id
+    clock.now += HOUR
+    compute.end("fake-1", None)
+    launcher.jobs.update_attempt(job_id, 1, ended_at=clock.now, exit_reason="the instance ended")
+    launcher.jobs.transition(job_id, JobState.INTERRUPTED)
+    return job_id
+
+
+def test_a_job_that_spent_its_budget_is_not_launched_again(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {budget_usd: 0.25}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)  # an hour at $0.30
+
+    outcome = launcher.launch_attempt(job_id)
+
+    assert outcome.action == "failed"
+    assert len(compute.launches) == 1
+    job = launcher.jobs.get(job_id)
+    assert job.state == JobState.FAILED and len(job.attempts) == 1
+    assert job.reason == (
+        "attempt 2 not launched: the job has spent $0.30 of its budget of $0.25 "
+        "(compute.budget_usd)"
+    )
+    assert launcher.active_job("iris") is None
+
+
+def test_a_job_under_its_budget_is_launched_again(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {budget_usd: 0.5}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+
+    assert launcher.launch_attempt(job_id).action == "launched"
+
+
+def test_a_job_past_its_deadline_is_not_relaunched(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {deadline: 45m}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+
+    outcome = launcher.launch_attempt(job_id)
+
+    assert outcome.action == "failed"
+    assert len(compute.launches) == 1
+    reason = launcher.jobs.get(job_id).reason or ""
+    assert reason.startswith("attempt 2 not launched: the deadline (45m, ")
+    assert reason.endswith("has passed (compute.deadline)")
+
+
+def test_a_job_past_its_max_runtime_is_not_relaunched(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {max_runtime: 30m}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+
+    outcome = launcher.launch_attempt(job_id)
+
+    assert outcome.action == "failed"
+    assert "the max runtime is 30m (compute.max_runtime)" in outcome.message
+
+
+def _with_progress(launcher: Launcher, job_id: str, **progress) -> None:
+    launcher.jobs.set_progress(job_id, {"stage": "training", "attempt": 1, **progress})
+
+
+def test_spot_is_used_while_the_deadline_leaves_room(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {deadline: 4h}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+    _with_progress(launcher, job_id, step=500, steps=1000, eta_seconds=HOUR)
+
+    launcher.launch_attempt(job_id)
+
+    assert compute.tried == ["spot", "spot"]
+
+
+def test_an_attempt_goes_on_demand_when_spot_can_no_longer_meet_the_deadline(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {deadline: 2h}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+    # An hour of training left, an hour to go: no room for a spot reclaim and a restart.
+    _with_progress(launcher, job_id, step=500, steps=1000, eta_seconds=HOUR)
+
+    outcome = launcher.launch_attempt(job_id)
+
+    assert outcome.action == "launched"
+    assert compute.tried == ["spot", "on-demand"]
+    attempt = launcher.jobs.get(job_id).attempts[1]
+    assert attempt.lifecycle == "on-demand"
+    assert (attempt.purchase_reason or "").startswith("the deadline (2h, ")
+    assert "3600 s of training left" in (attempt.purchase_reason or "")
+
+
+def test_with_on_demand_never_the_deadline_does_not_buy_on_demand(store, registry):
+    launcher, compute, clock = _limited(
+        store, registry, "compute: {deadline: 2h, on_demand: never}\n"
+    )
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+    _with_progress(launcher, job_id, step=500, steps=1000, eta_seconds=HOUR)
+
+    launcher.launch_attempt(job_id)
+
+    assert compute.tried == ["spot", "spot"]
+
+
+def test_without_a_heartbeat_only_the_margin_decides(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {deadline: 65m}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)  # 5 minutes left
+
+    launcher.launch_attempt(job_id)
+
+    assert compute.tried == ["spot", "on-demand"]
+
+
+def test_remaining_work_is_the_heartbeat_eta_or_extrapolated_from_the_steps_done():
+    attempts = [Attempt(number=1, instance_id="i-1", launched_at=0.0, ended_at=1100.0)]
+    attempts[0].seconds_lost = 100.0
+    job = Job(job_id="iris-20261123T101500Z-3f9a0c", model="iris", data_version="d")
+    job.attempts = attempts
+
+    job.progress = {"step": 250, "steps": 1000, "eta_seconds": 1234}
+    assert remaining_work_seconds(job) == 1234.0
+    # 250 steps in 1000 useful seconds: 750 steps to go take 3000 s.
+    job.progress = {"step": 250, "steps": 1000}
+    assert remaining_work_seconds(job) == 3000.0
+    job.progress = {"stage": "exporting", "step": 1000, "steps": 1000}
+    assert remaining_work_seconds(job) == 0.0
+    job.progress = {}
+    assert remaining_work_seconds(job) is None
+
+
+def test_when_on_demand_has_no_capacity_for_the_deadline_spot_is_the_last_resort(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {deadline: 65m}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+    compute.refuse["on-demand"] = ("capacity", "InsufficientInstanceCapacity on-demand")
+
+    outcome = launcher.launch_attempt(job_id)
+
+    assert outcome.action == "launched"
+    assert compute.tried == ["spot", "on-demand", "spot"]
+    assert launcher.jobs.get(job_id).attempts[1].purchase_reason is None

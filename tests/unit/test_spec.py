@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from dropflow.errors import UserInputError
-from dropflow.spec import Spec, load_spec, spec_hash
+from dropflow.spec import Spec, load_spec, parse_duration, spec_hash
 
 
 @pytest.mark.parametrize("text", [None, "", "   \n", b"", "# only a comment\n"])
@@ -160,3 +162,65 @@ def test_the_hash_is_of_the_effective_spec():
     assert spec_hash(load_spec(None)) == spec_hash(load_spec("training: {epochs: 60}"))
     assert spec_hash(load_spec(None)) != spec_hash(load_spec("training: {epochs: 61}"))
     assert len(spec_hash(Spec())) == 64
+
+
+# --------------------------------------------------------------------------- compute limits
+def test_budget_deadline_and_max_runtime_are_read():
+    compute = load_spec("compute: {budget_usd: 5, deadline: 6h, max_runtime: 1h30m}").compute
+
+    assert compute.budget_usd == 5.0
+    assert compute.deadline == "6h"
+    assert compute.deadline_at(created_at=1000.0) == 1000.0 + 6 * 3600
+    assert compute.max_runtime_seconds == 5400.0
+
+
+def test_compute_limits_are_off_by_default():
+    compute = Spec().compute
+
+    assert compute.budget_usd is None and compute.max_runtime_seconds is None
+    assert compute.deadline_at(created_at=1000.0) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "compute: {deadline: 2026-11-24T06:00:00Z}",  # YAML reads it as a datetime
+        "compute: {deadline: '2026-11-24T06:00:00Z'}",
+        "compute: {deadline: '2026-11-24T08:00:00+02:00'}",
+    ],
+)
+def test_a_deadline_may_be_a_utc_time(text):
+    compute = load_spec(text).compute
+
+    assert compute.deadline == "2026-11-24T06:00:00Z"
+    assert compute.deadline_at(created_at=0.0) == datetime(2026, 11, 24, 6, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("compute: {budget_usd: 0}", "compute.budget_usd: Input should be greater than 0"),
+        ("compute: {budget_usd: cheap}", "compute.budget_usd: Input should be a valid number"),
+        ("compute: {deadline: soon}", "compute.deadline: 'soon' is not a deadline; give a"),
+        ("compute: {deadline: 3600}", "compute.deadline: 3600 is not a deadline"),
+        ("compute: {deadline: 2026-11-24}", "compute.deadline: 2026-11-24 is not a deadline"),
+        (
+            "compute: {deadline: 2026-11-24 06:00:00}",
+            "compute.deadline: 2026-11-24T06:00:00 has no",
+        ),
+        ("compute: {deadline: 0h}", "compute.deadline: '0h': a duration must be more than 0"),
+        ("compute: {max_runtime: 2026-11-24T06:00:00Z}", "compute.max_runtime: "),
+        ("compute: {max_runtime: 6 hours}", "compute.max_runtime: '6 hours' is not a duration"),
+    ],
+)
+def test_an_invalid_compute_limit_names_its_key(text, expected):
+    with pytest.raises(UserInputError) as caught:
+        load_spec(text)
+    assert str(caught.value).startswith(f"dropflow.yaml: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90m", 5400.0), ("1h30m", 5400.0), ("45s", 45.0), ("2d", 172800.0)]
+)
+def test_durations_read_in_days_hours_minutes_and_seconds(text, seconds):
+    assert parse_duration(text) == seconds

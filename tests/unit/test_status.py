@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dropflow.status import describe_progress, render
+import json
+
+import pytest
+
+from dropflow.catalog import Catalog
+from dropflow.status import collect, describe_cost, describe_progress, render
 
 
 def test_progress_reads_as_one_line():
@@ -56,3 +61,65 @@ def test_a_failed_job_shows_its_reason():
     assert "failed" in text
     assert "data.csv line 3, column 'b'" in text
     assert "(no models yet)" in text
+
+
+def _ledger(**totals):
+    return {
+        "attempts": [],
+        "seconds_run": 7200.0,
+        "cost_usd": 0.42,
+        "on_demand_equivalent_usd": 1.38,
+        "savings_usd": 0.96,
+        "savings_percent": 69.6,
+        "seconds_lost": 65.0,
+        "unpriced_attempts": 0,
+        **totals,
+    }
+
+
+def test_a_job_shows_its_cost_savings_and_seconds_lost():
+    text = render(_report("published", version="v1", cost=_ledger()))
+
+    header, row = text.splitlines()[1:3]
+    assert "COST" in header and "SAVED" in header and "LOST" in header
+    assert "$0.42  $0.96 (70%)  1m05s" in row
+
+
+def test_an_unknown_cost_reads_unknown_not_zero():
+    cost = _ledger(cost_usd=None, savings_usd=None, savings_percent=None, unpriced_attempts=1)
+
+    assert describe_cost(cost) == ("unknown", "unknown", "1m05s")
+
+
+def test_collect_reports_each_jobs_ledger(store, registry, monkeypatch):
+    from dropflow import services
+    from dropflow.jobs import Attempt, Job, JobStore
+
+    monkeypatch.setattr(services, "jobs", lambda: JobStore(registry))
+    monkeypatch.setattr(services, "catalog", lambda: Catalog(registry))
+    attempt = Attempt(
+        number=1,
+        instance_id="i-1",
+        lifecycle="spot",
+        price_per_hour=0.3,
+        on_demand_price_per_hour=1.0,
+        launched_at=1000.0,
+        ended_at=4600.0,
+        seconds_lost=12.0,
+    )
+    JobStore(registry).create(
+        Job(
+            job_id="iris-20261123T101500Z-3f9a0c",
+            model="iris",
+            data_version="d",
+            attempts=[attempt],
+        )
+    )
+
+    (job,) = collect(now=5000.0)["jobs"]
+
+    assert job["cost"]["cost_usd"] == pytest.approx(0.3)
+    assert job["cost"]["on_demand_equivalent_usd"] == pytest.approx(1.0)
+    assert job["cost"]["savings_percent"] == pytest.approx(70.0)
+    assert job["cost"]["seconds_lost"] == 12.0
+    json.dumps(job)  # --json prints it as it is

@@ -158,3 +158,139 @@ def test_the_watchdog_leaves_a_healthy_attempt_alone(tracker, compute):
 
     assert tracker.watchdog() == []
     assert compute.instances["fake-1"].state == InstanceState.RUNNING
+
+
+# --------------------------------------------------------------------------- budget
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def limited(store, registry, clock) -> Tracker:
+    """A tracker whose jobs run at $0.30/hour (spot) under a budget of $0.50 and a max runtime
+    of 3h, on a clock the test moves."""
+    store.put("datasets/iris/data.csv", CSV)
+    store.put("datasets/iris/dropflow.yaml", b"compute: {budget_usd: 0.5, max_runtime: 3h}\n")
+    compute = FakeCompute(clock=clock)
+    return Tracker(Launcher(store, registry, compute, clock=clock), clock=clock)
+
+
+def _running(tracker: Tracker) -> str:
+    job_id = _start(tracker)
+    tracker.jobs.transition(job_id, JobState.RUNNING)
+    tracker.jobs.set_progress(job_id, {"stage": "training", "updated_at": tracker.clock()})
+    return job_id
+
+
+def test_the_watchdog_stops_an_attempt_whose_cost_reaches_the_budget(limited, clock):
+    job_id = _running(limited)
+    clock.now += 2 * 3600  # two hours at $0.30: $0.60 of a $0.50 budget
+    limited.jobs.set_progress(job_id, {"stage": "training", "updated_at": clock.now})
+
+    outcomes = limited.watchdog()
+
+    assert [o.action for o in outcomes] == ["failed"]
+    assert limited.compute.instances["fake-1"].state == InstanceState.TERMINATED
+    job = limited.jobs.get(job_id)
+    assert job.state == JobState.FAILED
+    assert job.reason == (
+        "stopped attempt 1 on fake-1: the job has spent $0.60 of its budget of $0.50 "
+        "(compute.budget_usd)"
+    )
+    assert job.attempts[0].ended_at == clock.now
+    assert limited.launcher.active_job("iris") is None
+
+
+def test_the_stopped_instance_ending_relaunches_nothing(limited, clock):
+    job_id = _running(limited)
+    clock.now += 2 * 3600
+    limited.watchdog()
+
+    outcome = limited.instance_ended(limited.compute.instances["fake-1"])
+
+    assert outcome.action == "finished"
+    assert len(limited.compute.launches) == 1
+    assert len(limited.jobs.get(job_id).attempts) == 1
+
+
+def test_the_watchdog_leaves_an_attempt_under_its_budget_alone(limited, clock):
+    job_id = _running(limited)
+    clock.now += 3600  # $0.30 of $0.50
+    limited.jobs.set_progress(job_id, {"stage": "training", "updated_at": clock.now})
+
+    assert limited.watchdog() == []
+    assert limited.jobs.get(job_id).state == JobState.RUNNING
+
+
+def test_the_budget_counts_the_attempts_before_the_running_one(limited, clock):
+    job_id = _running(limited)
+    clock.now += 3600
+    limited.instance_ended(limited.compute.end("fake-1", None))  # $0.30 spent, relaunched
+    limited.jobs.transition(job_id, JobState.RUNNING)
+    clock.now += 2400  # and $0.20 on the second attempt
+    limited.jobs.set_progress(job_id, {"stage": "training", "updated_at": clock.now})
+
+    outcomes = limited.watchdog()
+
+    assert [o.action for o in outcomes] == ["failed"]
+    assert "spent $0.50 of its budget of $0.50" in outcomes[0].message
+    assert limited.compute.instances["fake-2"].state == InstanceState.TERMINATED
+
+
+def test_an_unknown_spot_price_is_budgeted_at_the_on_demand_price(limited, clock):
+    limited.compute.prices["spot"] = None  # EC2 could not say; on-demand is $1.00
+    job_id = _running(limited)
+    clock.now += 1800
+
+    outcomes = limited.watchdog()
+
+    assert [o.action for o in outcomes] == ["failed"]
+    assert "spent $0.50" in (limited.jobs.get(job_id).reason or "")
+
+
+def test_a_lost_attempt_of_a_job_over_budget_is_not_relaunched(limited, clock):
+    job_id = _running(limited)
+    clock.now += 2 * 3600  # the instance ends before the watchdog comes by
+
+    outcome = limited.instance_ended(limited.compute.end("fake-1", None))
+
+    assert outcome.action == "failed"
+    assert outcome.message.startswith("attempt 2 not launched: the job has spent $0.60")
+    assert len(limited.compute.launches) == 1
+    assert limited.jobs.get(job_id).state == JobState.FAILED
+
+
+def test_the_watchdog_stops_a_job_at_its_max_runtime(limited, clock):
+    limited.compute.prices["spot"] = 0.01  # cheap: the budget is not what stops it
+    job_id = _running(limited)
+    clock.now += 3 * 3600
+    limited.jobs.set_progress(job_id, {"stage": "training", "updated_at": clock.now})
+
+    outcomes = limited.watchdog()
+
+    assert [o.action for o in outcomes] == ["failed"]
+    assert "the max runtime is 3h (compute.max_runtime)" in outcomes[0].message
+
+
+def test_a_deadline_does_not_stop_a_running_attempt(store, registry, clock):
+    store.put("datasets/iris/data.csv", CSV)
+    store.put("datasets/iris/dropflow.yaml", b"compute: {deadline: 1h}\n")
+    tracker = Tracker(Launcher(store, registry, FakeCompute(clock=clock), clock=clock), clock=clock)
+    job_id = _running(tracker)
+    clock.now += 2 * 3600
+    tracker.jobs.set_progress(job_id, {"stage": "training", "updated_at": clock.now})
+
+    assert tracker.watchdog() == []
+
+    outcome = tracker.instance_ended(tracker.compute.end("fake-1", None))
+    assert outcome.action == "failed"
+    assert "the deadline (1h, " in outcome.message

@@ -126,6 +126,10 @@ class Card(BaseModel):
     )
     model_bytes: int = 0
     attempts: list[dict[str, Any]] = Field(default_factory=list)
+    # The job's cost ledger up to publish (dropflow.pricing.Ledger.to_dict): cost_usd,
+    # on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost and per-attempt
+    # lines; null amounts are unknown. None on cards from before the ledger.
+    cost: dict[str, Any] | None = None
 
     @property
     def feature_names(self) -> list[str]:

@@ -8,10 +8,13 @@ Adapters are chosen by URL scheme, never by `if local:` branches in domain code:
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from typing import Annotated, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from dropflow.errors import ConfigError
 
@@ -28,18 +31,70 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, le=20)
     # How long an idempotency claim on (model, data version) is kept.
     claim_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # Serving (dropflow.routing, dropflow.serving, dropflow.container_tier):
+    # what this process is: the predict function ("lambda") or the container tier.
+    served_by: str = Field(default="lambda", pattern=r"^(lambda|container)$")
+    # Memory for cached onnxruntime sessions (MB); default: the function's memory less the
+    # runtime's (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), or 80% of the machine's elsewhere.
+    model_cache_mb: float | None = Field(default=None, gt=0)
+    # A version is served by the predict function when its model.onnx is at most this size and
+    # its estimated session memory fits lambda_memory_mb; else by the container tier.
+    lambda_max_model_mb: float = Field(default=200.0, ge=0)
+    lambda_memory_mb: int = Field(default=1024, ge=128, le=10240)
+    session_memory_factor: float = Field(default=2.0, ge=1.0, le=20.0)
+    # The container tier: where the predict function forwards to (http://...), and what the
+    # promotion asks for capacity (asg://<group name> | process:///dir; empty: no tier).
+    container_url: str = Field(default="", pattern=r"^(https?://.+)?$")
+    container_tier_url: str = Field(default="", pattern=r"^((asg|process)://.+)?$")
+    container_timeout_seconds: float = Field(default=20.0, gt=0, le=900)
+    container_retry_after_seconds: int = Field(default=120, ge=1, le=3600)
 
 
-def load_settings() -> Settings:
-    """Settings from the environment; a ConfigError names each missing or wrong variable."""
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+class PricingSettings(BaseSettings):
+    """Prices for the cost ledger; every variable optional. Kept apart from Settings so that
+    a compute adapter can read them without the store and registry URLs.
+
+      DROPFLOW_ON_DEMAND_PRICES        JSON {"g6.xlarge": 0.8048, ...}: USD/hour, overriding
+                                       or extending dropflow.pricing's us-east-1 table
+      DROPFLOW_LOCAL_SPOT_PRICE        what a local (process) spot attempt is said to cost per
+      DROPFLOW_LOCAL_ON_DEMAND_PRICE   hour, and on-demand: simulated prices for demos and
+                                       tests of the ledger (default 0.0, local runs are free)
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DROPFLOW_", extra="ignore")
+
+    on_demand_prices: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    local_spot_price: float = Field(default=0.0, ge=0)
+    local_on_demand_price: float = Field(default=0.0, ge=0)
+
+
+def _validated(kind: type[_S]) -> _S:
     try:
-        return Settings()  # type: ignore[call-arg]
+        return kind()  # type: ignore[call-arg]
+    except SettingsError as exc:  # a complex value (JSON) that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        var = "DROPFLOW_" + field.group(1).upper() if field else "DROPFLOW_*"
+        raise ConfigError(f"invalid configuration: {var}: not valid JSON") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             var = "DROPFLOW_" + str(err["loc"][0]).upper() if err["loc"] else "DROPFLOW_*"
             problems.append(f"{var}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a ConfigError names each missing or wrong variable."""
+    return _validated(Settings)
+
+
+def pricing_settings() -> PricingSettings:
+    """The price settings from the environment, read when a compute adapter is created (once
+    per execution environment); a ConfigError names each wrong variable."""
+    return _validated(PricingSettings)
 
 
 @lru_cache(maxsize=1)

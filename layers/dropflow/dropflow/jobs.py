@@ -67,13 +67,20 @@ class ConcurrentUpdate(DropflowError):
 
 
 class Attempt(BaseModel):
+    """One try at running the job on one instance. Prices are USD per hour, None if unknown
+    (dropflow.pricing turns them into the job's cost ledger)."""
+
     number: int
     instance_id: str | None = None
     instance_type: str | None = None
     zone: str | None = None
     lifecycle: str | None = None
-    price_per_hour: float | None = None
-    started_at: float | None = None
+    price_per_hour: float | None = None  # what this attempt pays (spot or on-demand)
+    on_demand_price_per_hour: float | None = None  # the same type on-demand, for savings
+    # Why this attempt runs on-demand (a spot failure, the deadline, the spec); None on spot.
+    purchase_reason: str | None = None
+    launched_at: float | None = None  # when its instance launched: billing starts here
+    started_at: float | None = None  # when training started on it
     ended_at: float | None = None
     exit_reason: str | None = None
     seconds_lost: float | None = None

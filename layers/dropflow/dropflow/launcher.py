@@ -8,6 +8,11 @@ idempotent twice over:
   while a job holds the slot sets `follow_up` on the slot instead of starting a parallel job;
   when the job ends, the tracker releases the slot and asks for one follow-up run, which
   then sees all the data that arrived meanwhile.
+
+Every attempt is checked against the spec's limits before it is launched (`stop_reason`:
+budget, max runtime, deadline) and bought spot unless the spec or the deadline says otherwise
+(`Launcher._launch`, `deadline_needs_on_demand`). Each attempt records its price and the
+on-demand equivalent, from which dropflow.pricing keeps the job's cost ledger.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from dropflow.datasets import data_files, data_version, dataset_prefix
@@ -31,9 +37,11 @@ from dropflow.ports import (
     ObjectStore,
     Registry,
 )
+from dropflow.pricing import budget_spend, describe_usd, seconds_run
 from dropflow.spec import ComputeSection, load_spec, spec_key
 
 ACTIVE = "ACTIVE"
+_REASON_CHARS = 500  # a purchase reason quoting every pool's error stays readable
 # Launch failures that another purchase option may get past.
 FALLBACK_KINDS = frozenset({"capacity", "price", "quota"})
 
@@ -109,15 +117,34 @@ class Launcher:
                 version,
             )
         job = self.jobs.create(
-            Job(job_id=job_id, model=model, data_version=version, trigger=trigger)
+            Job(
+                job_id=job_id,
+                model=model,
+                data_version=version,
+                trigger=trigger,
+                created_at=self.clock(),  # a deadline such as `6h` counts from here
+            )
         )
         logger.info("job created", extra={"job_id": job.job_id, "data_version": version})
         return self.launch_attempt(job_id)
 
     def launch_attempt(self, job_id: str) -> LaunchOutcome:
-        """Launch the job's next attempt on the Compute port (first run or resume)."""
+        """Launch the job's next attempt on the Compute port (first run or resume).
+
+        The job is failed instead, with the reason, when it is past its deadline, has spent
+        its budget or used up its max runtime (see `stop_reason`).
+        """
         job = self.jobs.get(job_id)
         number = len(job.attempts) + 1
+        compute = self.compute_spec(job.model)
+        now = self.clock()
+        refusal = stop_reason(job, compute, now, launching=True)
+        if refusal is not None:
+            reason = f"attempt {number} not launched: {refusal}"
+            self.jobs.transition(job_id, JobState.FAILED, reason=reason)
+            self.release_slot(job.model, job_id)
+            logger.warning("job stopped", extra={"job_id": job_id, "reason": reason})
+            return LaunchOutcome("failed", job.model, reason, job_id, job.data_version)
 
         def add_attempt(j: Job) -> Job:
             return j.model_copy(
@@ -130,7 +157,7 @@ class Launcher:
         self.jobs.transition(job_id, JobState.LAUNCHING)
         self.jobs.update(job_id, add_attempt)
         try:
-            instance = self._launch(job_id, job.model, number)
+            instance, purchase_reason = self._launch(job, number, compute, now)
         except (LaunchError, OSError) as exc:
             reason = f"attempt {number} could not start: {exc}"
             self.jobs.update_attempt(job_id, number, ended_at=self.clock(), exit_reason=reason)
@@ -144,13 +171,18 @@ class Launcher:
             instance_type=instance.instance_type,
             zone=instance.zone,
             lifecycle=instance.lifecycle,
+            price_per_hour=instance.price_per_hour,
+            on_demand_price_per_hour=instance.on_demand_price_per_hour,
+            purchase_reason=purchase_reason,
+            launched_at=instance.launched_at,
             started_at=instance.launched_at,
         )
         logger.info("attempt launched", extra={"job_id": job_id, "attempt": number})
         return LaunchOutcome(
             "launched",
             job.model,
-            f"attempt {number} started on {instance.instance_id}",
+            f"attempt {number} started on {instance.instance_id}"
+            + (f" ({instance.lifecycle}: {purchase_reason})" if purchase_reason else ""),
             job_id,
             job.data_version,
         )
@@ -167,31 +199,44 @@ class Launcher:
         """Failed attempts a job of `model` may have before it is failed."""
         return self.compute_spec(model).max_attempts or self.max_attempts
 
-    def _launch(self, job_id: str, model: str, attempt: int) -> Instance:
-        """Spot first; on-demand when spot has no capacity and the spec allows it."""
-        compute = self.compute_spec(model)
+    def _launch(
+        self, job: Job, attempt: int, compute: ComputeSection, now: float
+    ) -> tuple[Instance, str | None]:
+        """Spot first; on-demand when spot has no capacity (or cannot meet the deadline) and
+        the spec allows it. Returns the instance and why it runs on-demand (None on spot)."""
         lifecycles = {
             "fallback": ["spot", "on-demand"],
             "never": ["spot"],
             "always": ["on-demand"],
         }[compute.on_demand]
+        why_on_demand: str | None = "the spec says compute.on_demand: always"
+        if compute.on_demand == "fallback":
+            late = deadline_needs_on_demand(job, compute, now)
+            if late is not None:
+                # Spot stays the last resort: late is better than not at all.
+                lifecycles, why_on_demand = ["on-demand", "spot"], late
+                logger.info("on-demand for the deadline", extra={"job_id": job.job_id})
         tried: list[str] = []
         for lifecycle in lifecycles:
             request = LaunchRequest(
-                job_id=job_id,
-                model=model,
+                job_id=job.job_id,
+                model=job.model,
                 attempt=attempt,
                 instance_types=tuple(compute.instance_types or ()),
                 lifecycle=lifecycle,
             )
             try:
-                return self.compute.launch(request)
+                instance = self.compute.launch(request)
             except LaunchError as exc:
                 tried.append(f"{lifecycle}: {exc}")
                 # On-demand would fail the same way on a bad request or a throttled API.
                 if exc.kind not in FALLBACK_KINDS:
                     raise LaunchError("; ".join(tried), kind=exc.kind) from exc
                 last = exc
+                if lifecycle == "spot":
+                    why_on_demand = f"spot failed ({exc.kind}): {exc}"[:_REASON_CHARS]
+                continue
+            return instance, (why_on_demand if lifecycle == "on-demand" else None)
         if compute.on_demand == "never":
             tried.append("on-demand not tried: the spec says compute.on_demand: never")
         raise LaunchError("; ".join(tried), kind=last.kind)
@@ -249,3 +294,104 @@ class Launcher:
             ):
                 return follow_up
         raise DropflowError(f"model {model}: could not release the active-job record")
+
+
+# ---------------------------------------------------------------------- budget and deadline
+# Time a new attempt needs besides training: boot, data load, export and publish, plus the
+# work a spot reclaim may cost. Spot is chosen only if the deadline leaves this much on top
+# of the estimated training time, itself padded by SPOT_SLACK for a possible reclaim.
+DEADLINE_MARGIN_SECONDS = 600.0
+SPOT_SLACK = 1.25
+
+
+def remaining_work_seconds(job: Job) -> float | None:
+    """Estimated training seconds the job still needs, from its last heartbeat.
+
+    The heartbeat of the latest attempt that reported (job.progress) says the step reached
+    out of all steps, and usually the training loop's own estimate of the time left
+    (`eta_seconds`, from its measured throughput): that estimate is used as it is. Without
+    one, the time it took to reach that step is extrapolated: the seconds the earlier
+    attempts ran, less the seconds they lost, divided by the steps done, times the steps
+    left. A job that finished training needs 0 more; one that never reported has no
+    estimate (None).
+    """
+    progress = job.progress or {}
+    if progress.get("stage") in ("exporting", "published"):
+        return 0.0
+    eta = progress.get("eta_seconds")
+    if isinstance(eta, int | float) and not isinstance(eta, bool) and eta >= 0:
+        return float(eta)
+    step, steps = progress.get("step"), progress.get("steps")
+    if not (isinstance(step, int | float) and isinstance(steps, int | float)) or step <= 0:
+        return None
+    if step >= steps:
+        return 0.0
+    useful = sum(
+        seconds_run(a, a.ended_at or job.updated_at) - (a.seconds_lost or 0.0) for a in job.attempts
+    )
+    if useful <= 0:
+        return None
+    return (steps - step) * useful / step
+
+
+def deadline_needs_on_demand(job: Job, compute: ComputeSection, now: float) -> str | None:
+    """Why the next attempt must run on-demand to meet the job's deadline, or None when spot
+    still can (or there is no deadline).
+
+    Spot is judged too slow when the time left is less than the estimated remaining work
+    (remaining_work_seconds; 0 when unknown) times SPOT_SLACK plus DEADLINE_MARGIN_SECONDS.
+    """
+    deadline = compute.deadline_at(job.created_at)
+    if deadline is None:
+        return None
+    left = deadline - now
+    remaining = remaining_work_seconds(job)
+    needed = (remaining or 0.0) * SPOT_SLACK + DEADLINE_MARGIN_SECONDS
+    if left >= needed:
+        return None
+    estimate = (
+        "no estimate of the work left"
+        if remaining is None
+        else (f"about {remaining:.0f} s of training left")
+    )
+    return (
+        f"the deadline ({compute.deadline}, {_utc(deadline)}) is {max(left, 0.0):.0f} s away "
+        f"and spot would need about {needed:.0f} s ({estimate}, plus margin)"
+    )
+
+
+def stop_reason(job: Job, compute: ComputeSection, now: float, *, launching: bool) -> str | None:
+    """Why the job must not run on, or None.
+
+    - budget: what it spent (pricing.budget_spend, counting the running attempt up to `now`)
+      has reached compute.budget_usd;
+    - max runtime: its attempts ran compute.max_runtime in all;
+    - deadline (only when `launching` a new attempt): compute.deadline has passed. A running
+      attempt is left to finish, since stopping it would throw its work away.
+    """
+    if compute.budget_usd is not None:
+        spent = budget_spend(job.attempts, now)
+        if spent >= compute.budget_usd:
+            return (
+                f"the job has spent {describe_usd(spent)} of its budget of "
+                f"{describe_usd(compute.budget_usd)} (compute.budget_usd)"
+            )
+    limit = compute.max_runtime_seconds
+    if limit is not None:
+        ran = sum(seconds_run(a, now) for a in job.attempts)
+        if ran >= limit:
+            return (
+                f"its attempts ran {ran:.0f} s in all, the max runtime is "
+                f"{compute.max_runtime} (compute.max_runtime)"
+            )
+    if launching:
+        deadline = compute.deadline_at(job.created_at)
+        if deadline is not None and now >= deadline:
+            return (
+                f"the deadline ({compute.deadline}, {_utc(deadline)}) has passed (compute.deadline)"
+            )
+    return None
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -163,6 +163,10 @@ class Instance:
     launched_at: float
     ended_at: float | None = None
     exit_code: int | None = None  # known locally; None on EC2
+    # USD per hour, learnt at launch (None: unknown, or an instance described later): what it
+    # runs at (spot or on-demand price) and what the same type costs on-demand.
+    price_per_hour: float | None = None
+    on_demand_price_per_hour: float | None = None
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ a message naming the key instead of being silently ignored. Example:
     training: {epochs: 60, batch_size: 64, learning_rate: 1e-3, seed: 0,
                checkpoint_interval_seconds: 60}
     promotion: {metric: macro_f1, tolerance: 0.01}
+    compute: {on_demand: fallback, budget_usd: 5.0, deadline: 6h, max_runtime: 4h}
 
 Nothing here imports torch: the promote and launch functions read the spec too.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -86,16 +88,119 @@ class PromotionSection(_Section):
         return metric
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+_UNIT_SECONDS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
+_MAX_DURATION_SECONDS = 30 * 86_400.0
+_DEADLINE_HELP = (
+    "give a duration from the job's creation such as 6h, 90m or 1h30m, "
+    "or a UTC time such as 2026-11-24T06:00:00Z"
+)
+
+
+def _is_duration(text: str) -> bool:
+    compact = text.strip().lower()
+    return bool(_DURATION.findall(compact)) and not _DURATION.sub("", compact).strip()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as `6h`, `90m`, `1h30m`, `45s` or `2d` (units d, h, m, s).
+
+    Raises ValueError saying what is expected.
+    """
+    if not _is_duration(text):
+        raise ValueError(f"{text!r} is not a duration; write it like 6h, 90m or 1h30m")
+    parts = _DURATION.findall(text.strip().lower())
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in parts)
+    if not 0 < seconds <= _MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r}: a duration must be more than 0 and at most 30d")
+    return seconds
+
+
+def _utc_time(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{value.isoformat()} has no time zone; add Z for UTC, e.g. 2026-11-24T06:00:00Z"
+        )
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _deadline_text(value: Any) -> str:
+    """The canonical text of a deadline: a duration as written, a time as UTC `...Z`."""
+    if isinstance(value, datetime):  # YAML reads an unquoted timestamp as a datetime
+        return _utc_time(value)
+    if not isinstance(value, str):
+        shown = value if isinstance(value, date) else repr(value)
+        raise ValueError(f"{shown} is not a deadline; {_DEADLINE_HELP}")
+    if not re.match(r"\s*\d{4}-\d\d-\d\d", value):
+        if not _is_duration(value):
+            raise ValueError(f"{value!r} is not a deadline; {_DEADLINE_HELP}")
+        parse_duration(value)  # in range?
+        return value.strip()
+    try:
+        when = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a deadline; {_DEADLINE_HELP}") from None
+    return _utc_time(when)
+
+
 class ComputeSection(_Section):
-    """Where the job runs. Spot first; what happens when spot has no capacity is `on_demand`:
-    fallback (default) tries on-demand once spot failed for capacity, price or quota; never
-    fails the job instead; always skips spot."""
+    """Where the job runs, and what it may cost.
+
+    Spot first. `on_demand` says when on-demand may be used: fallback (default) launches
+    on-demand once spot failed for capacity, price or quota, or when the deadline can no
+    longer be met on spot (see launcher.Launcher); never fails the job instead; always skips
+    spot. `budget_usd` caps the job's spend over all its attempts: a job that reached it is
+    not launched again, and a running attempt that reaches it is stopped (the job fails,
+    saying so). `deadline` is a duration from the job's creation (6h, 90m) or a UTC time
+    (2026-11-24T06:00:00Z): past it the job is not relaunched. `max_runtime` (a duration)
+    caps the instance time of all the job's attempts together.
+    """
 
     instance_types: list[str] | None = Field(default=None, min_length=1)
     on_demand: Literal["fallback", "never", "always"] = "fallback"
     # Failed attempts (crashes, lost instances) before the job fails; honoured spot
     # interruptions do not count. Default: the deployment's DROPFLOW_MAX_ATTEMPTS (3).
     max_attempts: int | None = Field(default=None, ge=1, le=20)
+    budget_usd: float | None = Field(default=None, gt=0.0)
+    deadline: str | None = None
+    max_runtime: str | None = None
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _known_deadline(cls, value: Any) -> Any:
+        return None if value is None else _deadline_text(value)
+
+    @field_validator("max_runtime", mode="before")
+    @classmethod
+    def _known_runtime(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a duration; write it like 6h, 90m or 1h30m")
+        parse_duration(value)
+        return value.strip()
+
+    def deadline_at(self, created_at: float) -> float | None:
+        """The deadline as epoch seconds for a job created at `created_at`; None if none."""
+        if self.deadline is None:
+            return None
+        try:
+            return created_at + parse_duration(self.deadline)
+        except ValueError:
+            return datetime.fromisoformat(self.deadline).timestamp()
+
+    @property
+    def max_runtime_seconds(self) -> float | None:
+        return None if self.max_runtime is None else parse_duration(self.max_runtime)
+
+
+class ServingSection(_Section):
+    """Where the model is served (dropflow.routing): `auto` decides by size at promotion;
+    `lambda` or `container` force the tier. `memory_mb` replaces the memory estimate (twice
+    the size of model.onnx) when the data owner knows better."""
+
+    route: Literal["auto", "lambda", "container"] = "auto"
+    memory_mb: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class Spec(_Section):
@@ -108,8 +213,9 @@ class Spec(_Section):
     training: TrainingSection = Field(default_factory=TrainingSection)
     promotion: PromotionSection = Field(default_factory=PromotionSection)
     compute: ComputeSection = Field(default_factory=ComputeSection)
+    # None when absent (not the defaults), so specs without it keep their spec_hash.
+    serving: ServingSection | None = None
     # Sections later issues give a schema; accepted as free mappings until then.
-    serving: dict[str, Any] | None = None
     schedule: dict[str, Any] | None = None
 
     @field_validator("features")
@@ -244,11 +350,14 @@ def spec_hash(spec: Spec) -> str:
 __all__ = [
     "METRICS_BY_TASK",
     "SPEC_FILE",
+    "ComputeSection",
     "ModelSection",
     "PromotionSection",
+    "ServingSection",
     "Spec",
     "TrainingSection",
     "load_spec",
+    "parse_duration",
     "spec_hash",
     "spec_key",
 ]

@@ -1,4 +1,8 @@
-"""What `dropflow status` shows: every job and every model, for people and for scripts."""
+"""What `dropflow status` shows: every job and every model, for people and for scripts.
+
+Each job shows what it cost, what it saved against on-demand, and the seconds of work its
+interrupted attempts lost (dropflow.pricing has the ledger).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,17 @@ import time
 from typing import Any
 
 from dropflow import services
+from dropflow.pricing import describe_usd, job_ledger
 
 
-def collect() -> dict[str, Any]:
-    """Jobs (newest first) and models with their champion, as plain JSON-able data."""
+def collect(now: float | None = None) -> dict[str, Any]:
+    """Jobs (newest first) and models with their champion, as plain JSON-able data.
+
+    Each job has its cost ledger as of `now` (dropflow.pricing.Ledger.to_dict: cost_usd,
+    on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost, and per attempt);
+    an unknown amount is null, never 0.
+    """
+    now = time.time() if now is None else now
     jobs = sorted(services.jobs().all(), key=lambda j: j.created_at, reverse=True)
     catalog = services.catalog()
     models = []
@@ -37,6 +48,7 @@ def collect() -> dict[str, Any]:
                 "reason": j.reason,
                 "progress": j.progress,
                 "created_at": j.created_at,
+                "cost": job_ledger(j, now).to_dict(),
             }
             for j in jobs
         ],
@@ -82,6 +94,30 @@ def describe_progress(progress: dict[str, Any]) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def describe_cost(cost: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(cost, savings, seconds lost) of a job's ledger for the table, e.g.
+    ("$0.42", "$0.96 (70%)", "1m05s"). Unknown amounts read `unknown`; no ledger, blanks."""
+    if not cost:
+        return "", "", ""
+    savings = describe_usd(cost.get("savings_usd"))
+    if cost.get("savings_percent") is not None:
+        savings += f" ({cost['savings_percent']:.0f}%)"
+    return (
+        describe_usd(cost.get("cost_usd")),
+        savings,
+        _seconds(float(cost.get("seconds_lost") or 0.0)),
+    )
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as two aligned tables."""
     job_rows = [
@@ -90,10 +126,11 @@ def render(report: dict[str, Any]) -> str:
             j["model"],
             j["state"],
             str(j["attempts"]),
+            *describe_cost(j.get("cost")),
             _age(j["created_at"]),
             j["version"]
             or (describe_progress(j["progress"]) if j["state"] in _ACTIVE else "")
-            or (j["reason"] or "")[:80],
+            or (j["reason"] or "")[:120],
         ]
         for j in report["jobs"]
     ]
@@ -110,7 +147,17 @@ def render(report: dict[str, Any]) -> str:
         [
             "JOBS",
             _table(
-                ["JOB ID", "MODEL", "STATE", "ATTEMPTS", "CREATED", "VERSION / PROGRESS / REASON"],
+                [
+                    "JOB ID",
+                    "MODEL",
+                    "STATE",
+                    "ATTEMPTS",
+                    "COST",
+                    "SAVED",
+                    "LOST",
+                    "CREATED",
+                    "VERSION / PROGRESS / REASON",
+                ],
                 job_rows,
             )
             if job_rows

@@ -3,8 +3,10 @@
 The job itself records its success (published) or a user error (failed). When an instance
 ends and the job is not in a final state, the attempt was lost (spot reclaim, crash, a stop of
 the local runtime): the tracker starts the next attempt, which resumes, until the job's
-attempts are used up. When a job reaches a final state the model's active slot is released,
-and a follow-up run starts if data arrived meanwhile.
+attempts are used up, its budget is spent, its max runtime used or its deadline past (see
+launcher.stop_reason). The watchdog also stops a running attempt once the job's spend reaches
+its budget or its max runtime. When a job reaches a final state the model's active slot is
+released, and a follow-up run starts if data arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Literal
 
 from dropflow.errors import NotFoundError
 from dropflow.jobs import Attempt, ExitCode, Job, JobState
-from dropflow.launcher import Launcher, LaunchOutcome
+from dropflow.launcher import Launcher, LaunchOutcome, stop_reason
 from dropflow.observability import logger
 from dropflow.ports import Instance, InstanceState
+from dropflow.spec import ComputeSection
 
 Action = Literal["ignored", "noted", "relaunched", "failed", "finished", "terminated"]
 
@@ -106,7 +109,8 @@ class Tracker:
         outcome = self.launcher.launch_attempt(job.job_id)
         logger.info("attempt relaunched", extra={"job_id": job.job_id, "outcome": outcome.message})
         if outcome.action == "failed":
-            return self._finish(self.jobs.get(job.job_id))
+            finished = self._finish(self.jobs.get(job.job_id))
+            return TrackOutcome("failed", outcome.message, job.job_id, finished.follow_up)
         return TrackOutcome("relaunched", outcome.message, job.job_id)
 
     def notice(self, instance: Instance, kind: str) -> TrackOutcome:
@@ -164,11 +168,38 @@ class Tracker:
                 )
         return outcomes
 
+    def enforce_limits(self) -> list[TrackOutcome]:
+        """Stop every running attempt whose job reached its budget (what it spent, counting
+        this attempt's price times the seconds it has run so far) or its max runtime: the
+        job fails with the reason first, so the end of the instance relaunches nothing, then
+        the instance is terminated. A deadline does not stop a running attempt (see
+        launcher.stop_reason); it only keeps the job from being relaunched."""
+        now = self.clock()
+        specs: dict[str, ComputeSection] = {}
+        outcomes = []
+        for job in self.jobs.all():
+            attempt = job.current_attempt
+            if (
+                job.state.terminal
+                or attempt is None
+                or attempt.instance_id is None
+                or attempt.ended_at is not None
+            ):
+                continue
+            if job.model not in specs:
+                specs[job.model] = self.launcher.compute_spec(job.model)
+            why = stop_reason(job, specs[job.model], now, launching=False)
+            if why is not None:
+                outcomes.append(self._stop(job, attempt, why, now))
+        return outcomes
+
     def watchdog(self) -> list[TrackOutcome]:
-        """The schedule's sweep: handle ended instances whose event was lost, terminate a
-        stuck attempt (stale heartbeat), and terminate every dropflow instance that serves
-        no unfinished job, so that no forgotten GPU instance bills a weekend."""
+        """The schedule's sweep: handle ended instances whose event was lost, stop attempts
+        over their job's budget or max runtime, terminate a stuck attempt (stale heartbeat),
+        and terminate every dropflow instance that serves no unfinished job, so that no
+        forgotten GPU instance bills a weekend."""
         outcomes = self.sweep()
+        outcomes += self.enforce_limits()
         now = self.clock()
         current: dict[str, Job] = {}
         for job in self.jobs.all():
@@ -213,6 +244,19 @@ class Tracker:
             self.jobs.transition(job.job_id, JobState.INTERRUPTED, reason="attempt never started")
         outcome = self.launcher.launch_attempt(job.job_id)
         return TrackOutcome("relaunched", outcome.message, job.job_id)
+
+    def _stop(self, job: Job, attempt: Attempt, why: str, now: float) -> TrackOutcome:
+        instance_id = attempt.instance_id
+        reason = f"stopped attempt {attempt.number} on {instance_id}: {why}"
+        failed = self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
+        self.jobs.update_attempt(
+            job.job_id, attempt.number, ended_at=now, exit_reason=f"stopped: {why}"
+        )
+        assert instance_id is not None
+        self.compute.terminate(instance_id)
+        logger.warning("job stopped", extra={"job_id": job.job_id, "reason": reason})
+        finished = self._finish(failed)
+        return TrackOutcome("failed", reason, job.job_id, finished.follow_up)
 
     def _fail(self, job: Job, reason: str) -> TrackOutcome:
         failed = self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)

@@ -7,6 +7,11 @@ failed pools in the answer's `Errors` instead of raising, so both are read: when
 instance comes back, LaunchError lists the error code of every pool and says in `kind`
 what kind of failure it was (see ports.LaunchError and `classify`).
 
+The launched instance carries its price, for the cost ledger (dropflow.pricing): a spot
+instance the newest DescribeSpotPriceHistory price of its type and zone, an on-demand one
+its type's on-demand price; both carry the on-demand price. A price EC2 cannot give is left
+unknown (None) and logged; it never fails a launch.
+
 The job travels with the instance as tags (DROPFLOW_JOB_ID, DROPFLOW_MODEL,
 DROPFLOW_ATTEMPT, and `dropflow:managed=true` for list_instances and the watchdog); the
 launch template turns on instance metadata tags, so the instance reads its job from IMDS.
@@ -33,7 +38,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from dropflow.config import pricing_settings
+from dropflow.observability import logger
 from dropflow.ports import Instance, InstanceState, LaunchError, LaunchRequest
+from dropflow.pricing import on_demand_price
 
 # Single-GPU types of several families and generations: more pools, fewer capacity errors.
 # The same list as the template's TrainingInstanceTypes default.
@@ -47,6 +55,8 @@ DEFAULT_GPU_TYPES: tuple[str, ...] = (
 MANAGED_TAG = "dropflow:managed"
 JOB_TAG, MODEL_TAG, ATTEMPT_TAG = "DROPFLOW_JOB_ID", "DROPFLOW_MODEL", "DROPFLOW_ATTEMPT"
 LIFECYCLES = ("spot", "on-demand")
+# The spot price of a Linux instance (EC2-Classic and VPC descriptions name the same price).
+_PRODUCTS = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")
 
 _CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"})
 _INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
@@ -132,6 +142,8 @@ class Ec2Compute:
     by default one is created on first use. `clock` gives epoch seconds; `sleep` waits
     between the few DescribeInstances retries after a launch (eventual consistency).
     `tags` are added to every instance and volume (e.g. {"dropflow:stack": name}).
+    `on_demand_prices` (USD/hour per type) override dropflow.pricing's table; by default
+    they come from $DROPFLOW_ON_DEMAND_PRICES.
     """
 
     def __init__(
@@ -144,6 +156,7 @@ class Ec2Compute:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         tags: Mapping[str, str] | None = None,
+        on_demand_prices: Mapping[str, float] | None = None,
     ) -> None:
         if not launch_template_id:
             raise ValueError("Ec2Compute needs a launch template id")
@@ -155,6 +168,9 @@ class Ec2Compute:
         self.clock = clock
         self.sleep = sleep
         self.tags = dict(tags or {})
+        self.on_demand_prices = dict(
+            pricing_settings().on_demand_prices if on_demand_prices is None else on_demand_prices
+        )
         self._client = client
         self._client_lock = threading.Lock()
 
@@ -208,7 +224,7 @@ class Ec2Compute:
             detail = "; ".join(_describe_error(e) for e in errors) or "no instance, no error"
             raise LaunchError(f"{what}: no instance launched: {detail}", kind=kind)
         group, instance_id = launched[0]
-        return self._launched(instance_id, group, request)
+        return self._priced(self._launched(instance_id, group, request))
 
     def launch_any(self, request: LaunchRequest, *, allow_on_demand: bool) -> Instance:
         """Spot first, then (if allowed) on-demand: the policy of issue 4.
@@ -346,6 +362,67 @@ class Ec2Compute:
             zone=override.get("AvailabilityZone", ""),
             launched_at=self.clock(),
         )
+
+    def _priced(self, instance: Instance) -> Instance:
+        """The instance with its price and its type's on-demand price (None: unknown)."""
+        on_demand = on_demand_price(instance.instance_type, self.on_demand_prices)
+        if on_demand is None:
+            logger.warning(
+                "no on-demand price for this instance type; set DROPFLOW_ON_DEMAND_PRICES",
+                extra={"instance_type": instance.instance_type},
+            )
+        if instance.lifecycle == "spot":
+            price = self.spot_price(instance.instance_type, instance.zone)
+        else:
+            price = on_demand
+        return dataclasses.replace(
+            instance, price_per_hour=price, on_demand_price_per_hour=on_demand
+        )
+
+    def spot_price(self, instance_type: str, zone: str = "") -> float | None:
+        """The current Linux spot price (USD/hour) of `instance_type` in `zone`; None when EC2
+        cannot say (the failure is logged: a launch never fails for want of a price).
+
+        The newest DescribeSpotPriceHistory entry of the zone; with no zone known, the
+        highest of each zone's newest price, so that a budget is never underestimated.
+        """
+        params: dict[str, Any] = {
+            "InstanceTypes": [instance_type],
+            "ProductDescriptions": list(_PRODUCTS),
+            # A start time with no end: the price in effect now, and any change since.
+            "StartTime": datetime.fromtimestamp(self.clock(), UTC),
+        }
+        if zone:
+            params["AvailabilityZone"] = zone
+        try:
+            history = self.client.describe_spot_price_history(**params)["SpotPriceHistory"]
+        except (ClientError, BotoCoreError, KeyError) as exc:
+            logger.warning(
+                "spot price unknown",
+                extra={"instance_type": instance_type, "zone": zone, "error": str(exc)},
+            )
+            return None
+        newest: dict[str, tuple[datetime, float]] = {}
+        for entry in history:
+            if entry.get("InstanceType") != instance_type or "SpotPrice" not in entry:
+                continue
+            where = entry.get("AvailabilityZone", "")
+            when = entry.get("Timestamp") or datetime.min.replace(tzinfo=UTC)
+            if zone and where != zone:
+                continue
+            try:
+                price = float(entry["SpotPrice"])
+            except ValueError:
+                continue
+            if where not in newest or when > newest[where][0]:
+                newest[where] = (when, price)
+        if not newest:
+            logger.warning(
+                "spot price unknown: no price history",
+                extra={"instance_type": instance_type, "zone": zone},
+            )
+            return None
+        return max(price for _, price in newest.values())
 
     def _describe_raw(self, instance_id: str) -> dict[str, Any] | None:
         if not isinstance(instance_id, str) or not _INSTANCE_ID.fullmatch(instance_id):

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dropflow.config import pricing_settings
 from dropflow.local import imds
 from dropflow.ports import Instance, InstanceState, LaunchError, LaunchRequest
 
@@ -58,6 +59,9 @@ class ProcessCompute:
     `grace` is how long terminate() waits after SIGTERM before it sends SIGKILL.
     `metadata_url` is the base URL of an ImdsEmulator serving `state_dir`, or None (the
     children then inherit whatever AWS_EC2_METADATA_SERVICE_ENDPOINT this process has).
+    A local instance costs nothing: its price and on-demand price are 0.0, unless
+    `spot_price` and `on_demand_price` (USD/hour; default $DROPFLOW_LOCAL_SPOT_PRICE and
+    $DROPFLOW_LOCAL_ON_DEMAND_PRICE) simulate some, for demos and tests of the cost ledger.
     """
 
     def __init__(
@@ -67,6 +71,8 @@ class ProcessCompute:
         *,
         grace: float = 10.0,
         metadata_url: str | None = None,
+        spot_price: float | None = None,
+        on_demand_price: float | None = None,
     ) -> None:
         if not entrypoint:
             raise ValueError("ProcessCompute needs an entrypoint command")
@@ -76,6 +82,12 @@ class ProcessCompute:
         self.entrypoint = tuple(str(part) for part in entrypoint)
         self.grace = grace
         self.metadata_url = metadata_url.rstrip("/") if metadata_url else None
+        if spot_price is None or on_demand_price is None:
+            prices = pricing_settings()
+            spot_price = prices.local_spot_price if spot_price is None else spot_price
+            if on_demand_price is None:
+                on_demand_price = prices.local_on_demand_price
+        self.prices = {"spot": float(spot_price), "on-demand": float(on_demand_price)}
         # Popen objects of the processes this object started: polling them reaps zombies.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
@@ -168,6 +180,8 @@ class ProcessCompute:
             "log": str(self._log_path(instance_id)),
             "ended_at": None,
             "exit_code": None,
+            "price_per_hour": self.prices.get(request.lifecycle),
+            "on_demand_price_per_hour": self.prices["on-demand"],
         }
         self._save(record)
         return _instance(record, InstanceState.RUNNING)
@@ -318,6 +332,8 @@ def _instance(record: dict[str, Any], state: InstanceState) -> Instance:
         launched_at=float(record["launched_at"]),
         ended_at=record.get("ended_at"),
         exit_code=record.get("exit_code"),
+        price_per_hour=record.get("price_per_hour"),
+        on_demand_price_per_hour=record.get("on_demand_price_per_hour"),
     )
 
 
