@@ -38,7 +38,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if envelope.detail_type == "Scheduled Event":  # the watchdog
         outcomes = services.tracker().watchdog()
         for outcome in outcomes:
-            logger.info(outcome.message, extra={"action": outcome.action, "job_id": outcome.job_id})
+            record(outcome)
         return {"results": [asdict(o) for o in outcomes]}
     detail = envelope.detail if isinstance(envelope.detail, dict) else {}
     instance_id = str(detail.get("instance-id", ""))
@@ -54,6 +54,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         outcome = TrackOutcome(
             "ignored", f"{instance_id} is {detail.get('state')}", instance.job_id
         )
-    metrics.add_metric(name=f"Track-{outcome.action}", unit="Count", value=1)
-    logger.info(outcome.message, extra={"action": outcome.action, "job_id": outcome.job_id})
+    record(outcome)
     return asdict(outcome)
+
+
+def record(outcome: TrackOutcome) -> None:
+    """Log the outcome and count it; JobsFailed (the FailedJobsAlarm's metric) counts each
+    job once, in the call that ended it, and a follow-up run that could not start."""
+    metrics.add_metric(name=f"Track-{outcome.action}", unit="Count", value=1)
+    failed = (outcome.ended == "failed") + bool(
+        outcome.follow_up and outcome.follow_up.action == "failed"
+    )
+    if failed:
+        metrics.add_metric(name="JobsFailed", unit="Count", value=failed)
+    logger.info(outcome.message, extra={"action": outcome.action, "job_id": outcome.job_id})

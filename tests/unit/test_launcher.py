@@ -370,3 +370,19 @@ def test_when_on_demand_has_no_capacity_for_the_deadline_spot_is_the_last_resort
     assert outcome.action == "launched"
     assert compute.tried == ["spot", "on-demand", "spot"]
     assert launcher.jobs.get(job_id).attempts[1].purchase_reason is None
+
+
+def test_a_job_that_cannot_launch_still_starts_the_follow_up_it_owes(store, launcher, compute):
+    store.put("datasets/iris/a.csv", CSV)
+    running = launcher.request_training("iris")
+    store.put("datasets/iris/b.csv", CSV)
+    assert launcher.request_training("iris").action == "coalesced"
+    launcher.jobs.transition(running.job_id, JobState.INTERRUPTED, reason="instance lost")
+    compute.fail_with = "the launch template is gone"
+
+    outcome = launcher.launch_attempt(running.job_id)
+
+    assert outcome.action == "failed"
+    (follow_up,) = [j for j in launcher.jobs.all() if j.job_id != running.job_id]
+    assert follow_up.trigger == "follow-up"
+    assert len(compute.tried) == 3  # the first launch, the failed resume, the follow-up

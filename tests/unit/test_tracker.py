@@ -294,3 +294,38 @@ def test_a_deadline_does_not_stop_a_running_attempt(store, registry, clock):
     outcome = tracker.instance_ended(tracker.compute.end("fake-1", None))
     assert outcome.action == "failed"
     assert "the deadline (1h, " in outcome.message
+
+
+# --------------------------------------------------------------------------- counting ends
+def test_the_call_that_fails_a_job_reports_it_ended_failed(tracker, compute):
+    _start(tracker)
+    for n in (1, 2):
+        assert tracker.instance_ended(compute.end(f"fake-{n}", ExitCode.CRASHED)).ended is None
+
+    outcome = tracker.instance_ended(compute.end("fake-3", ExitCode.CRASHED))
+
+    assert (outcome.action, outcome.ended) == ("failed", "failed")
+
+
+def test_a_job_the_training_failed_is_reported_ended_once_however_often_the_event_comes(
+    tracker, compute
+):
+    job_id = _start(tracker)
+    tracker.jobs.transition(job_id, JobState.FAILED, reason="target 'y' is not a column")
+    ended = compute.end("fake-1", ExitCode.USER_ERROR)
+
+    first = tracker.instance_ended(ended)
+    again = tracker.instance_ended(ended)
+
+    assert first.ended == "failed"
+    assert again.ended is None
+
+
+def test_a_relaunch_that_cannot_start_fails_the_job_and_says_so(tracker, compute):
+    job_id = _start(tracker)
+    compute.fail_with = "no launch template"
+
+    outcome = tracker.instance_ended(compute.end("fake-1", ExitCode.CRASHED))
+
+    assert (outcome.action, outcome.ended) == ("failed", "failed")
+    assert tracker.jobs.get(job_id).state == JobState.FAILED

@@ -141,10 +141,8 @@ class Launcher:
         refusal = stop_reason(job, compute, now, launching=True)
         if refusal is not None:
             reason = f"attempt {number} not launched: {refusal}"
-            self.jobs.transition(job_id, JobState.FAILED, reason=reason)
-            self.release_slot(job.model, job_id)
             logger.warning("job stopped", extra={"job_id": job_id, "reason": reason})
-            return LaunchOutcome("failed", job.model, reason, job_id, job.data_version)
+            return self._failed(job, reason)
 
         def add_attempt(j: Job) -> Job:
             return j.model_copy(
@@ -161,9 +159,7 @@ class Launcher:
         except (LaunchError, OSError) as exc:
             reason = f"attempt {number} could not start: {exc}"
             self.jobs.update_attempt(job_id, number, ended_at=self.clock(), exit_reason=reason)
-            self.jobs.transition(job_id, JobState.FAILED, reason=reason)
-            self.release_slot(job.model, job_id)
-            return LaunchOutcome("failed", job.model, reason, job_id, job.data_version)
+            return self._failed(job, reason)
         self.jobs.update_attempt(
             job_id,
             number,
@@ -280,14 +276,26 @@ class Launcher:
         rec = self.registry.get(model_pk(model), ACTIVE)
         return rec.data.get("job_id") if rec else None
 
-    def release_slot(self, model: str, job_id: str) -> bool:
+    def _failed(self, job: Job, reason: str) -> LaunchOutcome:
+        """Fail the job with `reason`, free its slot, and start the follow-up run that drops
+        during the job asked for (its launch is logged; the outcome is this job's)."""
+        self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
+        if self.release_slot(job.model, job.job_id):
+            follow_up = self.request_training(job.model, trigger="follow-up")
+            logger.info(
+                "follow-up requested", extra={"job_id": job.job_id, "outcome": follow_up.message}
+            )
+        return LaunchOutcome("failed", job.model, reason, job.job_id, job.data_version)
+
+    def release_slot(self, model: str, job_id: str) -> bool | None:
         """Free the slot held by `job_id`. Returns True when a follow-up run was requested
-        while it ran (the caller then calls request_training once)."""
+        while it ran (the caller then calls request_training once), False when there was
+        none, and None when `job_id` did not hold the slot (already freed: nothing to do)."""
         pk = model_pk(model)
         for _ in range(50):
             rec = self.registry.get(pk, ACTIVE)
             if rec is None or rec.data.get("job_id") != job_id:
-                return False
+                return None
             follow_up = bool(rec.data.get("follow_up"))
             if self.registry.compare_and_set(
                 pk, ACTIVE, {"job_id": None, "follow_up": False}, expected_revision=rec.revision

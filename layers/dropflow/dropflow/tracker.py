@@ -44,6 +44,9 @@ class TrackOutcome:
     message: str
     job_id: str | None = None
     follow_up: LaunchOutcome | None = None
+    # The job's final state ("failed" or "published") when this call is the one that ended
+    # it, else None: duplicate events never count a job twice in the handlers' metrics.
+    ended: str | None = None
 
 
 def describe_exit(exit_code: int | None) -> str:
@@ -109,8 +112,7 @@ class Tracker:
         outcome = self.launcher.launch_attempt(job.job_id)
         logger.info("attempt relaunched", extra={"job_id": job.job_id, "outcome": outcome.message})
         if outcome.action == "failed":
-            finished = self._finish(self.jobs.get(job.job_id))
-            return TrackOutcome("failed", outcome.message, job.job_id, finished.follow_up)
+            return TrackOutcome("failed", outcome.message, job.job_id, ended="failed")
         return TrackOutcome("relaunched", outcome.message, job.job_id)
 
     def notice(self, instance: Instance, kind: str) -> TrackOutcome:
@@ -243,6 +245,8 @@ class Tracker:
         if job.state != JobState.QUEUED:
             self.jobs.transition(job.job_id, JobState.INTERRUPTED, reason="attempt never started")
         outcome = self.launcher.launch_attempt(job.job_id)
+        if outcome.action == "failed":
+            return TrackOutcome("failed", outcome.message, job.job_id, ended="failed")
         return TrackOutcome("relaunched", outcome.message, job.job_id)
 
     def _stop(self, job: Job, attempt: Attempt, why: str, now: float) -> TrackOutcome:
@@ -256,17 +260,21 @@ class Tracker:
         self.compute.terminate(instance_id)
         logger.warning("job stopped", extra={"job_id": job.job_id, "reason": reason})
         finished = self._finish(failed)
-        return TrackOutcome("failed", reason, job.job_id, finished.follow_up)
+        return TrackOutcome("failed", reason, job.job_id, finished.follow_up, ended="failed")
 
     def _fail(self, job: Job, reason: str) -> TrackOutcome:
         failed = self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
         logger.warning("job failed", extra={"job_id": job.job_id, "reason": reason})
         outcome = self._finish(failed)
-        return TrackOutcome("failed", reason, job.job_id, outcome.follow_up)
+        return TrackOutcome("failed", reason, job.job_id, outcome.follow_up, ended="failed")
 
     def _finish(self, job: Job) -> TrackOutcome:
+        """Free the ended job's slot (starting the follow-up it owes). The call that frees it
+        is the one that reports the job as ended."""
         follow_up = None
-        if self.launcher.release_slot(job.model, job.job_id):
+        released = self.launcher.release_slot(job.model, job.job_id)
+        if released:
             follow_up = self.launcher.request_training(job.model, trigger="follow-up")
         message = f"job {job.state}" + (f"; follow-up: {follow_up.message}" if follow_up else "")
-        return TrackOutcome("finished", message, job.job_id, follow_up)
+        ended = job.state.value if released is not None else None
+        return TrackOutcome("finished", message, job.job_id, follow_up, ended)
