@@ -35,6 +35,9 @@ Parameters:
     Default: DEBUG
   Subnets:
     Type: List<AWS::EC2::Subnet::Id>
+  BetaMemory:
+    Type: Number
+    Default: 1536
 Globals:
   Function:
     Runtime: python3.12
@@ -63,6 +66,7 @@ Resources:
     Type: AWS::Serverless::Function
     Properties:
       CodeUri: functions/beta
+      MemorySize: !Ref BetaMemory
   NodeFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -257,6 +261,12 @@ def test_the_handler_gets_a_context_sized_like_the_function(project):
     assert result["memory"] == 256
     assert result["function_name"] == "AlphaFunction"
     assert 0 < result["remaining_ms"] <= 20_000
+
+
+def test_a_memory_size_given_by_a_parameter_takes_its_default(project):
+    result = invoke(project, "BetaFunction", {})
+
+    assert result["memory"] == 1536
 
 
 def test_the_handler_can_import_its_sibling_modules(project):

@@ -168,11 +168,23 @@ def describe_function(template_path: str | os.PathLike[str], logical_id: str) ->
         module_file=module_file,
         module_name=module_name,
         runtime=runtime,
-        memory_size=int(props.get("MemorySize", 128)),
-        timeout=float(props.get("Timeout", 3)),
+        memory_size=int(_scalar(props.get("MemorySize", 128), template, logical_id)),
+        timeout=float(_scalar(props.get("Timeout", 3), template, logical_id)),
         environment=dict(props["Environment"]["Variables"]),
         parameters=dict(template.get("Parameters") or {}),
     )
+
+
+def _scalar(value: Any, template: dict[str, Any], logical_id: str) -> Any:
+    """A property as its value: a literal, or a !Ref to a template parameter's default."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        parameter = (template.get("Parameters") or {}).get(value["Ref"])
+        if not isinstance(parameter, dict) or "Default" not in parameter:
+            raise InvokeError(
+                f"{logical_id}: {value['Ref']!r} is not a template parameter with a default"
+            )
+        return parameter["Default"]
+    return value
 
 
 @contextlib.contextmanager
