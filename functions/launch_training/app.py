@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dropflow import services
 from dropflow.config import settings
-from dropflow.datasets import model_of_dataset_key, models_with_data
+from dropflow.datasets import model_of_dataset_key
 from dropflow.errors import InvalidName
 from dropflow.observability import logger, metrics, tracer
 
@@ -41,12 +41,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             logger.warning("dataset drop ignored", extra={"key": detail.object.key})
             return {"results": [], "skipped": str(exc)}
         outcomes = [outcome]
-    else:  # the schedule: every model with data; unchanged data is a no-op claim
-        launcher = services.launcher()
-        outcomes = [
-            launcher.request_training(model, trigger="schedule")
-            for model in models_with_data(launcher.store)
-        ]
+    else:  # the schedule: models whose spec schedule is due and whose data changed
+        outcomes = services.launcher().scheduled_training()
     for outcome in outcomes:
         metrics.add_metric(name=f"Launch-{outcome.action}", unit="Count", value=1)
         if outcome.action == "failed":  # the job could not start: the FailedJobsAlarm's metric

@@ -93,8 +93,9 @@ def test_the_sample_events_drive_the_whole_loop(capsys, home, tmp_path):
         time.sleep(0.2)
     assert instance.exit_code == 0, (home / "compute" / f"{instance.instance_id}.log").read_text()
 
+    # The model's spec has no schedule section: the schedule leaves it to drops.
     again = invoke(capsys, home, "schedule-retrain.json")
-    assert [r["action"] for r in again["results"]] == ["duplicate"]
+    assert [r["action"] for r in again["results"]] == ["skipped"]
     # No state-change event for the job's own instance was played: the watchdog notices that
     # the published job still holds its model's slot, and frees it.
     swept = invoke(capsys, home, "schedule-watchdog.json")["results"]

@@ -386,3 +386,73 @@ def test_a_job_that_cannot_launch_still_starts_the_follow_up_it_owes(store, laun
     (follow_up,) = [j for j in launcher.jobs.all() if j.job_id != running.job_id]
     assert follow_up.trigger == "follow-up"
     assert len(compute.tried) == 3  # the first launch, the failed resume, the follow-up
+
+
+# --------------------------------------------------------------------------- the schedule
+DAY = 86_400.0
+
+
+@pytest.fixture
+def scheduled(store, registry):
+    clock = Clock()
+    compute = FakeCompute(clock=clock)
+    launcher = Launcher(store, registry, compute, clock=clock)
+    store.put("datasets/iris/dropflow.yaml", b"schedule: {every: 1d}\n")
+    store.put("datasets/iris/a.csv", CSV)
+    return launcher, compute, clock
+
+
+def _publish_and_free(launcher: Launcher, job_id: str) -> None:
+    for state in (JobState.RUNNING, JobState.EXPORTING, JobState.PUBLISHED):
+        launcher.jobs.transition(job_id, state)
+    launcher.release_slot("iris", job_id)
+
+
+def test_the_schedule_trains_a_scheduled_model_that_never_published(scheduled):
+    launcher, compute, _ = scheduled
+
+    (outcome,) = launcher.scheduled_training()
+
+    assert outcome.action == "launched"
+    assert launcher.jobs.get(outcome.job_id).trigger == "schedule"
+
+
+def test_the_schedule_skips_a_model_without_a_schedule_section(store, launcher, compute):
+    store.put("datasets/wine/a.csv", CSV)
+
+    (outcome,) = launcher.scheduled_training()
+
+    assert outcome.action == "skipped"
+    assert "no schedule in datasets/wine/dropflow.yaml" in outcome.message
+    assert compute.launches == []
+
+
+def test_the_schedule_skips_data_unchanged_since_the_last_published_job(scheduled, store):
+    launcher, compute, clock = scheduled
+    first = launcher.request_training("iris")
+    _publish_and_free(launcher, first.job_id)
+    clock.now += 3 * DAY
+
+    (outcome,) = launcher.scheduled_training()
+
+    assert outcome.action == "skipped"
+    assert f"data unchanged since job {first.job_id}" in outcome.message
+    assert len(compute.launches) == 1
+
+
+def test_changed_data_waits_until_the_schedule_is_due(scheduled, store):
+    launcher, compute, clock = scheduled
+    first = launcher.request_training("iris")
+    _publish_and_free(launcher, first.job_id)
+    # A file replaced in place (its drop event lost) changes the data version.
+    store.put("datasets/iris/a.csv", CSV + b"5,6,1\n")
+    clock.now += DAY / 2
+
+    early = launcher.scheduled_training()[0]
+    clock.now += DAY
+    due = launcher.scheduled_training()[0]
+
+    assert early.action == "skipped"
+    assert "retrain due at" in early.message
+    assert due.action == "launched"
+    assert launcher.jobs.get(due.job_id).trigger == "schedule"

@@ -47,7 +47,7 @@ promotion:
   metric: macro_f1
   tolerance: 0.01
 compute: {instance_types: [g5.xlarge]}
-schedule: {cron: "0 3 * * *"}
+schedule: {every: 12h}
 """
     )
     assert spec.task == "classification"
@@ -60,6 +60,7 @@ schedule: {cron: "0 3 * * *"}
     assert spec.promotion.metric == "macro_f1"
     assert spec.compute.instance_types == ["g5.xlarge"]
     assert spec.compute.on_demand == "fallback"
+    assert spec.schedule.every_seconds == 12 * 3600
 
 
 def test_exponent_notation_is_a_number_not_a_string():
@@ -224,3 +225,12 @@ def test_an_invalid_compute_limit_names_its_key(text, expected):
 )
 def test_durations_read_in_days_hours_minutes_and_seconds(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_a_schedule_that_is_not_a_duration_is_named():
+    with pytest.raises(UserInputError, match=r"schedule\.every.*not a duration"):
+        load_spec("schedule: {every: daily}")
+
+
+def test_without_a_schedule_section_the_schedule_does_not_retrain():
+    assert load_spec("target: y").schedule is None

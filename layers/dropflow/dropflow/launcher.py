@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from dropflow.datasets import data_files, data_version, dataset_prefix
+from dropflow.datasets import data_files, data_version, dataset_prefix, models_with_data
 from dropflow.errors import DropflowError, UserInputError
 from dropflow.jobs import Attempt, Job, JobState, JobStore, model_pk
 from dropflow.names import check_model_name, new_job_id
@@ -45,7 +45,7 @@ _REASON_CHARS = 500  # a purchase reason quoting every pool's error stays readab
 # Launch failures that another purchase option may get past.
 FALLBACK_KINDS = frozenset({"capacity", "price", "quota"})
 
-Action = Literal["launched", "duplicate", "coalesced", "no-data", "failed"]
+Action = Literal["launched", "duplicate", "coalesced", "no-data", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,49 @@ class Launcher:
         )
         logger.info("job created", extra={"job_id": job.job_id, "data_version": version})
         return self.launch_attempt(job_id)
+
+    def scheduled_training(self) -> list[LaunchOutcome]:
+        """The retrain schedule's tick: one outcome per model with data. A model is retrained
+        when its spec has a `schedule` section, its last published job is older than
+        `schedule.every`, and its data changed since that job; any other is skipped, saying
+        why. The request itself is the drop's, so the data version is claimed exactly once."""
+        return [self._scheduled(model) for model in models_with_data(self.store)]
+
+    def _scheduled(self, model: str) -> LaunchOutcome:
+        try:
+            spec = load_spec(self.store.get(spec_key(model)))
+        except ObjectNotFound:
+            spec = None
+        except UserInputError as exc:
+            return LaunchOutcome("skipped", model, f"not scheduled: {exc}")
+        if spec is None or spec.schedule is None:
+            return LaunchOutcome(
+                "skipped", model, f"no schedule in {spec_key(model)}: retrained by drops only"
+            )
+        objects = self.store.list(dataset_prefix(model))
+        if not data_files(objects):
+            return LaunchOutcome(
+                "no-data", model, f"no .csv or .parquet file under {dataset_prefix(model)}"
+            )
+        version = data_version(objects)
+        published = [j for j in self.jobs.for_model(model) if j.state == JobState.PUBLISHED]
+        last = max(published, key=lambda j: j.created_at, default=None)
+        if last is not None:
+            if last.data_version == version:
+                return LaunchOutcome(
+                    "skipped", model, f"data unchanged since job {last.job_id}", None, version
+                )
+            due = last.created_at + spec.schedule.every_seconds
+            if self.clock() < due:
+                when = datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
+                return LaunchOutcome(
+                    "skipped",
+                    model,
+                    f"data changed, retrain due at {when} (schedule.every {spec.schedule.every})",
+                    None,
+                    version,
+                )
+        return self.request_training(model, trigger="schedule")
 
     def launch_attempt(self, job_id: str) -> LaunchOutcome:
         """Launch the job's next attempt on the Compute port (first run or resume).

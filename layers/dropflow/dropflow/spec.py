@@ -203,6 +203,27 @@ class ServingSection(_Section):
     memory_mb: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
+class ScheduleSection(_Section):
+    """Retraining by the stack's schedule (RetrainSchedule, a daily check by default): the
+    model is retrained when its last published job is older than `every` and the data under
+    its prefix changed since that job (files replaced, removed, or whose drop event was lost).
+    A model without this section is retrained by drops only."""
+
+    every: str = "1d"
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _known_every(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a duration; write it like 1d, 12h or 90m")
+        parse_duration(value)
+        return value.strip()
+
+    @property
+    def every_seconds(self) -> float:
+        return parse_duration(self.every)
+
+
 class Spec(_Section):
     """A validated `dropflow.yaml`; `Spec()` is what an absent or empty file means."""
 
@@ -215,8 +236,7 @@ class Spec(_Section):
     compute: ComputeSection = Field(default_factory=ComputeSection)
     # None when absent (not the defaults), so specs without it keep their spec_hash.
     serving: ServingSection | None = None
-    # Sections later issues give a schema; accepted as free mappings until then.
-    schedule: dict[str, Any] | None = None
+    schedule: ScheduleSection | None = None
 
     @field_validator("features")
     @classmethod
@@ -353,6 +373,7 @@ __all__ = [
     "ComputeSection",
     "ModelSection",
     "PromotionSection",
+    "ScheduleSection",
     "ServingSection",
     "Spec",
     "TrainingSection",
