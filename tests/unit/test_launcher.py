@@ -409,7 +409,7 @@ def _publish_and_free(launcher: Launcher, job_id: str) -> None:
 
 
 def test_the_schedule_trains_a_scheduled_model_that_never_published(scheduled):
-    launcher, compute, _ = scheduled
+    launcher, _, _ = scheduled
 
     (outcome,) = launcher.scheduled_training()
 
@@ -441,7 +441,7 @@ def test_the_schedule_skips_data_unchanged_since_the_last_published_job(schedule
 
 
 def test_changed_data_waits_until_the_schedule_is_due(scheduled, store):
-    launcher, compute, clock = scheduled
+    launcher, _, clock = scheduled
     first = launcher.request_training("iris")
     _publish_and_free(launcher, first.job_id)
     # A file replaced in place (its drop event lost) changes the data version.
