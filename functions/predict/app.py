@@ -5,6 +5,11 @@ Inference Protocol v2 under /v2 (dropflow.oip; its errors are {"error": "<messag
 GET /openapi.json: the API's OpenAPI description, every status each route answers included. The
 routes call dropflow.serving; this file maps HTTP onto it and domain errors onto statuses. A client
 mistake is always a 4xx naming the problem; only our own bugs are a (logged) 500.
+
+The same file serves the container tier for large models (serving/server.py runs it with
+DROPFLOW_SERVED_BY=container). In the function, versions routed `container` are forwarded
+there: its 4xx answers pass through unchanged, and a tier that cannot answer is a 503 with
+Retry-After.
 """
 
 import json
@@ -43,6 +48,7 @@ from dropflow.api_schema import (
     answers,
 )
 from dropflow.config import settings
+from dropflow.container_tier import ContainerAnswered
 from dropflow.errors import InvalidName, NotFoundError, NotReadyError
 from dropflow.observability import logger, metrics, tracer
 from dropflow.serving import (
@@ -56,7 +62,15 @@ from dropflow.serving import (
 # requests reuse the onnxruntime sessions and the cached champion pointers.
 SETTINGS = settings()
 SERVICE = PredictionService(
-    ModelCache(services.store(), services.registry(), champion_ttl=SETTINGS.champion_ttl_seconds)
+    ModelCache(
+        services.store(),
+        services.registry(),
+        champion_ttl=SETTINGS.champion_ttl_seconds,
+        budget_mb=SETTINGS.model_cache_mb,
+        memory_factor=SETTINGS.session_memory_factor,
+    ),
+    tier=services.container_client(),
+    served_by="container" if SETTINGS.served_by == "container" else "lambda",
 )
 OIP = oip.OpenInference(SERVICE, server_version=__version__)
 # Each route and the one method it answers: a known path with another method gets a 405.
@@ -243,6 +257,17 @@ def not_found(exc: Exception) -> Response:
     # A malformed model name can never exist: for the client it is an unknown model (404),
     # and the message states the naming rule.
     return error(HTTPStatus.NOT_FOUND, str(exc))
+
+
+@app.exception_handler(ContainerAnswered)
+def container_answered(exc: ContainerAnswered) -> Response:
+    # The container tier judged the request with this same code: its answer stands as it is.
+    return Response(
+        status_code=exc.status,
+        content_type=exc.content_type,
+        body=exc.body.decode("utf-8", errors="replace"),
+        headers=exc.headers or None,
+    )
 
 
 @app.exception_handler(NotReadyError)

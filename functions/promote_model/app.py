@@ -2,7 +2,9 @@
 
 Trigger (EventBridge): S3 "Object Created" for models/<model>/<version>/card.json (the card is
 written last, so the version is complete). Delivery is at least once: promotion records its
-decision and a replay returns it unchanged.
+decision and a replay returns it unchanged. Promotion also routes the version (the predict
+function, or the container tier for large models) and scales the tier out for a container
+champion.
 """
 
 from typing import Any
@@ -32,10 +34,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"skipped": f"{key} is not a model card (models/<model>/<version>/card.json)"}
     model, version = location
     try:
-        result = promote(model, version, services.store(), services.registry(), services.events())
+        result = promote(
+            model,
+            version,
+            services.store(),
+            services.registry(),
+            services.events(),
+            policy=services.route_policy(),
+            tier=services.container_tier(),
+        )
     except InvalidName as exc:  # a stray file: retrying cannot help, so answer instead of raising
         logger.warning("card ignored", extra={"key": key, "reason": str(exc)})
         return {"skipped": str(exc)}
-    logger.info(f"{model} {version} {result.decision}: {result.reason}", extra={"model": model})
+    logger.info(
+        f"{model} {version} {result.decision}: {result.reason}",
+        extra={"model": model, "route": result.route, "scale_out": result.scale_out},
+    )
     metrics.add_metric(name=f"Promotion-{result.decision}", unit=MetricUnit.Count, value=1)
     return result.model_dump(mode="json")

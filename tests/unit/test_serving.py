@@ -505,3 +505,148 @@ def test_describe_a_model_without_champion_says_it_is_not_ready(service, registr
 def test_describe_an_unknown_model_is_not_found(service):
     with pytest.raises(NotFoundError):
         service.describe_model("nope")
+
+
+# ---------------------------------------------------------------------- memory budget
+def _session_mb(store, model: str, version: str) -> float:
+    from dropflow.card import artifact_key
+    from dropflow.routing import session_memory_mb
+
+    return session_memory_mb(len(store.get(artifact_key(model, version, "model.onnx"))))
+
+
+def test_sessions_are_evicted_least_recently_used_first_to_fit_the_memory_budget(store, registry):
+    versions = [
+        release(store, registry, "cancer", n, features=FEATURES, classes=CLASSES, value=0.9)
+        for n in (1, 2, 3)
+    ]
+    one = _session_mb(store, "cancer", versions[0])
+    cache = ModelCache(store, registry, budget_mb=2.5 * one)
+    service = PredictionService(cache)
+
+    service.predict("cancer", ROWS, version=versions[0])
+    service.predict("cancer", ROWS, version=versions[1])
+    service.predict("cancer", ROWS, version=versions[0])  # now the most recently used
+    service.predict("cancer", ROWS, version=versions[2])
+
+    assert list(cache._sessions) == [("cancer", versions[0]), ("cancer", versions[2])]
+    assert cache.memory_used_mb <= cache.budget_mb
+
+
+def test_a_model_larger_than_the_budget_is_still_served_alone(store, registry):
+    small = release(store, registry, "cancer", 1, features=FEATURES, classes=CLASSES)
+    large = release(store, registry, "wide", 1, n_features=200)
+    cache = ModelCache(store, registry, budget_mb=1.5 * _session_mb(store, "cancer", small))
+    service = PredictionService(cache)
+    service.predict("cancer", ROWS)
+
+    answer = service.predict("wide", [[0.5] * 200])
+
+    assert answer["version"] == large
+    assert list(cache._sessions) == [("wide", large)]
+
+
+def test_the_cache_budget_defaults_to_the_function_memory(store, registry, monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
+
+    assert ModelCache(store, registry).budget_mb == 2048 - 160
+
+
+# ---------------------------------------------------------------------- routes
+class FakeTier:
+    """Stands in for the container tier's HTTP client; remembers what was forwarded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def predict(self, model, version, instances):
+        self.calls.append(("predict", model, version))
+        return {"model": model, "version": version, "predictions": [], "served_by": "container"}
+
+    def infer(self, model, version, body):
+        self.calls.append(("infer", model, version))
+        return {"model_name": model, "model_version": version, "outputs": []}
+
+    def model_ready(self, model, version):
+        self.calls.append(("ready", model, version))
+        return True, ""
+
+
+def release_large(store, registry, model: str = "large", n: int = 1) -> str:
+    from dropflow.routing import RoutePolicy
+
+    version = version_id(n)
+    publish(store, model, version, features=FEATURES, classes=CLASSES)
+    policy = RoutePolicy(max_model_mb=0.0001)  # every test graph is "large"
+    assert promote(model, version, store, registry, policy=policy).route == "container"
+    return version
+
+
+def test_a_container_version_is_forwarded_and_never_loaded_here(counted, store, registry):
+    counted_store, counted_registry = counted
+    version = release_large(store, registry)
+    tier = FakeTier()
+    service = PredictionService(ModelCache(counted_store, counted_registry), tier=tier)
+
+    answer = service.predict("large", ROWS)
+
+    assert answer["served_by"] == "container"
+    assert tier.calls == [("predict", "large", version)]
+    assert service.cache._sessions == {}
+    assert counted_store.total == 0  # neither the card nor the graph was read
+
+
+def test_a_warm_forwarded_request_does_no_registry_io(counted, store, registry):
+    counted_store, counted_registry = counted
+    release_large(store, registry)
+    service = PredictionService(ModelCache(counted_store, counted_registry), tier=FakeTier())
+    service.predict("large", ROWS)
+    counted_registry.calls.clear()
+
+    service.predict("large", ROWS)
+
+    assert counted_registry.total == 0
+
+
+def test_a_pinned_container_version_is_forwarded_too(store, registry):
+    version = release_large(store, registry)
+    tier = FakeTier()
+    service = PredictionService(ModelCache(store, registry), tier=tier)
+
+    service.predict("large", ROWS, version=version)
+
+    assert tier.calls == [("predict", "large", version)]
+
+
+def test_the_container_tier_serves_container_versions_itself(store, registry):
+    release_large(store, registry)
+    service = PredictionService(ModelCache(store, registry), served_by="container")
+
+    answer = service.predict("large", ROWS)
+
+    assert answer["served_by"] == "container"
+    assert len(answer["predictions"]) == len(ROWS)
+
+
+def test_without_a_tier_a_container_version_is_not_ready(store, registry):
+    release_large(store, registry)
+    service = PredictionService(ModelCache(store, registry))
+
+    with pytest.raises(NotReadyError, match="DROPFLOW_CONTAINER_URL") as raised:
+        service.predict("large", ROWS)
+    assert raised.value.retry_after > 0
+
+
+def test_describe_model_shows_the_route(service, store, registry, cancer):
+    release_large(store, registry)
+
+    assert service.describe_model("cancer")["route"] == "lambda"
+    assert service.describe_model("large")["route"] == "container"
+
+
+def test_preload_loads_only_the_container_champions(store, registry, cancer):
+    large = release_large(store, registry)
+    service = PredictionService(ModelCache(store, registry), served_by="container")
+
+    assert service.preload() == [("large", large)]
+    assert list(service.cache._sessions) == [("large", large)]

@@ -78,7 +78,9 @@ class ModelDescription(BaseModel):
     ready: bool
     champion: str | None
     versions: int
-    route: str
+    route: str | None = Field(
+        description="where the champion is served: lambda, or container (large models)"
+    )
     task: str | None = None
     target: str | None = None
     features: list[Feature] | None = None

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from dropflow.jobs import MODELS_PK, model_pk
 from dropflow.names import check_model_name
 from dropflow.ports import Registry
+from dropflow.routing import Route
 
 Decision = Literal["pending", "approved", "rejected"]
 
@@ -32,6 +33,10 @@ class VersionRecord(BaseModel):
     decided_at: float | None = None
     # What the gate compared: primary, candidate, champion, champion_version, basis, rows, ...
     metrics: dict[str, Any] = Field(default_factory=dict)
+    # Where it is served (dropflow.routing) and why; None on versions from before routing,
+    # which the predict function serves itself.
+    route: Route | None = None
+    route_reason: str | None = None
 
 
 class Champion(BaseModel):
@@ -39,6 +44,8 @@ class Champion(BaseModel):
     version: str
     previous: str | None = None
     since: float
+    # The champion version's route, kept on the pointer so serving knows it without a read.
+    route: Route | None = None
     revision: int = 0  # registry revision, the token for the next switch
 
 
@@ -94,16 +101,29 @@ class Catalog:
             return None
         return Champion.model_validate({**rec.data, "revision": rec.revision})
 
-    def switch_champion(self, model: str, version: str, *, expected: Champion | None) -> bool:
+    def switch_champion(
+        self,
+        model: str,
+        version: str,
+        *,
+        expected: Champion | None,
+        route: Route | None = None,
+    ) -> bool:
         """Make `version` the champion if the pointer is still `expected` (None: no champion).
 
-        Returns False when another writer switched it first; the caller re-reads and decides.
+        The pointer carries the version's `route`; without one (a rollback), the route
+        recorded with the version. Returns False when another writer switched it first; the
+        caller re-reads and decides.
         """
+        if route is None:
+            record = self.version(model, version)
+            route = record.route if record else None
         data: dict[str, Any] = {
             "model": model,
             "version": version,
             "previous": expected.version if expected else None,
             "since": time.time(),
+            "route": route,
         }
         if expected is None:
             return self.registry.put_if_absent(model_pk(model), "CHAMPION", data)

@@ -45,6 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the retrain schedule event every SECONDS (default: off)",
     )
     up.add_argument("--verbose", action="store_true", help="also print the handlers' JSON logs")
+    up.add_argument(
+        "--container-threshold-mb",
+        type=float,
+        metavar="MB",
+        help="route versions whose model.onnx is larger than MB to the container tier "
+        "(default 200, as on AWS; lower it to exercise the container route)",
+    )
+    up.add_argument(
+        "--container-port",
+        type=int,
+        default=0,
+        help="port of the container tier's server (default: a free one)",
+    )
+    up.add_argument(
+        "--no-container",
+        dest="container",
+        action="store_false",
+        help="do not run the container tier (its models then answer 503)",
+    )
     interrupt = local_sub.add_parser(
         "interrupt", help="announce a spot interruption to a running job (IMDS emulator)"
     )
@@ -133,6 +152,9 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         port=args.port,
         schedule_seconds=args.schedule,
         verbose=args.verbose,
+        container=args.container,
+        container_port=args.container_port,
+        container_threshold_mb=args.container_threshold_mb,
     )
     # Ctrl-C and SIGTERM (a supervisor, a test) stop the loop, the API and the jobs cleanly,
     # also where the shell started us with SIGINT ignored (a background job).

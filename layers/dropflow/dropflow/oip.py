@@ -161,8 +161,11 @@ class OpenInference:
         """
         try:
             resolved = self.service.servable_version(model, version)
+            tier = self.service.forwarded(model, resolved)
         except NotReadyError as exc:
             return False, str(exc)
+        if tier is not None:  # a large model: ready once the container tier has loaded it
+            return tier.model_ready(model, resolved)
         try:
             self.service.cache.session(model, resolved)
         except Exception:  # a graph that cannot load is "not ready", logged for us
@@ -174,9 +177,13 @@ class OpenInference:
     def infer(self, model: str, version: str | None, body: str | None) -> dict[str, Any]:
         """Run an inference request (JSON text) and shape the protocol's response.
 
-        Raises InvalidName/NotFoundError, NotReadyError, or an OipError.
+        Raises InvalidName/NotFoundError, NotReadyError, or an OipError; for a version
+        routed to the container tier, its answer (or ContainerAnswered / ContainerUnavailable).
         """
         resolved = self.service.servable_version(model, version)
+        tier = self.service.forwarded(model, resolved)
+        if tier is not None:
+            return tier.infer(model, resolved, body)
         card = self.service.cache.card(model, resolved)
         request = parse_request(body)
         tensor = _the_input(request["inputs"])

@@ -11,6 +11,11 @@ rows and compares their primary metric (dropflow.scoring); where that cannot be 
 metrics recorded on the cards and the reason says why. The champion pointer is switched
 with compare-and-set, the decision is recorded (a replayed event changes nothing), and a
 "Model Promoted" / "Model Rejected" event is published.
+
+Each version that passes parity also gets its route (dropflow.routing): `lambda`, or
+`container` when it is too large for the predict function. The route is recorded with the
+version and written on the champion pointer, and promoting a `container` version asks the
+container tier to scale out, so that a server is on its way before the first request.
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ from pydantic import BaseModel, ValidationError
 from dropflow import scoring
 from dropflow.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card, artifact_key, card_key
 from dropflow.catalog import Catalog, Champion, ChampionChange, VersionRecord
+from dropflow.container_tier import ContainerTier
+from dropflow.errors import UserInputError
 from dropflow.events import PROMOTED, REJECTED, EventPublisher
 from dropflow.jobs import ConcurrentUpdate
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
+from dropflow.routing import CONTAINER, RouteDecision, RoutePolicy, decide_route
+from dropflow.spec import ServingSection, load_spec, spec_key
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,9 @@ class PromotionResult(BaseModel):
     primary_metric: str | None = None
     primary_value: float | None = None
     metrics: dict[str, Any] = {}  # what the gate compared (see GateOutcome)
+    route: Literal["lambda", "container"] | None = None  # where the version is served
+    route_reason: str | None = None
+    scale_out: str | None = None  # what the container tier was asked, for a container champion
     replayed: bool = False  # True when the decision was already recorded (event delivered twice)
 
 
@@ -100,8 +112,15 @@ def promote(
     store: ObjectStore,
     registry: Registry,
     events: EventPublisher | None = None,
+    *,
+    policy: RoutePolicy | None = None,
+    tier: ContainerTier | None = None,
 ) -> PromotionResult:
     """Check `version` of `model` and make it the champion when it is sound and not worse.
+
+    `policy` holds the routing thresholds (default: dropflow.routing's); `tier` is asked to
+    scale out when a `container` version becomes champion (a failure is logged, and the
+    decision stands: requests answer 503 until the tier has a server).
 
     Returns the decision with its reason, and publishes it to `events` when it is new (not a
     replay); a failed publish is logged and never undoes the decision. A missing or corrupt
@@ -118,7 +137,7 @@ def promote(
     if recorded is not None and recorded.decision != "pending":
         champion = catalog.champion(model)
         current = champion.version if champion else None
-        return PromotionResult(
+        result = PromotionResult(
             model=model,
             version=version,
             decision=recorded.decision,
@@ -128,13 +147,19 @@ def promote(
             primary_metric=recorded.primary_metric,
             primary_value=recorded.primary_value,
             metrics=recorded.metrics,
+            route=recorded.route,
+            route_reason=recorded.route_reason,
             replayed=True,
         )
+        # A replay asks again: the first delivery may have failed to reach the tier.
+        return _scale_out(tier, result)
 
     card: Card | None = None
+    routed: RouteDecision | None = None
     try:
         card = _load_card(store, model, version)
         check_parity(card, store)
+        routed = route_for(card, store, policy)
     except NothingPublished as missing:
         # No card, no version: answer without recording anything (nor making the model known),
         # so a stray or early event cannot block the version when its card does arrive.
@@ -160,8 +185,10 @@ def promote(
         if champion is not None and champion.version == version:
             # A previous run switched the pointer but stopped before recording the decision.
             reason = "already the champion"
-            result = _record(catalog, model, version, card, "approved", reason, champion, champion)
-            return _announce(events, result)
+            result = _record(
+                catalog, model, version, card, "approved", reason, champion, champion, None, routed
+            )
+            return _announce(events, _scale_out(tier, result))
         try:
             outcome = gate(card, champion, store)
         except Rejected as rejected:
@@ -175,11 +202,13 @@ def promote(
                 champion,
                 champion,
                 rejected.metrics,
+                routed,
             )
             return _announce(events, result)
         # Switch first, record second: a crash in between leaves a pointer that a retry
         # recognises ("already the champion"), never an approval that was not applied.
-        if catalog.switch_champion(model, version, expected=champion):
+        route = routed.route if routed else None
+        if catalog.switch_champion(model, version, expected=champion, route=route):
             after = catalog.champion(model)
             catalog.record_change(
                 ChampionChange(
@@ -201,8 +230,9 @@ def promote(
                 champion,
                 after,
                 outcome.metrics,
+                routed,
             )
-            return _announce(events, result)
+            return _announce(events, _scale_out(tier, result))
     raise ConcurrentUpdate(
         f"promotion of {model} {version}: the champion changed {MAX_SWITCH_ROUNDS} times while "
         "deciding; retry the event"
@@ -447,6 +477,54 @@ def _score(card: Card, store: ObjectStore, x: np.ndarray, y: np.ndarray) -> floa
     return scoring.score(card.task, card.metrics.primary, y, outputs)
 
 
+# ---------------------------------------------------------------------- routing
+def route_for(card: Card, store: ObjectStore, policy: RoutePolicy | None = None) -> RouteDecision:
+    """Where the version of `card` is served: by its model.onnx size and the spec's `serving`
+    section (the card's copy when the training job wrote one, else the dataset's current
+    dropflow.yaml; an unreadable spec routes by size, and the reason says so)."""
+    name = card.files.get("model", "model.onnx")
+    info = store.head(artifact_key(card.model, card.version, name))
+    size = info.size if info is not None else card.model_bytes
+    serving, note = _serving_section(card, store)
+    decision = decide_route(
+        size,
+        policy,
+        override=serving.route if serving else None,
+        memory_mb=serving.memory_mb if serving else None,
+    )
+    if note:
+        return RouteDecision(
+            decision.route, f"{decision.reason}; {note}", decision.model_mb, decision.memory_mb
+        )
+    return decision
+
+
+def _serving_section(card: Card, store: ObjectStore) -> tuple[ServingSection | None, str]:
+    copied = (card.model_extra or {}).get("serving")
+    try:
+        if isinstance(copied, dict):
+            return ServingSection.model_validate(copied), ""
+        try:
+            text = store.get(spec_key(card.model))
+        except ObjectNotFound:
+            return None, ""
+        return load_spec(text).serving, ""
+    except (UserInputError, ValidationError) as exc:
+        return None, f"the spec's serving section was ignored: {_short(exc)}"
+
+
+def _scale_out(tier: ContainerTier | None, result: PromotionResult) -> PromotionResult:
+    """Ask the container tier for a server when a `container` version is the champion."""
+    if tier is None or result.route != CONTAINER or result.champion_after != result.version:
+        return result
+    try:
+        done = tier.scale_out(1)
+    except Exception as exc:  # the decision stands; requests answer 503 until a server runs
+        log.warning("could not scale out the container tier for %s: %s", result.model, exc)
+        done = f"scale-out failed: {_short(exc)}"
+    return result.model_copy(update={"scale_out": done})
+
+
 # ---------------------------------------------------------------------- recording
 def _record(
     catalog: Catalog,
@@ -458,6 +536,7 @@ def _record(
     before: Champion | None,
     after: Champion | None,
     metrics: dict[str, Any] | None = None,
+    routed: RouteDecision | None = None,
 ) -> PromotionResult:
     metric = card.metrics.primary if card else None
     value = card.metrics.holdout.get(metric) if card and metric else None
@@ -473,6 +552,8 @@ def _record(
             published_at=_epoch(card.created_at) if card else None,
             decided_at=time.time(),
             metrics=metrics or {},
+            route=routed.route if routed else None,
+            route_reason=routed.reason if routed else None,
         )
     )
     return PromotionResult(
@@ -485,6 +566,8 @@ def _record(
         primary_metric=metric,
         primary_value=value,
         metrics=metrics or {},
+        route=routed.route if routed else None,
+        route_reason=routed.reason if routed else None,
     )
 
 

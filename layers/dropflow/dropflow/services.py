@@ -13,10 +13,12 @@ from pathlib import Path
 from dropflow import adapters
 from dropflow.catalog import Catalog
 from dropflow.config import settings
+from dropflow.container_tier import ContainerClient, ContainerTier, open_tier
 from dropflow.events import EventPublisher, JsonLinesEventPublisher, NullEventPublisher
 from dropflow.jobs import JobStore
 from dropflow.launcher import Launcher
 from dropflow.ports import Compute, ObjectStore, Registry
+from dropflow.routing import RoutePolicy
 from dropflow.tracker import Tracker
 
 
@@ -77,9 +79,37 @@ def tracker() -> Tracker:
     return Tracker(launcher())
 
 
+@cache
+def route_policy() -> RoutePolicy:
+    """The routing thresholds promotion applies (DROPFLOW_LAMBDA_MAX_MODEL_MB, ...)."""
+    return RoutePolicy.from_settings(settings())
+
+
+@cache
+def container_tier() -> ContainerTier:
+    """What promotion asks for capacity: DROPFLOW_CONTAINER_TIER_URL (asg:// or process://),
+    or no tier at all when it is empty."""
+    return open_tier(settings().container_tier_url)
+
+
+@cache
+def container_client() -> ContainerClient | None:
+    """Where the predict function forwards large models: DROPFLOW_CONTAINER_URL, if set."""
+    cfg = settings()
+    if not cfg.container_url:
+        return None
+    return ContainerClient(
+        cfg.container_url,
+        timeout=cfg.container_timeout_seconds,
+        retry_after=cfg.container_retry_after_seconds,
+    )
+
+
 def reset() -> None:
     """Forget every cached object and the settings (a new local home, or a test)."""
     for factory in (store, registry, compute, jobs, catalog, launcher, tracker, events):
+        factory.cache_clear()
+    for factory in (route_policy, container_tier, container_client):
         factory.cache_clear()
     settings.cache_clear()
     for opener in (adapters.open_store, adapters.open_registry, adapters.open_compute):

@@ -1,10 +1,12 @@
 """The prediction service behind `POST /models/{name}/predict` (no HTTP here).
 
-A `ModelCache` lives once per execution environment: it keeps one onnxruntime session per
-(model, version), the cards, and each model's champion pointer for `champion_ttl` seconds, so
-a warm request touches neither the store nor the registry until the pointer expires.
-`PredictionService` checks the client's instances against the card, runs the graph and maps
-class ids back to the target's original labels.
+A `ModelCache` lives once per execution environment: it keeps onnxruntime sessions per
+(model, version) within a memory budget (least recently used first out; a single model larger
+than the budget is still served, alone), the cards, and each model's champion pointer with its
+route for `champion_ttl` seconds, so a warm request touches neither the store nor the registry
+until the pointer expires. `PredictionService` checks the client's instances against the card,
+runs the graph and maps class ids back to the target's original labels; in the predict function
+it forwards the versions routed `container` (dropflow.routing) to the container tier instead.
 
 What a client may send for a feature (checked by `InputSchema`, against the card's Feature):
 - a number feature: a JSON number, finite and within float32 (booleans and numeric strings
@@ -45,11 +47,21 @@ from dropflow.card import (
     card_key,
 )
 from dropflow.catalog import Catalog
+from dropflow.container_tier import ContainerClient, ContainerUnavailable
 from dropflow.errors import DropflowError, NotFoundError, NotReadyError
 from dropflow.names import check_model_name, check_version
+from dropflow.observability import logger
 from dropflow.ports import ObjectStore, Registry
+from dropflow.routing import (
+    CONTAINER,
+    LAMBDA,
+    SESSION_MEMORY_FACTOR,
+    Route,
+    default_cache_budget_mb,
+    session_memory_mb,
+)
 
-SERVED_BY = "lambda"
+SERVED_BY = LAMBDA
 # A model with jobs but no champion is usually minutes away from one (training + promotion).
 NOT_READY_RETRY_AFTER = 60
 # How many problems one 422 lists: enough to fix a batch in one go, short enough to read.
@@ -72,27 +84,45 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def session_providers() -> list[str]:
+    """CUDA first where this onnxruntime has it (onnxruntime-gpu in the container tier on a
+    GPU instance), else the CPU; the Lambda's CPU wheel only ever has the CPU."""
+    available = ort.get_available_providers()
+    gpu = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
+    return [*gpu, "CPUExecutionProvider"]
+
+
 def open_session(model_bytes: bytes, *, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session for a serialized model, using `threads` intra-op threads."""
+    """An onnxruntime session for a serialized model, using `threads` intra-op threads."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or available_cpus()
     # One request at a time per environment: parallelism inside the operators is what pays.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model_bytes, options, providers=session_providers())
 
 
 @dataclass(frozen=True)
 class _Pointer:
     version: str
+    route: Route
     fetched_at: float
+
+
+@dataclass(frozen=True)
+class _Held:
+    session: ort.InferenceSession
+    memory_mb: float  # the estimate it is counted at against the budget
 
 
 class ModelCache:
     """Sessions, cards and champion pointers, cached for the life of the execution environment.
 
     Thread-safe (the local gateway serves requests from several threads). Sessions are kept in
-    a small LRU so that an environment that sees many champion switches does not grow forever.
+    an LRU bounded by `budget_mb` (each counted at dropflow.routing's estimate for the size of
+    its model.onnx) and by `max_sessions`, so that an environment that sees many champion
+    switches or many models does not run out of memory. Room is made before a session is
+    built: the peak is what the function's memory must hold.
     """
 
     def __init__(
@@ -103,20 +133,26 @@ class ModelCache:
         champion_ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         threads: int | None = None,
-        max_sessions: int = 4,
+        max_sessions: int = 16,
+        budget_mb: float | None = None,
+        memory_factor: float = SESSION_MEMORY_FACTOR,
     ) -> None:
+        """`budget_mb` defaults to dropflow.routing.default_cache_budget_mb()."""
         self.store = store
         self.catalog = Catalog(registry)
         self.champion_ttl = champion_ttl
         self.clock = clock
         self.threads = threads or available_cpus()
         self.max_sessions = max_sessions
+        self.budget_mb = budget_mb if budget_mb is not None else default_cache_budget_mb()
+        self.memory_factor = memory_factor
         self._lock = threading.Lock()
         self._champions: dict[str, _Pointer] = {}
         self._cards: dict[tuple[str, str], Card] = {}
         self._inputs: dict[tuple[str, str], InputSchema] = {}
         self._servable: set[tuple[str, str]] = set()
-        self._sessions: OrderedDict[tuple[str, str], ort.InferenceSession] = OrderedDict()
+        self._routes: dict[tuple[str, str], Route] = {}
+        self._sessions: OrderedDict[tuple[str, str], _Held] = OrderedDict()
 
     # ------------------------------------------------------------------ champion pointer
     def champion(self, model: str) -> str:
@@ -140,8 +176,10 @@ class ModelCache:
                     retry_after=NOT_READY_RETRY_AFTER,
                 )
             raise NotFoundError(f"unknown model {model!r}: GET /models lists the models served")
+        route = champion.route or LAMBDA  # pointers from before routing: the function's own
         with self._lock:
-            self._champions[model] = _Pointer(champion.version, now)
+            self._champions[model] = _Pointer(champion.version, route, now)
+            self._routes[(model, champion.version)] = route
         return champion.version
 
     # ------------------------------------------------------------------ versions
@@ -170,6 +208,21 @@ class ModelCache:
             )
         with self._lock:
             self._servable.add((model, version))
+            self._routes[(model, version)] = record.route or LAMBDA
+
+    def route(self, model: str, version: str) -> Route:
+        """Where `version` is served; known without I/O once champion() or ensure_servable()
+        resolved it (the pointer and the version record carry it)."""
+        key = (model, version)
+        with self._lock:
+            route = self._routes.get(key)
+        if route is not None:
+            return route
+        record = self.catalog.version(model, version)
+        route = (record.route if record else None) or LAMBDA
+        with self._lock:
+            self._routes[key] = route
+        return route
 
     def card(self, model: str, version: str) -> Card:
         """The version's card (read from the store once)."""
@@ -197,31 +250,87 @@ class ModelCache:
             return self._inputs[key]
 
     def session(self, model: str, version: str) -> ort.InferenceSession:
-        """The version's onnxruntime session, created on first use and kept (LRU)."""
+        """The version's onnxruntime session, created on first use and kept (LRU, budget)."""
         key = (model, version)
         with self._lock:
-            session = self._sessions.get(key)
-            if session is not None:
+            held = self._sessions.get(key)
+            if held is not None:
                 self._sessions.move_to_end(key)
-                return session
+                return held.session
         card = self.card(model, version)
         data = self.store.get(artifact_key(model, version, card.files.get("model", "model.onnx")))
+        memory = session_memory_mb(len(data), self.memory_factor)
+        with self._lock:
+            self._evict(memory, adding=True)
         # Built outside the lock: loading a large graph must not stall requests for others.
         session = open_session(data, threads=self.threads)
+        del data
         with self._lock:
-            self._sessions[key] = session
+            self._sessions[key] = _Held(session, memory)
             self._sessions.move_to_end(key)
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+            self._evict(0.0, adding=False, keep=key)  # two loads at once may overshoot
         return session
+
+    @property
+    def memory_used_mb(self) -> float:
+        """The estimated memory of the sessions held now."""
+        with self._lock:
+            return sum(held.memory_mb for held in self._sessions.values())
+
+    def _evict(
+        self, incoming_mb: float, *, adding: bool, keep: tuple[str, str] | None = None
+    ) -> None:
+        """Drop least recently used sessions until `incoming_mb` more (one more session when
+        `adding`) fits the budget and the count; never `keep`. A model larger than the budget
+        ends up alone, and is served."""
+        incoming = 1 if adding else 0
+        used = sum(held.memory_mb for held in self._sessions.values())
+        for key in list(self._sessions):
+            over_budget = used + incoming_mb > self.budget_mb
+            over_count = len(self._sessions) + incoming > self.max_sessions
+            if not (over_budget or over_count):
+                return
+            if key == keep:
+                continue
+            used -= self._sessions.pop(key).memory_mb
+            # A request still running on it keeps its reference; the memory goes after it.
 
 
 class PredictionService:
-    """What the HTTP routes call: predictions, the model list and a model's description."""
+    """What the HTTP routes call: predictions, the model list and a model's description.
 
-    def __init__(self, cache: ModelCache) -> None:
+    `served_by` is what this process is: the predict function (`lambda`), which forwards the
+    versions routed `container` to `tier`, or the container tier itself (`container`), which
+    serves every version it is asked for.
+    """
+
+    def __init__(
+        self,
+        cache: ModelCache,
+        *,
+        tier: ContainerClient | None = None,
+        served_by: Route = SERVED_BY,
+    ) -> None:
         self.cache = cache
         self.catalog = cache.catalog
+        self.tier = tier
+        self.served_by = served_by
+
+    def forwarded(self, model: str, version: str) -> ContainerClient | None:
+        """The tier to forward `version` to, or None when this process serves it.
+
+        `version` must come from `servable_version`. Raises ContainerUnavailable when it is
+        routed to a container tier that this deployment does not have.
+        """
+        if self.served_by == CONTAINER or self.cache.route(model, version) != CONTAINER:
+            return None
+        if self.tier is None:
+            raise ContainerUnavailable(
+                f"version {version!r} of model {model!r} is routed to the container tier for "
+                "large models, and this deployment has none (DROPFLOW_CONTAINER_URL)",
+                retry_after=NOT_READY_RETRY_AFTER,
+            )
+        return self.tier
 
     def predict(
         self, model: str, instances: Sequence[Any], version: str | None = None
@@ -229,15 +338,15 @@ class PredictionService:
         """Predict for `instances` (rows as lists or as {feature: value} objects).
 
         Returns {"model", "version", "predictions", "probabilities" (classification only),
-        "served_by"}; predictions are labels in the target's original values.
-        Raises InvalidName, NotFoundError, NotReadyError or InvalidInstances.
+        "served_by"}; predictions are labels in the target's original values. A version routed
+        to the container tier is answered by it (served_by "container").
+        Raises InvalidName, NotFoundError, NotReadyError (ContainerUnavailable included),
+        InvalidInstances, or ContainerAnswered (the tier's 4xx, to pass on).
         """
-        check_model_name(model)
-        if version is None:
-            version = self.cache.champion(model)
-        else:
-            check_version(version)
-            self.cache.ensure_servable(model, version)
+        version = self.servable_version(model, version)
+        tier = self.forwarded(model, version)
+        if tier is not None:
+            return tier.predict(model, version, instances)
         card = self.cache.card(model, version)
         batch = self.cache.inputs(model, version).batch(instances)
         session = self.cache.session(model, version)
@@ -252,8 +361,27 @@ class PredictionService:
             (prediction,) = session.run([PREDICTION], {INPUT_NAME: batch})
             check_finite(prediction)
             answer["predictions"] = prediction.reshape(-1).astype(float).tolist()
-        answer["served_by"] = SERVED_BY
+        answer["served_by"] = self.served_by
         return answer
+
+    def preload(self, route: Route = CONTAINER) -> list[tuple[str, str]]:
+        """Load the session of every champion routed `route`; returns the (model, version)
+        pairs loaded. The container tier calls it before it answers ready. A model that
+        cannot be loaded is logged and skipped: the others are still served."""
+        loaded = []
+        for model in self.catalog.models():
+            champion = self.catalog.champion(model)
+            if champion is None or (champion.route or LAMBDA) != route:
+                continue
+            try:
+                self.cache.session(model, champion.version)
+            except Exception:  # one broken graph must not keep the whole tier unready
+                logger.exception(
+                    "cannot load the model", extra={"model": model, "version": champion.version}
+                )
+                continue
+            loaded.append((model, champion.version))
+        return loaded
 
     def servable_version(self, model: str, version: str | None = None) -> str:
         """The version a request for `model` (pinned to `version`, or the champion) runs on.
@@ -303,7 +431,7 @@ class PredictionService:
             "ready": champion is not None,
             "champion": champion.version if champion else None,
             "versions": len(versions),
-            "route": SERVED_BY,
+            "route": (champion.route or LAMBDA) if champion else None,
         }
         if champion is None:
             return described

@@ -6,7 +6,11 @@
 - EC2: the Compute port starts child processes running the training entrypoint, and the end
   of one becomes an "EC2 Instance State-change Notification" for the TrackTraining handler;
 - the schedule: a timer sends a Scheduled Event to LaunchTraining;
-- API Gateway: an HTTP server on 127.0.0.1 turns requests into proxy events for Predict.
+- API Gateway: an HTTP server on 127.0.0.1 turns requests into proxy events for Predict;
+- the container tier for large models: serving/server.py as a child process, which Predict
+  forwards the versions routed `container` to (`--container-threshold-mb` lowers the size
+  above which a version is routed there). Like an Auto Scaling group at its desired capacity,
+  it is started again when a promotion asks the tier to scale out, and only then.
 The handlers are the very files of template.yaml, loaded as `dropflow invoke` loads them.
 State (bucket, registry, compute records) lives under <home> and survives restarts.
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -51,12 +57,14 @@ class LocalPaths:
     bucket: Path = field(init=False)
     registry: Path = field(init=False)
     compute: Path = field(init=False)
+    serving: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.home = self.home.expanduser().resolve()
         self.bucket = self.home / "bucket"
         self.registry = self.home / "registry.db"
         self.compute = self.home / "compute"
+        self.serving = self.home / "serving"
 
     def environment(self) -> dict[str, str]:
         return {
@@ -65,6 +73,8 @@ class LocalPaths:
             "DROPFLOW_COMPUTE_URL": f"process://{self.compute}",
             # Locally, "Model Promoted" / "Model Rejected" events go to a JSON-lines file.
             "DROPFLOW_EVENT_LOG": str(self.home / "events.jsonl"),
+            # Promotion asks the local runtime to (re)start the container tier's process.
+            "DROPFLOW_CONTAINER_TIER_URL": f"process://{self.serving}",
         }
 
 
@@ -112,6 +122,60 @@ class _WithoutMetrics(io.TextIOBase):
         self.target.flush()
 
 
+class ContainerProcess:
+    """The container tier locally: serving/server.py in a child process, its output in
+    <home>/serving/server.log. Listens on a fixed URL, so the predict function's
+    DROPFLOW_CONTAINER_URL stays right across restarts."""
+
+    def __init__(self, script: Path, state_dir: Path, host: str = "127.0.0.1", port: int = 0):
+        self.script = script
+        self.state_dir = state_dir
+        self.host = host
+        self.port = port or _free_port(host)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_reported = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(self.script), "--host", self.host, "--port", str(self.port)],
+                env={**os.environ, "DROPFLOW_SERVED_BY": "container"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.exit_reported = False
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
 class LocalRuntime:
     """One machine's dropflow: call start(), then tick() in a loop (run() does both), stop()."""
 
@@ -127,7 +191,13 @@ class LocalRuntime:
         template: Path | None = None,
         verbose: bool = False,
         say: Callable[[str], None] = print,
+        container: bool = True,
+        container_port: int = 0,
+        container_threshold_mb: float | None = None,
     ) -> None:
+        if container_threshold_mb is not None:
+            # Read by the promote handler's settings at its (local) cold start, in start().
+            os.environ["DROPFLOW_LAMBDA_MAX_MODEL_MB"] = str(container_threshold_mb)
         self.paths = configure(home, verbose=verbose)
         self.host, self.port = host, port
         self.poll_seconds = poll_seconds
@@ -144,6 +214,11 @@ class LocalRuntime:
         self.gateway: Any = None
         self.imds: Any = None
         self.url = ""
+        self.container: ContainerProcess | None = None
+        if container:
+            script = self.template.parent / "serving" / "server.py"
+            self.container = ContainerProcess(script, self.paths.serving, host, container_port)
+        self._scale_out_seen: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -155,6 +230,15 @@ class LocalRuntime:
         # Before any adapter exists: open_compute reads the URL once, at first use.
         self.imds = ImdsEmulator(self.paths.compute).start()
         os.environ["DROPFLOW_LOCAL_IMDS_URL"] = self.imds.url
+        if self.container is not None:
+            # Before the handlers load: the predict function forwards large models here.
+            os.environ["DROPFLOW_CONTAINER_URL"] = self.container.url
+            from dropflow.adapters.process_tier import scale_out_requested_at
+
+            self._scale_out_seen = scale_out_requested_at(self.paths.serving)
+            self.container.start()
+        else:
+            os.environ.pop("DROPFLOW_CONTAINER_URL", None)  # left by an earlier runtime
         services.reset()
 
         if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
@@ -180,6 +264,13 @@ class LocalRuntime:
         self.say(f"dropflow local: home {self.paths.home}")
         self.say(f"  drop CSV/Parquet files into {self.paths.bucket / 'datasets'}/<model>/")
         self.say(f"  API on {self.url}  (POST /models/<model>/predict)")
+        if self.container is not None:
+            threshold = os.environ.get("DROPFLOW_LAMBDA_MAX_MODEL_MB")
+            above = f" above {threshold} MB" if threshold else ""
+            self.say(
+                f"  container tier on {self.container.url} (pid {self.container.pid}) "
+                f"serves the models{above} too large for the predict function"
+            )
 
     def run(self) -> None:
         """Start, then work until stop() is called or Ctrl-C; always stops cleanly."""
@@ -201,6 +292,8 @@ class LocalRuntime:
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
+        if self.container is not None:
+            self.container.stop()
         compute = getattr(self, "compute", None)
         if compute is not None and hasattr(compute, "stop_all"):
             compute.stop_all(grace_seconds)
@@ -219,6 +312,7 @@ class LocalRuntime:
         self._deliver_drops()
         self._terminate_interrupted()
         self._deliver_instance_ends()
+        self._watch_container()
         now = time.monotonic()
         if self.schedule_seconds and now - self._last_schedule >= self.schedule_seconds:
             self._last_schedule = now
@@ -281,6 +375,31 @@ class LocalRuntime:
             self._reported_ended.add(instance.instance_id)
             self._call(
                 "TrackTrainingFunction", events.ec2_state_change(instance.instance_id, "terminated")
+            )
+
+    def _watch_container(self) -> None:
+        """Report the container process's end; start it again when a promotion asked the tier
+        to scale out since (an ASG at desired capacity 1 replaces its instance the same way)."""
+        container = self.container
+        if container is None:
+            return
+        from dropflow.adapters.process_tier import scale_out_requested_at
+
+        requested = scale_out_requested_at(self.paths.serving)
+        asked = requested is not None and requested != self._scale_out_seen
+        self._scale_out_seen = requested
+        if container.running():
+            return
+        if asked:
+            container.start()
+            self.say(f"container tier started for a scale-out (pid {container.pid})")
+            return
+        if not container.exit_reported and container.proc is not None:
+            container.exit_reported = True
+            code = container.proc.returncode
+            self.say(
+                f"container tier stopped (exit code {code}): its models answer 503 until a "
+                "promotion scales it out again"
             )
 
     def _report_job_changes(self) -> None:

@@ -1,0 +1,46 @@
+"""The container tier on AWS: the stack's serving Auto Scaling group (minimum 0).
+
+Promotion of a `container` version raises the group's desired capacity to at least one; the
+group then keeps that many healthy instances behind the internal load balancer. Scaling in
+is left to an operator (or a later policy): a running server for a promoted model is the
+point of this tier.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dropflow.errors import DropflowError
+
+
+class ScaleOutFailed(DropflowError):
+    """The group could not be scaled out (the message says why)."""
+
+
+class AutoScalingTier:
+    def __init__(self, group: str, client: Any = None) -> None:
+        self.group = group
+        self.client = client or boto3.client("autoscaling")
+
+    def scale_out(self, minimum: int = 1) -> str:
+        """Raise the group's desired capacity to `minimum` (capped at its maximum)."""
+        try:
+            groups = self.client.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])[
+                "AutoScalingGroups"
+            ]
+            if not groups:
+                raise ScaleOutFailed(f"Auto Scaling group {self.group!r} does not exist")
+            desired, maximum = groups[0]["DesiredCapacity"], groups[0]["MaxSize"]
+            wanted = min(minimum, maximum)
+            if desired >= wanted:
+                return f"{self.group} already has {desired} instance(s) wanted"
+            # HonorCooldown off: a promotion waits on this, not on a previous scaling's pause.
+            self.client.set_desired_capacity(
+                AutoScalingGroupName=self.group, DesiredCapacity=wanted, HonorCooldown=False
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise ScaleOutFailed(f"cannot scale out {self.group}: {exc}") from exc
+        return f"{self.group}: desired capacity {desired} -> {wanted}"

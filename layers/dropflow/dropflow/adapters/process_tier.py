@@ -1,0 +1,37 @@
+"""The container tier locally: the server process that `dropflow local up` runs.
+
+Scaling out writes a request into the tier's state folder; the local runtime, which owns the
+process, starts it again when it is not running (as an Auto Scaling group replaces a missing
+instance once its desired capacity is raised). Nothing else restarts it, so a stopped server
+stays stopped until the next promotion asks: its models answer 503 meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+SCALE_OUT_FILE = "scale-out.json"
+
+
+class ProcessTier:
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+
+    def scale_out(self, minimum: int = 1) -> str:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        target = self.state_dir / SCALE_OUT_FILE
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"minimum": minimum, "at": time.time()}))
+        partial.replace(target)  # atomic: the runtime reads the old request or the new one
+        return f"asked the local runtime for {minimum} container server(s)"
+
+
+def scale_out_requested_at(state_dir: str | os.PathLike[str]) -> float | None:
+    """When the latest scale-out was asked for (epoch seconds), or None if never."""
+    try:
+        return float(json.loads((Path(state_dir) / SCALE_OUT_FILE).read_text())["at"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None

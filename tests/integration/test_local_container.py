@@ -1,0 +1,78 @@
+"""`dropflow local up`'s container tier: serving/server.py as a child process that the predict
+function forwards to, restarted only when a promotion asks the tier to scale out."""
+
+from __future__ import annotations
+
+import os
+import time
+from http import HTTPStatus
+
+import pytest
+import requests
+
+from dropflow import services
+from dropflow.adapters.process_tier import ProcessTier
+from dropflow.local.runtime import LocalRuntime
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    saved = dict(os.environ)  # the runtime configures this process, as `local up` does
+    os.environ.pop("DROPFLOW_LAMBDA_MAX_MODEL_MB", None)
+    lines: list[str] = []
+    local = LocalRuntime(tmp_path / "home", port=0, container_threshold_mb=0.001, say=lines.append)
+    local.lines = lines
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        services.reset()
+
+
+def wait_ready(url: str, seconds: float = 30) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            status = requests.get(f"{url}/v2/health/ready", timeout=2).status_code
+            if status == HTTPStatus.OK:
+                return status
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    return 0
+
+
+def test_the_runtime_starts_the_container_and_points_the_predict_function_at_it(runtime):
+    assert runtime.container.running()
+    assert os.environ["DROPFLOW_CONTAINER_URL"] == runtime.container.url
+    assert os.environ["DROPFLOW_LAMBDA_MAX_MODEL_MB"] == "0.001"
+    assert any(f"container tier on {runtime.container.url}" in line for line in runtime.lines)
+    assert wait_ready(runtime.container.url) == HTTPStatus.OK
+
+
+def test_a_stopped_container_stays_stopped_until_a_scale_out(runtime):
+    runtime.container.proc.terminate()
+    runtime.container.proc.wait(10)
+
+    runtime.tick()
+    assert not runtime.container.running()
+    assert any("container tier stopped" in line for line in runtime.lines)
+
+    ProcessTier(runtime.paths.serving).scale_out(1)
+    runtime.tick()
+
+    assert runtime.container.running()
+    assert wait_ready(runtime.container.url) == HTTPStatus.OK
+
+
+def test_stop_ends_the_container_process(runtime):
+    proc = runtime.container.proc
+
+    runtime.stop()
+
+    assert proc.poll() is not None
