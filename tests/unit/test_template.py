@@ -119,11 +119,26 @@ def test_serving_functions_carry_the_onnxruntime_layer(template):
 
 @pytest.mark.parametrize("layer_id", ["DropflowLayer", "OnnxRuntimeLayer"])
 def test_layers_build_for_python312_on_arm64_from_a_requirements_file(template, layer_id):
+    # sam build runs `make build-<LogicalId>` in the layer's Makefile, which installs the
+    # pinned requirements for CPython 3.12 on manylinux aarch64, then trims the layer.
     layer = template["Resources"][layer_id]
+    content = ROOT / layer["Properties"]["ContentUri"]
+    makefile = (content / "Makefile").read_text()
+    pins = [
+        line
+        for line in (content / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
-    assert layer["Metadata"]["BuildMethod"] == "python3.12"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt").is_file()
+    assert f"\nbuild-{layer_id}:" in makefile
+    assert '-r "$(HERE)/requirements.txt"' in makefile
+    assert "--python-version 3.12" in makefile
+    assert "ARCH ?= aarch64" in makefile
+    assert '--target "$(SITE)"' in makefile and "SITE = $(ARTIFACTS_DIR)/python" in makefile
+    assert pins and all("==" in line for line in pins)
 
 
 # --------------------------------------------------------------------------- IAM
@@ -192,6 +207,14 @@ NEEDS: dict[str, set[Any]] = {
         ),
         ("s3:GetObject", f"{BUCKET}/models/*"),
         ("s3:ListBucket", BUCKET),
+        # Routing: the spec's `serving` section, and the container tier's scale-out.
+        ("s3:GetObject", f"{BUCKET}/datasets/*/dropflow.yaml"),
+        (
+            "autoscaling:SetDesiredCapacity",
+            "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:"
+            "autoScalingGroup:*:autoScalingGroupName/${ServingAutoScalingGroup}",
+        ),
+        ("autoscaling:DescribeAutoScalingGroups", "*"),
     },
     # Serving only reads.
     "PredictFunction": {
@@ -216,7 +239,9 @@ def rendered(value: Any) -> str:
 def granted(policies: list[Any]) -> set[Any]:
     out: set[Any] = set()
     for policy in policies:
-        if "Ref" in policy:
+        if "Fn::If" in policy:  # a conditional grant: what it gives where the condition holds
+            out |= granted([policy["Fn::If"][1]])
+        elif "Ref" in policy:
             out.add(f"policy:{policy['Ref']}")
         elif "Statement" in policy:
             for statement in policy["Statement"]:
@@ -485,3 +510,110 @@ def test_sample_events_match_a_rule_of_their_function(template, event_file, logi
 def test_a_dataset_drop_does_not_wake_the_promoter(template):
     event = json.loads((EVENTS / "s3-dataset-created.json").read_text())
     assert not any(_matches(p, event) for p in _rule_patterns(template, "PromoteModelFunction"))
+
+
+# --------------------------------------------------------------------------- container tier
+SERVING = [
+    "ServingRepository",
+    "ServingLogGroup",
+    "PredictSecurityGroup",
+    "ServingBalancerSecurityGroup",
+    "ServingBalancerFromPredict",
+    "ServingInstanceSecurityGroup",
+    "ServingInstancesFromBalancer",
+    "ServingLoadBalancer",
+    "ServingTargetGroup",
+    "ServingListener",
+    "ServingRole",
+    "ServingInstanceProfile",
+    "ServingLaunchTemplate",
+    "ServingAutoScalingGroup",
+]
+
+
+@pytest.mark.parametrize("logical_id", SERVING)
+def test_the_container_tier_exists_only_with_its_subnets(template, logical_id):
+    assert template["Resources"][logical_id]["Condition"] == "HasContainerTier"
+
+
+def test_the_serving_group_starts_empty_and_is_scaled_by_promotion(template):
+    group = template["Resources"]["ServingAutoScalingGroup"]["Properties"]
+
+    assert group["MinSize"] == "0"
+    assert "DesiredCapacity" not in group  # a stack update must not undo a scale-out
+    assert group["HealthCheckType"] == "ELB"
+    assert group["TargetGroupARNs"] == [{"Ref": "ServingTargetGroup"}]
+
+
+def test_the_serving_balancer_is_internal_and_checks_readiness(template):
+    resources = template["Resources"]
+    balancer = resources["ServingLoadBalancer"]["Properties"]
+    targets = resources["ServingTargetGroup"]["Properties"]
+
+    assert balancer["Scheme"] == "internal"
+    assert targets["HealthCheckPath"] == "/v2/health/ready"
+    assert targets["Matcher"] == {"HttpCode": "200"}
+
+
+def test_only_the_predict_function_reaches_the_balancer_and_only_it_the_instances(template):
+    ingress = {
+        rule["Properties"]["GroupId"]["Ref"]: rule["Properties"]
+        for rule in resources_of_type(template, "AWS::EC2::SecurityGroupIngress").values()
+    }
+    groups = resources_of_type(template, "AWS::EC2::SecurityGroup")
+
+    assert ingress["ServingBalancerSecurityGroup"]["SourceSecurityGroupId"] == {
+        "Ref": "PredictSecurityGroup"
+    }
+    assert ingress["ServingInstanceSecurityGroup"]["SourceSecurityGroupId"] == {
+        "Ref": "ServingBalancerSecurityGroup"
+    }
+    assert all("CidrIp" not in rule for rule in ingress.values())
+    assert all("SecurityGroupIngress" not in g["Properties"] for g in groups.values())
+
+
+def test_serving_instances_require_imdsv2(template):
+    data = template["Resources"]["ServingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+
+
+def test_the_predict_function_forwards_to_the_balancer_from_inside_the_vpc(template):
+    props = template["Resources"]["PredictFunction"]["Properties"]
+    url = props["Environment"]["Variables"]["DROPFLOW_CONTAINER_URL"]["Fn::If"]
+    vpc = props["VpcConfig"]["Fn::If"]
+
+    assert url[0] == "HasContainerTier"
+    assert url[1] == {"Fn::Sub": "http://${ServingLoadBalancer.DNSName}"}
+    assert vpc[0] == "HasContainerTier"
+    assert vpc[1]["SecurityGroupIds"] == [{"Ref": "PredictSecurityGroup"}]
+
+
+def test_promotion_routes_with_the_predict_functions_memory_and_scales_the_group(template):
+    resources = template["Resources"]
+    variables = resources["PromoteModelFunction"]["Properties"]["Environment"]["Variables"]
+
+    assert variables["DROPFLOW_LAMBDA_MEMORY_MB"] == str(
+        resources["PredictFunction"]["Properties"]["MemorySize"]
+    )
+    assert variables["DROPFLOW_CONTAINER_TIER_URL"]["Fn::If"][1] == {
+        "Fn::Sub": "asg://${ServingAutoScalingGroup}"
+    }
+
+
+def test_the_serving_role_reads_models_and_the_registry_and_pulls_its_image(template):
+    (policy,) = template["Resources"]["ServingRole"]["Properties"]["Policies"]
+
+    assert granted([policy["PolicyDocument"]]) == {
+        ("s3:GetObject", f"{BUCKET}/models/*"),
+        ("s3:ListBucket", BUCKET),
+        ("dynamodb:GetItem", "${RegistryTable.Arn}"),
+        ("dynamodb:Query", "${RegistryTable.Arn}"),
+        ("ecr:BatchGetImage", "${ServingRepository.Arn}"),
+        ("ecr:GetDownloadUrlForLayer", "${ServingRepository.Arn}"),
+        ("ecr:BatchCheckLayerAvailability", "${ServingRepository.Arn}"),
+        ("ecr:GetAuthorizationToken", "*"),
+        ("logs:CreateLogStream", "${ServingLogGroup.Arn}"),
+        ("logs:PutLogEvents", "${ServingLogGroup.Arn}"),
+    }
