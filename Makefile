@@ -40,6 +40,7 @@ unit: venv
 # Performance targets, as ratios against a baseline measured in the same run (BENCHMARKS.md).
 bench: venv
 	$(BIN)/python bench/training_loop.py
+	$(BIN)/python bench/serving.py
 
 format: venv
 	$(BIN)/ruff format .
