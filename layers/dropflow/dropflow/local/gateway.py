@@ -101,6 +101,10 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # A Lambda execution environment handles one event at a time, and handlers rely on it
+        # (powertools' resolver keeps the current request on the module's `app`): connections
+        # are served by many threads, the handler by one at a time.
+        self._one_event_at_a_time = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -108,7 +112,7 @@ class Gateway:
         if self._server is not None:
             return
         try:
-            server = ThreadingHTTPServer((self.host, self.port), _RequestHandler)
+            server = _Server((self.host, self.port), _RequestHandler)
         except OSError as exc:
             raise OSError(
                 exc.errno,
@@ -229,12 +233,19 @@ class Gateway:
             function_name=self.function_name, timeout_seconds=INTEGRATION_TIMEOUT_SECONDS
         )
         try:
-            answer = self.handler(event, context)
+            with self._one_event_at_a_time:
+                answer = self.handler(event, context)
             return _unpack(answer)
         except Exception:
             # What API Gateway answers when the function fails or answers nonsense.
             traceback.print_exc(file=sys.stderr)
             return _json_answer(HTTPStatus.BAD_GATEWAY, {"message": "Internal server error"})
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 resets connections when many clients connect at
+    # once (as API Gateway's clients do); the kernel caps it at somaxconn anyway.
+    request_queue_size = 128
 
 
 def _body_for_event(body: bytes) -> tuple[str | None, bool]:
