@@ -650,3 +650,33 @@ def test_preload_loads_only_the_container_champions(store, registry, cancer):
 
     assert service.preload() == [("large", large)]
     assert list(service.cache._sessions) == [("large", large)]
+
+
+def test_a_batch_of_plain_numbers_is_encoded_as_the_per_value_checks_would():
+    schema = InputSchema(["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    rows = [[float(v) for v in r] for r in rng.normal(size=(500, 3)) * 1e3]
+    rows[7] = [1, -2, 3]  # ints are numbers too
+
+    batch = schema.batch(rows)
+
+    assert batch.dtype == np.float32
+    assert np.array_equal(batch, np.array(rows, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (True, "expected a number, got true"),
+        (None, "expected a number, got null"),
+        (float("nan"), "NaN is not allowed"),
+        (1e39, "is not a finite float32 number"),
+        (10**400, "number too large"),
+    ],
+)
+def test_one_bad_value_among_many_plain_numbers_is_still_named(value, problem):
+    schema = InputSchema(["a", "b"])
+    rows = [[1.0, 2.0]] * 300 + [[1.0, value]]
+
+    with pytest.raises(InvalidInstances, match=r"row 300, feature 'b'.*" + problem):
+        schema.batch(rows)

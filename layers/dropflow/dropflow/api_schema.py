@@ -38,6 +38,11 @@ class PredictRequest(BaseModel):
     def _version_id(cls, value: str | None) -> str | None:
         return value if value is None else check_version(value)
 
+    def __repr__(self) -> str:
+        # Short on purpose: powertools formats the validated request into a debug message on
+        # every call, whatever the log level; for 1,000 rows that cost milliseconds.
+        return f"PredictRequest(instances=<{len(self.instances)} rows>, version={self.version!r})"
+
 
 class PredictResponse(BaseModel):
     model: str

@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from numbers import Real
 from typing import Any
 
@@ -583,6 +584,7 @@ class InputSchema:
             _Categories(f) if f.dtype == "category" else _number_encoder(f.nullable)
             for f in self.features
         ]
+        self._all_numbers = all(f.dtype != "category" for f in self.features)
 
     def batch(self, instances: Sequence[Any]) -> np.ndarray:
         """The float32 [N, F] input for `instances`, or InvalidInstances naming each problem.
@@ -595,6 +597,10 @@ class InputSchema:
             raise InvalidInstances(f"invalid instances: {shape_problem}")
         features, n_features = self.names, len(self.names)
         as_objects = isinstance(instances[0], dict)
+        if self._all_numbers and not as_objects:
+            ready = _plain_numbers(instances, n_features)
+            if ready is not None:
+                return ready
         problems: list[str] = []
         wrong_length = False  # then the feature order is what the client needs to see
         rows: list[list[float]] = []
@@ -639,6 +645,27 @@ class InputSchema:
                 message += f". Features in order: {_names(features)}"
             raise InvalidInstances(message)
         return np.array(rows, dtype=np.float32).reshape(len(rows), n_features)
+
+
+_PLAIN = frozenset({float, int})
+
+
+def _plain_numbers(rows: Sequence[Sequence[Any]], n_features: int) -> np.ndarray | None:
+    """The float32 batch when every row has `n_features` finite JSON numbers within float32
+    (the usual request), checked with numpy at once; None sends the rows through the per-value
+    checks, which also word the errors. Value for value the same result as those checks."""
+    if any(len(row) != n_features for row in rows):
+        return None
+    # bool is not in _PLAIN (type(True) is bool), None neither: both take the long way.
+    if not set(map(type, chain.from_iterable(rows))) <= _PLAIN:
+        return None
+    try:
+        values = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        return None
+    if not (np.isfinite(values).all() and (np.abs(values) <= FLOAT32_MAX).all()):
+        return None
+    return values.astype(np.float32).reshape(len(rows), n_features)
 
 
 def _number_encoder(nullable: bool) -> Callable[[Any], float]:
