@@ -1,15 +1,22 @@
 """Registry on a DynamoDB table (key schema: pk HASH S, sk RANGE S).
 
 Each item holds `data` as JSON text (DynamoDB's own number type would hand floats back as
-Decimal), `revision` (N) and optionally `expires_at` (N, whole epoch seconds), the table's TTL
-attribute. TTL deletes lazily, up to days late, so every read and condition also checks
-`expires_at` against the clock.
+Decimal), `revision` (N), `writer` (S, a random id of the call that last wrote it) and
+optionally `expires_at` (N, whole epoch seconds), the table's TTL attribute. TTL deletes
+lazily, up to days late, so every read and condition also checks `expires_at` against the clock.
+
+Why `writer`: botocore retries a request whose answer was lost (a timeout, a reset connection,
+a 5xx), and a conditional write may have landed on the first try. The retry then fails its own
+condition, against its own item. DynamoDB's ALL_OLD answer on that failure names the item's
+writer, so the adapter tells "someone else won" from "I won, and the answer got lost": without
+it, a claim the launcher made would read as a duplicate and nobody would train that data.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import secrets
 import threading
 import time
 from typing import Any
@@ -27,6 +34,7 @@ _LIVE = "attribute_not_exists(expires_at) OR expires_at > :now"
 # put() is read-free: it bumps a live item's revision or creates a fresh one. Between the two
 # conditional writes another writer may slip in; a handful of rounds always settles it.
 _PUT_ROUNDS = 10
+_WRITER = "writer"
 
 
 class DynamoRegistry:
@@ -96,8 +104,13 @@ class DynamoRegistry:
         for _ in range(_PUT_ROUNDS):
             now = time.time()
             # Bump the revision of a live item...
-            values: dict[str, Any] = {":data": {"S": text}, ":one": {"N": "1"}, ":now": _n(now)}
-            update = "SET #data = :data, revision = revision + :one"
+            values: dict[str, Any] = {
+                ":data": {"S": text},
+                ":one": {"N": "1"},
+                ":now": _n(now),
+                ":writer": {"S": _new_writer()},
+            }
+            update = "SET #data = :data, revision = revision + :one, #writer = :writer"
             if expires_at is None:
                 update += " REMOVE expires_at"
             else:
@@ -110,7 +123,7 @@ class DynamoRegistry:
                     Key=_key(pk, sk),
                     UpdateExpression=update,
                     ConditionExpression=f"attribute_exists(pk) AND ({_LIVE})",
-                    ExpressionAttributeNames={"#data": "data"},
+                    ExpressionAttributeNames={"#data": "data", "#writer": _WRITER},
                     ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",
                 )
@@ -167,6 +180,8 @@ class DynamoRegistry:
         now: float,
         values: dict[str, Any] | None = None,
     ) -> bool:
+        # The id travels unchanged through botocore's retries of this one call.
+        item = {**item, _WRITER: {"S": _new_writer()}}
         try:
             self._call(
                 "put_item",
@@ -174,9 +189,11 @@ class DynamoRegistry:
                 Item=item,
                 ConditionExpression=condition,
                 ExpressionAttributeValues={":now": _n(now), **(values or {})},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except _ConditionFailed:
-            return False
+        except _ConditionFailed as failed:
+            # Our own item, written by an earlier try whose answer was lost: we won.
+            return failed.item is not None and failed.item.get(_WRITER) == item[_WRITER]
         return True
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
@@ -184,7 +201,7 @@ class DynamoRegistry:
             return getattr(self.client, operation)(**kwargs)
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
-                raise _ConditionFailed from None
+                raise _ConditionFailed(exc.response.get("Item")) from None
             raise self._explain(exc) from exc
 
     def _explain(self, exc: ClientError) -> Exception:
@@ -197,7 +214,18 @@ class DynamoRegistry:
 
 
 class _ConditionFailed(Exception):
-    """A conditional write's condition did not hold (the normal 'lost the race' answer)."""
+    """A conditional write's condition did not hold (the normal 'lost the race' answer).
+
+    `item` is the item as it stood (DynamoDB's ALL_OLD), when it existed and was asked for.
+    """
+
+    def __init__(self, item: dict[str, Any] | None = None) -> None:
+        super().__init__("condition failed")
+        self.item = item
+
+
+def _new_writer() -> str:
+    return secrets.token_hex(12)
 
 
 def _code(exc: ClientError) -> str:
