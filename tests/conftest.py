@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from dropflow.adapters.local_store import DirectoryStore
@@ -31,3 +33,57 @@ def store(tmp_path) -> DirectoryStore:
 @pytest.fixture
 def registry(tmp_path) -> SqliteRegistry:
     return SqliteRegistry(tmp_path / "registry.db")
+
+
+@pytest.fixture
+def atomic_moto_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make each of moto's DynamoDB writes atomic, as each of DynamoDB's is.
+
+    moto (5.2) checks a ConditionExpression and then writes the item in plain Python with no
+    lock, in-process and behind ThreadedMotoServer alike (its threaded WSGI server locks only
+    the choice of backend): two threads can both pass one condition. DynamoDB never lets that
+    happen to one item. One lock per write call closes exactly that window and no other: our
+    read-then-write sequences across calls still race as they would on AWS.
+    """
+    import threading
+    from functools import wraps
+
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+
+    def holding(method):
+        @wraps(method)
+        def locked(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+
+        return locked
+
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        monkeypatch.setattr(DynamoDBBackend, name, holding(getattr(DynamoDBBackend, name)))
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """The URL of moto_server on a free port of 127.0.0.1, stopped (its state reset) after
+    the test. It runs in this process, on the same backends as `mock_aws()`."""
+    import logging
+
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)  # not one log line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    try:
+        yield url
+        # The server runs in this process on moto's global backends: leave them empty.
+        requests.post(f"{url}/moto-api/reset", timeout=10)
+    finally:
+        server.stop()
+        werkzeug.setLevel(level)
