@@ -456,3 +456,21 @@ def test_changed_data_waits_until_the_schedule_is_due(scheduled, store):
     assert "retrain due at" in early.message
     assert due.action == "launched"
     assert launcher.jobs.get(due.job_id).trigger == "schedule"
+
+
+# --------------------------------------------------------------------------- the slot
+@pytest.mark.parametrize(("age", "action"), [(10.0, "coalesced"), (400.0, "launched")])
+def test_a_slot_whose_job_is_not_recorded_yet_is_held_only_for_a_grace(
+    store, registry, age, action
+):
+    clock = Clock()
+    launcher = Launcher(store, registry, FakeCompute(clock=clock), clock=clock)
+    store.put("datasets/iris/a.csv", CSV)
+    # Another request took the slot and has not written its job yet (or died doing so).
+    registry.put_if_absent(
+        "MODEL#iris",
+        "ACTIVE",
+        {"job_id": "iris-20261123T000000Z-abcdef", "follow_up": False, "taken_at": clock() - age},
+    )
+
+    assert launcher.request_training("iris").action == action

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from dropflow.datasets import data_files, data_version, dataset_prefix, models_with_data
-from dropflow.errors import DropflowError, UserInputError
+from dropflow.errors import DropflowError, NotFoundError, UserInputError
 from dropflow.jobs import Attempt, Job, JobState, JobStore, model_pk
 from dropflow.names import check_model_name, new_job_id
 from dropflow.observability import logger
@@ -41,6 +41,8 @@ from dropflow.pricing import budget_spend, describe_usd, seconds_run
 from dropflow.spec import ComputeSection, load_spec, spec_key
 
 ACTIVE = "ACTIVE"
+# How long a slot taken by a request whose job record is not written yet counts as held.
+SLOT_GRACE_SECONDS = 300.0
 _REASON_CHARS = 500  # a purchase reason quoting every pool's error stays readable
 # Launch failures that another purchase option may get past.
 FALLBACK_KINDS = frozenset({"capacity", "price", "quota"})
@@ -287,31 +289,32 @@ class Launcher:
         pk = model_pk(model)
         for _ in range(50):
             rec = self.registry.get(pk, ACTIVE)
+            mine = {"job_id": job_id, "follow_up": False, "taken_at": self.clock()}
             if rec is None:
-                if self.registry.put_if_absent(pk, ACTIVE, {"job_id": job_id, "follow_up": False}):
+                if self.registry.put_if_absent(pk, ACTIVE, mine):
                     return None
                 continue
             holder = rec.data.get("job_id")
-            if holder and self._is_live(holder):
+            if holder and self._is_live(holder, rec.data.get("taken_at")):
                 if rec.data.get("follow_up") or self.registry.compare_and_set(
                     pk, ACTIVE, {**rec.data, "follow_up": True}, expected_revision=rec.revision
                 ):
                     return holder
                 continue
             # Free, or held by a job that ended without releasing it (a crash in between).
-            if self.registry.compare_and_set(
-                pk,
-                ACTIVE,
-                # The new job reads all the data there is now: no follow-up owed.
-                {"job_id": job_id, "follow_up": False},
-                expected_revision=rec.revision,
-            ):
+            # The new job reads all the data there is now: no follow-up owed.
+            if self.registry.compare_and_set(pk, ACTIVE, mine, expected_revision=rec.revision):
                 return None
         raise DropflowError(f"model {model}: the active-job record kept changing; try again")
 
-    def _is_live(self, job_id: str) -> bool:
+    def _is_live(self, job_id: str, taken_at: float | None) -> bool:
         try:
             return not self.jobs.get(job_id).state.terminal
+        except NotFoundError:
+            # A request takes the slot before it records its job: for those few round trips
+            # the holder is alive though its job is not there yet. One that died in between
+            # (its Lambda timed out) frees the slot once the grace has passed.
+            return taken_at is not None and self.clock() - float(taken_at) < SLOT_GRACE_SECONDS
         except DropflowError:
             return False
 
