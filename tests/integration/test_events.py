@@ -9,6 +9,7 @@ harm, and the API events answer from the promoted model.
 from __future__ import annotations
 
 import json
+import os
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -40,16 +41,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    # `dropflow invoke` configures the local adapters itself when none are set; make sure the
-    # variables it sets are put back after the test.
-    for var in (
-        "DROPFLOW_STORE_URL",
-        "DROPFLOW_REGISTRY_URL",
-        "DROPFLOW_COMPUTE_URL",
-        "POWERTOOLS_LOG_LEVEL",
-    ):
+    # `dropflow invoke` configures the local adapters itself when none are set, and writes
+    # their variables (and powertools') into this process's environment: put it back whole.
+    saved = dict(os.environ)
+    for var in ("DROPFLOW_STORE_URL", "DROPFLOW_REGISTRY_URL", "DROPFLOW_COMPUTE_URL"):
         monkeypatch.delenv(var, raising=False)
     yield tmp_path / "home"
+    os.environ.clear()
+    os.environ.update(saved)
     services.reset()
 
 
