@@ -7,12 +7,8 @@ bucket folder with a plain file copy, and asks the HTTP API for predictions.
 from __future__ import annotations
 
 import json
-import queue
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -21,65 +17,10 @@ import pytest
 import requests
 
 from dropflow.demo import breast_cancer_csv
+from tests.local_up import LocalUp
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 DROPFLOW = [sys.executable, "-m", "dropflow.cli"]
-
-
-class LocalUp:
-    """`dropflow local up` in a child process, its console read line by line."""
-
-    def __init__(self, home: Path) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dropflow.cli",
-                "local",
-                "up",
-                "--home",
-                str(home),
-                "--port",
-                "0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.console: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.url = self.wait_for(r"API on (http://127\.0\.0\.1:\d+)", 60).group(1)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip())
-
-    def wait_for(self, pattern: str, seconds: float) -> re.Match[str]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.console.append(line)
-            if match := re.search(pattern, line):
-                return match
-        raise AssertionError(f"no line matching {pattern!r}; console:\n" + "\n".join(self.console))
-
-    def stop(self) -> int:
-        """Ctrl-C, as a user would; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
 
 
 def _predict(url: str, model: str, instances: list) -> requests.Response:
