@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,25 @@ class Stack:
         store, the registry, the region): what every training instance starts with."""
         found = re.findall(r"^\s*export ([A-Z_][A-Z0-9_]*)=([^\s$`\"']+)\s*$", self.user_data, re.M)
         return dict(found)
+
+
+def deploy_stack(monkeypatch: Any, endpoint: str | None = None) -> Stack:
+    """Create the stack on moto (in-process, or the server at `endpoint`) and give this process
+    the functions' environment pointing at it, and nothing of the developer's shell or of an
+    earlier test's `dropflow local` configuration. Call services.reset() after it."""
+    stale = [name for name in os.environ if name.startswith("DROPFLOW_")]
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT", *stale):
+        monkeypatch.delenv(name, raising=False)
+    if endpoint is not None:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+    made = create_stack()
+    for name, value in made.environment().items():
+        monkeypatch.setenv(name, value)
+    return made
 
 
 def create_stack(region: str = REGION) -> Stack:

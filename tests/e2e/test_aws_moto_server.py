@@ -33,7 +33,13 @@ from dropflow.demo import DEFAULT_TARGET, breast_cancer_csv
 from dropflow.jobs import JobState, JobStore
 from dropflow.lambda_context import LambdaContext
 from tests.fakes_serving import load_handler
-from tests.moto_stack import MANAGED_TAG, REGION, Stack, count_create_fleet, create_stack
+from tests.moto_stack import (
+    MANAGED_TAG,
+    REGION,
+    Stack,
+    count_create_fleet,
+    deploy_stack,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -68,18 +74,7 @@ def stack(
     moto_server: str, monkeypatch: pytest.MonkeyPatch, atomic_moto_dynamodb
 ) -> Iterator[Stack]:
     """The stack's resources on the server, and the functions' environment pointing at them."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    # Nothing of the developer's shell or of an earlier test's `dropflow local` configuration.
-    stale = [name for name in os.environ if name.startswith("DROPFLOW_")]
-    for name in ("AWS_PROFILE", "AWS_EC2_METADATA_SERVICE_ENDPOINT", *stale):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
-    made = create_stack()
-    for name, value in made.environment().items():
-        monkeypatch.setenv(name, value)
+    made = deploy_stack(monkeypatch, moto_server)
     services.reset()
     yield made
     services.reset()

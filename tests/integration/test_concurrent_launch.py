@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import sys
 import threading
 from collections import Counter
@@ -42,7 +41,13 @@ from dropflow.jobs import JobStore
 from dropflow.lambda_context import LambdaContext
 from tests.fakes_compute import FakeCompute
 from tests.fakes_serving import load_handler
-from tests.moto_stack import MANAGED_TAG, REGION, Stack, count_create_fleet, create_stack
+from tests.moto_stack import (
+    MANAGED_TAG,
+    REGION,
+    Stack,
+    count_create_fleet,
+    deploy_stack,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -100,21 +105,9 @@ def stack(
     """The stack's bucket, table and launch template under moto, and the functions'
     environment pointing at them. `in-process`: moto answers inside botocore (mock_aws);
     `http`: every call goes over HTTP to moto_server, as to AWS."""
-    # Nothing of the developer's shell or of an earlier test's `dropflow local` configuration.
-    stale = [name for name in os.environ if name.startswith("DROPFLOW_")]
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", *stale):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
-    if request.param == "http":
-        monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_server"))
-        mocking: Any = contextlib.nullcontext()
-    else:
-        mocking = mock_aws()
-    with mocking:
-        made = create_stack()
-        for name, value in made.environment().items():
-            monkeypatch.setenv(name, value)
+    endpoint = request.getfixturevalue("moto_server") if request.param == "http" else None
+    with contextlib.nullcontext() if endpoint else mock_aws():
+        made = deploy_stack(monkeypatch, endpoint)
         services.reset()
         yield made
         services.reset()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +20,7 @@ from dropflow import services
 from dropflow.jobs import JobState, JobStore
 from dropflow.lambda_context import LambdaContext
 from tests.fakes_serving import load_handler
-from tests.moto_stack import REGION, STACK, Stack, count_create_fleet, create_stack
+from tests.moto_stack import REGION, STACK, Stack, count_create_fleet, deploy_stack
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -37,14 +36,8 @@ def sample(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    for name in [n for n in os.environ if n.startswith("DROPFLOW_")] + ["AWS_ENDPOINT_URL"]:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
     with mock_aws():
-        made = create_stack()
-        for name, value in made.environment().items():
-            monkeypatch.setenv(name, value)
+        made = deploy_stack(monkeypatch)
         services.reset()
         yield made
         services.reset()
