@@ -58,6 +58,26 @@ class Stack:
         return dict(found)
 
 
+def create_registry_table(client: Any, name: str) -> None:
+    """A registry table as the template declares it (pk/sk strings, on demand, TTL on
+    expires_at), for the tests of the DynamoDB adapter alone."""
+    client.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )
+
+
 def deploy_stack(monkeypatch: Any, endpoint: str | None = None) -> Stack:
     """Create the stack on moto (in-process, or the server at `endpoint`) and give this process
     the functions' environment pointing at it, and nothing of the developer's shell or of an

@@ -28,6 +28,7 @@ from dropflow.adapters.process_compute import ProcessCompute
 from dropflow.adapters.s3_store import S3Store
 from dropflow.adapters.sqlite_registry import SqliteRegistry
 from dropflow.ports import Compute, ObjectStore, Registry
+from tests.moto_stack import create_registry_table
 
 REGION = "us-east-1"
 BUCKET = "dropflow-contract"
@@ -89,40 +90,11 @@ def registry(
         yield reg
         reg.close()
         return
+    request.getfixturevalue("atomic_moto_dynamodb")
     with mock_aws():
-        _serialize_moto_dynamodb_writes(monkeypatch)
         client = boto3.client("dynamodb", region_name=REGION)
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        client.update_time_to_live(
-            TableName=TABLE,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
-        )
+        create_registry_table(client, TABLE)
         yield DynamoRegistry(TABLE, client=client)
-
-
-def _serialize_moto_dynamodb_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make moto's writes atomic, as DynamoDB's are.
-
-    moto checks a ConditionExpression and then writes in plain Python with no lock, so two
-    threads can both pass the check. Real DynamoDB never lets that happen; without this the
-    racing tests would measure moto's thread safety instead of our condition expressions.
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-        monkeypatch.setattr(DynamoDBBackend, name, _holding(lock, getattr(DynamoDBBackend, name)))
 
 
 def _holding(lock: Any, method: Callable[..., Any]) -> Callable[..., Any]:

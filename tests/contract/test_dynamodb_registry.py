@@ -19,6 +19,7 @@ from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.models import DynamoDBBackend
 
 from dropflow.adapters.dynamodb_registry import DynamoRegistry
+from tests.moto_stack import create_registry_table
 
 TABLE = "dropflow-lost-answers"
 
@@ -36,18 +37,7 @@ class AnswerLost(JsonRESTError):
 def dynamo() -> Iterator[DynamoRegistry]:
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_registry_table(client, TABLE)
         yield DynamoRegistry(TABLE, client=client)
 
 
