@@ -4,7 +4,8 @@ Trigger (EventBridge): S3 "Object Created" for models/<model>/<version>/card.jso
 written last, so the version is complete). Delivery is at least once: promotion records its
 decision and a replay returns it unchanged. Promotion also routes the version (the predict
 function, or the container tier for large models) and scales the tier out for a container
-champion.
+champion. Then it marks the files of versions no longer kept as retired (S3 tags that the
+bucket's lifecycle rule expires), and unmarks the champion's.
 """
 
 from typing import Any
@@ -42,13 +43,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             services.events(),
             policy=services.route_policy(),
             tier=services.container_tier(),
+            keep_versions=settings().keep_versions,
         )
     except InvalidName as exc:  # a stray file: retrying cannot help, so answer instead of raising
         logger.warning("card ignored", extra={"key": key, "reason": str(exc)})
         return {"skipped": str(exc)}
     logger.info(
         f"{model} {version} {result.decision}: {result.reason}",
-        extra={"model": model, "route": result.route, "scale_out": result.scale_out},
+        extra={
+            "model": model,
+            "route": result.route,
+            "scale_out": result.scale_out,
+            "retired": result.retired,
+            "unretired": result.unretired,
+            "retention_error": result.retention_error,
+        },
     )
     metrics.add_metric(name=f"Promotion-{result.decision}", unit=MetricUnit.Count, value=1)
     return result.model_dump(mode="json")

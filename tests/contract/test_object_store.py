@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 
 from dropflow.adapters.local_store import DirectoryStore
 from dropflow.adapters.s3_store import S3Store
@@ -245,6 +247,8 @@ def test_invalid_keys_are_rejected_naming_the_key(
         lambda: store.get_file(key, tmp_path / "out"),
         lambda: store.head(key),
         lambda: store.delete(key),
+        lambda: store.set_retired(key, True),
+        lambda: store.is_retired(key),
     ]
     for call in calls:
         with pytest.raises(InvalidKey) as caught:
@@ -286,7 +290,135 @@ def test_delete_then_put_again_works(store: ObjectStore) -> None:
     assert store.get("jobs/iris/j1/heartbeat.json") == b"2"
 
 
+# --------------------------------------------------------------------------- retired mark
+CARD = "models/iris/v1/card.json"
+
+
+def test_a_new_object_is_not_retired(store: ObjectStore) -> None:
+    store.put(CARD, b"{}")
+
+    assert store.is_retired(CARD) is False
+
+
+def test_set_retired_marks_and_unmarks_the_object(store: ObjectStore) -> None:
+    store.put(CARD, b"{}")
+
+    store.set_retired(CARD, True)
+    marked = store.is_retired(CARD)
+    store.set_retired(CARD, False)
+
+    assert (marked, store.is_retired(CARD)) == (True, False)
+
+
+def test_set_retired_twice_is_the_same_as_once(store: ObjectStore) -> None:
+    store.put(CARD, b"{}")
+
+    store.set_retired(CARD, True)
+    store.set_retired(CARD, True)
+    assert store.is_retired(CARD) is True
+    store.set_retired(CARD, False)
+    store.set_retired(CARD, False)
+    assert store.is_retired(CARD) is False
+
+
+def test_the_mark_leaves_content_and_listing_alone(store: ObjectStore) -> None:
+    info = store.put(CARD, b'{"version": "v1"}')
+
+    store.set_retired(CARD, True)
+
+    head = store.head(CARD)
+    assert store.get(CARD) == b'{"version": "v1"}'
+    assert head is not None and (head.size, head.etag) == (info.size, info.etag)
+    assert [i.key for i in store.list("")] == [CARD]
+
+
+def test_the_mark_belongs_to_one_object_only(store: ObjectStore) -> None:
+    store.put(CARD, b"{}")
+    store.put("models/iris/v1/model.onnx", b"onnx")
+
+    store.set_retired(CARD, True)
+
+    assert store.is_retired("models/iris/v1/model.onnx") is False
+
+
+def test_a_put_over_a_retired_object_clears_the_mark(store: ObjectStore) -> None:
+    store.put(CARD, b"old")
+    store.set_retired(CARD, True)
+
+    store.put(CARD, b"new")
+
+    assert store.is_retired(CARD) is False
+
+
+def test_a_deleted_and_rewritten_object_is_not_retired(store: ObjectStore) -> None:
+    store.put(CARD, b"old")
+    store.set_retired(CARD, True)
+    store.delete(CARD)
+
+    store.put(CARD, b"new")
+
+    assert store.is_retired(CARD) is False
+
+
+def test_marking_a_missing_object_names_the_key(store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFound, match=re.escape(CARD)):
+        store.set_retired(CARD, True)
+    with pytest.raises(ObjectNotFound, match=re.escape(CARD)):
+        store.is_retired(CARD)
+    assert store.list("") == []
+
+
+def test_unmarking_a_missing_object_names_the_key(store: ObjectStore) -> None:
+    with ExitStack() as stack:
+        if isinstance(store, S3Store):
+            # moto 5.2 fails inside DeleteObjectTagging on a missing key; S3 answers NoSuchKey.
+            stubber = stack.enter_context(Stubber(store.client))
+            stubber.add_client_error("delete_object_tagging", "NoSuchKey", http_status_code=404)
+        with pytest.raises(ObjectNotFound, match=re.escape(CARD)):
+            store.set_retired(CARD, False)
+
+
 # --------------------------------------------------------------------------- adapter specifics
+def test_s3_store_marks_with_the_tag_the_lifecycle_rule_expires(tmp_path: Path) -> None:
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="tagged")
+        store = S3Store("tagged", prefix="pre", client=client)
+        store.put(CARD, b"{}")
+
+        store.set_retired(CARD, True)
+        retired = client.get_object_tagging(Bucket="tagged", Key=f"pre/{CARD}")["TagSet"]
+        store.set_retired(CARD, False)
+        kept = client.get_object_tagging(Bucket="tagged", Key=f"pre/{CARD}")["TagSet"]
+
+    # template.yaml's expire-retired-model-versions rule filters on exactly this tag.
+    assert retired == [{"Key": "dropflow:retired", "Value": "true"}]
+    assert kept == []
+
+
+def test_directory_store_keeps_the_mark_in_a_hidden_sidecar(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "bucket")
+    store.put(CARD, b"{}")
+
+    store.set_retired(CARD, True)
+
+    folder = tmp_path / "bucket" / "models" / "iris" / "v1"
+    assert sorted(p.name for p in folder.iterdir()) == [".card.json.retired", "card.json"]
+    assert (folder / "card.json").read_bytes() == b"{}"  # nothing deletes it locally
+
+
+def test_directory_store_delete_removes_the_mark_and_the_empty_folders(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "bucket")
+    store.put(CARD, b"{}")
+    store.set_retired(CARD, True)
+
+    store.delete(CARD)
+
+    assert not (tmp_path / "bucket" / "models").exists()
+
+
 def test_directory_store_lists_files_dropped_into_the_folder(tmp_path: Path) -> None:
     store = DirectoryStore(tmp_path / "bucket")
     drop = tmp_path / "bucket" / "datasets" / "iris"

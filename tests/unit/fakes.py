@@ -24,6 +24,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, ObjectInfo]] = {}
         self.puts: list[str] = []
+        self.retired: set[str] = set()
         self._lock = threading.Lock()
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
@@ -36,6 +37,7 @@ class MemoryStore:
         )
         with self._lock:
             self.objects[key] = (bytes(data), info)
+            self.retired.discard(key)  # a new object starts kept, as on S3 (no tags)
             self.puts.append(key)
         return info
 
@@ -68,6 +70,21 @@ class MemoryStore:
         check_key(key)
         with self._lock:
             self.objects.pop(key, None)
+            self.retired.discard(key)
+
+    def set_retired(self, key: str, retired: bool) -> None:
+        check_key(key)
+        with self._lock:
+            if key not in self.objects:
+                raise ObjectNotFound(f"no object at {key!r}")
+            (self.retired.add if retired else self.retired.discard)(key)
+
+    def is_retired(self, key: str) -> bool:
+        check_key(key)
+        with self._lock:
+            if key not in self.objects:
+                raise ObjectNotFound(f"no object at {key!r}")
+            return key in self.retired
 
 
 class MemoryRegistry:

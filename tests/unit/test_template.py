@@ -207,6 +207,10 @@ NEEDS: dict[str, set[Any]] = {
         ),
         ("s3:GetObject", f"{BUCKET}/models/*"),
         ("s3:ListBucket", BUCKET),
+        # Retention: tags retired versions' files (the lifecycle rule expires them), untags
+        # the champion's; under models/ only.
+        ("s3:PutObjectTagging", f"{BUCKET}/models/*"),
+        ("s3:DeleteObjectTagging", f"{BUCKET}/models/*"),
         # Routing: the spec's `serving` section, and the container tier's scale-out.
         ("s3:GetObject", f"{BUCKET}/datasets/*/dropflow.yaml"),
         (
@@ -344,6 +348,67 @@ def test_data_bucket_policy_denies_requests_without_tls(template):
     assert policy["Bucket"] == {"Ref": "DataBucket"}
     assert deny and deny[0]["Condition"]["Bool"]["aws:SecureTransport"] == "false"
     assert deny[0]["Principal"] == "*"
+
+
+def expiring_rules(bucket: dict[str, Any], key: str, tags: dict[str, str]) -> list[str]:
+    """Ids of the enabled lifecycle rules that would expire the current version of an object
+    at `key` carrying `tags` (a rule matches when its prefix and all its tag filters do)."""
+    found = []
+    for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"]:
+        if rule["Status"] != "Enabled":
+            continue
+        if "ExpirationInDays" not in rule and "ExpirationDate" not in rule:
+            continue  # noncurrent versions or incomplete uploads only
+        assert "Filter" not in rule, "the evaluator below reads Prefix and TagFilters only"
+        wanted = {t["Key"]: t["Value"] for t in rule.get("TagFilters", [])}
+        if key.startswith(rule.get("Prefix", "")) and wanted.items() <= tags.items():
+            found.append(rule["Id"])
+    return found
+
+
+RETIRED = {"dropflow:retired": "true"}
+MODEL_FILES = [
+    f"models/iris/v20261123T101500Z-ab12cd/{name}"
+    for name in (
+        "model.onnx",
+        "reference.npz",
+        "curve.png",
+        "card.json",
+    )
+]
+
+
+@pytest.mark.parametrize("key", MODEL_FILES)
+def test_retired_model_files_expire_after_the_retention_parameter(template, key):
+    bucket = template["Resources"]["DataBucket"]
+    (rule,) = [
+        r
+        for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+        if r["Id"] in expiring_rules(bucket, key, RETIRED)
+    ]
+
+    assert rule["ExpirationInDays"] == {"Ref": "RetiredModelRetentionDays"}
+    assert rule["Prefix"] == "models/"
+    assert template["Parameters"]["RetiredModelRetentionDays"]["Default"] == 90
+    assert template["Parameters"]["RetiredModelRetentionDays"]["MinValue"] >= 1
+
+
+@pytest.mark.parametrize("key", MODEL_FILES)
+@pytest.mark.parametrize(
+    "tags",
+    [{}, {"dropflow:retired": "false"}, {"owner": "ml-team"}],
+    ids=["untagged", "retired-false", "other-tag"],
+)
+def test_model_files_without_the_retired_tag_never_expire(template, key, tags):
+    # The champion and the versions kept for rollback carry no retired tag.
+    assert expiring_rules(template["Resources"]["DataBucket"], key, tags) == []
+
+
+@pytest.mark.parametrize(
+    "key", ["datasets/iris/iris.csv", "datasets/iris/dropflow.yaml", "code/bundle.zip"]
+)
+def test_the_retired_tag_expires_nothing_outside_models(template, key):
+    assert expiring_rules(template["Resources"]["DataBucket"], key, RETIRED) == []
 
 
 def test_no_bucket_notification_or_s3_event_targets_a_function(template):

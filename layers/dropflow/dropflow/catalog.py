@@ -13,12 +13,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from dropflow.jobs import MODELS_PK, model_pk
+from dropflow.jobs import MODELS_PK, ConcurrentUpdate, model_pk
 from dropflow.names import check_model_name
 from dropflow.ports import Registry
 from dropflow.routing import Route
 
 Decision = Literal["pending", "approved", "rejected"]
+
+# Compare-and-set rounds for a version record's retired mark before giving up.
+_MARK_ROUNDS = 5
 
 
 class VersionRecord(BaseModel):
@@ -37,6 +40,9 @@ class VersionRecord(BaseModel):
     # which the predict function serves itself.
     route: Route | None = None
     route_reason: str | None = None
+    # When its files were marked retired (dropflow.retention): on S3 they then age out by the
+    # bucket's lifecycle rule. None: kept, its files never expire.
+    retired_at: float | None = None
 
 
 class Champion(BaseModel):
@@ -83,6 +89,27 @@ class Catalog:
             model_pk(record.model), f"VERSION#{record.version}", record.model_dump(mode="json")
         )
         return record
+
+    def mark_retired(self, model: str, version: str, retired: bool) -> VersionRecord | None:
+        """Set (now) or clear the version's `retired_at`; the record, or None if unknown.
+
+        Compare-and-set on the record, so a decision written meanwhile is never overwritten;
+        a record already in that state is returned unchanged (the first retirement time
+        stays). Raises ConcurrentUpdate if the record kept changing under it.
+        """
+        pk, sk = model_pk(model), f"VERSION#{version}"
+        for _ in range(_MARK_ROUNDS):
+            rec = self.registry.get(pk, sk)
+            if rec is None:
+                return None
+            current = VersionRecord.model_validate(rec.data)
+            if (current.retired_at is not None) == retired:
+                return current
+            updated = current.model_copy(update={"retired_at": time.time() if retired else None})
+            data = updated.model_dump(mode="json")
+            if self.registry.compare_and_set(pk, sk, data, expected_revision=rec.revision):
+                return updated
+        raise ConcurrentUpdate(f"the record of {model} {version} kept changing; try again")
 
     def version(self, model: str, version: str) -> VersionRecord | None:
         rec = self.registry.get(model_pk(model), f"VERSION#{version}")

@@ -205,6 +205,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from dropflow import services
+    from dropflow.config import settings
     from dropflow.local.runtime import configure
     from dropflow.model_registry import list_versions, rollback, show_version
 
@@ -219,13 +220,21 @@ def cmd_models(args: argparse.Namespace) -> int:
             value = row["primary_value"]
             metric = "" if value is None else f"{row['primary_metric']}={value:.4g}"
             reason = row["reason"] or ""
+            if row.get("retired_at"):
+                reason = f"[retired: files expire] {reason}"
             print(f"{mark} {row['version']}  {row['decision']:<8}  {metric:<18}  {reason}")
         return 0
     if args.models_command == "show":
         shown = show_version(args.model, services.store(), services.registry(), args.version)
         print(json.dumps(shown, indent=2, default=str))
         return 0
-    result = rollback(args.model, services.store(), services.registry(), args.to_version)
+    result = rollback(
+        args.model,
+        services.store(),
+        services.registry(),
+        args.to_version,
+        keep_versions=settings().keep_versions,
+    )
     print(
         f"{args.model}: champion {result.champion_before} -> {result.champion_after}"
         f" ({result.reason})"

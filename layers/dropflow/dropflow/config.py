@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     container_tier_url: str = Field(default="", pattern=r"^((asg|process)://.+)?$")
     container_timeout_seconds: float = Field(default=20.0, gt=0, le=900)
     container_retry_after_seconds: int = Field(default=120, ge=1, le=3600)
+    # Retention (dropflow.retention): approved versions kept besides the champion, so that
+    # `dropflow models rollback` has something to go back to; older and rejected versions are
+    # retired, and on S3 their files age out by the bucket's lifecycle rule.
+    keep_versions: int = Field(default=3, ge=0, le=100)
 
 
 _S = TypeVar("_S", bound=BaseSettings)

@@ -3,10 +3,16 @@
 Rollback switches the champion pointer with the same compare-and-set as promotion, so it can
 never interleave with a promotion, and records the switch in the champion's history. Serving
 follows the pointer within its TTL, as it does after a promotion.
+
+A rollback target whose files were retired (dropflow.retention) is taken back first: its
+files are unmarked before the pointer moves, so the champion never points at files about to
+expire; if they have already aged out, the rollback is refused and says so. After the switch
+the retention rule runs again (an older version may fall out of the kept set).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,6 +25,15 @@ from dropflow.jobs import ConcurrentUpdate
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
 from dropflow.promotion import Rejected, check_parity
+from dropflow.retention import (
+    DEFAULT_KEEP,
+    RetentionOutcome,
+    apply_retention,
+    mark_version,
+    missing_files,
+)
+
+log = logging.getLogger(__name__)
 
 
 class RollbackRefused(DropflowError):
@@ -31,6 +46,10 @@ class RollbackResult(BaseModel):
     champion_after: str
     reason: str
     changed: bool = True
+    # Versions whose files the rollback retired or took back (dropflow.retention).
+    retired: list[str] = []
+    unretired: list[str] = []
+    retention_error: str | None = None
 
 
 def list_versions(model: str, registry: Registry) -> list[dict[str, Any]]:
@@ -75,7 +94,12 @@ def show_version(
 
 
 def rollback(
-    model: str, store: ObjectStore, registry: Registry, to_version: str | None = None
+    model: str,
+    store: ObjectStore,
+    registry: Registry,
+    to_version: str | None = None,
+    *,
+    keep_versions: int = DEFAULT_KEEP,
 ) -> RollbackResult:
     """Make an earlier sound version the champion again.
 
@@ -83,6 +107,8 @@ def rollback(
     the newest approved version older than the champion. With it: that version, which must
     be recorded and either approved or (rejected by the metric gate only) still pass the
     parity re-check; it is then recorded as approved, so that serving accepts it.
+    A retired target is taken back (its files unmarked) before the switch; one whose files
+    have aged out is refused. After the switch the retention rule runs with `keep_versions`.
     Raises NotFoundError/RollbackRefused with the reason, ConcurrentUpdate if the champion
     changed meanwhile (run it again).
     """
@@ -107,12 +133,19 @@ def rollback(
     record = catalog.version(model, target)
     if record is None:
         raise NotFoundError(_no_such_version(model, target))
-    note = _check_servable(catalog, store, record)
-    reason = f"rollback from {champion.version} to the {how} {target}{note}"
-    if not catalog.switch_champion(model, target, expected=champion):
-        raise ConcurrentUpdate(
-            f"the champion of {model} changed while rolling back; run the rollback again"
-        )
+    was_retired = record.retired_at is not None
+    _take_back(catalog, store, record)
+    try:
+        record = catalog.version(model, target) or record
+        note = _check_servable(catalog, store, record)
+        reason = f"rollback from {champion.version} to the {how} {target}{note}"
+        if not catalog.switch_champion(model, target, expected=champion):
+            raise ConcurrentUpdate(
+                f"the champion of {model} changed while rolling back; run the rollback again"
+            )
+    except Exception:
+        _retain_quietly(model, store, catalog, keep_versions)  # not switched: re-retire it
+        raise
     after = catalog.champion(model)
     catalog.record_change(
         ChampionChange(
@@ -124,9 +157,58 @@ def rollback(
             at=after.since if after else time.time(),
         )
     )
+    retained = _retain_quietly(model, store, catalog, keep_versions)
+    if isinstance(retained, str):
+        done, error = RetentionOutcome(), retained
+    else:
+        done, error = retained, None
+    unretired = done.unretired
+    if was_retired and target not in unretired:
+        unretired = [target, *unretired]
     return RollbackResult(
-        model=model, champion_before=champion.version, champion_after=target, reason=reason
+        model=model,
+        champion_before=champion.version,
+        champion_after=target,
+        reason=reason,
+        retired=done.retired,
+        unretired=unretired,
+        retention_error=error,
     )
+
+
+def _retain_quietly(
+    model: str, store: ObjectStore, catalog: Catalog, keep: int
+) -> RetentionOutcome | str:
+    """Apply the retention rule; what failed (logged) if it did: the next run finishes it."""
+    try:
+        return apply_retention(model, store, catalog, keep)
+    except Exception as exc:  # housekeeping must not hide the rollback's own outcome
+        log.warning("could not apply retention to %s: %s", model, exc)
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _take_back(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> None:
+    """Unmark the target's files before it is served; refuse if they have aged out.
+
+    Unmarked first and checked second, so that nothing can expire between the check and the
+    switch. Files of a retired version found incomplete are marked again (they are of no use
+    any more, and should finish ageing out).
+    """
+    model, version = record.model, record.version
+    mark_version(store, model, version, retired=False)
+    gone = missing_files(store, model, version)
+    if gone:
+        where = f"{', '.join(gone)} missing under models/{model}/{version}/"
+        if record.retired_at is None:
+            raise RollbackRefused(f"cannot roll back {model} to {version}: {where}")
+        mark_version(store, model, version, retired=True)
+        since = time.strftime("%Y-%m-%d", time.gmtime(record.retired_at))
+        raise RollbackRefused(
+            f"cannot roll back {model} to {version}: it was retired on {since} and its files "
+            f"have aged out ({where}); roll back to a kept version (`dropflow models list "
+            f"{model}`)"
+        )
+    catalog.mark_retired(model, version, False)
 
 
 def _check_servable(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> str:

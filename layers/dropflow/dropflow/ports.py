@@ -66,6 +66,20 @@ class ObjectStore(Protocol):
         """Remove the object; deleting a missing key is not an error."""
         ...
 
+    def set_retired(self, key: str, retired: bool) -> None:
+        """Mark the object retired (or no longer retired); raises ObjectNotFound.
+
+        A retired object may be removed by the store's own housekeeping (on S3, the bucket's
+        lifecycle rule expires retired objects under models/); an unmarked one never is. The
+        mark belongs to the object as written: a put over the key clears it. Marking twice is
+        the same as marking once.
+        """
+        ...
+
+    def is_retired(self, key: str) -> bool:
+        """Whether the object carries the retired mark; raises ObjectNotFound."""
+        ...
+
 
 # --------------------------------------------------------------------------- Registry
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ Each version that passes parity also gets its route (dropflow.routing): `lambda`
 `container` when it is too large for the predict function. The route is recorded with the
 version and written on the champion pointer, and promoting a `container` version asks the
 container tier to scale out, so that a server is on its way before the first request.
+
+After each decision (and again on a replay) dropflow.retention marks the files of versions
+that are no longer worth keeping as retired, and unmarks the champion's: on S3 the bucket's
+lifecycle rule expires retired files, so old versions age out and the champion's never do.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from dropflow.events import PROMOTED, REJECTED, EventPublisher
 from dropflow.jobs import ConcurrentUpdate
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
+from dropflow.retention import DEFAULT_KEEP, apply_retention
 from dropflow.routing import CONTAINER, RouteDecision, RoutePolicy, decide_route
 from dropflow.spec import ServingSection, load_spec, spec_key
 
@@ -78,6 +83,12 @@ class PromotionResult(BaseModel):
     route: Literal["lambda", "container"] | None = None  # where the version is served
     route_reason: str | None = None
     scale_out: str | None = None  # what the container tier was asked, for a container champion
+    # Versions whose files this decision retired (they age out) or took back (dropflow.retention),
+    # and why retention could not run, if it could not (the decision stands; the next run
+    # finishes the marking).
+    retired: list[str] = []
+    unretired: list[str] = []
+    retention_error: str | None = None
     replayed: bool = False  # True when the decision was already recorded (event delivered twice)
 
 
@@ -115,12 +126,16 @@ def promote(
     *,
     policy: RoutePolicy | None = None,
     tier: ContainerTier | None = None,
+    keep_versions: int = DEFAULT_KEEP,
 ) -> PromotionResult:
     """Check `version` of `model` and make it the champion when it is sound and not worse.
 
     `policy` holds the routing thresholds (default: dropflow.routing's); `tier` is asked to
     scale out when a `container` version becomes champion (a failure is logged, and the
-    decision stands: requests answer 503 until the tier has a server).
+    decision stands: requests answer 503 until the tier has a server). After the decision,
+    the files of versions other than the champion and the newest `keep_versions` other
+    approved versions are marked retired (dropflow.retention; a failure is logged and
+    reported in `retention_error`, and the decision stands).
 
     Returns the decision with its reason, and publishes it to `events` when it is new (not a
     replay); a failed publish is logged and never undoes the decision. A missing or corrupt
@@ -151,8 +166,9 @@ def promote(
             route_reason=recorded.route_reason,
             replayed=True,
         )
-        # A replay asks again: the first delivery may have failed to reach the tier.
-        return _scale_out(tier, result)
+        # A replay asks again: the first delivery may have failed to reach the tier, or to
+        # mark the files.
+        return _scale_out(tier, _retain(store, catalog, keep_versions, result))
 
     card: Card | None = None
     routed: RouteDecision | None = None
@@ -178,7 +194,7 @@ def promote(
         result = _record(
             catalog, model, version, card, "rejected", str(rejected), champion, champion
         )
-        return _announce(events, result)
+        return _announce(events, _retain(store, catalog, keep_versions, result))
 
     for _ in range(MAX_SWITCH_ROUNDS):
         champion = catalog.champion(model)
@@ -188,6 +204,7 @@ def promote(
             result = _record(
                 catalog, model, version, card, "approved", reason, champion, champion, None, routed
             )
+            result = _retain(store, catalog, keep_versions, result)
             return _announce(events, _scale_out(tier, result))
         try:
             outcome = gate(card, champion, store)
@@ -204,7 +221,7 @@ def promote(
                 rejected.metrics,
                 routed,
             )
-            return _announce(events, result)
+            return _announce(events, _retain(store, catalog, keep_versions, result))
         # Switch first, record second: a crash in between leaves a pointer that a retry
         # recognises ("already the champion"), never an approval that was not applied.
         route = routed.route if routed else None
@@ -232,6 +249,7 @@ def promote(
                 outcome.metrics,
                 routed,
             )
+            result = _retain(store, catalog, keep_versions, result)
             return _announce(events, _scale_out(tier, result))
     raise ConcurrentUpdate(
         f"promotion of {model} {version}: the champion changed {MAX_SWITCH_ROUNDS} times while "
@@ -523,6 +541,18 @@ def _scale_out(tier: ContainerTier | None, result: PromotionResult) -> Promotion
         log.warning("could not scale out the container tier for %s: %s", result.model, exc)
         done = f"scale-out failed: {_short(exc)}"
     return result.model_copy(update={"scale_out": done})
+
+
+def _retain(
+    store: ObjectStore, catalog: Catalog, keep: int, result: PromotionResult
+) -> PromotionResult:
+    """Apply the retention rule after a decision; a failure leaves the decision standing."""
+    try:
+        done = apply_retention(result.model, store, catalog, keep)
+    except Exception as exc:  # housekeeping: files are kept longer, never lost
+        log.warning("could not apply retention to %s: %s", result.model, exc)
+        return result.model_copy(update={"retention_error": _short(exc)})
+    return result.model_copy(update={"retired": done.retired, "unretired": done.unretired})
 
 
 # ---------------------------------------------------------------------- recording

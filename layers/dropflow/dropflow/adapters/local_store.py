@@ -3,6 +3,10 @@
 Key `a/b/c.json` lives at `<root>/a/b/c.json`, so a data owner can drop files into
 `<root>/datasets/<model>/` with any file manager. Writes go to `<root>/.tmp/` first and are
 renamed into place, so a reader sees the old file or the whole new one, never half.
+
+The retired mark (ObjectStore.set_retired) is an empty sidecar file `.<name>.retired` next to
+the object: hidden, never listed, never a key. Locally nothing deletes retired files (there
+is no lifecycle rule on a directory); the mark only records what S3 would expire.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ _CHUNK = 1024 * 1024
 _STALE_TMP_SECONDS = 24 * 3600
 # Bound on the etag cache: enough for every file of a large dataset, small in memory.
 _ETAG_CACHE_MAX = 100_000
+_RETIRED_SUFFIX = ".retired"
 
 
 class DirectoryStore:
@@ -68,7 +73,8 @@ class DirectoryStore:
         return self._commit(key, target, copy, digest)
 
     def delete(self, key: str) -> None:
-        """Remove the object and any parent folders it leaves empty; a missing key is fine."""
+        """Remove the object (and its retired mark) and any parent folders it leaves empty;
+        a missing key is fine."""
         path = self._path(key)
         try:
             path.unlink()
@@ -79,6 +85,7 @@ class DirectoryStore:
             if path.is_dir():
                 return
             raise
+        _mark_of(path).unlink(missing_ok=True)
         parent = path.parent
         while parent != self.root and self.root in parent.parents:
             try:
@@ -87,7 +94,32 @@ class DirectoryStore:
                 break  # not empty (or already gone): stop climbing
             parent = parent.parent
 
+    def set_retired(self, key: str, retired: bool) -> None:
+        """Record (or clear) the retired mark; raises ObjectNotFound.
+
+        Only a record: nothing here ever deletes a retired file. The mark keeps the contract
+        the same as on S3, where the bucket's lifecycle rule expires retired model files.
+        """
+        path = self._path(key)
+        if not path.is_file():
+            raise self._not_found(key)
+        mark = _mark_of(path)
+        if not retired:
+            mark.unlink(missing_ok=True)
+            return
+        mark.touch()
+        if not path.is_file():  # deleted meanwhile: leave no mark without an object
+            mark.unlink(missing_ok=True)
+            raise self._not_found(key)
+
     # ------------------------------------------------------------------ reads
+    def is_retired(self, key: str) -> bool:
+        """Whether the object carries the retired mark; raises ObjectNotFound."""
+        path = self._path(key)
+        if not path.is_file():
+            raise self._not_found(key)
+        return _mark_of(path).exists()
+
     def get(self, key: str) -> bytes:
         """The object's bytes; raises ObjectNotFound naming the key."""
         path = self._path(key)
@@ -183,6 +215,8 @@ class DirectoryStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        # A new object starts unmarked, as a PutObject without tags does on S3.
+        _mark_of(target).unlink(missing_ok=True)
         etag = digest.hexdigest()
         # The rename keeps inode, size and mtime, so the fstat above identifies the new file.
         self._remember(target, st, etag)
@@ -260,6 +294,11 @@ class DirectoryStore:
                     os.unlink(entry.path)
             except OSError:
                 pass  # another process cleaned it first
+
+
+def _mark_of(path: Path) -> Path:
+    """The retired mark of the object at `path`: a hidden sidecar, so never listed or a key."""
+    return path.parent / f".{path.name}{_RETIRED_SUFFIX}"
 
 
 def _ident(path: Path, st: os.stat_result) -> tuple[str, int, int, int]:

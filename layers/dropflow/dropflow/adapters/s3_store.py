@@ -23,6 +23,10 @@ from dropflow.store import check_key, is_valid_key
 # Standard retry mode backs off on throttling (503 SlowDown) and transient network errors.
 _CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"})
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+# The object tag that marks a retired object. The bucket's lifecycle rule (template.yaml,
+# DataBucket) expires objects under models/ that carry exactly this tag and value.
+RETIRED_TAG = "dropflow:retired"
+RETIRED_VALUE = "true"
 
 
 class S3Store:
@@ -77,7 +81,42 @@ class S3Store:
         """Remove the object; S3 treats deleting a missing key as success."""
         self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
+    def set_retired(self, key: str, retired: bool) -> None:
+        """Tag the object `dropflow:retired=true`, or remove its tags; raises ObjectNotFound.
+
+        The bucket's lifecycle rule expires tagged objects under models/ a number of days
+        after they were written (S3 counts from the object's creation, not from the tag).
+        dropflow owns the tag set of what it marks: marking replaces any other tags, and
+        unmarking removes them all (PutObjectTagging / DeleteObjectTagging, so the caller
+        needs no s3:GetObjectTagging). Both act on the current version of the object.
+        """
+        try:
+            if retired:
+                tags = {"TagSet": [{"Key": RETIRED_TAG, "Value": RETIRED_VALUE}]}
+                self.client.put_object_tagging(
+                    Bucket=self.bucket, Key=self._full(key), Tagging=tags
+                )
+            else:
+                self.client.delete_object_tagging(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise self._not_found(key) from None
+            raise
+
     # ------------------------------------------------------------------ reads
+    def is_retired(self, key: str) -> bool:
+        """Whether the object is tagged `dropflow:retired=true`; raises ObjectNotFound."""
+        try:
+            resp = self.client.get_object_tagging(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise self._not_found(key) from None
+            raise
+        return any(
+            tag["Key"] == RETIRED_TAG and tag["Value"] == RETIRED_VALUE
+            for tag in resp.get("TagSet", [])
+        )
+
     def get(self, key: str) -> bytes:
         """The object's bytes; raises ObjectNotFound naming the key."""
         try:
