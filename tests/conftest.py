@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,14 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     }.items():
         monkeypatch.setenv(var, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_heap() -> Iterator[None]:
+    # The predict handler freezes the heap after its first answer (a Lambda environment's
+    # objects live as long as it does); in the one long test process, thaw it after each test.
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

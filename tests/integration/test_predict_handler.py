@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import gc
 import json
 import logging
 from http import HTTPStatus
@@ -380,3 +381,13 @@ def test_describing_an_unknown_model_is_a_404(app, champion):
     answer = call(app, method="GET", path="/models/no-such-model")
 
     assert answer.status == HTTPStatus.NOT_FOUND
+
+
+def test_after_its_first_answer_the_function_keeps_its_heap_out_of_full_collections(app, champion):
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+    first = call(app, body={"instances": SAMPLE_ROWS})
+
+    assert first.status == HTTPStatus.OK
+    assert gc.get_freeze_count() > 0
