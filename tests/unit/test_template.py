@@ -166,6 +166,9 @@ def test_launching_is_limited_to_the_training_template_and_role(template):
 
     run = by_sid["RunInstancesFromTheTrainingTemplate"]
     assert "ec2:LaunchTemplate" in run["Condition"]["ArnEquals"]
+    fleet = by_sid["CreateFleetFromTheTrainingTemplate"]
+    templates = [r for r in fleet["Resource"] if ":launch-template/" in r["Fn::Sub"]]
+    assert [t["Fn::Sub"].rsplit("/", 1)[1] for t in templates] == ["${TrainingLaunchTemplate}"]
     passing = by_sid["PassOnlyTheTrainingRole"]
     assert passing["Resource"] == {"Fn::GetAtt": ["TrainingRole", "Arn"]}
     assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
