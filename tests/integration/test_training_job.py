@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +356,38 @@ def test_python_dash_m_training_reads_its_job_from_the_environment(tmp_path):
     job = local.jobs.get(job_id)
     assert job.state == JobState.FAILED and "targte" in (job.reason or "")
     assert (job.attempts[0].exit_reason or "").startswith("failed: ")
+
+
+@pytest.mark.slow
+def test_the_card_carries_the_cost_ledger_of_the_attempts_up_to_publish(home):
+    home.drop("iris-cost", "data.csv", load_iris(as_frame=True).frame.to_csv(index=False).encode())
+    job_id = new_job_id("iris-cost")
+    launched = time.time() - 3600.0  # the instance has billed for an hour before training
+    home.jobs.create(
+        Job(
+            job_id=job_id,
+            model="iris-cost",
+            data_version="iris-cost-data-v1",
+            state=JobState.LAUNCHING,
+            attempts=[
+                Attempt(
+                    number=1,
+                    instance_id="i-0abc",
+                    instance_type="g6.xlarge",
+                    lifecycle="spot",
+                    price_per_hour=0.30,
+                    on_demand_price_per_hour=1.00,
+                    launched_at=launched,
+                )
+            ],
+        )
+    )
+
+    assert run_job(job_id, 1, home.store, home.registry) == ExitCode.OK
+
+    cost = home.card(home.jobs.get(job_id)).cost
+    assert cost is not None and cost["unpriced_attempts"] == 0
+    assert cost["seconds_run"] >= 3600
+    assert cost["cost_usd"] == pytest.approx(0.30 * cost["seconds_run"] / 3600, rel=1e-3)
+    assert cost["on_demand_equivalent_usd"] == pytest.approx(cost["seconds_run"] / 3600, rel=1e-3)
+    assert cost["savings_percent"] == pytest.approx(70.0)
