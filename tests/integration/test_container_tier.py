@@ -193,6 +193,17 @@ def test_scale_out_never_lowers_the_desired_capacity(group):
     assert desired(group) == 2
 
 
+def test_scale_in_sets_the_desired_capacity_back_to_zero(group):
+    AutoScalingTier("stack-serving", client=group).scale_out(1)
+
+    done = AutoScalingTier("stack-serving", client=group).scale_in()
+    again = AutoScalingTier("stack-serving", client=group).scale_in()
+
+    assert desired(group) == 0
+    assert "desired capacity 1 -> 0" in done
+    assert "already has no instance wanted" in again
+
+
 def test_scale_out_of_a_missing_group_says_so(group):
     with pytest.raises(ScaleOutFailed, match="does not exist"):
         AutoScalingTier("no-such-group", client=group).scale_out(1)

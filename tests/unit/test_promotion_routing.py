@@ -17,6 +17,8 @@ SMALL = RoutePolicy()
 
 
 class RecordingTier:
+    """`asked`: the minimum of each scale-out, 0 for each scale-in."""
+
     def __init__(self, fail: bool = False) -> None:
         self.asked: list[int] = []
         self.fail = fail
@@ -26,6 +28,12 @@ class RecordingTier:
         if self.fail:
             raise RuntimeError("AccessDenied")
         return f"desired capacity 0 -> {minimum}"
+
+    def scale_in(self) -> str:
+        self.asked.append(0)
+        if self.fail:
+            raise RuntimeError("AccessDenied")
+        return "desired capacity 1 -> 0"
 
 
 def test_a_small_version_is_routed_to_the_function(store, registry):
@@ -52,13 +60,36 @@ def test_a_large_version_is_routed_to_the_container_and_the_tier_scales_out(stor
     assert result.scale_out == "desired capacity 0 -> 1"
 
 
-def test_a_lambda_champion_does_not_scale_the_tier(store, registry):
+def test_with_no_champion_routed_to_the_container_the_tier_is_scaled_in(store, registry):
+    publish(store, "iris", version_id(1))
+    tier = RecordingTier()
+
+    result = promote("iris", version_id(1), store, registry, policy=SMALL, tier=tier)
+
+    assert tier.asked == [0]
+    assert result.scale_out == "desired capacity 1 -> 0"
+
+
+def test_a_lambda_champion_replacing_the_last_container_one_scales_the_tier_in(store, registry):
+    publish(store, "iris", version_id(1), value=0.8)
+    promote("iris", version_id(1), store, registry, policy=LARGE)
+    publish(store, "iris", version_id(2), value=0.9)
+    tier = RecordingTier()
+
+    promote("iris", version_id(2), store, registry, policy=SMALL, tier=tier)
+
+    assert tier.asked == [0]
+
+
+def test_the_tier_stays_out_while_another_models_champion_is_routed_to_it(store, registry):
+    publish(store, "big", version_id(1))
+    promote("big", version_id(1), store, registry, policy=LARGE)
     publish(store, "iris", version_id(1))
     tier = RecordingTier()
 
     promote("iris", version_id(1), store, registry, policy=SMALL, tier=tier)
 
-    assert tier.asked == []
+    assert tier.asked == [1]  # asked for at least one server again, never fewer
 
 
 def test_a_rejected_large_version_does_not_scale_the_tier(store, registry):
@@ -80,7 +111,7 @@ def test_a_failed_scale_out_leaves_the_promotion_standing(store, registry):
 
     assert result.decision == "approved"
     assert Catalog(registry).champion("iris").version == version_id(1)
-    assert "scale-out failed: AccessDenied" in result.scale_out
+    assert "scaling failed: AccessDenied" in result.scale_out
 
 
 def test_a_replayed_promotion_asks_the_tier_again(store, registry):
@@ -138,3 +169,18 @@ def test_a_rollback_carries_the_route_of_the_version_it_restores(store, registry
 
     champion = Catalog(registry).champion("iris")
     assert (champion.version, champion.route) == (version_id(1), "container")
+
+
+def test_a_rollback_to_a_container_version_scales_the_tier_out_and_back_in(store, registry):
+    publish(store, "iris", version_id(1), value=0.8)
+    promote("iris", version_id(1), store, registry, policy=LARGE)
+    publish(store, "iris", version_id(2), value=0.9)
+    promote("iris", version_id(2), store, registry, policy=SMALL)
+    tier = RecordingTier()
+
+    back = rollback("iris", store, registry, tier=tier)
+    forth = rollback("iris", store, registry, version_id(2), tier=tier)
+
+    assert (back.champion_after, forth.champion_after) == (version_id(1), version_id(2))
+    assert tier.asked == [1, 0]
+    assert back.tier == "desired capacity 0 -> 1"

@@ -234,6 +234,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         services.registry(),
         args.to_version,
         keep_versions=settings().keep_versions,
+        tier=services.container_tier(),
     )
     print(
         f"{args.model}: champion {result.champion_before} -> {result.champion_after}"

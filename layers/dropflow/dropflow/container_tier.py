@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
 
 from dropflow.errors import ConfigError, DropflowError, NotReadyError
+from dropflow.routing import CONTAINER as CONTAINER_ROUTE
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,20 @@ class ContainerTier(Protocol):
         for the log. Idempotent."""
         ...
 
+    def scale_in(self) -> str:
+        """Ask for no server at all (no champion is routed here); returns what was done, for
+        the log. Idempotent."""
+        ...
+
+
+def fit_to_champions(tier: ContainerTier, champion_routes: Sequence[str | None]) -> str:
+    """Size the tier to what the champions (`champion_routes`: one route per model with a
+    champion) need: at least one server while any is routed `container`, none once no champion
+    is, since an idle server only costs money. Returns what the tier did, for the log."""
+    if CONTAINER_ROUTE in champion_routes:
+        return tier.scale_out(1)
+    return tier.scale_in()
+
 
 class NoContainerTier:
     """The tier where none is configured: a `container` version waits with 503s for one."""
@@ -182,6 +197,9 @@ class NoContainerTier:
             "no container tier is configured (DROPFLOW_CONTAINER_TIER_URL): versions routed "
             "to it answer 503 until one is deployed"
         )
+
+    def scale_in(self) -> str:
+        return "no container tier is configured: nothing to scale in"
 
 
 def open_tier(url: str, environ: Mapping[str, str] | None = None) -> ContainerTier:

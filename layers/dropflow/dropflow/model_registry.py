@@ -20,11 +20,12 @@ from pydantic import BaseModel, ValidationError
 
 from dropflow.card import Card, card_key
 from dropflow.catalog import Catalog, ChampionChange, VersionRecord
+from dropflow.container_tier import ContainerTier, fit_to_champions
 from dropflow.errors import DropflowError, NotFoundError
 from dropflow.jobs import ConcurrentUpdate
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
-from dropflow.promotion import Rejected, check_parity
+from dropflow.promotion import Rejected, champion_routes, check_parity
 from dropflow.retention import (
     DEFAULT_KEEP,
     RetentionOutcome,
@@ -50,6 +51,7 @@ class RollbackResult(BaseModel):
     retired: list[str] = []
     unretired: list[str] = []
     retention_error: str | None = None
+    tier: str | None = None  # what the container tier did (dropflow.container_tier)
 
 
 def list_versions(model: str, registry: Registry) -> list[dict[str, Any]]:
@@ -100,6 +102,7 @@ def rollback(
     to_version: str | None = None,
     *,
     keep_versions: int = DEFAULT_KEEP,
+    tier: ContainerTier | None = None,
 ) -> RollbackResult:
     """Make an earlier sound version the champion again.
 
@@ -108,7 +111,9 @@ def rollback(
     be recorded and either approved or (rejected by the metric gate only) still pass the
     parity re-check; it is then recorded as approved, so that serving accepts it.
     A retired target is taken back (its files unmarked) before the switch; one whose files
-    have aged out is refused. After the switch the retention rule runs with `keep_versions`.
+    have aged out is refused. After the switch the retention rule runs with `keep_versions`,
+    and `tier` is sized to the champions (a server if the restored version is routed to the
+    container, none once no champion is).
     Raises NotFoundError/RollbackRefused with the reason, ConcurrentUpdate if the champion
     changed meanwhile (run it again).
     """
@@ -173,7 +178,19 @@ def rollback(
         retired=done.retired,
         unretired=unretired,
         retention_error=error,
+        tier=_fit_quietly(tier, catalog),
     )
+
+
+def _fit_quietly(tier: ContainerTier | None, catalog: Catalog) -> str | None:
+    """Size the container tier to the champions; what failed (logged) if it did."""
+    if tier is None:
+        return None
+    try:
+        return fit_to_champions(tier, champion_routes(catalog))
+    except Exception as exc:  # the rollback stands; a container champion answers 503 meanwhile
+        log.warning("could not size the container tier: %s", exc)
+        return f"scaling failed: {' '.join(str(exc).split()) or type(exc).__name__}"
 
 
 def _retain_quietly(

@@ -38,14 +38,14 @@ from pydantic import BaseModel, ValidationError
 from dropflow import scoring
 from dropflow.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card, artifact_key, card_key
 from dropflow.catalog import Catalog, Champion, ChampionChange, VersionRecord
-from dropflow.container_tier import ContainerTier
+from dropflow.container_tier import ContainerTier, fit_to_champions
 from dropflow.errors import UserInputError
 from dropflow.events import PROMOTED, REJECTED, EventPublisher
 from dropflow.jobs import ConcurrentUpdate
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
 from dropflow.retention import DEFAULT_KEEP, apply_retention
-from dropflow.routing import CONTAINER, RouteDecision, RoutePolicy, decide_route
+from dropflow.routing import RouteDecision, RoutePolicy, decide_route
 from dropflow.spec import ServingSection, load_spec, spec_key
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class PromotionResult(BaseModel):
     metrics: dict[str, Any] = {}  # what the gate compared (see GateOutcome)
     route: Literal["lambda", "container"] | None = None  # where the version is served
     route_reason: str | None = None
-    scale_out: str | None = None  # what the container tier was asked, for a container champion
+    scale_out: str | None = None  # what the container tier did, when this version became champion
     # Versions whose files this decision retired (they age out) or took back (dropflow.retention),
     # and why retention could not run, if it could not (the decision stands; the next run
     # finishes the marking).
@@ -168,7 +168,7 @@ def promote(
         )
         # A replay asks again: the first delivery may have failed to reach the tier, or to
         # mark the files.
-        return _scale_out(tier, _retain(store, catalog, keep_versions, result))
+        return _fit_tier(tier, catalog, _retain(store, catalog, keep_versions, result))
 
     card: Card | None = None
     routed: RouteDecision | None = None
@@ -205,7 +205,7 @@ def promote(
                 catalog, model, version, card, "approved", reason, champion, champion, None, routed
             )
             result = _retain(store, catalog, keep_versions, result)
-            return _announce(events, _scale_out(tier, result))
+            return _announce(events, _fit_tier(tier, catalog, result))
         try:
             outcome = gate(card, champion, store)
         except Rejected as rejected:
@@ -250,7 +250,7 @@ def promote(
                 routed,
             )
             result = _retain(store, catalog, keep_versions, result)
-            return _announce(events, _scale_out(tier, result))
+            return _announce(events, _fit_tier(tier, catalog, result))
     raise ConcurrentUpdate(
         f"promotion of {model} {version}: the champion changed {MAX_SWITCH_ROUNDS} times while "
         "deciding; retry the event"
@@ -531,16 +531,26 @@ def _serving_section(card: Card, store: ObjectStore) -> tuple[ServingSection | N
         return None, f"the spec's serving section was ignored: {_short(exc)}"
 
 
-def _scale_out(tier: ContainerTier | None, result: PromotionResult) -> PromotionResult:
-    """Ask the container tier for a server when a `container` version is the champion."""
-    if tier is None or result.route != CONTAINER or result.champion_after != result.version:
+def _fit_tier(
+    tier: ContainerTier | None, catalog: Catalog, result: PromotionResult
+) -> PromotionResult:
+    """When this version is the champion, size the container tier to what the champions now
+    need (dropflow.container_tier.fit_to_champions): a server while any is routed `container`,
+    none once no champion is. A rejected version changes nothing."""
+    if tier is None or result.champion_after != result.version:
         return result
     try:
-        done = tier.scale_out(1)
+        done = fit_to_champions(tier, champion_routes(catalog))
     except Exception as exc:  # the decision stands; requests answer 503 until a server runs
-        log.warning("could not scale out the container tier for %s: %s", result.model, exc)
-        done = f"scale-out failed: {_short(exc)}"
+        log.warning("could not size the container tier after %s: %s", result.model, exc)
+        done = f"scaling failed: {_short(exc)}"
     return result.model_copy(update={"scale_out": done})
+
+
+def champion_routes(catalog: Catalog) -> list[str | None]:
+    """The route of every model's champion (models without one are left out)."""
+    champions = (catalog.champion(model) for model in catalog.models())
+    return [champion.route for champion in champions if champion is not None]
 
 
 def _retain(

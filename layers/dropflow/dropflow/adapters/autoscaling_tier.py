@@ -1,9 +1,9 @@
 """The container tier on AWS: the stack's serving Auto Scaling group (minimum 0).
 
-Promotion of a `container` version raises the group's desired capacity to at least one; the
-group then keeps that many healthy instances behind the internal load balancer. Scaling in
-is left to an operator (or a later policy): a running server for a promoted model is the
-point of this tier.
+Promotion (or a rollback) that makes a `container` version a champion raises the group's
+desired capacity to at least one; the group then keeps that many healthy instances behind the
+internal load balancer. Once no model's champion is routed to the container, the next
+promotion or rollback sets it back to zero: an idle server only costs money.
 """
 
 from __future__ import annotations
@@ -44,3 +44,21 @@ class AutoScalingTier:
         except (ClientError, BotoCoreError) as exc:
             raise ScaleOutFailed(f"cannot scale out {self.group}: {exc}") from exc
         return f"{self.group}: desired capacity {desired} -> {wanted}"
+
+    def scale_in(self) -> str:
+        """Set the group's desired capacity to 0 (its minimum); nothing if it is 0 already."""
+        try:
+            groups = self.client.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])[
+                "AutoScalingGroups"
+            ]
+            if not groups:
+                raise ScaleOutFailed(f"Auto Scaling group {self.group!r} does not exist")
+            desired = groups[0]["DesiredCapacity"]
+            if desired == 0:
+                return f"{self.group} already has no instance wanted"
+            self.client.set_desired_capacity(
+                AutoScalingGroupName=self.group, DesiredCapacity=0, HonorCooldown=False
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise ScaleOutFailed(f"cannot scale in {self.group}: {exc}") from exc
+        return f"{self.group}: desired capacity {desired} -> 0 (no champion is routed here)"

@@ -28,6 +28,11 @@ class ProcessTier:
         partial.replace(target)  # atomic: the runtime reads the old request or the new one
         return f"asked the local runtime for {minimum} container server(s)"
 
+    def scale_in(self) -> str:
+        # Locally the server is a process of `dropflow local up`, started with it and stopped
+        # with it; it costs nothing while idle, so it is left alone.
+        return "the local container process is left running (it costs nothing idle)"
+
 
 def scale_out_requested_at(state_dir: str | os.PathLike[str]) -> float | None:
     """When the latest scale-out was asked for (epoch seconds), or None if never."""
