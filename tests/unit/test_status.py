@@ -123,3 +123,24 @@ def test_collect_reports_each_jobs_ledger(store, registry, monkeypatch):
     assert job["cost"]["savings_percent"] == pytest.approx(70.0)
     assert job["cost"]["seconds_lost"] == 12.0
     json.dumps(job)  # --json prints it as it is
+
+
+def test_a_model_shows_which_tier_serves_its_champion():
+    report = {
+        "jobs": [],
+        "models": [
+            {
+                "model": "big",
+                "champion": "v20261123T101500Z-3f9a0c",
+                "route": "container",
+                "versions": 2,
+                "metric": "accuracy",
+                "value": 0.97,
+            }
+        ],
+    }
+
+    text = render(report)
+
+    assert "SERVED BY" in text
+    assert "big    v20261123T101500Z-3f9a0c  container" in text

@@ -32,6 +32,8 @@ def collect(now: float | None = None) -> dict[str, Any]:
             {
                 "model": name,
                 "champion": champion.version if champion else None,
+                # Which tier serves the champion: lambda, or container (serving/).
+                "route": champion.route if champion else None,
                 "versions": len(versions),
                 "metric": current.primary_metric if current else None,
                 "value": current.primary_value if current else None,
@@ -138,6 +140,7 @@ def render(report: dict[str, Any]) -> str:
         [
             m["model"],
             m["champion"] or "(none yet)",
+            m["route"] or "",
             str(m["versions"]),
             f"{m['metric']}={m['value']:.4f}" if m["metric"] and m["value"] is not None else "",
         ]
@@ -164,7 +167,7 @@ def render(report: dict[str, Any]) -> str:
             else "  (no jobs yet)",
             "",
             "MODELS",
-            _table(["MODEL", "CHAMPION", "VERSIONS", "METRIC"], model_rows)
+            _table(["MODEL", "CHAMPION", "SERVED BY", "VERSIONS", "METRIC"], model_rows)
             if model_rows
             else "  (no models yet)",
         ]
