@@ -9,17 +9,21 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dropflow import adapters
 from dropflow.catalog import Catalog
 from dropflow.config import settings
 from dropflow.container_tier import ContainerClient, ContainerTier, open_tier
 from dropflow.events import EventPublisher, JsonLinesEventPublisher, NullEventPublisher
-from dropflow.jobs import JobStore
-from dropflow.launcher import Launcher
 from dropflow.ports import Compute, ObjectStore, Registry
 from dropflow.routing import RoutePolicy
-from dropflow.tracker import Tracker
+
+if TYPE_CHECKING:  # the training control plane, imported by the factories that build it, so
+    # that the serving functions' cold start does not load it
+    from dropflow.jobs import JobStore
+    from dropflow.launcher import Launcher
+    from dropflow.tracker import Tracker
 
 
 @cache
@@ -39,6 +43,8 @@ def compute() -> Compute:
 
 @cache
 def jobs() -> JobStore:
+    from dropflow.jobs import JobStore
+
     return JobStore(registry())
 
 
@@ -49,6 +55,8 @@ def catalog() -> Catalog:
 
 @cache
 def launcher() -> Launcher:
+    from dropflow.launcher import Launcher
+
     cfg = settings()
     return Launcher(
         store(),
@@ -76,6 +84,8 @@ def events() -> EventPublisher:
 
 @cache
 def tracker() -> Tracker:
+    from dropflow.tracker import Tracker
+
     return Tracker(launcher())
 
 
