@@ -44,9 +44,9 @@ from dropflow.datasets import data_version, dataset_prefix
 from dropflow.errors import NotFoundError, UserInputError
 from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
 from dropflow.names import new_version
-from dropflow.ports import ObjectNotFound, ObjectStore, Registry
+from dropflow.ports import ObjectStore, Registry
 from dropflow.pricing import ledger
-from dropflow.spec import Spec, load_spec, spec_hash, spec_key
+from dropflow.spec import read_spec, spec_hash
 from training import heartbeat as heartbeats
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
 from training.curve import CURVE_FILE, training_curve
@@ -74,16 +74,6 @@ class Interrupted(Exception):
         super().__init__(f"interrupted: {reason}")
         self.reason = reason
         self.step = step
-
-
-def read_spec(store: ObjectStore, model: str) -> Spec:
-    """The model's validated spec (defaults when there is no dropflow.yaml)."""
-    key = spec_key(model)
-    try:
-        text = store.get(key)
-    except ObjectNotFound:
-        return load_spec(None)
-    return load_spec(text, source=key)
 
 
 def observed_data_version(store: ObjectStore, model: str) -> str:

@@ -33,12 +33,11 @@ from dropflow.ports import (
     Instance,
     LaunchError,
     LaunchRequest,
-    ObjectNotFound,
     ObjectStore,
     Registry,
 )
 from dropflow.pricing import budget_spend, describe_usd, seconds_run
-from dropflow.spec import ComputeSection, load_spec, spec_key
+from dropflow.spec import ComputeSection, read_spec, spec_key
 
 ACTIVE = "ACTIVE"
 # How long a slot taken by a request whose job record is not written yet counts as held.
@@ -139,12 +138,10 @@ class Launcher:
 
     def _scheduled(self, model: str) -> LaunchOutcome:
         try:
-            spec = load_spec(self.store.get(spec_key(model)))
-        except ObjectNotFound:
-            spec = None
+            spec = read_spec(self.store, model)
         except UserInputError as exc:
             return LaunchOutcome("skipped", model, f"not scheduled: {exc}")
-        if spec is None or spec.schedule is None:
+        if spec.schedule is None:
             return LaunchOutcome(
                 "skipped", model, f"no schedule in {spec_key(model)}: retrained by drops only"
             )
@@ -232,8 +229,8 @@ class Launcher:
         """The model's compute section; defaults when the spec is absent or invalid (the job
         itself then fails on the invalid spec, naming the key)."""
         try:
-            return load_spec(self.store.get(spec_key(model))).compute
-        except (ObjectNotFound, UserInputError):
+            return read_spec(self.store, model).compute
+        except UserInputError:
             return ComputeSection()
 
     def attempt_limit(self, model: str) -> int:

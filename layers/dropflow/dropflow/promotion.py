@@ -46,7 +46,7 @@ from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
 from dropflow.retention import DEFAULT_KEEP, apply_retention
 from dropflow.routing import RouteDecision, RoutePolicy, decide_route
-from dropflow.spec import ServingSection, load_spec, spec_key
+from dropflow.spec import ServingSection, read_spec
 
 log = logging.getLogger(__name__)
 
@@ -522,11 +522,7 @@ def _serving_section(card: Card, store: ObjectStore) -> tuple[ServingSection | N
     try:
         if isinstance(copied, dict):
             return ServingSection.model_validate(copied), ""
-        try:
-            text = store.get(spec_key(card.model))
-        except ObjectNotFound:
-            return None, ""
-        return load_spec(text).serving, ""
+        return read_spec(store, card.model).serving, ""
     except (UserInputError, ValidationError) as exc:
         return None, f"the spec's serving section was ignored: {_short(exc)}"
 

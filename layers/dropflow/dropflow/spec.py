@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dropflow.card import Task
 from dropflow.datasets import SPEC_FILE, dataset_prefix
 from dropflow.errors import UserInputError
+from dropflow.ports import ObjectNotFound, ObjectStore
 
 # The holdout metrics the training job reports, per task; the first one is the default primary.
 METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
@@ -324,6 +325,19 @@ def _describe(exc: ValidationError, source: str) -> str:
     return "; ".join(problems)
 
 
+def read_spec(store: ObjectStore, model: str) -> Spec:
+    """The model's validated spec from `store` (the defaults when there is no dropflow.yaml).
+
+    Raises UserInputError naming the file and each key that is wrong.
+    """
+    key = spec_key(model)
+    try:
+        text = store.get(key)
+    except ObjectNotFound:
+        return Spec()
+    return load_spec(text, source=key)
+
+
 def load_spec(text: str | bytes | None, *, source: str = SPEC_FILE) -> Spec:
     """Parse and validate a spec. None or an empty document gives the defaults.
 
@@ -379,6 +393,7 @@ __all__ = [
     "TrainingSection",
     "load_spec",
     "parse_duration",
+    "read_spec",
     "spec_hash",
     "spec_key",
 ]
