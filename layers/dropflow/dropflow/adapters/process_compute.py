@@ -41,6 +41,7 @@ from typing import Any
 
 from dropflow.config import pricing_settings
 from dropflow.local import imds
+from dropflow.local.state_files import write_json
 from dropflow.ports import Instance, InstanceState, LaunchError, LaunchRequest
 
 _WRAPPER_MODULE = "dropflow.adapters.process_compute"
@@ -307,7 +308,7 @@ class ProcessCompute:
         return record if isinstance(record, dict) else None
 
     def _save(self, record: dict[str, Any]) -> None:
-        _write_atomically(self._record_path(record["instance_id"]), json.dumps(record, indent=1))
+        write_json(self._record_path(record["instance_id"]), record, indent=1)
 
     def _record_path(self, instance_id: str) -> Path:
         return self.state_dir / f"{instance_id}.json"
@@ -394,19 +395,6 @@ def _read_exit(path: Path) -> tuple[int | None, float] | None:
     return (int(code) if code is not None else None), float(data["ended_at"])
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------------- the wrapper
 def _die_with_parent_hook() -> Any:
     """A function for Popen's preexec_fn that makes the command get SIGKILL if the wrapper
@@ -477,7 +465,7 @@ def run_wrapped(exit_file: Path, command: Sequence[str]) -> int:
                 forwarded = len(requested)
                 forward(requested[-1])
             code = child.wait()
-    _write_atomically(exit_file, json.dumps({"exit_code": code, "ended_at": time.time()}))
+    write_json(exit_file, {"exit_code": code, "ended_at": time.time()})
     return code
 
 

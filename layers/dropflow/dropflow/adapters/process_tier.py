@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from dropflow.local.state_files import write_json
+
 SCALE_OUT_FILE = "scale-out.json"
 
 
@@ -21,11 +23,8 @@ class ProcessTier:
         self.state_dir = Path(state_dir)
 
     def scale_out(self, minimum: int = 1) -> str:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        target = self.state_dir / SCALE_OUT_FILE
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"minimum": minimum, "at": time.time()}))
-        partial.replace(target)  # atomic: the runtime reads the old request or the new one
+        # Atomic: the runtime reads the old request or the new one, never half of one.
+        write_json(self.state_dir / SCALE_OUT_FILE, {"minimum": minimum, "at": time.time()})
         return f"asked the local runtime for {minimum} container server(s)"
 
     def scale_in(self) -> str:

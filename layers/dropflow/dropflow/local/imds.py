@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import threading
@@ -41,6 +40,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from dropflow.local.state_files import write_json
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -64,7 +65,7 @@ def notice_path(state_dir: Path, instance_id: str) -> Path:
 
 def write_tags(state_dir: Path, instance_id: str, tags: dict[str, str]) -> None:
     """Record the instance's tags, as EC2 would attach them at launch."""
-    _write_json(tags_path(state_dir, instance_id), {str(k): str(v) for k, v in tags.items()})
+    write_json(tags_path(state_dir, instance_id), {str(k): str(v) for k, v in tags.items()})
 
 
 def read_tags(state_dir: Path, instance_id: str) -> dict[str, str] | None:
@@ -97,7 +98,7 @@ def announce_interruption(
     notices = _read_json(path) or {}
     # "at" keeps sub-second precision for due_terminations; IMDS shows whole seconds.
     notices["spot"] = {**served, "at": at}
-    _write_json(path, notices)
+    write_json(path, notices)
     return served
 
 
@@ -112,7 +113,7 @@ def announce_rebalance(
     path = notice_path(state_dir, instance_id)
     notices = _read_json(path) or {}
     notices["rebalance"] = served
-    _write_json(path, notices)
+    write_json(path, notices)
     return served
 
 
@@ -154,20 +155,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------- the server
