@@ -140,10 +140,14 @@ class Tracker:
         watchdog schedule calls it to catch events that were lost.
         """
         outcomes = []
+        holders: dict[str, str | None] = {}  # each model's slot, read once per sweep
         for job in self.jobs.all():
             if job.state.terminal:
-                if self.launcher.active_job(job.model) == job.job_id:
+                if job.model not in holders:
+                    holders[job.model] = self.launcher.active_job(job.model)
+                if holders[job.model] == job.job_id:
                     outcomes.append(self._finish(job))
+                    holders[job.model] = None
                 continue
             current = job.current_attempt
             if current is None or current.instance_id is None:
