@@ -18,12 +18,12 @@ import torch
 
 from dropflow.adapters import open_registry, open_store
 from dropflow.card import MISSING_CATEGORY, Card, Feature
-from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
-from dropflow.names import new_job_id
+from dropflow.jobs import ExitCode, Job, JobState, JobStore
 from dropflow.ports import ObjectStore, Registry
 from dropflow.promotion import promote
 from dropflow.serving import InvalidInstances, ModelCache, PredictionService
 from dropflow.spec import Spec
+from tests.training_jobs import launched_job
 from training.data import load_dataset, split
 from training.export import check_parity, export_onnx
 from training.job import run_job
@@ -65,16 +65,7 @@ def drop_pets(store: ObjectStore, model: str) -> None:
 def run(store: ObjectStore, registry: Registry, model: str) -> Job:
     """Create a job as the launcher would and run its first attempt to the end."""
     jobs = JobStore(registry)
-    job_id = new_job_id(model)
-    jobs.create(
-        Job(
-            job_id=job_id,
-            model=model,
-            data_version=f"{model}-v1",
-            state=JobState.LAUNCHING,
-            attempts=[Attempt(number=1, instance_id="local-1", lifecycle="spot")],
-        )
-    )
+    job_id = launched_job(jobs, model)
     code = run_job(job_id, 1, store, registry)
     job = jobs.get(job_id)
     assert (code == ExitCode.OK) == (job.state == JobState.PUBLISHED), job.reason

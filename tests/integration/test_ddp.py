@@ -22,8 +22,8 @@ from sklearn.datasets import load_breast_cancer
 
 from dropflow.adapters import open_registry, open_store
 from dropflow.card import Card
-from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
-from dropflow.names import new_job_id
+from dropflow.jobs import ExitCode, JobState, JobStore
+from tests.training_jobs import launched_job
 from training.checkpoint import loads
 from training.job import run_job
 
@@ -101,20 +101,6 @@ def test_a_notice_on_rank_0_stops_both_ranks_at_one_step_and_they_resume_to_one_
     assert reports[0]["final_step"] == single.step
 
 
-def new_job(jobs: JobStore, model: str) -> str:
-    job_id = new_job_id(model)
-    jobs.create(
-        Job(
-            job_id=job_id,
-            model=model,
-            data_version=f"{model}-v1",
-            state=JobState.LAUNCHING,
-            attempts=[Attempt(number=1, instance_id="local-1")],
-        )
-    )
-    return job_id
-
-
 def final_weights(store, model: str, job_id: str) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
     manifest = json.loads(store.get(f"jobs/{model}/{job_id}/manifest.json"))
     return loads(store.get(manifest["checkpoint"]))["model"]
@@ -132,7 +118,7 @@ def test_torchrun_runs_the_job_on_two_ranks_and_rank_0_publishes_the_one_process
     for model in ("bc-one", "bc-two"):
         store.put(f"datasets/{model}/data.csv", data)
         store.put(f"datasets/{model}/dropflow.yaml", spec)
-    one, two = new_job(jobs, "bc-one"), new_job(jobs, "bc-two")
+    one, two = launched_job(jobs, "bc-one"), launched_job(jobs, "bc-two")
 
     assert run_job(one, 1, store, registry) == ExitCode.OK
     done = torchrun(

@@ -27,9 +27,9 @@ from sklearn.datasets import load_breast_cancer
 
 from dropflow.adapters import open_registry, open_store
 from dropflow.card import Card
-from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
-from dropflow.names import new_job_id
+from dropflow.jobs import Attempt, ExitCode, JobState, JobStore
 from dropflow.spec import ModelSection, TrainingSection
+from tests.training_jobs import launched_job
 from training.checkpoint import CheckpointStore, Lineage
 from training.job import run_job
 from training.loop import train
@@ -117,17 +117,7 @@ class Home:
         self.store.put(f"datasets/{model}/dropflow.yaml", spec)
 
     def new_job(self, model: str) -> str:
-        job_id = new_job_id(model)
-        self.jobs.create(
-            Job(
-                job_id=job_id,
-                model=model,
-                data_version=f"{model}-v1",
-                state=JobState.LAUNCHING,
-                attempts=[Attempt(number=1, instance_id="local-1", lifecycle="spot")],
-            )
-        )
-        return job_id
+        return launched_job(self.jobs, model)
 
     def relaunch(self, job_id: str) -> int:
         """What the tracker does when an attempt's instance ended: the next attempt."""

@@ -24,8 +24,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, loa
 from dropflow.adapters import open_registry, open_store
 from dropflow.card import Card
 from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
-from dropflow.names import new_job_id
 from dropflow.ports import ObjectInfo, ObjectStore, Registry
+from tests.training_jobs import launched_job
 from training import heartbeat as training_heartbeat
 from training import job as training_job
 from training.export import check_parity
@@ -65,17 +65,7 @@ class Home:
         self.store.inner.put(f"datasets/{model}/{name}", data)
 
     def new_job(self, model: str, state: JobState = JobState.LAUNCHING) -> str:
-        job_id = new_job_id(model)
-        self.jobs.create(
-            Job(
-                job_id=job_id,
-                model=model,
-                data_version=f"{model}-data-v1",
-                state=state,
-                attempts=[Attempt(number=1, instance_id="local-1", lifecycle="spot")],
-            )
-        )
-        return job_id
+        return launched_job(self.jobs, model, data_version=f"{model}-data-v1", state=state)
 
     def run(self, model: str) -> tuple[int, Job]:
         job_id = self.new_job(model)
@@ -361,26 +351,14 @@ def test_python_dash_m_training_reads_its_job_from_the_environment(tmp_path):
 @pytest.mark.slow
 def test_the_card_carries_the_cost_ledger_of_the_attempts_up_to_publish(home):
     home.drop("iris-cost", "data.csv", load_iris(as_frame=True).frame.to_csv(index=False).encode())
-    job_id = new_job_id("iris-cost")
-    launched = time.time() - 3600.0  # the instance has billed for an hour before training
-    home.jobs.create(
-        Job(
-            job_id=job_id,
-            model="iris-cost",
-            data_version="iris-cost-data-v1",
-            state=JobState.LAUNCHING,
-            attempts=[
-                Attempt(
-                    number=1,
-                    instance_id="i-0abc",
-                    instance_type="g6.xlarge",
-                    lifecycle="spot",
-                    price_per_hour=0.30,
-                    on_demand_price_per_hour=1.00,
-                    launched_at=launched,
-                )
-            ],
-        )
+    job_id = launched_job(
+        home.jobs,
+        "iris-cost",
+        instance_id="i-0abc",
+        instance_type="g6.xlarge",
+        price_per_hour=0.30,
+        on_demand_price_per_hour=1.00,
+        launched_at=time.time() - 3600.0,  # the instance has billed for an hour before training
     )
 
     assert run_job(job_id, 1, home.store, home.registry) == ExitCode.OK
