@@ -100,10 +100,6 @@ class Placement:
         return box[0]
 
 
-def _cpu() -> Placement:
-    return Placement(device=torch.device("cpu"))
-
-
 def place(env: Mapping[str, str] | None = None) -> Placement:
     """This process's Placement; joins the process group when torchrun started it.
 

@@ -166,14 +166,6 @@ class SqliteRegistry:
                 "DELETE FROM items WHERE pk = ? AND sk = ?", (_part("pk", pk), _part("sk", sk))
             )
 
-    def purge_expired(self) -> int:
-        """Physically remove expired records (reads already ignore them); returns how many."""
-        with self._write() as db:
-            return db.execute(
-                "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                (time.time(),),
-            ).rowcount
-
     def close(self) -> None:
         """Close every connection this object has open; later calls open new ones."""
         with self._handles_lock:
