@@ -39,6 +39,7 @@ from moto import mock_aws
 from dropflow import services
 from dropflow.jobs import JobStore
 from dropflow.lambda_context import LambdaContext
+from dropflow.observability import metrics
 from tests.fakes_compute import FakeCompute
 from tests.fakes_serving import load_handler
 from tests.moto_stack import (
@@ -65,6 +66,25 @@ def dataset_event(bucket: str) -> dict[str, Any]:
     event["resources"] = [f"arn:aws:s3:::{bucket}"]
     assert event["detail"]["object"]["key"] == DATA_KEY
     return event
+
+
+@pytest.fixture(autouse=True)
+def _one_metric_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 100 deliveries are threads of one process, so they share powertools' Metrics,
+    which is not thread-safe (it flushes a full metric set while other threads add to it);
+    separate Lambda environments never share one. A lock around adding and flushing metrics
+    keeps the race where it belongs: in dropflow's claims, not in the metrics buffer."""
+    lock = threading.RLock()
+    for name in ("add_metric", "flush_metrics"):
+        monkeypatch.setattr(metrics, name, _holding(lock, getattr(metrics, name)))
+
+
+def _holding(lock: Any, method: Callable[..., Any]) -> Callable[..., Any]:
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    return locked
 
 
 def deliver_concurrently(

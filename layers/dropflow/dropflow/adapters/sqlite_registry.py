@@ -189,7 +189,7 @@ class SqliteRegistry:
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn, self.busy_timeout)
         # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
         conn.execute("PRAGMA synchronous = NORMAL")
         handle = _Handle(conn)
@@ -248,3 +248,22 @@ def _encode(data: dict[str, Any]) -> str:
 def _record(row: tuple[Any, ...]) -> Record:
     pk, sk, data, revision, expires_at = row
     return Record(pk, sk, json.loads(data), int(revision), expires_at)
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
+    """Put the database in WAL mode (kept in the file, so later connections find it set).
+
+    Switching needs the database to itself, and SQLite answers "database is locked" at once
+    rather than waiting when other connections are opening a fresh file at the same moment
+    (threads or processes starting together): retry for up to `patience` seconds.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
