@@ -14,6 +14,7 @@ Retry-After.
 
 import gc
 import json
+import re
 from functools import cache
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -26,7 +27,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dropflow import __version__, api, oip, services
@@ -51,12 +51,13 @@ from dropflow.api_schema import (
 from dropflow.config import settings
 from dropflow.container_tier import ContainerAnswered
 from dropflow.errors import InvalidName, NotFoundError, NotReadyError
-from dropflow.observability import logger, metrics, tracer
+from dropflow.observability import logger, metrics
 from dropflow.serving import (
     NOT_READY_RETRY_AFTER,
     InvalidInstances,
     ModelCache,
     PredictionService,
+    TooManyInstances,
 )
 
 # Once per execution environment: a bad variable fails the cold start naming it, and warm
@@ -253,6 +254,11 @@ def invalid_instances(exc: InvalidInstances) -> Response:
     return error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
 
 
+@app.exception_handler(TooManyInstances)
+def too_many_instances(exc: TooManyInstances) -> Response:
+    return error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
+
+
 @app.exception_handler([NotFoundError, InvalidName])
 def not_found(exc: Exception) -> Response:
     # A malformed model name can never exist: for the client it is an unknown model (404),
@@ -301,10 +307,13 @@ def internal_error(exc: Exception) -> Response:
 
 
 # ---------------------------------------------------------------------- handler
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context
 @metrics.log_metrics(capture_cold_start_metric=True)
-@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # No tracer here (see dropflow.observability): Lambda's active tracing records the calls.
+    # The correlation id is API Gateway's request id, read directly: the logger's JMESPath
+    # lookup of the same field costs more than a prediction's input checks.
+    logger.set_correlation_id((event.get("requestContext") or {}).get("requestId"))
     event = api.json_event(event)  # curl's default Content-Type with a JSON body is JSON
     refused = api.precheck(event)  # size and content type, before anything parses the body
     if refused:
@@ -312,10 +321,43 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         if oip.is_oip_path(event.get("path")):
             answer["body"] = json.dumps(oip.error_body(refused[1]))
         return answer
-    answer = app.resolve(event, context)
+    answer = predicted(event) or app.resolve(event, context)
     if not _settled:
         _settle()
     return answer
+
+
+PREDICT_PATH = re.compile(r"/models/([^/]+)/predict")
+
+
+def predicted(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The 200 answer to a valid `POST /models/{name}/predict` that this process serves, or
+    None: then the resolver answers it, as it answers every other request.
+
+    Predictions are what clients call this API for, and on a small model the resolver's
+    routing, event wrapping and validation cost several times the prediction itself. This
+    path checks the body with the route's own PredictRequest and the answer with its
+    PredictResponse. Whatever it cannot answer with a 200 (a bad request, an unknown model, a
+    version routed to the container tier) has had no side effect yet, so the resolver takes
+    the request from the start and words the answer: one place for every error.
+    """
+    match = PREDICT_PATH.fullmatch(event.get("path") or "")
+    if match is None or event.get("httpMethod") != "POST" or event.get("isBase64Encoded"):
+        return None
+    try:
+        request = PredictRequest.model_validate_json(event.get("body") or "")
+        answer = SERVICE.predict_in_process(match[1], request.instances, version=request.version)
+        if answer is None:
+            return None
+        body = PredictResponse.model_validate(answer).model_dump_json()
+    except Exception:  # see the docstring: the resolver answers, and logs if it is ours
+        return None
+    return {
+        "statusCode": HTTPStatus.OK.value,
+        "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]},
+        "body": body,
+        "isBase64Encoded": False,
+    }
 
 
 _settled = False

@@ -8,6 +8,8 @@ import copy
 import gc
 import json
 import logging
+import subprocess
+import sys
 from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +40,7 @@ FEATURES = [
 ]
 CLASSES = ["malignant", "benign"]
 PREDICT_PATH = "/models/breast-cancer/predict"
+PREDICT_APP = ROOT / "functions" / "predict" / "app.py"
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -58,7 +61,7 @@ def champion(adapters) -> str:
 
 @pytest.fixture
 def app(adapters) -> ModuleType:
-    return load_handler(ROOT / "functions" / "predict" / "app.py")
+    return load_handler(PREDICT_APP)
 
 
 class Answer(ProxyAnswer):
@@ -301,6 +304,62 @@ def test_a_body_over_6_mb_is_a_413(app, champion):
     assert "the limit is 6291456 bytes" in answer.message
 
 
+def test_more_than_10000_instances_is_a_413_naming_the_limit(app, champion):
+    rows = [SAMPLE_ROWS[0]] * 10_001  # about 2 MB: under the body limit, over the row limit
+
+    answer = call(app, body={"instances": rows})
+
+    assert answer.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert "10001 instances in one request; the limit is 10000" in answer.message
+
+
+def test_10000_instances_are_served(app, champion):
+    answer = call(app, body={"instances": [SAMPLE_ROWS[0]] * 10_000})
+
+    assert answer.status == HTTPStatus.OK
+    assert len(answer.json["predictions"]) == 10_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"instances": SAMPLE_ROWS},
+        {"instances": [dict(zip(FEATURES, SAMPLE_ROWS[0], strict=True))]},
+        {"instances": SAMPLE_ROWS, "version": version_id(1)},
+    ],
+    ids=["lists", "objects", "pinned"],
+)
+def test_the_fast_path_answers_exactly_as_the_resolver_does(app, champion, body):
+    event = copy.deepcopy(sample("apigw-predict.json"))
+    event["body"] = json.dumps(body)
+    context = LambdaContext(function_name="PredictFunction")
+
+    fast = app.predicted(copy.deepcopy(event))
+    resolved = app.app.resolve(copy.deepcopy(event), context)
+
+    assert fast is not None
+    assert Answer(fast).status == Answer(resolved).status == HTTPStatus.OK
+    assert Answer(fast).headers == Answer(resolved).headers
+    assert json.loads(fast["body"]) == json.loads(resolved["body"])
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"body": '{"instances": [[1, 2'},
+        {"body": json.dumps({"instances": [[1, 2, 3]]})},
+        {"body": json.dumps({"instances": SAMPLE_ROWS, "version": "v20990101T000000Z-000000"})},
+        {"path": "/models/nope/predict"},
+        {"httpMethod": "GET"},
+    ],
+    ids=["bad-json", "wrong-count", "unknown-version", "unknown-model", "wrong-method"],
+)
+def test_the_fast_path_leaves_every_error_to_the_resolver(app, champion, variant):
+    event = {**copy.deepcopy(sample("apigw-predict.json")), **variant}
+
+    assert app.predicted(event) is None
+
+
 def test_an_unknown_route_is_a_404(app, champion):
     answer = call(app, method="GET", path="/v1/models")
 
@@ -329,7 +388,8 @@ def test_an_unexpected_error_is_a_generic_500_and_is_logged(app, champion, monke
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail in /var/task")
 
-    monkeypatch.setattr(app.SERVICE, "predict", broken)
+    # Both the fast path and the resolver's route run the model through the cache's session.
+    monkeypatch.setattr(app.SERVICE.cache, "session", broken)
     logged = Records()
     service_logger = logging.getLogger(app.logger.name)  # powertools' underlying logger
     service_logger.addHandler(logged)
@@ -391,3 +451,19 @@ def test_after_its_first_answer_the_function_keeps_its_heap_out_of_full_collecti
 
     assert first.status == HTTPStatus.OK
     assert gc.get_freeze_count() > 0
+
+
+def test_the_cold_start_loads_no_xray_sdk(adapters):
+    # The SDK (and botocore with it) is about 0.2 s of a cold start that a client waits for.
+    script = (
+        "import importlib.util, sys;"
+        f"spec = importlib.util.spec_from_file_location('app', {str(PREDICT_APP)!r});"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module);"
+        "print(sorted(m for m in sys.modules if m.startswith('aws_xray_sdk')))"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -41,16 +41,30 @@ def body_size(body: str | None, is_base64: bool) -> int:
     return len(body.encode("utf-8", errors="surrogatepass"))
 
 
-def content_type_problem(method: str, headers: Mapping[str, str]) -> str | None:
-    """Why a request's Content-Type is unacceptable, or None (absent means JSON)."""
+def content_type_problem(method: str, raw: str | None) -> str | None:
+    """Why a request's Content-Type (`raw`, as sent) is unacceptable, or None (absent means
+    JSON)."""
     if method.upper() not in _METHODS_WITH_BODY:
         return None
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    raw = (lowered.get("content-type") or "").strip()
-    media_type = raw.split(";", 1)[0].strip().lower()
+    media_type = _media_type(raw)
     if media_type in ("", JSON):
         return None
-    return f"Content-Type {raw!r} is not supported: send the body as {JSON}"
+    return f"Content-Type {(raw or '').strip()!r} is not supported: send the body as {JSON}"
+
+
+def content_type(event: Mapping[str, Any]) -> str | None:
+    """The request's Content-Type header, any case, or None. API Gateway fills both header
+    maps; a hand-written event may carry only one of them, and `headers` wins."""
+    found = None
+    for name, value in (event.get("headers") or {}).items():
+        if name.lower() == "content-type":
+            found = value
+    if found is not None:
+        return found
+    for name, values in (event.get("multiValueHeaders") or {}).items():
+        if values and name.lower() == "content-type":
+            found = values[-1]
+    return found
 
 
 def _media_type(raw: str | None) -> str:
@@ -71,38 +85,37 @@ def json_event(event: dict[str, Any]) -> dict[str, Any]:
     """The event, with curl's default form content type relabelled JSON when the body is a
     JSON object or array: that is what `curl -X POST ... -d '{"instances": ...}'` means.
     A real form body keeps its label (and gets a 415)."""
-    headers = event.get("headers") or {}
-    multi = event.get("multiValueHeaders") or {}
-    names = [k for k in headers if k.lower() == "content-type"]
-    multi_names = [k for k in multi if k.lower() == "content-type"]
-    labels = [headers[k] for k in names] + [v[-1] for k in multi_names for v in [multi[k]] if v]
-    if not labels or _media_type(labels[-1]) != FORM:
+    if _media_type(content_type(event)) != FORM:
         return event
     if _body_text(event).lstrip()[:1] not in ("{", "["):
         return event
+    headers = event.get("headers") or {}
+    multi = event.get("multiValueHeaders") or {}
     fixed = dict(event)
-    fixed["headers"] = {**headers, **{k: JSON for k in names}}
-    fixed["multiValueHeaders"] = {**multi, **{k: [JSON] for k in multi_names}}
+    fixed["headers"] = {k: JSON if k.lower() == "content-type" else v for k, v in headers.items()}
+    fixed["multiValueHeaders"] = {
+        k: [JSON] if k.lower() == "content-type" else v for k, v in multi.items()
+    }
     return fixed
 
 
 def precheck(event: Mapping[str, Any]) -> tuple[HTTPStatus, str] | None:
     """Refusals due before any parsing: an oversized body (413), a non-JSON content type
     (415), a base64 body that is not UTF-8 text (400). None when the request may go on."""
-    size = body_size(event.get("body"), bool(event.get("isBase64Encoded")))
-    if size > MAX_LAMBDA_BODY_BYTES:
-        return (
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            f"request body is {size} bytes; the limit is {MAX_LAMBDA_BODY_BYTES} bytes "
-            "(send fewer instances per request)",
-        )
-    # API Gateway fills both header maps; a hand-written event may carry only one of them.
-    headers = {k: v[-1] for k, v in (event.get("multiValueHeaders") or {}).items() if v}
-    headers.update(event.get("headers") or {})
-    problem = content_type_problem(str(event.get("httpMethod") or ""), headers)
+    body, is_base64 = event.get("body"), bool(event.get("isBase64Encoded"))
+    # A character is at most 4 bytes in UTF-8: a short body needs no encoding to be measured.
+    if body and len(body) > MAX_LAMBDA_BODY_BYTES // 4:
+        size = body_size(body, is_base64)
+        if size > MAX_LAMBDA_BODY_BYTES:
+            return (
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"request body is {size} bytes; the limit is {MAX_LAMBDA_BODY_BYTES} bytes "
+                "(send fewer instances per request)",
+            )
+    problem = content_type_problem(str(event.get("httpMethod") or ""), content_type(event))
     if problem:
         return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, problem
-    if event.get("isBase64Encoded") and event.get("body") and not _utf8_base64(event["body"]):
+    if is_base64 and body and not _utf8_base64(body):
         return HTTPStatus.BAD_REQUEST, "request body is not UTF-8 text: send JSON"
     return None
 

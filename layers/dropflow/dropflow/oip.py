@@ -40,13 +40,11 @@ import numpy as np
 from dropflow.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card
 from dropflow.errors import DropflowError, NotReadyError
 from dropflow.observability import logger
-from dropflow.serving import FLOAT32_MAX, PredictionService
+from dropflow.serving import FLOAT32_MAX, MAX_ROWS, PredictionService
 
 SERVER_NAME = "dropflow"
 PLATFORM = "onnxruntime"
 FP32 = "FP32"
-# The most rows one inference request may carry (as for POST /models/{name}/predict).
-MAX_ROWS = 10_000
 # How many bad values one 422 names.
 MAX_REPORTED = 5
 PREFIX = "/v2"

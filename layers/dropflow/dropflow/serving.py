@@ -65,6 +65,9 @@ from dropflow.routing import (
 SERVED_BY = LAMBDA
 # A model with jobs but no champion is usually minutes away from one (training + promotion).
 NOT_READY_RETRY_AFTER = 60
+# The most rows one request may carry (the simple API and the Open Inference Protocol alike):
+# more is a 413, so that one client cannot hold a function for seconds with a single call.
+MAX_ROWS = 10_000
 # How many problems one 422 lists: enough to fix a batch in one go, short enough to read.
 MAX_REPORTED_PROBLEMS = 5
 # The graph's input is float32: a larger magnitude would become infinity inside the model.
@@ -75,6 +78,19 @@ MAX_LISTED_CATEGORIES = 20
 
 class InvalidInstances(DropflowError, ValueError):
     """The client's instances do not fit the model's input schema (the message says where)."""
+
+
+class TooManyInstances(DropflowError, ValueError):
+    """More than MAX_ROWS instances in one request (HTTP 413)."""
+
+
+def check_row_count(count: int) -> None:
+    """Raise TooManyInstances when `count` rows are more than one request may carry."""
+    if count > MAX_ROWS:
+        raise TooManyInstances(
+            f"{count} instances in one request; the limit is {MAX_ROWS}: "
+            "split them over several requests"
+        )
 
 
 def available_cpus() -> int:
@@ -342,12 +358,28 @@ class PredictionService:
         "served_by"}; predictions are labels in the target's original values. A version routed
         to the container tier is answered by it (served_by "container").
         Raises InvalidName, NotFoundError, NotReadyError (ContainerUnavailable included),
-        InvalidInstances, or ContainerAnswered (the tier's 4xx, to pass on).
+        TooManyInstances, InvalidInstances, or ContainerAnswered (the tier's 4xx, to pass on).
         """
+        check_row_count(len(instances))
         version = self.servable_version(model, version)
         tier = self.forwarded(model, version)
         if tier is not None:
             return tier.predict(model, version, instances)
+        return self._run(model, version, instances)
+
+    def predict_in_process(
+        self, model: str, instances: Sequence[Any], version: str | None = None
+    ) -> dict[str, Any] | None:
+        """As `predict`, but None instead of forwarding when the version is routed to the
+        container tier: no network call is ever made, so a caller may safely ask again with
+        `predict` (the predict function's fast path does, for anything but a plain answer)."""
+        check_row_count(len(instances))
+        version = self.servable_version(model, version)
+        if self.forwarded(model, version) is not None:
+            return None
+        return self._run(model, version, instances)
+
+    def _run(self, model: str, version: str, instances: Sequence[Any]) -> dict[str, Any]:
         card = self.cache.card(model, version)
         batch = self.cache.inputs(model, version).batch(instances)
         session = self.cache.session(model, version)
@@ -356,7 +388,7 @@ class PredictionService:
             (probabilities,) = session.run([PROBABILITIES], {INPUT_NAME: batch})
             check_finite(probabilities)
             classes = card.classes or []
-            answer["predictions"] = [classes[i] for i in np.argmax(probabilities, axis=1)]
+            answer["predictions"] = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
             answer["probabilities"] = probabilities.astype(float).tolist()
         else:
             (prediction,) = session.run([PREDICTION], {INPUT_NAME: batch})
@@ -663,7 +695,8 @@ def _plain_numbers(rows: Sequence[Sequence[Any]], n_features: int) -> np.ndarray
         values = np.array(rows, dtype=np.float64)
     except OverflowError:  # an integer beyond float64
         return None
-    if not (np.isfinite(values).all() and (np.abs(values) <= FLOAT32_MAX).all()):
+    # One comparison refuses NaN and infinity too: both compare False.
+    if not (np.abs(values) <= FLOAT32_MAX).all():
         return None
     return values.astype(np.float32).reshape(len(rows), n_features)
 
