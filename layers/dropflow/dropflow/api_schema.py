@@ -15,6 +15,12 @@ from dropflow.names import check_version
 from dropflow.serving import rows_problem
 
 
+class _Lazy(BaseModel):
+    # Built on first use, not at import: the predict function's cold start needs only
+    # PredictRequest and PredictResponse (its fast path); the rest serve the resolver.
+    model_config = ConfigDict(defer_build=True)
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,23 +66,23 @@ class PredictResponse(BaseModel):
         return data
 
 
-class ModelSummary(BaseModel):
+class ModelSummary(_Lazy):
     name: str
     champion: str | None
 
 
-class ModelList(BaseModel):
+class ModelList(_Lazy):
     models: list[ModelSummary]
 
 
-class Feature(BaseModel):
+class Feature(_Lazy):
     name: str
     dtype: str
     categories: list[bool | int | str] | None = None
     nullable: bool = False
 
 
-class ModelDescription(BaseModel):
+class ModelDescription(_Lazy):
     """The champion's card in short; the card fields are null while there is no champion."""
 
     name: str
@@ -94,54 +100,54 @@ class ModelDescription(BaseModel):
     created_at: str | None = None
 
 
-class Health(BaseModel):
+class Health(_Lazy):
     status: str
 
 
 # ---------------------------------------------------------------------- documented answers
-class ErrorDetail(BaseModel):
+class ErrorDetail(_Lazy):
     code: int
     message: str
 
 
-class Error(BaseModel):
+class Error(_Lazy):
     """Every error outside /v2."""
 
     error: ErrorDetail
 
 
-class OipErrorBody(BaseModel):
+class OipErrorBody(_Lazy):
     """Every error under /v2, as the protocol shapes it."""
 
     error: str
 
 
-class ServerMetadata(BaseModel):
+class ServerMetadata(_Lazy):
     name: str
     version: str
     extensions: list[str]
 
 
-class Live(BaseModel):
+class Live(_Lazy):
     live: bool
 
 
-class ServerReady(BaseModel):
+class ServerReady(_Lazy):
     ready: bool
 
 
-class ModelReady(BaseModel):
+class ModelReady(_Lazy):
     name: str
     ready: bool
 
 
-class TensorMetadata(BaseModel):
+class TensorMetadata(_Lazy):
     name: str
     datatype: str
     shape: list[int]
 
 
-class ModelMetadata(BaseModel):
+class ModelMetadata(_Lazy):
     name: str
     versions: list[str]
     platform: str
@@ -154,7 +160,7 @@ class OutputTensor(TensorMetadata):
     data: list[float]
 
 
-class InferResponse(BaseModel):
+class InferResponse(_Lazy):
     model_name: str
     model_version: str
     id: str | None = None

@@ -13,10 +13,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from dropflow.jobs import MODELS_PK, ConcurrentUpdate, model_pk
+from dropflow.errors import ConcurrentUpdate
 from dropflow.names import check_model_name
 from dropflow.ports import Registry
 from dropflow.routing import Route
+
+# The registry's list of models (sk: the model's name), and each model's partition, which
+# holds its versions and champion here and its training jobs (dropflow.jobs).
+MODELS_PK = "MODELS"
+
+
+def model_pk(model: str) -> str:
+    return f"MODEL#{model}"
+
 
 Decision = Literal["pending", "approved", "rejected"]
 

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.client import HTTPException
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
 
@@ -71,9 +67,18 @@ class ContainerClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry_after = retry_after
-        # No proxies: the tier is on the VPC (or this machine); a proxy from the environment
-        # would only stand in the way.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener: Any = None
+
+    def _open(self, request: Any) -> Any:
+        # urllib.request (with http.client, socket and ssl) is loaded by the first forward,
+        # not at every cold start of a predict function that may never forward.
+        import urllib.request
+
+        if self._opener is None:
+            # No proxies: the tier is on the VPC (or this machine); a proxy from the
+            # environment would only stand in the way.
+            self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        return self._opener.open(request, timeout=self.timeout)
 
     def predict(self, model: str, version: str, instances: Sequence[Any]) -> dict[str, Any]:
         """The tier's answer to POST /models/{model}/predict, pinned to `version`."""
@@ -111,6 +116,10 @@ class ContainerClient:
         return answer
 
     def _call(self, method: str, path: str, body: bytes | None) -> bytes:
+        import urllib.error
+        import urllib.request
+        from http.client import HTTPException
+
         request = urllib.request.Request(
             self.url + path,
             data=body,
@@ -118,7 +127,7 @@ class ContainerClient:
             headers={"Content-Type": JSON, "Accept": JSON, "User-Agent": "dropflow-predict"},
         )
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._open(request) as response:
                 return response.read()
         except urllib.error.HTTPError as error:
             data = error.read() or b""
@@ -155,6 +164,8 @@ class ContainerClient:
 
 
 def _why(reason: Any, timeout: float) -> str:
+    import socket
+
     if isinstance(reason, TimeoutError | socket.timeout):
         return f"no answer within {timeout:g} s"
     if isinstance(reason, ConnectionRefusedError):

@@ -17,6 +17,10 @@ class UserInputError(DropflowError):
     """Bad data or spec from a data owner: the job fails and is not retried."""
 
 
+class ConcurrentUpdate(DropflowError):
+    """A compare-and-set kept losing to other writers."""
+
+
 class NotFoundError(DropflowError, LookupError):
     """Something the caller named does not exist."""
 

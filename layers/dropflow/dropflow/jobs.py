@@ -13,15 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from dropflow.errors import DropflowError, NotFoundError
+from dropflow.catalog import MODELS_PK, model_pk
+from dropflow.errors import ConcurrentUpdate, DropflowError, NotFoundError
 from dropflow.names import check_model_name, model_of_job
 from dropflow.ports import Registry
-
-MODELS_PK = "MODELS"
-
-
-def model_pk(model: str) -> str:
-    return f"MODEL#{model}"
 
 
 class ExitCode(IntEnum):
@@ -60,10 +55,6 @@ _NEXT: dict[JobState, set[JobState]] = {
 
 class IllegalTransition(DropflowError):
     """A state change the lifecycle does not allow (e.g. published -> running)."""
-
-
-class ConcurrentUpdate(DropflowError):
-    """A compare-and-set kept losing to other writers."""
 
 
 class Attempt(BaseModel):

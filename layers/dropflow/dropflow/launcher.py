@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from dropflow.catalog import model_pk
 from dropflow.datasets import data_files, data_version, dataset_prefix, models_with_data
 from dropflow.errors import DropflowError, NotFoundError, UserInputError
-from dropflow.jobs import Attempt, Job, JobState, JobStore, model_pk
+from dropflow.jobs import Attempt, Job, JobState, JobStore
 from dropflow.names import check_model_name, new_job_id
 from dropflow.observability import logger
 from dropflow.ports import (

@@ -21,8 +21,7 @@ from pydantic import BaseModel, ValidationError
 from dropflow.card import Card, card_key
 from dropflow.catalog import Catalog, ChampionChange, VersionRecord
 from dropflow.container_tier import ContainerTier, fit_to_champions
-from dropflow.errors import DropflowError, NotFoundError
-from dropflow.jobs import ConcurrentUpdate
+from dropflow.errors import ConcurrentUpdate, DropflowError, NotFoundError
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
 from dropflow.promotion import Rejected, champion_routes, check_parity

@@ -39,9 +39,8 @@ from dropflow import scoring
 from dropflow.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card, artifact_key, card_key
 from dropflow.catalog import Catalog, Champion, ChampionChange, VersionRecord
 from dropflow.container_tier import ContainerTier, fit_to_champions
-from dropflow.errors import UserInputError
+from dropflow.errors import ConcurrentUpdate, UserInputError
 from dropflow.events import PROMOTED, REJECTED, EventPublisher
-from dropflow.jobs import ConcurrentUpdate
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
 from dropflow.retention import DEFAULT_KEEP, apply_retention
