@@ -335,7 +335,7 @@ def test_the_fast_path_answers_exactly_as_the_resolver_does(app, champion, body)
     context = LambdaContext(function_name="PredictFunction")
 
     fast = app.predicted(copy.deepcopy(event))
-    resolved = app.app.resolve(copy.deepcopy(event), context)
+    resolved = app.resolver().resolve(copy.deepcopy(event), context)
 
     assert fast is not None
     assert Answer(fast).status == Answer(resolved).status == HTTPStatus.OK
