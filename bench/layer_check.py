@@ -20,18 +20,20 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"DropflowLayer": "layers/dropflow", "OnnxRuntimeLayer": "layers/onnxruntime"}
 
-# Runs inside the isolated python3.12; argv: paths json, event json.
-PROBE = r"""
-import json, os, sys
-paths, events = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+# Runs inside the isolated python3.12: imports the function as Lambda does; argv[1] = paths.
+PRELUDE = r"""
+import json, os, sys, time
+paths = json.loads(sys.argv[1])
 sys.path[:0] = paths
 import importlib.util
 spec = importlib.util.spec_from_file_location("app", os.path.join(paths[0], "app.py"))
@@ -48,7 +50,12 @@ class Context:
     log_group_name = log_stream_name = "layer-check"
     def get_remaining_time_in_millis(self):
         return 29000
-
+"""
+# argv[2]: the events to answer; reports what was loaded from where.
+PROBE = (
+    PRELUDE
+    + r"""
+events = json.loads(sys.argv[2])
 answers = [app.lambda_handler(event, Context()) for event in events]
 xray_at_cold_start = sorted(m for m in sys.modules if m.startswith("aws_xray_sdk"))
 stdlib = os.path.dirname(os.__file__)
@@ -69,6 +76,17 @@ print("RESULT " + json.dumps({
     "xray_in_layer": aws_xray_sdk.__file__.startswith(paths[1]),
 }))
 """
+)
+# argv[2]: one predict event, argv[3]: time.time() when the process was started. A cold start.
+COLD = (
+    PRELUDE
+    + r"""
+answer = app.lambda_handler(json.loads(sys.argv[2]), Context())
+seconds = time.time() - float(sys.argv[3])
+print("COLD " + json.dumps({"status": answer["statusCode"], "seconds": seconds}))
+"""
+)
+COLD_RUNS = 5
 
 
 def quietly(command: list[str], cwd: Path = ROOT) -> None:
@@ -99,6 +117,28 @@ def build(python: str, arch: str, out: Path) -> dict[str, Path]:
     )
     sites["runtime"] = runtime
     return sites
+
+
+def cold_starts(
+    python: str, paths: list[str], event: dict, env: dict, scratch: Path | None
+) -> list:
+    """Seconds from starting python to the predict function's first answer, COLD_RUNS times.
+
+    With `scratch`, python looks for bytecode there (an empty folder) and writes none: every
+    module is compiled from source, as when a layer ships no bytecode in read-only /opt."""
+    flags = ["-B", "-X", f"pycache_prefix={scratch}"] if scratch else []
+    seconds = []
+    for _ in range(COLD_RUNS):
+        command = [python, "-I", "-S", *flags, "-c", COLD, json.dumps(paths), json.dumps(event)]
+        done = subprocess.run(
+            [*command, repr(time.time())], env=env, capture_output=True, text=True, timeout=120
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("COLD ")]
+        report = json.loads(lines[-1][len("COLD ") :]) if lines else {}
+        if done.returncode != 0 or report.get("status") != 200:
+            raise SystemExit(f"cold start failed:\n{done.stdout[-1000:]}{done.stderr[-2000:]}")
+        seconds.append(report["seconds"])
+    return seconds
 
 
 def events(model: str) -> list[dict]:
@@ -159,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             text=True,
             timeout=120,
         )
+        if done.returncode == 0:
+            predict = events(args.model)[-1]
+            shipped = cold_starts(args.python, paths, predict, env, None)
+            (Path(tmp) / "no-bytecode").mkdir()
+            compiled = cold_starts(args.python, paths, predict, env, Path(tmp) / "no-bytecode")
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         print(
@@ -189,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         f"    on sys.path: the function, DropflowLayer {sizes['DropflowLayer'] / 1e6:.1f} MB, "
         f"OnnxRuntimeLayer {sizes['OnnxRuntimeLayer'] / 1e6:.1f} MB, and boto3 standing in for "
         f"the runtime's SDK; botocore came from {sdk}"
+    )
+    print(
+        f"    cold start from these layers (python -> first prediction, median of {COLD_RUNS}): "
+        f"{statistics.median(shipped) * 1e3:.0f} ms with the bytecode they ship, "
+        f"{statistics.median(compiled) * 1e3:.0f} ms compiling every module"
     )
     if result["outside"]:
         print(f"    modules from outside those paths: {result['outside'][:10]}")

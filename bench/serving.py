@@ -12,7 +12,8 @@ the same run:
   classic Lambda + torch.load handler over the job's trained weights (baselines/torch_app.py).
   The three take turns in blocks of requests, so a busy machine slows them alike.
 - cold start: a fresh python process that imports the handler and answers one event
-  (bench/cold_start.py), dropflow against the torch handler, several alternating runs, medians.
+  (bench/cold_start.py), dropflow against the torch handler, several alternating runs, medians;
+  the tree's modules compiled to bytecode first, as the layers ship them.
 - size: the unzipped bytes of PredictFunction + DropflowLayer + OnnxRuntimeLayer from
   `sam build` (`make build` runs first when python3.12 is found and the build is stale).
 - load: the local HTTP API (dropflow.local.gateway, in a process of its own) under 50
@@ -230,6 +231,20 @@ def report_warm(label: str, timings: dict[str, list[float]], results: dict[str, 
 
 
 # ---------------------------------------------------------------------- cold start
+def compile_sources() -> None:
+    """Bytecode for this tree's own modules, as the layers ship theirs (layers/*/Makefile).
+
+    Site-packages came compiled by pip; the tree's sources are compiled by python on import
+    only where it may write (not under PYTHONDONTWRITEBYTECODE), so without this a cold start
+    would time a compile that no deployed function does."""
+    import compileall
+
+    for folder in (ROOT / "layers" / "dropflow", ROOT / "functions", ROOT / "training", BENCH):
+        if not compileall.compile_dir(folder, quiet=1):
+            raise SystemExit(f"cannot compile {folder}")
+    print("  (bytecode of layers/dropflow, functions, training and bench compiled first)")
+
+
 def cold_start(handler: Path, event_file: Path, env: dict[str, str]) -> tuple[float, dict]:
     """Seconds from starting a fresh python to reading the handler's first answer."""
     started = time.perf_counter()
@@ -489,6 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 verdicts += report_warm(label, timings, results)
 
         if "cold" not in args.skip:
+            compile_sources()
             event_file = Path(tmp) / "event-1-row.json"
             event_file.write_text(json.dumps(predict_event(rows(1))))
             print(f"\ncold start: fresh python -> first answer, {args.cold_runs} runs each")
