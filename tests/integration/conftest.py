@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from dropflow import services
@@ -15,4 +17,16 @@ def adapters(tmp_path, monkeypatch):
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
     services.reset()
     yield services.store(), services.registry()
+    services.reset()
+
+
+@pytest.fixture
+def restored_environ():
+    """For tests whose code configures the local runtime in this process (`dropflow local up`,
+    `invoke`, `models`: they write DROPFLOW_* and POWERTOOLS_* variables): the environment is
+    put back whole afterwards, and the cached adapters dropped."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
     services.reset()

@@ -40,16 +40,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    # `dropflow invoke` configures the local adapters itself when none are set, and writes
-    # their variables (and powertools') into this process's environment: put it back whole.
-    saved = dict(os.environ)
+def home(tmp_path, restored_environ) -> Path:
+    # `dropflow invoke` configures the local adapters itself when none are set.
     for var in ("DROPFLOW_STORE_URL", "DROPFLOW_REGISTRY_URL", "DROPFLOW_COMPUTE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    yield tmp_path / "home"
-    os.environ.clear()
-    os.environ.update(saved)
-    services.reset()
+        os.environ.pop(var, None)
+    return tmp_path / "home"
 
 
 def invoke(capsys, home: Path, event_file: str, event_path: Path | None = None):

@@ -10,7 +10,6 @@ from http import HTTPStatus
 import pytest
 import requests
 
-from dropflow import services
 from dropflow.adapters.process_tier import ProcessTier
 from dropflow.local.runtime import LocalRuntime
 
@@ -18,8 +17,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publis
 
 
 @pytest.fixture
-def runtime(tmp_path):
-    saved = dict(os.environ)  # the runtime configures this process, as `local up` does
+def runtime(tmp_path, restored_environ):
+    # The runtime configures this process, as `local up` does.
     os.environ.pop("DROPFLOW_LAMBDA_MAX_MODEL_MB", None)
     lines: list[str] = []
     local = LocalRuntime(tmp_path / "home", port=0, container_threshold_mb=0.001, say=lines.append)
@@ -29,9 +28,6 @@ def runtime(tmp_path):
         yield local
     finally:
         local.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        services.reset()
 
 
 def wait_ready(url: str, seconds: float = 30) -> int:
