@@ -1,0 +1,73 @@
+"""`dropflow models rollback | list` on a local home, and the predict function following the
+rollback: its answers change back to the earlier champion's (issue 5, acceptance)."""
+
+from __future__ import annotations
+
+import json
+import os
+from http import HTTPStatus
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from dropflow import cli, services
+from dropflow.lambda_context import LambdaContext
+from dropflow.local.runtime import configure
+from dropflow.promotion import promote
+from tests.fakes_serving import ProxyAnswer, load_handler, publish, version_id
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+ROOT = Path(__file__).resolve().parents[2]
+V1, V2 = version_id(1), version_id(2)
+ROW = [0.5, -1.0, 2.0, 0.3]
+
+
+@pytest.fixture
+def home(tmp_path, restored_environ) -> Path:
+    """A local home whose model `m` had two champions: V1, then V2 (the better one)."""
+    os.environ["DROPFLOW_CHAMPION_TTL_SECONDS"] = "0"  # the function follows the pointer at once
+    configure(tmp_path)  # as the CLI does with --home
+    store, registry = services.store(), services.registry()
+    publish(store, "m", V1, value=0.90, seed=0)
+    publish(store, "m", V2, value=0.95, seed=1)
+    assert promote("m", V1, store, registry).decision == "approved"
+    assert promote("m", V2, store, registry).decision == "approved"
+    return tmp_path
+
+
+def predict(app: ModuleType, version: str | None = None) -> dict[str, Any]:
+    event = json.loads((ROOT / "events" / "apigw-predict.json").read_text())
+    event["path"] = "/models/m/predict"
+    event["body"] = json.dumps({"instances": [ROW], **({"version": version} if version else {})})
+    answer = ProxyAnswer(app.lambda_handler(event, LambdaContext()))
+    assert answer.status == HTTPStatus.OK, answer.json
+    return answer.json
+
+
+def test_models_rollback_restores_the_previous_champion_and_the_answers_change_back(home, capsys):
+    app = load_handler(ROOT / "functions" / "predict" / "app.py")
+    first_champion = predict(app, version=V1)
+    before = predict(app)
+
+    code = cli.main(["models", "rollback", "m", "--home", str(home)])
+
+    assert code == 0
+    assert f"m: champion {V2} -> {V1}" in capsys.readouterr().out
+    after = predict(app)
+    assert (before["version"], after["version"]) == (V2, V1)
+    assert after["probabilities"] != before["probabilities"]
+    assert after["probabilities"] == first_champion["probabilities"]
+
+
+def test_models_list_marks_the_rolled_back_champion(home, capsys):
+    assert cli.main(["models", "rollback", "m", "--home", str(home)]) == 0
+    capsys.readouterr()
+
+    assert cli.main(["models", "list", "m", "--home", str(home)]) == 0
+
+    champion = [line for line in capsys.readouterr().out.splitlines() if line.startswith("*")]
+    assert len(champion) == 1
+    assert V1 in champion[0]
