@@ -16,6 +16,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dropflow.catalog import Catalog
 from dropflow.lambda_context import LambdaContext
@@ -341,6 +343,43 @@ def test_the_fast_path_answers_exactly_as_the_resolver_does(app, champion, body)
     assert Answer(fast).status == Answer(resolved).status == HTTPStatus.OK
     assert Answer(fast).headers == Answer(resolved).headers
     assert json.loads(fast["body"]) == json.loads(resolved["body"])
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.lists(
+            st.one_of(
+                st.floats(min_value=-1e30, max_value=1e30, allow_nan=False),
+                st.integers(min_value=-(10**12), max_value=10**12),
+            ),
+            min_size=len(FEATURES),
+            max_size=len(FEATURES),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    as_objects=st.booleans(),
+)
+def test_for_any_valid_rows_the_fast_path_answers_as_the_resolver_does(
+    app, champion, rows, as_objects
+):
+    instances = [dict(zip(FEATURES, row, strict=True)) for row in rows] if as_objects else rows
+    event = copy.deepcopy(sample("apigw-predict.json"))
+    event["body"] = json.dumps({"instances": instances})
+    context = LambdaContext(function_name="PredictFunction")
+
+    fast = app.predicted(copy.deepcopy(event))
+    resolved = app.resolver().resolve(copy.deepcopy(event), context)
+
+    # The fast path answers 200 exactly when the resolver does, with the same body.
+    if fast is None:
+        assert Answer(resolved).status != HTTPStatus.OK
+    else:
+        assert Answer(resolved).status == HTTPStatus.OK
+        assert json.loads(fast["body"]) == json.loads(resolved["body"])
 
 
 @pytest.mark.parametrize(
