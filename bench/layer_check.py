@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "DROPFLOW_COMPUTE_URL": f"process://{home / 'compute'}",
             "POWERTOOLS_SERVICE_NAME": "dropflow",
             "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml's Globals set it
             # As in Lambda with Tracing: Active: powertools' Tracer and aws-xray-sdk are on
             # (segments go to the X-Ray daemon's UDP port, where nothing listens here).
             "AWS_LAMBDA_FUNCTION_NAME": "PredictFunction",

@@ -468,6 +468,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "POWERTOOLS_LOG_LEVEL": "WARNING",
             "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_TRACE_DISABLED": "true",
+            "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml's Globals set it
             "PYTHONWARNINGS": "ignore::UserWarning",
         }
         handler_files = {
