@@ -45,7 +45,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         outcomes = services.launcher().scheduled_training()
     for outcome in outcomes:
         metrics.add_metric(name=f"Launch-{outcome.action}", unit="Count", value=1)
-        if outcome.action == "failed":  # the job could not start: the FailedJobsAlarm's metric
-            metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        failed = outcome.jobs_failed()  # jobs that could not start: the FailedJobsAlarm's
+        if failed:
+            metrics.add_metric(name="JobsFailed", unit="Count", value=failed)
         logger.info(outcome.message, extra={"model": outcome.model, "action": outcome.action})
     return {"results": [asdict(o) for o in outcomes]}

@@ -62,8 +62,8 @@ def record(outcome: TrackOutcome) -> None:
     """Log the outcome and count it; JobsFailed (the FailedJobsAlarm's metric) counts each
     job once, in the call that ended it, and a follow-up run that could not start."""
     metrics.add_metric(name=f"Track-{outcome.action}", unit="Count", value=1)
-    failed = (outcome.ended == "failed") + bool(
-        outcome.follow_up and outcome.follow_up.action == "failed"
+    failed = (outcome.ended == "failed") + (
+        outcome.follow_up.jobs_failed() if outcome.follow_up else 0
     )
     if failed:
         metrics.add_metric(name="JobsFailed", unit="Count", value=failed)

@@ -46,3 +46,19 @@ def test_a_follow_up_that_could_not_start_counts_too(track):
     track.record(TrackOutcome("finished", "job published", "iris-2", follow_up, "published"))
 
     assert jobs_failed(track) == 1
+
+
+def test_a_failed_relaunch_and_its_failed_follow_up_count_two(track):
+    follow_up = LaunchOutcome("failed", "iris", "attempt 1 could not start", "iris-3")
+
+    track.record(TrackOutcome("failed", "could not relaunch", "iris-2", follow_up, "failed"))
+
+    assert jobs_failed(track) == 2
+
+
+def test_a_launch_outcome_counts_its_follow_ups_failures_too():
+    follow_up = LaunchOutcome("failed", "iris", "attempt 1 could not start", "iris-3")
+
+    assert LaunchOutcome("failed", "iris", "no capacity", "iris-2").jobs_failed() == 1
+    assert LaunchOutcome("failed", "iris", "x", "iris-2", follow_up=follow_up).jobs_failed() == 2
+    assert LaunchOutcome("launched", "iris", "ok", "iris-2").jobs_failed() == 0

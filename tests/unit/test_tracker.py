@@ -329,3 +329,15 @@ def test_a_relaunch_that_cannot_start_fails_the_job_and_says_so(tracker, compute
 
     assert (outcome.action, outcome.ended) == ("failed", "failed")
     assert tracker.jobs.get(job_id).state == JobState.FAILED
+
+
+def test_a_relaunch_that_cannot_start_reports_the_follow_up_it_owed(tracker, compute, store):
+    _start(tracker)
+    store.put("datasets/iris/more.csv", CSV)  # a drop during the job: a follow-up is owed
+    assert tracker.launcher.request_training("iris").action == "coalesced"
+    compute.fail_with = "no launch template"
+
+    outcome = tracker.instance_ended(compute.end("fake-1", ExitCode.CRASHED))
+
+    assert (outcome.action, outcome.ended) == ("failed", "failed")
+    assert outcome.follow_up is not None and outcome.follow_up.action == "failed"

@@ -57,6 +57,13 @@ class LaunchOutcome:
     message: str
     job_id: str | None = None
     data_version: str | None = None
+    # The run that drops during a job asked for, started when that job failed to launch.
+    follow_up: LaunchOutcome | None = None
+
+    def jobs_failed(self) -> int:
+        """How many jobs this outcome saw fail to start: its own, and its follow-up's."""
+        own = 1 if self.action == "failed" else 0
+        return own + (self.follow_up.jobs_failed() if self.follow_up else 0)
 
 
 class Launcher:
@@ -321,15 +328,24 @@ class Launcher:
         return rec.data.get("job_id") if rec else None
 
     def _failed(self, job: Job, reason: str) -> LaunchOutcome:
-        """Fail the job with `reason`, free its slot, and start the follow-up run that drops
-        during the job asked for (its launch is logged; the outcome is this job's)."""
+        """Fail the job with `reason` and hand its slot over (see `hand_over`); the outcome is
+        this job's, carrying the follow-up's."""
         self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
-        if self.release_slot(job.model, job.job_id):
-            follow_up = self.request_training(job.model, trigger="follow-up")
-            logger.info(
-                "follow-up requested", extra={"job_id": job.job_id, "outcome": follow_up.message}
-            )
-        return LaunchOutcome("failed", job.model, reason, job.job_id, job.data_version)
+        _, follow_up = self.hand_over(job.model, job.job_id)
+        return LaunchOutcome(
+            "failed", job.model, reason, job.job_id, job.data_version, follow_up=follow_up
+        )
+
+    def hand_over(self, model: str, job_id: str) -> tuple[bool | None, LaunchOutcome | None]:
+        """Free the slot of the ended job `job_id` and start the follow-up run that drops
+        during it asked for. Returns release_slot's answer and the follow-up's outcome (None
+        when none was owed)."""
+        released = self.release_slot(model, job_id)
+        if not released:
+            return released, None
+        follow_up = self.request_training(model, trigger="follow-up")
+        logger.info("follow-up requested", extra={"job_id": job_id, "outcome": follow_up.message})
+        return released, follow_up
 
     def release_slot(self, model: str, job_id: str) -> bool | None:
         """Free the slot held by `job_id`. Returns True when a follow-up run was requested

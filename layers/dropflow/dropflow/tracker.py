@@ -112,7 +112,7 @@ class Tracker:
         outcome = self.launcher.launch_attempt(job.job_id)
         logger.info("attempt relaunched", extra={"job_id": job.job_id, "outcome": outcome.message})
         if outcome.action == "failed":
-            return TrackOutcome("failed", outcome.message, job.job_id, ended="failed")
+            return self._launch_failed(job, outcome)
         return TrackOutcome("relaunched", outcome.message, job.job_id)
 
     def notice(self, instance: Instance, kind: str) -> TrackOutcome:
@@ -250,8 +250,13 @@ class Tracker:
             self.jobs.transition(job.job_id, JobState.INTERRUPTED, reason="attempt never started")
         outcome = self.launcher.launch_attempt(job.job_id)
         if outcome.action == "failed":
-            return TrackOutcome("failed", outcome.message, job.job_id, ended="failed")
+            return self._launch_failed(job, outcome)
         return TrackOutcome("relaunched", outcome.message, job.job_id)
+
+    @staticmethod
+    def _launch_failed(job: Job, outcome: LaunchOutcome) -> TrackOutcome:
+        # The launcher failed the job (and started the follow-up it owed): this call ended it.
+        return TrackOutcome("failed", outcome.message, job.job_id, outcome.follow_up, "failed")
 
     def _stop(self, job: Job, attempt: Attempt, why: str, now: float) -> TrackOutcome:
         instance_id = attempt.instance_id
@@ -275,10 +280,7 @@ class Tracker:
     def _finish(self, job: Job) -> TrackOutcome:
         """Free the ended job's slot (starting the follow-up it owes). The call that frees it
         is the one that reports the job as ended."""
-        follow_up = None
-        released = self.launcher.release_slot(job.model, job.job_id)
-        if released:
-            follow_up = self.launcher.request_training(job.model, trigger="follow-up")
+        released, follow_up = self.launcher.hand_over(job.model, job.job_id)
         message = f"job {job.state}" + (f"; follow-up: {follow_up.message}" if follow_up else "")
         ended = job.state.value if released is not None else None
         return TrackOutcome("finished", message, job.job_id, follow_up, ended)
