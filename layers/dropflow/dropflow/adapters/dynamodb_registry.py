@@ -108,9 +108,8 @@ class DynamoRegistry:
                 ":data": {"S": text},
                 ":one": {"N": "1"},
                 ":now": _n(now),
-                ":writer": {"S": _new_writer()},
             }
-            update = "SET #data = :data, revision = revision + :one, #writer = :writer"
+            update = "SET #data = :data, revision = revision + :one"
             if expires_at is None:
                 update += " REMOVE expires_at"
             else:
@@ -123,7 +122,7 @@ class DynamoRegistry:
                     Key=_key(pk, sk),
                     UpdateExpression=update,
                     ConditionExpression=f"attribute_exists(pk) AND ({_LIVE})",
-                    ExpressionAttributeNames={"#data": "data", "#writer": _WRITER},
+                    ExpressionAttributeNames={"#data": "data"},
                     ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",
                 )
