@@ -48,7 +48,9 @@ def test_without_previous_the_newest_older_approved_version_is_used(store, regis
     for n, v in enumerate((V1, V2, V3)):
         publish(store, "m", v, value=0.9 + n / 100, seed=n)
         promote("m", v, store, registry)
-    Catalog(registry).switch_champion("m", V3, expected=Catalog(registry).champion("m"))
+    Catalog(registry).switch_champion(
+        "m", V3, expected=Catalog(registry).champion("m"), route="lambda"
+    )
     assert Catalog(registry).champion("m").previous == V3  # a pointer without a usable previous
 
     assert rollback("m", store, registry).champion_after == V3  # previous == current: no-op

@@ -238,7 +238,8 @@ def test_promoting_the_same_version_twice_changes_nothing(store, registry, value
 
 def test_a_switch_applied_but_not_recorded_is_completed_by_a_retry(store, registry):
     publish(store, "iris", V1)
-    Catalog(registry).switch_champion("iris", V1, expected=None)  # crashed before recording
+    # crashed before recording
+    Catalog(registry).switch_champion("iris", V1, expected=None, route="lambda")
 
     result = promote("iris", V1, store, registry)
 

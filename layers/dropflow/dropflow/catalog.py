@@ -130,6 +130,11 @@ class Catalog:
         recs = self.registry.query(model_pk(model), sk_prefix="VERSION#")
         return [VersionRecord.model_validate(r.data) for r in recs]
 
+    def champion_routes(self) -> list[Route | None]:
+        """The route of every model's champion (models without one are left out)."""
+        champions = (self.champion(model) for model in self.models())
+        return [champion.route for champion in champions if champion is not None]
+
     def champion(self, model: str) -> Champion | None:
         check_model_name(model)
         rec = self.registry.get(model_pk(model), "CHAMPION")
@@ -143,17 +148,14 @@ class Catalog:
         version: str,
         *,
         expected: Champion | None,
-        route: Route | None = None,
+        route: Route | None,
     ) -> bool:
         """Make `version` the champion if the pointer is still `expected` (None: no champion).
 
-        The pointer carries the version's `route`; without one (a rollback), the route
-        recorded with the version. Returns False when another writer switched it first; the
+        The pointer carries the version's `route` (None for versions recorded before routing:
+        served by the function). Returns False when another writer switched it first; the
         caller re-reads and decides.
         """
-        if route is None:
-            record = self.version(model, version)
-            route = record.route if record else None
         data: dict[str, Any] = {
             "model": model,
             "version": version,

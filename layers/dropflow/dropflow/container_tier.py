@@ -23,7 +23,7 @@ from http import HTTPStatus
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlparse
 
-from dropflow.errors import ConfigError, DropflowError, NotReadyError
+from dropflow.errors import ConfigError, DropflowError, NotReadyError, brief
 from dropflow.routing import CONTAINER as CONTAINER_ROUTE
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,17 @@ def fit_to_champions(tier: ContainerTier, champion_routes: Sequence[str | None])
     if CONTAINER_ROUTE in champion_routes:
         return tier.scale_out(1)
     return tier.scale_in()
+
+
+def fit_or_explain(tier: ContainerTier, champion_routes: Sequence[str | None]) -> str:
+    """fit_to_champions's account, or "scaling failed: <why>" (logged) when the tier could not
+    be sized: the promotion or rollback that asked stands, and a champion routed to the tier
+    answers 503 until a server runs."""
+    try:
+        return fit_to_champions(tier, champion_routes)
+    except Exception as exc:
+        log.warning("could not size the container tier: %s", exc)
+        return f"scaling failed: {brief(exc)}"
 
 
 class NoContainerTier:

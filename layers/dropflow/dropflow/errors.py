@@ -31,3 +31,10 @@ class NotReadyError(DropflowError):
     def __init__(self, message: str, retry_after: int = 30) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """The exception's message on one line, at most `limit` characters (its type's name when it
+    has none): for a reason recorded or answered to a user."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

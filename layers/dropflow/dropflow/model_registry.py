@@ -12,7 +12,6 @@ the retention rule runs again (an older version may fall out of the kept set).
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -20,20 +19,18 @@ from pydantic import BaseModel, ValidationError
 
 from dropflow.card import Card, card_key
 from dropflow.catalog import Catalog, ChampionChange, VersionRecord
-from dropflow.container_tier import ContainerTier, fit_to_champions
+from dropflow.container_tier import ContainerTier, fit_or_explain
 from dropflow.errors import ConcurrentUpdate, DropflowError, NotFoundError
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
-from dropflow.promotion import Rejected, champion_routes, check_parity
+from dropflow.promotion import Rejected, check_parity
 from dropflow.retention import (
     DEFAULT_KEEP,
     RetentionOutcome,
-    apply_retention,
     mark_version,
     missing_files,
+    retain_or_explain,
 )
-
-log = logging.getLogger(__name__)
 
 
 class RollbackRefused(DropflowError):
@@ -143,12 +140,12 @@ def rollback(
         record = catalog.version(model, target) or record
         note = _check_servable(catalog, store, record)
         reason = f"rollback from {champion.version} to the {how} {target}{note}"
-        if not catalog.switch_champion(model, target, expected=champion):
+        if not catalog.switch_champion(model, target, expected=champion, route=record.route):
             raise ConcurrentUpdate(
                 f"the champion of {model} changed while rolling back; run the rollback again"
             )
     except Exception:
-        _retain_quietly(model, store, catalog, keep_versions)  # not switched: re-retire it
+        retain_or_explain(model, store, catalog, keep_versions)  # not switched: re-retire it
         raise
     after = catalog.champion(model)
     catalog.record_change(
@@ -161,7 +158,7 @@ def rollback(
             at=after.since if after else time.time(),
         )
     )
-    retained = _retain_quietly(model, store, catalog, keep_versions)
+    retained = retain_or_explain(model, store, catalog, keep_versions)
     if isinstance(retained, str):
         done, error = RetentionOutcome(), retained
     else:
@@ -177,30 +174,8 @@ def rollback(
         retired=done.retired,
         unretired=unretired,
         retention_error=error,
-        tier=_fit_quietly(tier, catalog),
+        tier=None if tier is None else fit_or_explain(tier, catalog.champion_routes()),
     )
-
-
-def _fit_quietly(tier: ContainerTier | None, catalog: Catalog) -> str | None:
-    """Size the container tier to the champions; what failed (logged) if it did."""
-    if tier is None:
-        return None
-    try:
-        return fit_to_champions(tier, champion_routes(catalog))
-    except Exception as exc:  # the rollback stands; a container champion answers 503 meanwhile
-        log.warning("could not size the container tier: %s", exc)
-        return f"scaling failed: {' '.join(str(exc).split()) or type(exc).__name__}"
-
-
-def _retain_quietly(
-    model: str, store: ObjectStore, catalog: Catalog, keep: int
-) -> RetentionOutcome | str:
-    """Apply the retention rule; what failed (logged) if it did: the next run finishes it."""
-    try:
-        return apply_retention(model, store, catalog, keep)
-    except Exception as exc:  # housekeeping must not hide the rollback's own outcome
-        log.warning("could not apply retention to %s: %s", model, exc)
-        return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _take_back(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> None:

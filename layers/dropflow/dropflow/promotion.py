@@ -38,12 +38,12 @@ from pydantic import BaseModel, ValidationError
 from dropflow import scoring
 from dropflow.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card, artifact_key, card_key
 from dropflow.catalog import Catalog, Champion, ChampionChange, VersionRecord
-from dropflow.container_tier import ContainerTier, fit_to_champions
-from dropflow.errors import ConcurrentUpdate, UserInputError
+from dropflow.container_tier import ContainerTier, fit_or_explain
+from dropflow.errors import ConcurrentUpdate, UserInputError, brief
 from dropflow.events import PROMOTED, REJECTED, EventPublisher
 from dropflow.names import check_model_name, check_version
 from dropflow.ports import ObjectNotFound, ObjectStore, Registry
-from dropflow.retention import DEFAULT_KEEP, apply_retention
+from dropflow.retention import DEFAULT_KEEP, retain_or_explain
 from dropflow.routing import RouteDecision, RoutePolicy, decide_route
 from dropflow.spec import ServingSection, read_spec
 
@@ -303,7 +303,7 @@ def check_parity(card: Card, store: ObjectStore) -> float:
     try:
         session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
-        raise Rejected(f"model.onnx cannot be loaded by onnxruntime: {_short(exc)}") from None
+        raise Rejected(f"model.onnx cannot be loaded by onnxruntime: {brief(exc)}") from None
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [INPUT_NAME] or output not in outputs:
@@ -317,7 +317,7 @@ def check_parity(card: Card, store: ObjectStore) -> float:
             expected = np.asarray(npz[output], dtype=np.float32)
     except Exception as exc:  # zip, format and key errors all mean unusable evidence
         raise Rejected(
-            f"reference.npz is unreadable or lacks {INPUT_NAME!r}/{output!r}: {_short(exc)}"
+            f"reference.npz is unreadable or lacks {INPUT_NAME!r}/{output!r}: {brief(exc)}"
         ) from None
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != len(card.features):
         raise Rejected(
@@ -327,7 +327,7 @@ def check_parity(card: Card, store: ObjectStore) -> float:
     try:
         (actual,) = session.run([output], {INPUT_NAME: x})
     except Exception as exc:
-        raise Rejected(f"onnxruntime failed on the reference inputs: {_short(exc)}") from None
+        raise Rejected(f"onnxruntime failed on the reference inputs: {brief(exc)}") from None
     actual = np.asarray(actual, dtype=np.float32)
     if card.task == "regression":
         actual, expected = actual.reshape(-1), expected.reshape(-1)
@@ -449,7 +449,7 @@ def fair_scores(card: Card, incumbent: Card, store: ObjectStore) -> FairScores |
             x = np.asarray(npz[INPUT_NAME], dtype=np.float32)
             y = np.asarray(npz[TARGET_NAME])
     except Exception as exc:  # already read by check_parity; a race or a bad member
-        return f"reference.npz is unreadable: {_short(exc)}"
+        return f"reference.npz is unreadable: {brief(exc)}"
     problem = scoring.check_labels(card.task, y, len(x), len(card.classes or []))
     if problem:
         return f"reference.npz {problem}"
@@ -487,7 +487,7 @@ def _score(card: Card, store: ObjectStore, x: np.ndarray, y: np.ndarray) -> floa
         session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         (outputs,) = session.run([output], {INPUT_NAME: x})
     except Exception as exc:
-        raise Rejected(f"{card.version} model.onnx: {_short(exc)}") from None
+        raise Rejected(f"{card.version} model.onnx: {brief(exc)}") from None
     outputs = np.asarray(outputs, dtype=np.float64)
     if not np.all(np.isfinite(outputs)):
         return math.nan
@@ -523,7 +523,7 @@ def _serving_section(card: Card, store: ObjectStore) -> tuple[ServingSection | N
             return ServingSection.model_validate(copied), ""
         return read_spec(store, card.model).serving, ""
     except (UserInputError, ValidationError) as exc:
-        return None, f"the spec's serving section was ignored: {_short(exc)}"
+        return None, f"the spec's serving section was ignored: {brief(exc)}"
 
 
 def _fit_tier(
@@ -534,29 +534,17 @@ def _fit_tier(
     none once no champion is. A rejected version changes nothing."""
     if tier is None or result.champion_after != result.version:
         return result
-    try:
-        done = fit_to_champions(tier, champion_routes(catalog))
-    except Exception as exc:  # the decision stands; requests answer 503 until a server runs
-        log.warning("could not size the container tier after %s: %s", result.model, exc)
-        done = f"scaling failed: {_short(exc)}"
+    done = fit_or_explain(tier, catalog.champion_routes())
     return result.model_copy(update={"scale_out": done})
-
-
-def champion_routes(catalog: Catalog) -> list[str | None]:
-    """The route of every model's champion (models without one are left out)."""
-    champions = (catalog.champion(model) for model in catalog.models())
-    return [champion.route for champion in champions if champion is not None]
 
 
 def _retain(
     store: ObjectStore, catalog: Catalog, keep: int, result: PromotionResult
 ) -> PromotionResult:
     """Apply the retention rule after a decision; a failure leaves the decision standing."""
-    try:
-        done = apply_retention(result.model, store, catalog, keep)
-    except Exception as exc:  # housekeeping: files are kept longer, never lost
-        log.warning("could not apply retention to %s: %s", result.model, exc)
-        return result.model_copy(update={"retention_error": _short(exc)})
+    done = retain_or_explain(result.model, store, catalog, keep)
+    if isinstance(done, str):
+        return result.model_copy(update={"retention_error": done})
     return result.model_copy(update={"retired": done.retired, "unretired": done.unretired})
 
 
@@ -629,8 +617,3 @@ def _epoch(iso: str) -> float | None:
         return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def _short(exc: Exception, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."

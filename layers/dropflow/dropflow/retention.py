@@ -22,6 +22,7 @@ champion's files are unmarked at the end of every run, whoever marked them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,10 @@ from pydantic import BaseModel
 
 from dropflow.card import Card, card_key
 from dropflow.catalog import Catalog, VersionRecord
+from dropflow.errors import brief
 from dropflow.ports import ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
 
 # Approved versions kept behind the champion when the settings say nothing.
 DEFAULT_KEEP = 3
@@ -96,6 +100,19 @@ def apply_retention(
             if current.version not in outcome.unretired:
                 outcome.unretired.append(current.version)
     return outcome
+
+
+def retain_or_explain(
+    model: str, store: ObjectStore, catalog: Catalog, keep: int = DEFAULT_KEEP
+) -> RetentionOutcome | str:
+    """apply_retention's outcome, or what failed (logged): housekeeping must not undo the
+    decision that asked for it; files are kept longer, never lost, and the next run
+    finishes it."""
+    try:
+        return apply_retention(model, store, catalog, keep)
+    except Exception as exc:
+        log.warning("could not apply retention to %s: %s", model, exc)
+        return brief(exc)
 
 
 def mark_version(store: ObjectStore, model: str, version: str, *, retired: bool) -> list[str]:
