@@ -46,7 +46,7 @@ SERVICE = PredictionService(
         memory_factor=SETTINGS.session_memory_factor,
     ),
     tier=services.container_client(),
-    served_by="container" if SETTINGS.served_by == "container" else "lambda",
+    served_by=SETTINGS.served_by,
 )
 
 

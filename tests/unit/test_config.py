@@ -55,7 +55,7 @@ def test_a_missing_variable_is_named(environment):
         ("DROPFLOW_MAX_ATTEMPTS", "three", "valid integer"),
         ("DROPFLOW_MAX_ATTEMPTS", "0", "greater than or equal to 1"),
         ("DROPFLOW_STORE_URL", "ftp://x", "should match pattern"),
-        ("DROPFLOW_SERVED_BY", "gpu", "should match pattern"),
+        ("DROPFLOW_SERVED_BY", "gpu", "Input should be 'lambda' or 'container'"),
     ],
 )
 def test_a_wrong_variable_is_named_with_the_problem(environment, name, value, message):

@@ -21,7 +21,15 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dropflow.container_tier import DEFAULT_RETRY_AFTER, DEFAULT_TIMEOUT
 from dropflow.errors import ConfigError
+from dropflow.retention import DEFAULT_KEEP
+from dropflow.routing import (
+    DEFAULT_FUNCTION_MEMORY_MB,
+    DEFAULT_MAX_MODEL_MB,
+    SESSION_MEMORY_FACTOR,
+    Route,
+)
 
 PREFIX = "DROPFLOW_"
 
@@ -40,25 +48,25 @@ class Settings(BaseModel):
     claim_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     # Serving (dropflow.routing, dropflow.serving, dropflow.container_tier):
     # what this process is: the predict function ("lambda") or the container tier.
-    served_by: str = Field(default="lambda", pattern=r"^(lambda|container)$")
+    served_by: Route = "lambda"
     # Memory for cached onnxruntime sessions (MB); default: the function's memory less the
     # runtime's (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), or 80% of the machine's elsewhere.
     model_cache_mb: float | None = Field(default=None, gt=0)
     # A version is served by the predict function when its model.onnx is at most this size and
     # its estimated session memory fits lambda_memory_mb; else by the container tier.
-    lambda_max_model_mb: float = Field(default=200.0, ge=0)
-    lambda_memory_mb: int = Field(default=1024, ge=128, le=10240)
-    session_memory_factor: float = Field(default=2.0, ge=1.0, le=20.0)
+    lambda_max_model_mb: float = Field(default=DEFAULT_MAX_MODEL_MB, ge=0)
+    lambda_memory_mb: int = Field(default=DEFAULT_FUNCTION_MEMORY_MB, ge=128, le=10240)
+    session_memory_factor: float = Field(default=SESSION_MEMORY_FACTOR, ge=1.0, le=20.0)
     # The container tier: where the predict function forwards to (http://...), and what the
     # promotion asks for capacity (asg://<group name> | process:///dir; empty: no tier).
     container_url: str = Field(default="", pattern=r"^(https?://.+)?$")
     container_tier_url: str = Field(default="", pattern=r"^((asg|process)://.+)?$")
-    container_timeout_seconds: float = Field(default=20.0, gt=0, le=900)
-    container_retry_after_seconds: int = Field(default=120, ge=1, le=3600)
+    container_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=900)
+    container_retry_after_seconds: int = Field(default=DEFAULT_RETRY_AFTER, ge=1, le=3600)
     # Retention (dropflow.retention): approved versions kept besides the champion, so that
     # `dropflow models rollback` has something to go back to; older and rejected versions are
     # retired, and on S3 their files age out by the bucket's lifecycle rule.
-    keep_versions: int = Field(default=3, ge=0, le=100)
+    keep_versions: int = Field(default=DEFAULT_KEEP, ge=0, le=100)
 
 
 _S = TypeVar("_S", bound=BaseModel)

@@ -122,7 +122,6 @@ def open_session(model_bytes: bytes, *, threads: int | None = None) -> ort.Infer
 @dataclass(frozen=True)
 class _Pointer:
     version: str
-    route: Route
     fetched_at: float
 
 
@@ -195,7 +194,7 @@ class ModelCache:
             raise NotFoundError(f"unknown model {model!r}: GET /models lists the models served")
         route = champion.route or LAMBDA  # pointers from before routing: the function's own
         with self._lock:
-            self._champions[model] = _Pointer(champion.version, route, now)
+            self._champions[model] = _Pointer(champion.version, now)
             self._routes[(model, champion.version)] = route
         return champion.version
 
