@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dropflow.local.state_files import replace_atomically
 from dropflow.ports import InvalidKey, ObjectInfo, ObjectNotFound
 from dropflow.store import check_key, is_valid_key
 
@@ -137,18 +138,7 @@ class DirectoryStore:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise self._not_found(key) from None
         with src:
-            dest = Path(path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp"
-            try:
-                with open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, dest)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            replace_atomically(Path(path), lambda out: shutil.copyfileobj(src, out, _CHUNK))
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's info, or None if there is no object at `key`."""
