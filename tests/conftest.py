@@ -55,22 +55,14 @@ def atomic_moto_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
     read-then-write sequences across calls still race as they would on AWS.
     """
     import threading
-    from functools import wraps
 
     from moto.dynamodb.models import DynamoDBBackend
 
+    from tests.moto_stack import holding
+
     lock = threading.RLock()
-
-    def holding(method):
-        @wraps(method)
-        def locked(*args, **kwargs):
-            with lock:
-                return method(*args, **kwargs)
-
-        return locked
-
     for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-        monkeypatch.setattr(DynamoDBBackend, name, holding(getattr(DynamoDBBackend, name)))
+        monkeypatch.setattr(DynamoDBBackend, name, holding(lock, getattr(DynamoDBBackend, name)))
 
 
 @pytest.fixture

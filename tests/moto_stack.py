@@ -14,7 +14,9 @@ import base64
 import copy
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -59,23 +61,32 @@ class Stack:
 
 
 def create_registry_table(client: Any, name: str) -> None:
-    """A registry table as the template declares it (pk/sk strings, on demand, TTL on
-    expires_at), for the tests of the DynamoDB adapter alone."""
+    """The template's RegistryTable (key schema, billing mode, TTL attribute) named `name`:
+    create_stack's, and the table of the DynamoDB adapter's own tests."""
+    props = load_template(TEMPLATE)["Resources"]["RegistryTable"]["Properties"]
     client.create_table(
         TableName=name,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=props["AttributeDefinitions"],
+        KeySchema=props["KeySchema"],
+        BillingMode=props["BillingMode"],
     )
+    ttl = props["TimeToLiveSpecification"]
     client.update_time_to_live(
-        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        TableName=name,
+        TimeToLiveSpecification={"Enabled": ttl["Enabled"], "AttributeName": ttl["AttributeName"]},
     )
+
+
+def holding(lock: Any, method: Callable[..., Any]) -> Callable[..., Any]:
+    """`method`, called only while holding `lock`: for making a moto backend's calls (or a
+    shared object's) atomic, as each AWS call is, in tests that run many threads."""
+
+    @wraps(method)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    return locked
 
 
 def deploy_stack(monkeypatch: Any, endpoint: str | None = None) -> Stack:
@@ -113,19 +124,8 @@ def create_stack(region: str = REGION) -> Stack:
     s3.create_bucket(Bucket=bucket)  # us-east-1: no LocationConstraint
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
-    table_props = resources["RegistryTable"]["Properties"]
-    table = _resolve(table_props["TableName"], names)
-    dynamodb.create_table(
-        TableName=table,
-        AttributeDefinitions=table_props["AttributeDefinitions"],
-        KeySchema=table_props["KeySchema"],
-        BillingMode=table_props["BillingMode"],
-    )
-    ttl = table_props["TimeToLiveSpecification"]
-    dynamodb.update_time_to_live(
-        TableName=table,
-        TimeToLiveSpecification={"Enabled": ttl["Enabled"], "AttributeName": ttl["AttributeName"]},
-    )
+    table = _resolve(resources["RegistryTable"]["Properties"]["TableName"], names)
+    create_registry_table(dynamodb, table)
 
     vpc_id = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
     subnet_ids = tuple(

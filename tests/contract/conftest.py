@@ -13,7 +13,6 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from dropflow.adapters.process_compute import ProcessCompute
 from dropflow.adapters.s3_store import S3Store
 from dropflow.adapters.sqlite_registry import SqliteRegistry
 from dropflow.ports import Compute, ObjectStore, Registry
-from tests.moto_stack import create_registry_table
+from tests.moto_stack import create_registry_table, holding
 
 REGION = "us-east-1"
 BUCKET = "dropflow-contract"
@@ -76,7 +75,7 @@ def _serialize_moto_s3_object_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.s3.responses import S3Response
 
     lock = threading.RLock()
-    monkeypatch.setattr(S3Response, "key_response", _holding(lock, S3Response.key_response))
+    monkeypatch.setattr(S3Response, "key_response", holding(lock, S3Response.key_response))
 
 
 # --------------------------------------------------------------------------- Registry
@@ -95,15 +94,6 @@ def registry(
         client = boto3.client("dynamodb", region_name=REGION)
         create_registry_table(client, TABLE)
         yield DynamoRegistry(TABLE, client=client)
-
-
-def _holding(lock: Any, method: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(method)
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return method(*args, **kwargs)
-
-    return locked
 
 
 # --------------------------------------------------------------------------- Compute

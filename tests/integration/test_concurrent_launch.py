@@ -48,6 +48,7 @@ from tests.moto_stack import (
     Stack,
     count_create_fleet,
     deploy_stack,
+    holding,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -76,15 +77,7 @@ def _one_metric_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     keeps the race where it belongs: in dropflow's claims, not in the metrics buffer."""
     lock = threading.RLock()
     for name in ("add_metric", "flush_metrics"):
-        monkeypatch.setattr(metrics, name, _holding(lock, getattr(metrics, name)))
-
-
-def _holding(lock: Any, method: Callable[..., Any]) -> Callable[..., Any]:
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return method(*args, **kwargs)
-
-    return locked
+        monkeypatch.setattr(metrics, name, holding(lock, getattr(metrics, name)))
 
 
 def deliver_concurrently(
