@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from http import HTTPStatus
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +25,7 @@ from dropflow.lambda_context import LambdaContext
 from dropflow.promotion import promote
 from dropflow.routing import RoutePolicy
 from tests.fakes_serving import ProxyAnswer, expected_output, load_handler, publish, version_id
+from tests.net import free_port, wait_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -34,14 +34,6 @@ SERVER = ROOT / "serving" / "server.py"
 SAMPLE = json.loads((ROOT / "events" / "apigw-predict.json").read_text())
 ROWS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
 CLASSES = ["no", "yes"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -73,15 +65,7 @@ def server(large, tmp_path):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if requests.get(f"{url}/v2/health/ready", timeout=1).status_code == HTTPStatus.OK:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    else:
+    if wait_ready(url, 60, alive=lambda: proc.poll() is None) != HTTPStatus.OK:
         proc.kill()
         pytest.fail(
             "the container server never became ready:\n" + (tmp_path / "server.log").read_text()

@@ -4,7 +4,6 @@ a small server on 127.0.0.1), and the scaling adapters (moto's Auto Scaling, the
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from dropflow.container_tier import (
     open_tier,
 )
 from dropflow.errors import ConfigError
+from tests.net import free_port
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -72,12 +72,6 @@ def client_for(server: ThreadingHTTPServer, timeout: float = 5.0) -> ContainerCl
     return ContainerClient(f"http://{host}:{port}", timeout=timeout, retry_after=42)
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # ---------------------------------------------------------------------- forwarding
 def test_a_prediction_is_forwarded_pinned_to_the_version(tier_server):
     tier_server.script = (200, {"model": "big", "served_by": "container"}, 0.0)
@@ -111,7 +105,7 @@ def test_a_client_error_of_the_tier_is_passed_on_unchanged(tier_server):
 
 
 def test_no_server_listening_is_unavailable_with_retry_after():
-    client = ContainerClient(f"http://127.0.0.1:{closed_port()}", retry_after=42)
+    client = ContainerClient(f"http://127.0.0.1:{free_port()}", retry_after=42)
 
     with pytest.raises(ContainerUnavailable, match="no server is listening") as raised:
         client.predict("big", "v1", [[1.0]])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from sklearn.datasets import load_breast_cancer
 from dropflow.adapters import open_registry, open_store
 from dropflow.card import Card
 from dropflow.jobs import ExitCode, JobState, JobStore
+from tests.net import free_port
 from tests.training_jobs import launched_job
 from training.checkpoint import loads
 from training.job import run_job
@@ -31,12 +31,6 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("ddp_driver.py")
 TOLERANCE = 1e-5
 TIMEOUT = 120  # seconds for a torchrun launch: two interpreters importing torch, then seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def torchrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

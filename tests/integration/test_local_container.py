@@ -4,14 +4,13 @@ function forwards to, restarted only when a promotion asks the tier to scale out
 from __future__ import annotations
 
 import os
-import time
 from http import HTTPStatus
 
 import pytest
-import requests
 
 from dropflow.adapters.process_tier import ProcessTier
 from dropflow.local.runtime import LocalRuntime
+from tests.net import wait_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -28,19 +27,6 @@ def runtime(tmp_path, restored_environ):
         yield local
     finally:
         local.stop()
-
-
-def wait_ready(url: str, seconds: float = 30) -> int:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            status = requests.get(f"{url}/v2/health/ready", timeout=2).status_code
-            if status == HTTPStatus.OK:
-                return status
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    return 0
 
 
 def test_the_runtime_starts_the_container_and_points_the_predict_function_at_it(runtime):
