@@ -9,7 +9,6 @@ scheduler and training processes, so that nothing else competes for the CPU. Pri
 <home>/gateway-stdout.txt; stops when its stdin closes (or on SIGTERM / Ctrl-C).
 """
 
-import importlib.util
 import os
 import signal
 import sys
@@ -19,24 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def import_handler(path: Path):
-    """lambda_handler of a function's file, imported with its code directory on sys.path
-    (what `dropflow invoke` and the Lambda runtime do; the environment is set already)."""
-    sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location("predict_app", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.lambda_handler
-
-
 def main() -> None:
+    from dropflow.invoke import load_function
     from dropflow.local.gateway import Gateway
     from dropflow.local.runtime import configure
 
     configure(Path(sys.argv[1]))
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    handler = import_handler(ROOT / "functions" / "predict" / "app.py")
+    handler, _ = load_function(ROOT / "template.yaml", "PredictFunction")  # as local up does
     gateway = Gateway(handler, host="127.0.0.1", port=0)
     signal.signal(signal.SIGTERM, lambda *_: sys.stdin.close())
     gateway.start()
