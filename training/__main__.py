@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     # torch loads here, after the cheap checks, so a misconfigured run fails in milliseconds.
     from training.job import run_job
 
-    return run_job(args.job_id, args.attempt, store, registry, watcher=_watcher(rank))
+    code = run_job(args.job_id, args.attempt, store, registry, watcher=_watcher(rank))
+    if world > 1:
+        from training.distributed import end_process
+
+        end_process(code)  # see there: a torchrun rank must not tear the interpreter down
+    return code
 
 
 def _watcher(rank: int) -> Any:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dropflow.adapters.local_store import DirectoryStore
 from dropflow.spec import ModelSection, TrainingSection
 from training.checkpoint import CheckpointStore, Lineage
-from training.distributed import place, release
+from training.distributed import end_process, place, release
 from training.loop import train
 
 MODEL = "ddp"
@@ -97,4 +97,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())  # as `python -m training` ends a rank
