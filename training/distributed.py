@@ -158,8 +158,8 @@ def place(env: Mapping[str, str] | None = None) -> Placement:
 def release(placement: Placement) -> None:
     """Leave the process group (a no-op for one process)."""
     if placement.distributed and dist.is_initialized():
-        # Leave together: a rank tearing gloo down while a peer still talks to it can abort
-        # the process ("terminate called without an active exception").
+        # Leave together, so that no rank destroys its group while a peer is still inside a
+        # collective with it. The process itself must then end by end_process (see there).
         with contextlib.suppress(RuntimeError):
             dist.barrier(group=placement.control)
         dist.destroy_process_group()
