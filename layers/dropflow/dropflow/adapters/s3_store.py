@@ -6,10 +6,12 @@ consistent for reads and lists. This adapter only translates names, errors and E
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,7 @@ class S3Store:
         unmarking removes them all (PutObjectTagging / DeleteObjectTagging, so the caller
         needs no s3:GetObjectTagging). Both act on the current version of the object.
         """
-        try:
+        with self._existing(key):
             if retired:
                 tags = {"TagSet": [{"Key": RETIRED_TAG, "Value": RETIRED_VALUE}]}
                 self.client.put_object_tagging(
@@ -98,20 +100,12 @@ class S3Store:
                 )
             else:
                 self.client.delete_object_tagging(Bucket=self.bucket, Key=self._full(key))
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise self._not_found(key) from None
-            raise
 
     # ------------------------------------------------------------------ reads
     def is_retired(self, key: str) -> bool:
         """Whether the object is tagged `dropflow:retired=true`; raises ObjectNotFound."""
-        try:
+        with self._existing(key):
             resp = self.client.get_object_tagging(Bucket=self.bucket, Key=self._full(key))
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise self._not_found(key) from None
-            raise
         return any(
             tag["Key"] == RETIRED_TAG and tag["Value"] == RETIRED_VALUE
             for tag in resp.get("TagSet", [])
@@ -119,12 +113,8 @@ class S3Store:
 
     def get(self, key: str) -> bytes:
         """The object's bytes; raises ObjectNotFound naming the key."""
-        try:
+        with self._existing(key):
             resp = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise self._not_found(key) from None
-            raise
         with resp["Body"] as body:
             return body.read()
 
@@ -135,12 +125,9 @@ class S3Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp"
         try:
-            self.client.download_file(self.bucket, full, str(tmp))
+            with self._existing(key):
+                self.client.download_file(self.bucket, full, str(tmp))
             os.replace(tmp, dest)
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise self._not_found(key) from None
-            raise
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -189,8 +176,17 @@ class S3Store:
     def _full(self, key: str) -> str:
         return self.prefix + check_key(key)
 
-    def _not_found(self, key: str) -> ObjectNotFound:
-        return ObjectNotFound(f"no object at key {key!r} in s3://{self.bucket}/{self.prefix}")
+    @contextlib.contextmanager
+    def _existing(self, key: str) -> Iterator[None]:
+        """Raise ObjectNotFound naming `key` for S3's answer that the object is not there."""
+        try:
+            yield
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise ObjectNotFound(
+                    f"no object at key {key!r} in s3://{self.bucket}/{self.prefix}"
+                ) from None
+            raise
 
 
 def _code(exc: ClientError) -> str:
