@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
-from dropflow.adapters.autoscaling_tier import AutoScalingTier, ScaleOutFailed
+from dropflow.adapters.autoscaling_tier import AutoScalingTier, ScalingFailed
 from dropflow.adapters.process_tier import ProcessTier, scale_out_requested_at
 from dropflow.container_tier import (
     ContainerAnswered,
@@ -199,8 +200,21 @@ def test_scale_in_sets_the_desired_capacity_back_to_zero(group):
 
 
 def test_scale_out_of_a_missing_group_says_so(group):
-    with pytest.raises(ScaleOutFailed, match="does not exist"):
+    with pytest.raises(ScalingFailed, match="does not exist"):
         AutoScalingTier("no-such-group", client=group).scale_out(1)
+
+
+@pytest.mark.parametrize(("verb", "scale"), [("scale out", "scale_out"), ("scale in", "scale_in")])
+def test_a_refused_call_is_a_scaling_failure_naming_the_group(group, verb, scale):
+    stubber = Stubber(group)
+    stubber.add_client_error(
+        "describe_auto_scaling_groups", "AccessDenied", "not authorized to describe"
+    )
+    with (
+        stubber,
+        pytest.raises(ScalingFailed, match=f"cannot {verb} stack-serving: .*AccessDenied"),
+    ):
+        getattr(AutoScalingTier("stack-serving", client=group), scale)()
 
 
 def test_the_local_tier_records_the_request_for_the_runtime(tmp_path):

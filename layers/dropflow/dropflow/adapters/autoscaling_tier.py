@@ -8,6 +8,8 @@ promotion or rollback sets it back to zero: an idle server only costs money.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -16,8 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dropflow.errors import DropflowError
 
 
-class ScaleOutFailed(DropflowError):
-    """The group could not be scaled out (the message says why)."""
+class ScalingFailed(DropflowError):
+    """The group's desired capacity could not be read or set (the message says why)."""
 
 
 class AutoScalingTier:
@@ -27,38 +29,41 @@ class AutoScalingTier:
 
     def scale_out(self, minimum: int = 1) -> str:
         """Raise the group's desired capacity to `minimum` (capped at its maximum)."""
-        try:
-            groups = self.client.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])[
-                "AutoScalingGroups"
-            ]
-            if not groups:
-                raise ScaleOutFailed(f"Auto Scaling group {self.group!r} does not exist")
-            desired, maximum = groups[0]["DesiredCapacity"], groups[0]["MaxSize"]
+        with self._failing("scale out"):
+            desired, maximum = self._capacity()
             wanted = min(minimum, maximum)
             if desired >= wanted:
                 return f"{self.group} already has {desired} instance(s) wanted"
-            # HonorCooldown off: a promotion waits on this, not on a previous scaling's pause.
-            self.client.set_desired_capacity(
-                AutoScalingGroupName=self.group, DesiredCapacity=wanted, HonorCooldown=False
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise ScaleOutFailed(f"cannot scale out {self.group}: {exc}") from exc
+            self._set(wanted)
         return f"{self.group}: desired capacity {desired} -> {wanted}"
 
     def scale_in(self) -> str:
         """Set the group's desired capacity to 0 (its minimum); nothing if it is 0 already."""
-        try:
-            groups = self.client.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])[
-                "AutoScalingGroups"
-            ]
-            if not groups:
-                raise ScaleOutFailed(f"Auto Scaling group {self.group!r} does not exist")
-            desired = groups[0]["DesiredCapacity"]
+        with self._failing("scale in"):
+            desired, _ = self._capacity()
             if desired == 0:
                 return f"{self.group} already has no instance wanted"
-            self.client.set_desired_capacity(
-                AutoScalingGroupName=self.group, DesiredCapacity=0, HonorCooldown=False
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise ScaleOutFailed(f"cannot scale in {self.group}: {exc}") from exc
+            self._set(0)
         return f"{self.group}: desired capacity {desired} -> 0 (no champion is routed here)"
+
+    def _capacity(self) -> tuple[int, int]:
+        """The group's (desired capacity, maximum size)."""
+        groups = self.client.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])[
+            "AutoScalingGroups"
+        ]
+        if not groups:
+            raise ScalingFailed(f"Auto Scaling group {self.group!r} does not exist")
+        return groups[0]["DesiredCapacity"], groups[0]["MaxSize"]
+
+    def _set(self, desired: int) -> None:
+        # HonorCooldown off: a promotion waits on this, not on a previous scaling's pause.
+        self.client.set_desired_capacity(
+            AutoScalingGroupName=self.group, DesiredCapacity=desired, HonorCooldown=False
+        )
+
+    @contextlib.contextmanager
+    def _failing(self, verb: str) -> Iterator[None]:
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            raise ScalingFailed(f"cannot {verb} {self.group}: {exc}") from exc
