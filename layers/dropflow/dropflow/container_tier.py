@@ -15,6 +15,7 @@ local process), seen from the predict function and from promotion.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -67,18 +68,16 @@ class ContainerClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry_after = retry_after
-        self._opener: Any = None
 
-    def _open(self, request: Any) -> Any:
+    @functools.cached_property
+    def _opener(self) -> Any:
         # urllib.request (with http.client, socket and ssl) is loaded by the first forward,
         # not at every cold start of a predict function that may never forward.
         import urllib.request
 
-        if self._opener is None:
-            # No proxies: the tier is on the VPC (or this machine); a proxy from the
-            # environment would only stand in the way.
-            self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        return self._opener.open(request, timeout=self.timeout)
+        # No proxies: the tier is on the VPC (or this machine); a proxy from the environment
+        # would only stand in the way.
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def predict(self, model: str, version: str, instances: Sequence[Any]) -> dict[str, Any]:
         """The tier's answer to POST /models/{model}/predict, pinned to `version`."""
@@ -127,7 +126,7 @@ class ContainerClient:
             headers={"Content-Type": JSON, "Accept": JSON, "User-Agent": "dropflow-predict"},
         )
         try:
-            with self._open(request) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as error:
             data = error.read() or b""

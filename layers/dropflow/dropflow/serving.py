@@ -381,18 +381,15 @@ class PredictionService:
     def _run(self, model: str, version: str, instances: Sequence[Any]) -> dict[str, Any]:
         card = self.cache.card(model, version)
         batch = self.cache.inputs(model, version).batch(instances)
-        session = self.cache.session(model, version)
+        outputs = self.run_graph(model, version, batch)
         answer: dict[str, Any] = {"model": model, "version": version}
         if card.task == "classification":
-            (probabilities,) = session.run([PROBABILITIES], {INPUT_NAME: batch})
-            check_finite(probabilities)
+            probabilities = outputs[PROBABILITIES]
             classes = card.classes or []
             answer["predictions"] = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
             answer["probabilities"] = probabilities.astype(float).tolist()
         else:
-            (prediction,) = session.run([PREDICTION], {INPUT_NAME: batch})
-            check_finite(prediction)
-            answer["predictions"] = prediction.reshape(-1).astype(float).tolist()
+            answer["predictions"] = outputs[PREDICTION].reshape(-1).astype(float).tolist()
         answer["served_by"] = self.served_by
         return answer
 
