@@ -62,9 +62,7 @@ def record(outcome: TrackOutcome) -> None:
     """Log the outcome and count it; JobsFailed (the FailedJobsAlarm's metric) counts each
     job once, in the call that ended it, and a follow-up run that could not start."""
     metrics.add_metric(name=f"Track-{outcome.action}", unit="Count", value=1)
-    failed = (outcome.ended == "failed") + (
-        outcome.follow_up.jobs_failed() if outcome.follow_up else 0
-    )
+    failed = outcome.jobs_failed()
     if failed:
         metrics.add_metric(name="JobsFailed", unit="Count", value=failed)
     logger.info(outcome.message, extra={"action": outcome.action, "job_id": outcome.job_id})

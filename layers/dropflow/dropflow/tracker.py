@@ -48,6 +48,11 @@ class TrackOutcome:
     # it, else None: duplicate events never count a job twice in the handlers' metrics.
     ended: str | None = None
 
+    def jobs_failed(self) -> int:
+        """How many jobs this call saw fail: the one it ended, and its follow-up's."""
+        own = 1 if self.ended == "failed" else 0
+        return own + (self.follow_up.jobs_failed() if self.follow_up else 0)
+
 
 def describe_exit(exit_code: int | None) -> str:
     """A reader's account of how an attempt's process ended."""
