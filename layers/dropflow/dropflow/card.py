@@ -34,12 +34,17 @@ MISSING_CATEGORY = "<missing>"
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
 
 
-def card_key(model: str, version: str) -> str:
-    return f"models/{model}/{version}/card.json"
+def version_prefix(model: str, version: str) -> str:
+    """The key prefix under which all of a version's files live."""
+    return f"models/{model}/{version}/"
 
 
 def artifact_key(model: str, version: str, name: str) -> str:
-    return f"models/{model}/{version}/{name}"
+    return version_prefix(model, version) + name
+
+
+def card_key(model: str, version: str) -> str:
+    return artifact_key(model, version, "card.json")
 
 
 class Feature(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from dropflow.card import Card, card_key
+from dropflow.card import Card, card_key, version_prefix
 from dropflow.catalog import Catalog, ChampionChange, VersionRecord
 from dropflow.container_tier import ContainerTier, fit_or_explain
 from dropflow.errors import ConcurrentUpdate, DropflowError, NotFoundError
@@ -26,7 +26,6 @@ from dropflow.ports import ObjectNotFound, ObjectStore, Registry
 from dropflow.promotion import Rejected, check_parity
 from dropflow.retention import (
     DEFAULT_KEEP,
-    RetentionOutcome,
     mark_version,
     missing_files,
     retain_or_explain,
@@ -135,9 +134,8 @@ def rollback(
     if record is None:
         raise NotFoundError(_no_such_version(model, target))
     was_retired = record.retired_at is not None
-    _take_back(catalog, store, record)
+    record = _take_back(catalog, store, record)
     try:
-        record = catalog.version(model, target) or record
         note = _check_servable(catalog, store, record)
         reason = f"rollback from {champion.version} to the {how} {target}{note}"
         if not catalog.switch_champion(model, target, expected=champion, route=record.route):
@@ -158,11 +156,7 @@ def rollback(
             at=after.since if after else time.time(),
         )
     )
-    retained = retain_or_explain(model, store, catalog, keep_versions)
-    if isinstance(retained, str):
-        done, error = RetentionOutcome(), retained
-    else:
-        done, error = retained, None
+    done = retain_or_explain(model, store, catalog, keep_versions)
     unretired = done.unretired
     if was_retired and target not in unretired:
         unretired = [target, *unretired]
@@ -173,13 +167,14 @@ def rollback(
         reason=reason,
         retired=done.retired,
         unretired=unretired,
-        retention_error=error,
+        retention_error=done.error,
         tier=None if tier is None else fit_or_explain(tier, catalog.champion_routes()),
     )
 
 
-def _take_back(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> None:
-    """Unmark the target's files before it is served; refuse if they have aged out.
+def _take_back(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> VersionRecord:
+    """Unmark the target's files before it is served, and its record; the record as it now
+    stands. Refuses if the files have aged out.
 
     Unmarked first and checked second, so that nothing can expire between the check and the
     switch. Files of a retired version found incomplete are marked again (they are of no use
@@ -189,7 +184,7 @@ def _take_back(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> N
     mark_version(store, model, version, retired=False)
     gone = missing_files(store, model, version)
     if gone:
-        where = f"{', '.join(gone)} missing under models/{model}/{version}/"
+        where = f"{', '.join(gone)} missing under {version_prefix(model, version)}"
         if record.retired_at is None:
             raise RollbackRefused(f"cannot roll back {model} to {version}: {where}")
         mark_version(store, model, version, retired=True)
@@ -199,7 +194,7 @@ def _take_back(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> N
             f"have aged out ({where}); roll back to a kept version (`dropflow models list "
             f"{model}`)"
         )
-    catalog.mark_retired(model, version, False)
+    return catalog.mark_retired(model, version, False) or record
 
 
 def _check_servable(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> str:

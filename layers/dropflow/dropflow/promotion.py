@@ -167,7 +167,7 @@ def promote(
         )
         # A replay asks again: the first delivery may have failed to reach the tier, or to
         # mark the files.
-        return _fit_tier(tier, catalog, _retain(store, catalog, keep_versions, result))
+        return _settle(store, catalog, tier, keep_versions, result)
 
     card: Card | None = None
     routed: RouteDecision | None = None
@@ -193,7 +193,7 @@ def promote(
         result = _record(
             catalog, model, version, card, "rejected", str(rejected), champion, champion
         )
-        return _announce(events, _retain(store, catalog, keep_versions, result))
+        return _announce(events, _settle(store, catalog, tier, keep_versions, result))
 
     for _ in range(MAX_SWITCH_ROUNDS):
         champion = catalog.champion(model)
@@ -203,8 +203,7 @@ def promote(
             result = _record(
                 catalog, model, version, card, "approved", reason, champion, champion, None, routed
             )
-            result = _retain(store, catalog, keep_versions, result)
-            return _announce(events, _fit_tier(tier, catalog, result))
+            return _announce(events, _settle(store, catalog, tier, keep_versions, result))
         try:
             outcome = gate(card, champion, store)
         except Rejected as rejected:
@@ -220,7 +219,7 @@ def promote(
                 rejected.metrics,
                 routed,
             )
-            return _announce(events, _retain(store, catalog, keep_versions, result))
+            return _announce(events, _settle(store, catalog, tier, keep_versions, result))
         # Switch first, record second: a crash in between leaves a pointer that a retry
         # recognises ("already the champion"), never an approval that was not applied.
         route = routed.route if routed else None
@@ -248,8 +247,7 @@ def promote(
                 outcome.metrics,
                 routed,
             )
-            result = _retain(store, catalog, keep_versions, result)
-            return _announce(events, _fit_tier(tier, catalog, result))
+            return _announce(events, _settle(store, catalog, tier, keep_versions, result))
     raise ConcurrentUpdate(
         f"promotion of {model} {version}: the champion changed {MAX_SWITCH_ROUNDS} times while "
         "deciding; retry the event"
@@ -526,6 +524,17 @@ def _serving_section(card: Card, store: ObjectStore) -> tuple[ServingSection | N
         return None, f"the spec's serving section was ignored: {brief(exc)}"
 
 
+def _settle(
+    store: ObjectStore,
+    catalog: Catalog,
+    tier: ContainerTier | None,
+    keep: int,
+    result: PromotionResult,
+) -> PromotionResult:
+    """The housekeeping after a decision: the retention rule, then the container tier."""
+    return _fit_tier(tier, catalog, _retain(store, catalog, keep, result))
+
+
 def _fit_tier(
     tier: ContainerTier | None, catalog: Catalog, result: PromotionResult
 ) -> PromotionResult:
@@ -543,9 +552,9 @@ def _retain(
 ) -> PromotionResult:
     """Apply the retention rule after a decision; a failure leaves the decision standing."""
     done = retain_or_explain(result.model, store, catalog, keep)
-    if isinstance(done, str):
-        return result.model_copy(update={"retention_error": done})
-    return result.model_copy(update={"retired": done.retired, "unretired": done.unretired})
+    return result.model_copy(
+        update={"retired": done.retired, "unretired": done.unretired, "retention_error": done.error}
+    )
 
 
 # ---------------------------------------------------------------------- recording

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from dropflow.card import Card, card_key
+from dropflow.card import Card, artifact_key, card_key, version_prefix
 from dropflow.catalog import Catalog, VersionRecord
 from dropflow.errors import brief
 from dropflow.ports import ObjectNotFound, ObjectStore
@@ -48,10 +48,12 @@ class RetentionPlan:
 
 
 class RetentionOutcome(BaseModel):
-    """What one run changed: versions newly retired, and versions taken back (unretired)."""
+    """What one run changed: versions newly retired, and versions taken back (unretired);
+    or, from retain_or_explain, what failed (`error`) and nothing changed."""
 
     retired: list[str] = []
     unretired: list[str] = []
+    error: str | None = None
 
 
 def plan_retention(
@@ -104,15 +106,15 @@ def apply_retention(
 
 def retain_or_explain(
     model: str, store: ObjectStore, catalog: Catalog, keep: int = DEFAULT_KEEP
-) -> RetentionOutcome | str:
-    """apply_retention's outcome, or what failed (logged): housekeeping must not undo the
-    decision that asked for it; files are kept longer, never lost, and the next run
-    finishes it."""
+) -> RetentionOutcome:
+    """apply_retention's outcome, or one carrying what failed (logged) as its `error`:
+    housekeeping must not undo the decision that asked for it; files are kept longer, never
+    lost, and the next run finishes it."""
     try:
         return apply_retention(model, store, catalog, keep)
     except Exception as exc:
         log.warning("could not apply retention to %s: %s", model, exc)
-        return brief(exc)
+        return RetentionOutcome(error=brief(exc))
 
 
 def mark_version(store: ObjectStore, model: str, version: str, *, retired: bool) -> list[str]:
@@ -138,10 +140,10 @@ def missing_files(store: ObjectStore, model: str, version: str) -> list[str]:
         return ["card.json"]
     except ValueError:  # an invalid card: whoever reads it next says so
         return []
-    prefix = version_prefix(model, version)
-    return sorted({name for name in card.files.values() if store.head(prefix + name) is None})
-
-
-def version_prefix(model: str, version: str) -> str:
-    """The key prefix under which all of a version's files live."""
-    return f"models/{model}/{version}/"
+    return sorted(
+        {
+            name
+            for name in card.files.values()
+            if store.head(artifact_key(model, version, name)) is None
+        }
+    )
