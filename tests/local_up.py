@@ -27,7 +27,11 @@ class LocalUp:
         self.lines: queue.Queue[str] = queue.Queue()
         self.console: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        self.url = self.wait_for(r"API on (http://127\.0\.0\.1:\d+)", 60).group(1)
+        try:
+            self.url = self.wait_for(r"API on (http://127\.0\.0\.1:\d+)", 60).group(1)
+        except BaseException:
+            self.stop()  # the caller gets no object to stop
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

@@ -94,13 +94,11 @@ def deploy_stack(monkeypatch: Any, endpoint: str | None = None) -> Stack:
     the functions' environment pointing at it, and nothing of the developer's shell or of an
     earlier test's `dropflow local` configuration. Call services.reset() after it."""
     stale = [name for name in os.environ if name.startswith("DROPFLOW_")]
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT", *stale):
+    for name in ("AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT", *stale):
         monkeypatch.delenv(name, raising=False)
     if endpoint is not None:
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # Credentials ("testing") and the region come from tests/conftest.py's _no_real_aws.
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
     made = create_stack()
     for name, value in made.environment().items():

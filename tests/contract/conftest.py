@@ -80,9 +80,7 @@ def _serialize_moto_s3_object_requests(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --------------------------------------------------------------------------- Registry
 @pytest.fixture(params=["sqlite", "dynamodb"])
-def registry(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Registry]:
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
     """Each Registry adapter, empty."""
     if request.param == "sqlite":
         reg = SqliteRegistry(tmp_path / "state" / "registry.db")

@@ -379,7 +379,7 @@ def test_unmarking_a_missing_object_names_the_key(store: ObjectStore) -> None:
 
 
 # --------------------------------------------------------------------------- adapter specifics
-def test_s3_store_marks_with_the_tag_the_lifecycle_rule_expires(tmp_path: Path) -> None:
+def test_s3_store_marks_with_the_tag_the_lifecycle_rule_expires() -> None:
     from moto import mock_aws
 
     with mock_aws():
@@ -475,7 +475,7 @@ def test_directory_store_refuses_a_key_below_an_object(tmp_path: Path) -> None:
     assert store.get("models/iris") == b"an object"
 
 
-def test_s3_store_keeps_keys_under_its_prefix(tmp_path: Path) -> None:
+def test_s3_store_keeps_keys_under_its_prefix() -> None:
     from moto import mock_aws
 
     with mock_aws():

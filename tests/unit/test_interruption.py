@@ -6,7 +6,6 @@ Every wait is bounded; the watcher polls every 0.05 s here instead of EC2's 5 s.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from dropflow.local import imds
 from dropflow.local.imds import ImdsEmulator
+from tests.net import free_port
 from training import interruption
 from training.interruption import InterruptionWatcher, Notice
 
@@ -157,17 +157,11 @@ def test_a_revoked_token_is_replaced_after_a_401(emulator: ImdsEmulator, watch: 
 
 
 # --------------------------------------------------------------------------- no IMDS
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_without_a_metadata_service_the_watcher_gives_up_quietly(
     watch: Callable, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    watcher = watch(f"http://127.0.0.1:{_closed_port()}/{INSTANCE}").start()
+    watcher = watch(f"http://127.0.0.1:{free_port()}/{INSTANCE}").start()
     thread = watcher._thread
     assert thread is not None
 
