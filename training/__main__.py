@@ -27,7 +27,11 @@ from dropflow.jobs import ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, open the adapters and run the job; return the exit code."""
+    """Parse arguments, open the adapters and run the job; return the exit code.
+
+    A rank of a torchrun job (WORLD_SIZE > 1) does not return: it ends the process with that
+    code (training.distributed.end_process).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m training", description="Run one dropflow training attempt."
     )
