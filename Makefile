@@ -49,6 +49,7 @@ format: venv
 lint: venv sam-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=. $(BIN)/lint-imports
 	$(SAM_VENV)/bin/sam validate --lint --region us-east-1 --template template.yaml
 	$(SAM_VENV)/bin/python tools/sam_transform.py lint-out/template.json --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint lint-out/template.json

@@ -2,7 +2,7 @@
 
     python bench/gateway_server.py <dropflow home>
 
-Serves functions/predict/app.py through dropflow.local.gateway on 127.0.0.1 (a free port)
+Serves functions/predict/app.py through dropflow_dev.local.gateway on 127.0.0.1 (a free port)
 with the local adapters of <home>, as `dropflow local up` does, but without the watcher,
 scheduler and training processes, so that nothing else competes for the CPU. Prints
 `url <url>` once listening, then writes its stdout (the handler's logs) to
@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from dropflow.invoke import load_function
-    from dropflow.local.gateway import Gateway
-    from dropflow.local.runtime import configure
+    from dropflow_dev.invoke import load_function
+    from dropflow_dev.local.gateway import Gateway
+    from dropflow_dev.local.runtime import configure
 
     configure(Path(sys.argv[1]))
     warnings.filterwarnings("ignore", message="No application metrics to publish")

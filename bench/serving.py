@@ -16,7 +16,7 @@ the same run:
   the tree's modules compiled to bytecode first, as the layers ship them.
 - size: the unzipped bytes of PredictFunction + DropflowLayer + OnnxRuntimeLayer from
   `sam build` (`make build` runs first when python3.12 is found and the build is stale).
-- load: the local HTTP API (dropflow.local.gateway, in a process of its own) under 50
+- load: the local HTTP API (dropflow_dev.local.gateway, in a process of its own) under 50
   keep-alive clients sending 20,000 predict requests in all.
 
 Targets (issue 5): dropflow <= 3x the minimal handler at 1 row and <= 1.2x at 1,000 rows;
@@ -61,7 +61,11 @@ def train(home: Path) -> None:
     started = time.perf_counter()
     done = subprocess.run(
         [
-            *(sys.executable, "-c", "import sys; from dropflow.cli import main; sys.exit(main())"),
+            *(
+                sys.executable,
+                "-c",
+                "import sys; from dropflow_dev.cli import main; sys.exit(main())",
+            ),
             *("demo", "--home", str(home)),
         ],
         cwd=ROOT,
@@ -512,7 +516,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
 
         if "warm" not in args.skip:
-            from dropflow.lambda_context import LambdaContext
+            from dropflow_dev.lambda_context import LambdaContext
 
             warnings.filterwarnings("ignore", message="No application metrics to publish")
             handlers = {}
@@ -585,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 verdicts.append(checked.returncode == 0)
 
         if "load" not in args.skip:
-            print("\nload: the local HTTP API (dropflow.local.gateway) on 127.0.0.1")
+            print("\nload: the local HTTP API (dropflow_dev.local.gateway) on 127.0.0.1")
             verdicts.append(load_test(home, args.clients, args.load_requests, results))
 
     print(f"\nserving: {sum(verdicts)} of {len(verdicts)} targets met")

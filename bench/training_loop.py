@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dropflow.adapters.local_store import DirectoryStore
-from dropflow.spec import TrainingSection
+from dropflow.adapters.local.directory_store import DirectoryStore
+from dropflow.vocabulary.spec import TrainingSection
 from training.checkpoint import CheckpointStore, Lineage
 from training.loop import TrainingLoop, reproducible
 from training.model import Network, build_network, predict

@@ -2,9 +2,10 @@
 
 It runs the predict function's own code (functions/predict/app.py: the same routes, checks,
 errors, simple API and Open Inference Protocol) behind dropflow's API Gateway translation
-(dropflow.local.gateway), with DROPFLOW_SERVED_BY=container: it serves every version it is
+(dropflow_dev.local.gateway), with DROPFLOW_SERVED_BY=container: it serves every version it is
 asked for itself, never forwards, and answers `"served_by": "container"`. The predict
-function forwards to it the versions that promotion routed `container` (dropflow.routing).
+function forwards to it the versions that promotion routed `container`
+(dropflow.vocabulary.routing).
 
 Readiness: /v2/health/live answers at once; /v2/health/ready answers 503 until the sessions
 of every champion routed `container` are loaded. The load balancer's health check, Docker's
@@ -60,7 +61,7 @@ class ContainerServer:
     def __init__(
         self, app: ModuleType, host: str, port: int, *, refresh_seconds: float = 30.0
     ) -> None:
-        from dropflow.local.gateway import Gateway
+        from dropflow_dev.local.gateway import Gateway
 
         self.app = app
         self.refresh_seconds = refresh_seconds

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dropflow.adapters.local_store import DirectoryStore
-from dropflow.adapters.sqlite_registry import SqliteRegistry
+from dropflow.adapters.local.directory_store import DirectoryStore
+from dropflow.adapters.local.sqlite_registry import SqliteRegistry
 
 
 @pytest.fixture(autouse=True)

@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dropflow.card import Card, Feature, artifact_key, card_key
 from dropflow.ports import ObjectStore
+from dropflow.vocabulary.card import Card, Feature, artifact_key, card_key
 
 OPSET = 17
 

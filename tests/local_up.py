@@ -17,7 +17,7 @@ class LocalUp:
     """`dropflow local up` in a child process with extra flags, its console read by line."""
 
     def __init__(self, home: Path, *flags: str) -> None:
-        command = [sys.executable, "-m", "dropflow.cli", "local", "up", "--home", str(home)]
+        command = [sys.executable, "-m", "dropflow_dev.cli", "local", "up", "--home", str(home)]
         self.proc = subprocess.Popen(
             [*command, "--port", "0", *flags],
             stdout=subprocess.PIPE,

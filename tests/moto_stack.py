@@ -22,7 +22,7 @@ from typing import Any
 
 import boto3
 
-from dropflow.invoke import load_template
+from dropflow_dev.invoke import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dropflow.jobs import Attempt, Job, JobState, JobStore
-from dropflow.names import new_job_id
+from dropflow.records.jobs import Attempt, Job, JobState, JobStore
+from dropflow.vocabulary.names import new_job_id
 
 
 def launched_job(

@@ -2,7 +2,8 @@
 
 Arguments fall back to DROPFLOW_JOB_ID and DROPFLOW_ATTEMPT (how the launcher passes them to
 an instance or child process). The store and registry come from DROPFLOW_STORE_URL and
-DROPFLOW_REGISTRY_URL. The exit code is a dropflow.jobs.ExitCode for the tracker: 0 published,
+DROPFLOW_REGISTRY_URL. The exit code is a dropflow.records.jobs.ExitCode for the tracker: 0
+published,
 1 crashed, 2 bad data or spec, 75 interrupted with a checkpoint stored (resume me); see
 training.job.
 
@@ -20,10 +21,10 @@ import os
 import sys
 from typing import Any
 
-from dropflow.adapters import open_registry, open_store
 from dropflow.config import settings
 from dropflow.errors import ConfigError
-from dropflow.jobs import ExitCode
+from dropflow.records.jobs import ExitCode
+from dropflow.wiring import open_registry, open_store
 
 
 def main(argv: list[str] | None = None) -> int:

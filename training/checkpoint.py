@@ -22,7 +22,7 @@ with `torch.load(weights_only=True)` (no pickled code runs on load):
     history           loss and score per completed epoch; step_losses of the epoch in progress
     training_seconds  seconds of training so far, over every attempt
     data_version      hash of the dataset files read (keys and ETags), as the launcher computes it
-    spec_hash         hash of the effective spec (dropflow.spec.spec_hash)
+    spec_hash         hash of the effective spec (dropflow.vocabulary.spec.spec_hash)
     job_id, attempt   who wrote it
     saved_at          wall-clock time (epoch seconds) of the save
 

@@ -33,7 +33,7 @@ The rules a data owner can rely on:
 
 `Dataset.x` holds one float column per feature: numbers (NaN where missing) and category codes
 (the index of the value in its column's categories), exactly what the exported graph takes
-(dropflow.card). `Dataset.card_features()` describes those columns for the card.
+(dropflow.vocabulary.card). `Dataset.card_features()` describes those columns for the card.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from dropflow.card import MISSING_CATEGORY, Feature, Task
-from dropflow.datasets import data_files, dataset_prefix
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectStore
-from dropflow.spec import Spec
+from dropflow.vocabulary.card import MISSING_CATEGORY, Feature, Task
+from dropflow.vocabulary.datasets import data_files, dataset_prefix
+from dropflow.vocabulary.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Column:
     categories: tuple[bool | int | str, ...] = ()
 
     def card_feature(self) -> Feature:
-        """The card's description of this input column (see dropflow.card.Feature)."""
+        """The card's description of this input column (see dropflow.vocabulary.card.Feature)."""
         if self.kind == "number":
             # The graph fills a missing number with the training median: null is always fine.
             return Feature(name=self.name, dtype="number", nullable=True)

@@ -3,7 +3,8 @@
 The graph is exported here, on the training machine, because the exporter needs the exact torch
 and model code that trained it (see DESIGN.md). It is one self-contained file with a dynamic
 batch axis: input `input` float32 [batch, n_features], output `probabilities` or `prediction`
-(dropflow.card). Parity runs onnxruntime on the holdout rows and compares with torch; the same
+(dropflow.vocabulary.card). Parity runs onnxruntime on the holdout rows and compares with torch;
+the same
 rows and torch outputs are published as reference.npz so that promotion can re-check them
 without torch.
 """
@@ -20,8 +21,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from dropflow.card import INPUT_NAME, PREDICTION, PROBABILITIES, Parity
 from dropflow.errors import UserInputError
+from dropflow.vocabulary.card import INPUT_NAME, PREDICTION, PROBABILITIES, Parity
 from training.model import Network, predict
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ExportCheckFailed(UserInputError):
 
 
 def output_name(network: Network) -> str:
-    """The graph's output name for the network's task (see dropflow.card)."""
+    """The graph's output name for the network's task (see dropflow.vocabulary.card)."""
     return PROBABILITIES if network.task == "classification" else PREDICTION
 
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dropflow.jobs import Job, JobStore
 from dropflow.ports import ObjectStore
+from dropflow.records.jobs import Job, JobStore
 from training.checkpoint import job_prefix
 from training.loop import Progress
 

@@ -11,7 +11,7 @@ Every request carries an IMDSv2 session token from `PUT latest/api/token`; the t
 renewed before it expires and again whenever IMDS answers 401.
 
 Where IMDS is: the `endpoint` argument, else AWS_EC2_METADATA_SERVICE_ENDPOINT (the local
-runtime points it at its emulator, dropflow.local.imds), else http://169.254.169.254 but only
+runtime points it at its emulator, dropflow_dev.local.imds), else http://169.254.169.254 but only
 when this machine looks like EC2. A machine with no metadata service (a laptop) gets one log
 line and no polling; one where nothing answers the token request a few times in a row
 before it ever worked also stops quietly, with one line.

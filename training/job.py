@@ -6,7 +6,7 @@ ONNX export and parity -> publish models/<model>/<version>/{model.onnx, referenc
 curve.png, card.json} -> published.
 
 card.json is written last and only after parity passed: its presence is what tells promotion
-that a version is complete. How an attempt ends (dropflow.jobs.ExitCode):
+that a version is complete. How an attempt ends (dropflow.records.jobs.ExitCode):
 
 - OK (0): published; or nothing to do (the job is over, a later attempt replaced this one);
   or, under torchrun, a rank other than 0 whose share of the work is done.
@@ -39,14 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from dropflow.card import Card, Task, artifact_key, card_key
-from dropflow.datasets import data_version, dataset_prefix
 from dropflow.errors import NotFoundError, UserInputError
-from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
-from dropflow.names import new_version
 from dropflow.ports import ObjectStore, Registry
-from dropflow.pricing import ledger
-from dropflow.spec import read_spec, spec_hash
+from dropflow.records.jobs import Attempt, ExitCode, Job, JobState, JobStore
+from dropflow.records.ledger import ledger
+from dropflow.vocabulary.card import Card, Task, artifact_key, card_key
+from dropflow.vocabulary.datasets import data_version, dataset_prefix
+from dropflow.vocabulary.names import new_version
+from dropflow.vocabulary.spec import read_spec, spec_hash
 from training import heartbeat as heartbeats
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
 from training.curve import CURVE_FILE, training_curve

@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dropflow.card import Task
 from dropflow.errors import UserInputError
-from dropflow.spec import ModelSection, TrainingSection
+from dropflow.vocabulary.card import Task
+from dropflow.vocabulary.spec import ModelSection, TrainingSection
 from training.checkpoint import capture_rng, restore_rng
 from training.distributed import Placement
 from training.model import Network, build_network

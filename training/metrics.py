@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dropflow.card import Metrics, Task
+from dropflow.vocabulary.card import Metrics, Task
 
 _EPS = 1e-15  # probabilities are clipped so that one confident mistake costs a finite loss
 

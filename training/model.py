@@ -1,7 +1,7 @@
 """The network dropflow trains: imputation, standardisation, one-hot, an MLP, the task's head.
 
 Preprocessing lives inside the module (as buffers) so that the exported ONNX graph takes the
-columns the card describes (dropflow.card) and clients need no preprocessing code:
+columns the card describes (dropflow.vocabulary.card) and clients need no preprocessing code:
 - a numeric column's NaN (a missing value) is filled with the training rows' median, then the
   column is standardised with the training rows' mean and std (computed after the fill);
 - a categorical column holds a category code (0.0, 1.0, ...: the index in the card's
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dropflow.card import Task
+from dropflow.vocabulary.card import Task
 
 # A feature whose training values are (nearly) constant is centred but not scaled: dividing
 # by a tiny std would turn rounding noise in client inputs into huge activations.

@@ -16,11 +16,11 @@ from aws_lambda_powertools.utilities.parser.models import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from dropflow import services
+from dropflow import wiring
 from dropflow.config import settings
-from dropflow.datasets import model_of_dataset_key
 from dropflow.errors import InvalidName
 from dropflow.observability import logger, metrics, tracer
+from dropflow.vocabulary.datasets import model_of_dataset_key
 
 settings()  # fail the cold start, naming the variable, if configuration is wrong
 
@@ -36,13 +36,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         if model is None:
             return {"results": [], "skipped": f"{detail.object.key} is not under datasets/<model>/"}
         try:
-            outcome = services.launcher().request_training(model, trigger="drop")
+            outcome = wiring.launcher().request_training(model, trigger="drop")
         except InvalidName as exc:
             logger.warning("dataset drop ignored", extra={"key": detail.object.key})
             return {"results": [], "skipped": str(exc)}
         outcomes = [outcome]
     else:  # the schedule: models whose spec schedule is due and whose data changed
-        outcomes = services.launcher().scheduled_training()
+        outcomes = wiring.launcher().scheduled_training()
     for outcome in outcomes:
         metrics.add_metric(name=f"Launch-{outcome.action}", unit="Count", value=1)
         failed = outcome.jobs_failed()  # jobs that could not start: the FailedJobsAlarm's

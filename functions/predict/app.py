@@ -2,8 +2,9 @@
 
 A valid `POST /models/{name}/predict` served by this process is answered here, on a fast
 path; every other request (the other routes, the Open Inference Protocol under /v2, every
-error) goes to the resolver in routes.py, which is built on the first request that needs it.
-See routes.py for the API itself.
+error) goes to the resolver in dropflow.serving.routes, which is built on the first request that
+needs it.
+See dropflow.serving.routes for the API itself.
 
 The same file serves the container tier for large models (serving/server.py runs it with
 DROPFLOW_SERVED_BY=container). In the function, versions routed `container` are forwarded
@@ -14,21 +15,20 @@ Retry-After.
 from __future__ import annotations
 
 import gc
-import importlib.util
+import importlib
 import json
 import re
-import sys
 from functools import cache
 from http import HTTPStatus
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from dropflow import api, services
-from dropflow.api_schema import PredictRequest, PredictResponse
+from dropflow import wiring
 from dropflow.config import settings
 from dropflow.observability import logger, metrics
-from dropflow.serving import ModelCache, PredictionService
+from dropflow.serving import api
+from dropflow.serving.schema import PredictRequest, PredictResponse
+from dropflow.serving.service import ModelCache, PredictionService
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -39,13 +39,13 @@ if TYPE_CHECKING:
 SETTINGS = settings()
 SERVICE = PredictionService(
     ModelCache(
-        services.store(),
-        services.registry(),
+        wiring.store(),
+        wiring.registry(),
         champion_ttl=SETTINGS.champion_ttl_seconds,
         budget_mb=SETTINGS.model_cache_mb,
         memory_factor=SETTINGS.session_memory_factor,
     ),
-    tier=services.container_client(),
+    tier=wiring.container_client(),
     served_by=SETTINGS.served_by,
 )
 
@@ -61,7 +61,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     event = api.json_event(event)  # curl's default Content-Type with a JSON body is JSON
     refused = api.precheck(event)  # size and content type, before anything parses the body
     if refused:
-        from dropflow import oip  # the protocol's module is for the resolver; refusals are rare
+        from dropflow.serving import (
+            oip,  # the protocol's module is for the resolver; refusals are rare
+        )
 
         answer = api.proxy_error(*refused)
         if oip.is_oip_path(event.get("path")):
@@ -108,7 +110,8 @@ def predicted(event: dict[str, Any]) -> dict[str, Any] | None:
 
 @cache
 def resolver() -> APIGatewayRestResolver:
-    """The resolver of routes.py, answering from SERVICE: built once, when first needed."""
+    """The resolver of dropflow.serving.routes, answering from SERVICE: built once, when first
+    needed."""
     global _settled
     _settled = False  # what it builds joins the settled heap after this answer
     return _routes().build(SERVICE)
@@ -116,16 +119,9 @@ def resolver() -> APIGatewayRestResolver:
 
 @cache
 def _routes() -> ModuleType:
-    # routes.py is imported by its path, beside this file, so that it loads however this file
-    # was (Lambda's code directory on sys.path, or a test or the container server by path).
-    path = Path(__file__).with_name("routes.py")
-    spec = importlib.util.spec_from_file_location(f"{__name__}_routes", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import the predict routes from {path}")
-    routes = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = routes  # pydantic resolves the routes' annotations through it
-    spec.loader.exec_module(routes)
-    return routes
+    # Imported when first needed: powertools' event handler and its OpenAPI machinery are a
+    # fair part of a cold start that a prediction does not need.
+    return importlib.import_module("dropflow.serving.routes")
 
 
 def openapi_schema() -> str:

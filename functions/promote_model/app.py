@@ -16,11 +16,11 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from dropflow import services
+from dropflow import wiring
 from dropflow.config import settings
 from dropflow.errors import InvalidName
 from dropflow.observability import logger, metrics, tracer
-from dropflow.promotion import card_location, promote
+from dropflow.promotion.gate import card_location, promote
 
 settings()  # fail the cold start, naming the variable, if configuration is wrong
 
@@ -38,11 +38,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         result = promote(
             model,
             version,
-            services.store(),
-            services.registry(),
-            services.events(),
-            policy=services.route_policy(),
-            tier=services.container_tier(),
+            wiring.store(),
+            wiring.registry(),
+            wiring.events(),
+            policy=wiring.route_policy(),
+            tier=wiring.container_tier(),
             keep_versions=settings().keep_versions,
         )
     except InvalidName as exc:  # a stray file: retrying cannot help, so answer instead of raising

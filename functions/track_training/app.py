@@ -15,11 +15,11 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from dropflow import services
+from dropflow import wiring
 from dropflow.config import settings
+from dropflow.control.tracker import TrackOutcome
 from dropflow.observability import logger, metrics, tracer
 from dropflow.ports import InstanceState
-from dropflow.tracker import TrackOutcome
 
 settings()  # fail the cold start, naming the variable, if configuration is wrong
 
@@ -36,14 +36,14 @@ NOTICES = {
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     envelope = parse(event=event, model=EventBridgeModel)
     if envelope.detail_type == "Scheduled Event":  # the watchdog
-        outcomes = services.tracker().watchdog()
+        outcomes = wiring.tracker().watchdog()
         for outcome in outcomes:
             record(outcome)
         return {"results": [asdict(o) for o in outcomes]}
     detail = envelope.detail if isinstance(envelope.detail, dict) else {}
     instance_id = str(detail.get("instance-id", ""))
-    instance = services.compute().describe(instance_id) if instance_id else None
-    tracker = services.tracker()
+    instance = wiring.compute().describe(instance_id) if instance_id else None
+    tracker = wiring.tracker()
     if instance is None:
         outcome = TrackOutcome("ignored", f"instance {instance_id!r} is not a dropflow instance")
     elif envelope.detail_type in NOTICES:

@@ -20,12 +20,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from dropflow.adapters.dynamodb_registry import DynamoRegistry
-from dropflow.adapters.ec2_compute import Ec2Compute
-from dropflow.adapters.local_store import DirectoryStore
-from dropflow.adapters.process_compute import ProcessCompute
-from dropflow.adapters.s3_store import S3Store
-from dropflow.adapters.sqlite_registry import SqliteRegistry
+from dropflow.adapters.aws.dynamodb_registry import DynamoRegistry
+from dropflow.adapters.aws.ec2_compute import Ec2Compute
+from dropflow.adapters.aws.s3_store import S3Store
+from dropflow.adapters.local.directory_store import DirectoryStore
+from dropflow.adapters.local.process_compute import ProcessCompute
+from dropflow.adapters.local.sqlite_registry import SqliteRegistry
 from dropflow.ports import Compute, ObjectStore, Registry
 from tests.moto_stack import create_registry_table, holding
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from dropflow.adapters.process_compute import ProcessCompute
+from dropflow import wiring
+from dropflow.adapters.local.process_compute import ProcessCompute
 from dropflow.ports import Compute, InstanceState
 from tests.contract.compute_helpers import JOB_ID, ended, launch_request, wait_for
 
@@ -136,7 +137,8 @@ def test_local_instances_can_simulate_prices_for_the_ledger(
     # ProcessCompute only: EC2 learns real prices (tests/unit/test_ec2_compute.py).
     monkeypatch.setenv("DROPFLOW_LOCAL_SPOT_PRICE", "0.3")
     monkeypatch.setenv("DROPFLOW_LOCAL_ON_DEMAND_PRICE", "1.0")
-    compute = ProcessCompute(tmp_path / "compute", entrypoint, grace=1.0)
+    compute = wiring.open_compute(f"process://{tmp_path / 'compute'}")
+    compute.entrypoint = entrypoint
 
     spot = compute.launch(launch_request(attempt=1, TEST_MODE="exit"))
     on_demand = compute.launch(

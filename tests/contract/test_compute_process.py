@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from dropflow.adapters.process_compute import ProcessCompute
+from dropflow.adapters.local.process_compute import ProcessCompute
 from dropflow.ports import InstanceState
 from tests.contract.compute_helpers import JOB_ID, ended, launch_request, ready
 
@@ -120,7 +120,7 @@ def test_a_second_adapter_sees_the_instance_and_its_exit_code(
 _LAUNCH_AND_LEAVE = textwrap.dedent(
     """
     import sys
-    from dropflow.adapters.process_compute import ProcessCompute
+    from dropflow.adapters.local.process_compute import ProcessCompute
     from dropflow.ports import LaunchRequest
 
     compute = ProcessCompute(sys.argv[1], sys.argv[2:])
@@ -243,6 +243,6 @@ def test_a_reused_pid_is_not_mistaken_for_the_instance(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv", [[], ["--exit-file", "f"], ["--wrong", "f", "--", "true"]])
 def test_wrapper_rejects_a_malformed_command_line(argv: list[str]) -> None:
-    from dropflow.adapters.process_compute import main
+    from dropflow.adapters.local.process_compute import main
 
     assert main(argv) == 2

@@ -18,7 +18,7 @@ from moto import mock_aws
 from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.models import DynamoDBBackend
 
-from dropflow.adapters.dynamodb_registry import DynamoRegistry
+from dropflow.adapters.aws.dynamodb_registry import DynamoRegistry
 from tests.moto_stack import create_registry_table
 
 TABLE = "dropflow-lost-answers"

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from dropflow.adapters.local_store import DirectoryStore
-from dropflow.adapters.s3_store import S3Store
+from dropflow.adapters.aws.s3_store import S3Store
+from dropflow.adapters.local.directory_store import DirectoryStore
 from dropflow.ports import InvalidKey, ObjectNotFound, ObjectStore
 
 INVALID_KEYS = [

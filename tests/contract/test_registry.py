@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dropflow.adapters.sqlite_registry import SqliteRegistry
+from dropflow.adapters.local.sqlite_registry import SqliteRegistry
 from dropflow.ports import Registry
 
 PK = "MODEL#iris"
@@ -283,7 +283,7 @@ _CAS_WORKER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from dropflow.adapters.sqlite_registry import SqliteRegistry
+    from dropflow.adapters.local.sqlite_registry import SqliteRegistry
 
     db, count, go, ready = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
     registry = SqliteRegistry(db)

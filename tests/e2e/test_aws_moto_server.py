@@ -27,11 +27,11 @@ from typing import Any
 import boto3
 import pytest
 
-from dropflow import services
-from dropflow.card import card_key
-from dropflow.demo import DEFAULT_TARGET, breast_cancer_csv
-from dropflow.jobs import JobState, JobStore
-from dropflow.lambda_context import LambdaContext
+from dropflow import wiring
+from dropflow.records.jobs import JobState, JobStore
+from dropflow.vocabulary.card import card_key
+from dropflow_dev.demo import DEFAULT_TARGET, breast_cancer_csv
+from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import load_handler
 from tests.moto_stack import (
     MANAGED_TAG,
@@ -75,9 +75,9 @@ def stack(
 ) -> Iterator[Stack]:
     """The stack's resources on the server, and the functions' environment pointing at them."""
     made = deploy_stack(monkeypatch, moto_server)
-    services.reset()
+    wiring.reset()
     yield made
-    services.reset()
+    wiring.reset()
 
 
 def handler(function: str) -> ModuleType:
@@ -145,7 +145,7 @@ def test_a_drop_is_trained_on_a_fleet_instance_promoted_and_served(stack, moto_s
 
     # The drop event launches one job on one fleet instance tagged with the job.
     launch = handler("launch_training")
-    create_fleet_calls, _ = count_create_fleet(services.compute().client)
+    create_fleet_calls, _ = count_create_fleet(wiring.compute().client)
     launched = launch.lambda_handler(
         s3_event("s3-dataset-created.json", stack.bucket, DATA_KEY), LambdaContext()
     )
@@ -173,7 +173,7 @@ def test_a_drop_is_trained_on_a_fleet_instance_promoted_and_served(stack, moto_s
     [card] = [c["Key"] for c in cards if c["Key"].endswith("/card.json")]
     version = card.split("/")[2]
     assert card == card_key(MODEL, version)
-    assert JobStore(services.registry()).get(job_id).state == JobState.PUBLISHED
+    assert JobStore(wiring.registry()).get(job_id).state == JobState.PUBLISHED
 
     # The card's Object Created event promotes the version.
     promoted = handler("promote_model").lambda_handler(
@@ -200,9 +200,9 @@ def test_a_drop_is_trained_on_a_fleet_instance_promoted_and_served(stack, moto_s
     event["resources"] = [f"arn:aws:ec2:{REGION}:123456789012:instance/{instance['InstanceId']}"]
     tracked = handler("track_training").lambda_handler(event, LambdaContext())
     assert (tracked["action"], tracked["job_id"]) == ("finished", job_id), tracked
-    job = JobStore(services.registry()).get(job_id)
+    job = JobStore(wiring.registry()).get(job_id)
     assert job.state == JobState.PUBLISHED
     [attempt] = job.attempts
     assert attempt.instance_id == instance["InstanceId"]
     assert attempt.ended_at is not None
-    assert services.launcher().active_job(MODEL) is None, "the model's slot is free again"
+    assert wiring.launcher().active_job(MODEL) is None, "the model's slot is free again"

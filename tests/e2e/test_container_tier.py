@@ -11,7 +11,7 @@ from http import HTTPStatus
 import pytest
 import requests
 
-from dropflow.demo import breast_cancer_csv
+from dropflow_dev.demo import breast_cancer_csv
 from tests.local_up import LocalUp
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from dropflow.demo import breast_cancer_csv
+from dropflow_dev.demo import breast_cancer_csv
 from tests.local_up import LocalUp
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-DROPFLOW = [sys.executable, "-m", "dropflow.cli"]
+DROPFLOW = [sys.executable, "-m", "dropflow_dev.cli"]
 
 
 def _predict(url: str, model: str, instances: list) -> requests.Response:
@@ -73,7 +73,7 @@ def test_a_dropped_csv_is_served_over_http_and_survives_a_restart(tmp_path):
         assert again.stop() == 0
 
     status = subprocess.run(
-        [sys.executable, "-m", "dropflow.cli", "status", "--home", str(home), "--json"],
+        [sys.executable, "-m", "dropflow_dev.cli", "status", "--home", str(home), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -87,8 +87,8 @@ def test_a_dropped_csv_is_served_over_http_and_survives_a_restart(tmp_path):
 
 
 def _registry_job(home: Path, model: str):
-    from dropflow.adapters.sqlite_registry import SqliteRegistry
-    from dropflow.jobs import JobStore
+    from dropflow.adapters.local.sqlite_registry import SqliteRegistry
+    from dropflow.records.jobs import JobStore
 
     jobs = JobStore(SqliteRegistry(home / "registry.db")).for_model(model)
     return jobs[-1] if jobs else None

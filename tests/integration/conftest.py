@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dropflow import services
+from dropflow import wiring
 
 
 @pytest.fixture
@@ -15,9 +15,9 @@ def adapters(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPFLOW_STORE_URL", (tmp_path / "bucket").as_uri())
     monkeypatch.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{tmp_path / 'registry.db'}")
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
-    services.reset()
-    yield services.store(), services.registry()
-    services.reset()
+    wiring.reset()
+    yield wiring.store(), wiring.registry()
+    wiring.reset()
 
 
 @pytest.fixture
@@ -29,4 +29,4 @@ def restored_environ():
     yield
     os.environ.clear()
     os.environ.update(saved)
-    services.reset()
+    wiring.reset()

@@ -23,8 +23,8 @@ import torch.distributed as dist
 # torchrun runs this file as a script: make the repository importable as for `-m`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dropflow.adapters.local_store import DirectoryStore
-from dropflow.spec import ModelSection, TrainingSection
+from dropflow.adapters.local.directory_store import DirectoryStore
+from dropflow.vocabulary.spec import ModelSection, TrainingSection
 from training.checkpoint import CheckpointStore, Lineage
 from training.distributed import end_process, place, release
 from training.loop import train

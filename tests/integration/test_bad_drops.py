@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from dropflow.demo import breast_cancer_csv
-from dropflow.jobs import ExitCode, JobState
-from dropflow.launcher import Launcher
-from dropflow.promotion import promote
-from dropflow.serving import ModelCache, PredictionService
+from dropflow.control.launcher import Launcher
+from dropflow.promotion.gate import promote
+from dropflow.records.jobs import ExitCode, JobState
+from dropflow.serving.service import ModelCache, PredictionService
+from dropflow_dev.demo import breast_cancer_csv
 from tests.fakes_compute import FakeCompute
 from training.job import run_job
 

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
-from dropflow.adapters import open_registry, open_store
-from dropflow.card import MISSING_CATEGORY, Card, Feature
-from dropflow.jobs import ExitCode, Job, JobState, JobStore
 from dropflow.ports import ObjectStore, Registry
-from dropflow.promotion import promote
-from dropflow.serving import InvalidInstances, ModelCache, PredictionService
-from dropflow.spec import Spec
+from dropflow.promotion.gate import promote
+from dropflow.records.jobs import ExitCode, Job, JobState, JobStore
+from dropflow.serving.service import InvalidInstances, ModelCache, PredictionService
+from dropflow.vocabulary.card import MISSING_CATEGORY, Card, Feature
+from dropflow.vocabulary.spec import Spec
+from dropflow.wiring import open_registry, open_store
 from tests.training_jobs import launched_job
 from training.data import load_dataset, split
 from training.export import check_parity, export_onnx

@@ -36,10 +36,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from dropflow import services
-from dropflow.jobs import JobStore
-from dropflow.lambda_context import LambdaContext
+from dropflow import wiring
 from dropflow.observability import metrics
+from dropflow.records.jobs import JobStore
+from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_compute import FakeCompute
 from tests.fakes_serving import load_handler
 from tests.moto_stack import (
@@ -121,16 +121,16 @@ def stack(
     endpoint = request.getfixturevalue("moto_server") if request.param == "http" else None
     with contextlib.nullcontext() if endpoint else mock_aws():
         made = deploy_stack(monkeypatch, endpoint)
-        services.reset()
+        wiring.reset()
         yield made
-        services.reset()
+        wiring.reset()
 
 
 def test_100_concurrent_duplicate_drops_make_exactly_one_create_fleet_call(stack):
     # Given a dataset in the bucket and the launch function's execution environment
     boto3.client("s3", region_name=REGION).put_object(Bucket=stack.bucket, Key=DATA_KEY, Body=CSV)
     app = load_handler(ROOT / "functions" / "launch_training" / "app.py")
-    ec2 = services.compute().client  # the client the Compute adapter launches with
+    ec2 = wiring.compute().client  # the client the Compute adapter launches with
     create_fleet_calls, create_fleet_params = count_create_fleet(ec2)
 
     # When the same drop event arrives 100 times at once
@@ -154,7 +154,7 @@ def test_100_concurrent_duplicate_drops_make_exactly_one_create_fleet_call(stack
         job_id
     ]
     # ...and the registry knows one job, whose attempt runs on that instance.
-    [job] = JobStore(services.registry()).for_model(MODEL)
+    [job] = JobStore(wiring.registry()).for_model(MODEL)
     assert job.job_id == job_id
     assert [a.instance_id for a in job.attempts] == [instances[0]["InstanceId"]]
 
@@ -165,8 +165,8 @@ def test_a_drop_while_another_takes_the_slot_waits_as_its_follow_up(stack, monke
     s3 = boto3.client("s3", region_name=REGION)
     s3.put_object(Bucket=stack.bucket, Key=DATA_KEY, Body=CSV)
     app = load_handler(ROOT / "functions" / "launch_training" / "app.py")
-    create_fleet_calls, _ = count_create_fleet(services.compute().client)
-    registry = services.registry()
+    create_fleet_calls, _ = count_create_fleet(wiring.compute().client)
+    registry = wiring.registry()
     take_slot = registry.put_if_absent
     second: list[dict[str, Any]] = []
 
@@ -200,14 +200,14 @@ def local_compute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[F
     monkeypatch.delenv("DROPFLOW_COMPUTE_URL", raising=False)
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
     fake = FakeCompute()
-    monkeypatch.setattr(services, "compute", cache(lambda: fake))
-    services.reset()
+    monkeypatch.setattr(wiring, "compute", cache(lambda: fake))
+    wiring.reset()
     yield fake
-    services.reset()
+    wiring.reset()
 
 
 def test_100_concurrent_duplicate_drops_launch_once_on_the_local_adapters(local_compute):
-    services.store().put(DATA_KEY, CSV)
+    wiring.store().put(DATA_KEY, CSV)
     app = load_handler(ROOT / "functions" / "launch_training" / "app.py")
 
     results = deliver_concurrently(app.lambda_handler, dataset_event("local"), DELIVERIES)

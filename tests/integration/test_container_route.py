@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import requests
 
-from dropflow import services
-from dropflow.adapters.process_tier import ProcessTier, scale_out_requested_at
-from dropflow.lambda_context import LambdaContext
-from dropflow.promotion import promote
-from dropflow.routing import RoutePolicy
+from dropflow import wiring
+from dropflow.adapters.local.process_tier import ProcessTier, scale_out_requested_at
+from dropflow.promotion.gate import promote
+from dropflow.vocabulary.routing import RoutePolicy
+from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import ProxyAnswer, expected_output, load_handler, publish, version_id
 from tests.net import free_port, wait_ready
 
@@ -81,7 +81,7 @@ def server(large, tmp_path):
 def app(server, monkeypatch):
     monkeypatch.setenv("DROPFLOW_CONTAINER_URL", server.url)
     monkeypatch.setenv("DROPFLOW_CONTAINER_RETRY_AFTER_SECONDS", "30")
-    services.reset()  # a cold start reads the settings afresh
+    wiring.reset()  # a cold start reads the settings afresh
     return load_handler(ROOT / "functions" / "predict" / "app.py")
 
 

@@ -15,16 +15,11 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from dropflow.adapters.autoscaling_tier import AutoScalingTier, ScalingFailed
-from dropflow.adapters.process_tier import ProcessTier, scale_out_requested_at
-from dropflow.container_tier import (
-    ContainerAnswered,
-    ContainerClient,
-    ContainerUnavailable,
-    NoContainerTier,
-    open_tier,
-)
+from dropflow.adapters.aws.autoscaling_tier import AutoScalingTier, ScalingFailed
+from dropflow.adapters.local.process_tier import ProcessTier, scale_out_requested_at
 from dropflow.errors import ConfigError
+from dropflow.serving.forwarding import ContainerAnswered, ContainerClient, ContainerUnavailable
+from dropflow.wiring import NoContainerTier, open_tier
 from tests.net import free_port
 
 

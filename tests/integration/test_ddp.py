@@ -19,9 +19,9 @@ import pytest
 import torch
 from sklearn.datasets import load_breast_cancer
 
-from dropflow.adapters import open_registry, open_store
-from dropflow.card import Card
-from dropflow.jobs import ExitCode, JobState, JobStore
+from dropflow.records.jobs import ExitCode, JobState, JobStore
+from dropflow.vocabulary.card import Card
+from dropflow.wiring import open_registry, open_store
 from tests.net import free_port
 from tests.training_jobs import launched_job
 from training.checkpoint import loads

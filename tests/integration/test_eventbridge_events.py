@@ -8,9 +8,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from dropflow import services
-from dropflow.adapters.eventbridge_events import EventBridgePublisher
-from dropflow.events import PROMOTED, EventPublishError
+from dropflow import wiring
+from dropflow.adapters.aws.eventbridge_events import EventBridgePublisher
+from dropflow.ports import EventPublishError
+from dropflow.vocabulary.events import PROMOTED
 
 
 @pytest.fixture
@@ -61,14 +62,14 @@ def test_services_choose_eventbridge_for_an_s3_store(monkeypatch, tmp_path):
     monkeypatch.setenv("DROPFLOW_STORE_URL", "s3://bucket")
     monkeypatch.setenv("DROPFLOW_REGISTRY_URL", "dynamodb://table")
     monkeypatch.setenv("DROPFLOW_EVENT_BUS", "my-bus")
-    services.reset()
+    wiring.reset()
     try:
         with mock_aws():
-            publisher = services.events()
+            publisher = wiring.events()
         assert isinstance(publisher, EventBridgePublisher)
         assert publisher.bus_name == "my-bus"
-        services.reset()
+        wiring.reset()
         monkeypatch.setenv("DROPFLOW_EVENT_LOG", str(tmp_path / "events.jsonl"))
-        assert type(services.events()).__name__ == "JsonLinesEventPublisher"
+        assert type(wiring.events()).__name__ == "JsonLinesEventPublisher"
     finally:
-        services.reset()
+        wiring.reset()

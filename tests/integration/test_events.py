@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dropflow import cli, services
-from dropflow.demo import breast_cancer_csv
+from dropflow import wiring
 from dropflow.ports import InstanceState
+from dropflow_dev import cli
+from dropflow_dev.demo import breast_cancer_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -78,7 +79,7 @@ def test_the_sample_events_drive_the_whole_loop(capsys, home, tmp_path):
     assert outcome["action"] == "launched", outcome
 
     # The attempt runs as a child process; wait for it to end (bounded).
-    compute = services.compute()
+    compute = wiring.compute()
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         [instance] = compute.list_instances()

@@ -27,12 +27,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from dropflow import services
-from dropflow.card import Feature
-from dropflow.catalog import Catalog
-from dropflow.local.gateway import Gateway
-from dropflow.promotion import promote
-from dropflow.serving import InvalidInstances, check_finite
+from dropflow import wiring
+from dropflow.promotion.gate import promote
+from dropflow.records.catalog import Catalog
+from dropflow.serving.service import InvalidInstances, check_finite
+from dropflow.vocabulary.card import Feature
+from dropflow_dev.local.gateway import Gateway
 from tests.fakes_serving import load_handler, publish, version_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -61,13 +61,13 @@ def predict_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType
         env.setenv("DROPFLOW_STORE_URL", (tmp / "bucket").as_uri())
         env.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{tmp / 'registry.db'}")
         env.setenv("POWERTOOLS_LOG_LEVEL", "CRITICAL")
-        services.reset()
-        store, registry = services.store(), services.registry()
+        wiring.reset()
+        store, registry = wiring.store(), wiring.registry()
         publish(store, MODEL, VERSION, features=FEATURES, classes=["small", "large"])
         promote(MODEL, VERSION, store, registry)
         Catalog(registry).add_model("still-training")  # a model with no champion: 503s
         yield load_handler(ROOT / "functions" / "predict" / "app.py")
-        services.reset()
+        wiring.reset()
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +94,10 @@ def _description() -> dict:
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as env:
         env.setenv("DROPFLOW_STORE_URL", Path(tmp, "bucket").as_uri())
         env.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{os.path.join(tmp, 'registry.db')}")
-        services.reset()
+        wiring.reset()
         app = load_handler(ROOT / "functions" / "predict" / "app.py")
         description = json.loads(app.openapi_schema())
-        services.reset()
+        wiring.reset()
     return description
 
 

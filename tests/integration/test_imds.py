@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dropflow import adapters
-from dropflow.adapters.process_compute import ProcessCompute
-from dropflow.local import imds
-from dropflow.local.imds import ImdsEmulator
+from dropflow import wiring
+from dropflow.adapters.local import instance_state
+from dropflow.adapters.local.process_compute import ProcessCompute
 from dropflow.ports import InstanceState, LaunchRequest
+from dropflow_dev.local.imds import ImdsEmulator
 from training.interruption import instance_identity
 
 INSTANCE = "proc-0123456789ab"
@@ -98,8 +98,10 @@ def test_notices_are_404_until_announced_then_json(emulator: ImdsEmulator) -> No
     assert _get(base, "spot/instance-action", token)[0] == 404
     assert _get(base, "events/recommendations/rebalance", token)[0] == 404
 
-    imds.announce_interruption(emulator.state_dir, INSTANCE, in_seconds=120, action="stop")
-    imds.announce_rebalance(emulator.state_dir, INSTANCE)
+    instance_state.announce_interruption(
+        emulator.state_dir, INSTANCE, in_seconds=120, action="stop"
+    )
+    instance_state.announce_rebalance(emulator.state_dir, INSTANCE)
 
     status, body = _get(base, "spot/instance-action", token)
     assert status == 200
@@ -109,7 +111,7 @@ def test_notices_are_404_until_announced_then_json(emulator: ImdsEmulator) -> No
     status, body = _get(base, "events/recommendations/rebalance", token)
     assert status == 200 and set(json.loads(body)) == {"noticeTime"}
 
-    imds.clear(emulator.state_dir, INSTANCE)
+    instance_state.clear(emulator.state_dir, INSTANCE)
     assert _get(base, "spot/instance-action", token)[0] == 404
 
 
@@ -118,7 +120,9 @@ def test_tags_are_served_when_recorded(emulator: ImdsEmulator) -> None:
     token = _token(base)
     assert _get(base, "tags/instance", token)[0] == 404  # no tags: as EC2 with tags off
 
-    imds.write_tags(emulator.state_dir, INSTANCE, {"DROPFLOW_JOB_ID": JOB_ID, "Name": "x"})
+    instance_state.write_tags(
+        emulator.state_dir, INSTANCE, {"DROPFLOW_JOB_ID": JOB_ID, "Name": "x"}
+    )
 
     assert _get(base, "tags/instance", token) == (200, "DROPFLOW_JOB_ID\nName")
     assert _get(base, "tags/instance/DROPFLOW_JOB_ID", token) == (200, JOB_ID)
@@ -141,7 +145,7 @@ def test_stop_is_bounded_and_frees_the_port(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- identity
 def test_instance_identity_reads_the_id_and_the_dropflow_tags(emulator: ImdsEmulator) -> None:
-    imds.write_tags(
+    instance_state.write_tags(
         emulator.state_dir,
         INSTANCE,
         {"DROPFLOW_JOB_ID": JOB_ID, "DROPFLOW_MODEL": "iris", "DROPFLOW_ATTEMPT": "2"},
@@ -220,14 +224,14 @@ def test_a_child_process_reads_its_identity_through_the_emulator(
 def test_open_compute_takes_the_emulator_url_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    adapters.open_compute.cache_clear()
+    wiring.open_compute.cache_clear()
     monkeypatch.setenv("DROPFLOW_LOCAL_IMDS_URL", "http://127.0.0.1:1234/")
     try:
-        compute = adapters.open_compute(f"process://{tmp_path / 'compute'}")
+        compute = wiring.open_compute(f"process://{tmp_path / 'compute'}")
         assert isinstance(compute, ProcessCompute)
         assert compute.metadata_url == "http://127.0.0.1:1234"
         monkeypatch.delenv("DROPFLOW_LOCAL_IMDS_URL")
-        adapters.open_compute.cache_clear()
-        assert adapters.open_compute(f"process://{tmp_path / 'other'}").metadata_url is None  # type: ignore[attr-defined]
+        wiring.open_compute.cache_clear()
+        assert wiring.open_compute(f"process://{tmp_path / 'other'}").metadata_url is None  # type: ignore[attr-defined]
     finally:
-        adapters.open_compute.cache_clear()
+        wiring.open_compute.cache_clear()

@@ -7,8 +7,8 @@ from types import ModuleType
 
 import pytest
 
-from dropflow.launcher import LaunchOutcome
-from dropflow.tracker import TrackOutcome
+from dropflow.control.launcher import LaunchOutcome
+from dropflow.control.tracker import TrackOutcome
 from tests.fakes_serving import load_handler
 
 ROOT = Path(__file__).resolve().parents[2]

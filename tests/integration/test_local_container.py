@@ -8,8 +8,8 @@ from http import HTTPStatus
 
 import pytest
 
-from dropflow.adapters.process_tier import ProcessTier
-from dropflow.local.runtime import LocalRuntime
+from dropflow.adapters.local.process_tier import ProcessTier
+from dropflow_dev.local.runtime import LocalRuntime
 from tests.net import wait_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")

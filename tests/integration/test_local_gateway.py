@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import requests
 
-from dropflow import services
-from dropflow.api import MAX_GATEWAY_BODY_BYTES
-from dropflow.catalog import Catalog
-from dropflow.lambda_context import LambdaContext
-from dropflow.local.gateway import Gateway
-from dropflow.promotion import promote
+from dropflow import wiring
+from dropflow.promotion.gate import promote
+from dropflow.records.catalog import Catalog
+from dropflow.serving.api import MAX_GATEWAY_BODY_BYTES
+from dropflow_dev.lambda_context import LambdaContext
+from dropflow_dev.local.gateway import Gateway
 from tests.fakes_serving import load_handler, publish, version_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -67,13 +67,13 @@ def predict_app(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPFLOW_STORE_URL", (tmp_path / "bucket").as_uri())
     monkeypatch.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{tmp_path / 'registry.db'}")
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
-    services.reset()
-    store, registry = services.store(), services.registry()
+    wiring.reset()
+    store, registry = wiring.store(), wiring.registry()
     publish(store, "breast-cancer", version_id(1), n_features=30, classes=["malignant", "benign"])
     promote("breast-cancer", version_id(1), store, registry)
     Catalog(registry).add_model("still-training")
     yield load_handler(ROOT / "functions" / "predict" / "app.py")
-    services.reset()
+    wiring.reset()
 
 
 def test_a_prediction_over_http_matches_the_direct_answer(serve, predict_app):

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from dropflow import cli, services
-from dropflow.lambda_context import LambdaContext
-from dropflow.local.runtime import configure
-from dropflow.promotion import promote
+from dropflow import wiring
+from dropflow.promotion.gate import promote
+from dropflow_dev import cli
+from dropflow_dev.lambda_context import LambdaContext
+from dropflow_dev.local.runtime import configure
 from tests.fakes_serving import ProxyAnswer, load_handler, publish, version_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -30,7 +31,7 @@ def home(tmp_path, restored_environ) -> Path:
     """A local home whose model `m` had two champions: V1, then V2 (the better one)."""
     os.environ["DROPFLOW_CHAMPION_TTL_SECONDS"] = "0"  # the function follows the pointer at once
     configure(tmp_path)  # as the CLI does with --home
-    store, registry = services.store(), services.registry()
+    store, registry = wiring.store(), wiring.registry()
     publish(store, "m", V1, value=0.90, seed=0)
     publish(store, "m", V2, value=0.95, seed=1)
     assert promote("m", V1, store, registry).decision == "approved"

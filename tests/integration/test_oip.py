@@ -14,11 +14,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from dropflow.card import Feature, artifact_key
-from dropflow.catalog import Catalog, VersionRecord
-from dropflow.lambda_context import LambdaContext
-from dropflow.local.gateway import Gateway
-from dropflow.promotion import promote
+from dropflow.promotion.gate import promote
+from dropflow.records.catalog import Catalog, VersionRecord
+from dropflow.vocabulary.card import Feature, artifact_key
+from dropflow_dev.lambda_context import LambdaContext
+from dropflow_dev.local.gateway import Gateway
 from tests.fakes_serving import ProxyAnswer, expected_output, load_handler, publish, version_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dropflow.catalog import Catalog
-from dropflow.lambda_context import LambdaContext
-from dropflow.promotion import promote
+from dropflow.promotion.gate import promote
+from dropflow.records.catalog import Catalog
+from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import ProxyAnswer, load_handler, publish, version_id
 
 # Powertools warns on every invocation that adds no metric of its own (only cold start does).
@@ -494,7 +494,7 @@ def test_after_its_first_answer_the_function_keeps_its_heap_out_of_full_collecti
 
 COLD_START = """
 import importlib.util, json, sys
-from dropflow.lambda_context import LambdaContext
+from dropflow_dev.lambda_context import LambdaContext
 spec = importlib.util.spec_from_file_location("app", sys.argv[1])
 app = importlib.util.module_from_spec(spec)
 sys.modules["app"] = app

@@ -12,10 +12,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from dropflow import services
-from dropflow.catalog import Catalog
-from dropflow.lambda_context import LambdaContext
-from dropflow.model_registry import rollback
+from dropflow import wiring
+from dropflow.promotion.rollback import rollback
+from dropflow.records.catalog import Catalog
+from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import load_handler, publish, version_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -105,10 +105,10 @@ def on_s3(tmp_path, monkeypatch):
         monkeypatch.setenv("DROPFLOW_EVENT_LOG", str(tmp_path / "events.jsonl"))
         monkeypatch.setenv("DROPFLOW_KEEP_VERSIONS", "1")
         monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
-        services.reset()
+        wiring.reset()
         app = load_handler(ROOT / "functions" / "promote_model" / "app.py")
-        yield app, services.store(), services.registry(), s3
-        services.reset()
+        yield app, wiring.store(), wiring.registry(), s3
+        wiring.reset()
 
 
 def tags_of(s3, model: str, version: str) -> dict[str, list[dict[str, str]]]:

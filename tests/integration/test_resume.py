@@ -25,10 +25,10 @@ import pytest
 import torch
 from sklearn.datasets import load_breast_cancer
 
-from dropflow.adapters import open_registry, open_store
-from dropflow.card import Card
-from dropflow.jobs import Attempt, ExitCode, JobState, JobStore
-from dropflow.spec import ModelSection, TrainingSection
+from dropflow.records.jobs import Attempt, ExitCode, JobState, JobStore
+from dropflow.vocabulary.card import Card
+from dropflow.vocabulary.spec import ModelSection, TrainingSection
+from dropflow.wiring import open_registry, open_store
 from tests.training_jobs import launched_job
 from training.checkpoint import CheckpointStore, Lineage
 from training.job import run_job

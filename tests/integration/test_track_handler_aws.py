@@ -16,9 +16,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from dropflow import services
-from dropflow.jobs import JobState, JobStore
-from dropflow.lambda_context import LambdaContext
+from dropflow import wiring
+from dropflow.records.jobs import JobState, JobStore
+from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import load_handler
 from tests.moto_stack import REGION, STACK, Stack, count_create_fleet, deploy_stack
 
@@ -38,9 +38,9 @@ def sample(name: str) -> dict[str, Any]:
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     with mock_aws():
         made = deploy_stack(monkeypatch)
-        services.reset()
+        wiring.reset()
         yield made
-        services.reset()
+        wiring.reset()
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def drop(stack: Stack, launch: ModuleType, spec: str | None = None) -> str:
 
 
 def current_instance(job_id: str) -> str:
-    instance_id = JobStore(services.registry()).get(job_id).attempts[-1].instance_id
+    instance_id = JobStore(wiring.registry()).get(job_id).attempts[-1].instance_id
     assert instance_id
     return instance_id
 
@@ -85,9 +85,9 @@ def test_an_instance_terminated_mid_training_relaunches_the_same_job_to_resume(
     stack, launch, track
 ):
     job_id = drop(stack, launch)
-    JobStore(services.registry()).transition(job_id, JobState.RUNNING)
+    JobStore(wiring.registry()).transition(job_id, JobState.RUNNING)
     first = current_instance(job_id)
-    calls, params = count_create_fleet(services.compute().client)
+    calls, params = count_create_fleet(wiring.compute().client)
 
     outcome = instance_ends(track, first)
 
@@ -100,7 +100,7 @@ def test_an_instance_terminated_mid_training_relaunches_the_same_job_to_resume(
     ]
     # The same job id is what makes the new instance resume from jobs/<model>/<job-id>/.
     assert (tags["DROPFLOW_JOB_ID"], tags["DROPFLOW_ATTEMPT"]) == (job_id, "2")
-    job = JobStore(services.registry()).get(job_id)
+    job = JobStore(wiring.registry()).get(job_id)
     assert [a.number for a in job.attempts] == [1, 2]
     assert job.attempts[0].ended_at is not None
     assert current_instance(job_id) != first
@@ -113,7 +113,7 @@ def test_a_job_out_of_attempts_fails_with_the_reason(stack, launch, track):
     outcome = instance_ends(track, current_instance(job_id))
 
     assert (outcome["action"], outcome["ended"]) == ("failed", "failed")
-    job = JobStore(services.registry()).get(job_id)
+    job = JobStore(wiring.registry()).get(job_id)
     assert job.state == JobState.FAILED
     assert "gave up after 2 failed attempts" in (job.reason or "")
 

@@ -21,10 +21,10 @@ import onnxruntime as ort
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris
 
-from dropflow.adapters import open_registry, open_store
-from dropflow.card import Card
-from dropflow.jobs import Attempt, ExitCode, Job, JobState, JobStore
 from dropflow.ports import ObjectInfo, ObjectStore, Registry
+from dropflow.records.jobs import Attempt, ExitCode, Job, JobState, JobStore
+from dropflow.vocabulary.card import Card
+from dropflow.wiring import open_registry, open_store
 from tests.training_jobs import launched_job
 from training import heartbeat as training_heartbeat
 from training import job as training_job

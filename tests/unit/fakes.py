@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dropflow.ports import ObjectInfo, ObjectNotFound, Record
-from dropflow.store import check_key
+from dropflow.vocabulary.keys import check_key
 
 
 class MemoryStore:

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from dropflow.adapters.local_store import DirectoryStore
+from dropflow.adapters.local.directory_store import DirectoryStore
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectInfo
-from dropflow.spec import ModelSection, TrainingSection, load_spec
+from dropflow.vocabulary.spec import ModelSection, TrainingSection, load_spec
 from training import checkpoint as ckpt
 from training.checkpoint import CheckpointStore, Lineage
 from training.loop import learning_rate_factor, train

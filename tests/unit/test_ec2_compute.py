@@ -15,7 +15,8 @@ import pytest
 from botocore.config import Config
 from botocore.stub import ANY, Stubber
 
-from dropflow.adapters.ec2_compute import Ec2Compute, classify, client_token
+from dropflow import wiring
+from dropflow.adapters.aws.ec2_compute import Ec2Compute, classify, client_token
 from dropflow.ports import InstanceState, LaunchError, LaunchRequest
 
 TEMPLATE = "lt-0123456789abcdef0"
@@ -390,7 +391,7 @@ def test_terminate_a_running_instance_and_an_unknown_one(ec2) -> None:
 def test_open_compute_builds_an_ec2_compute_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dropflow.adapters import open_compute
+    from dropflow.wiring import open_compute
 
     monkeypatch.setenv("DROPFLOW_TRAINING_SUBNET_IDS", "subnet-1, subnet-2,")
     monkeypatch.setenv("DROPFLOW_TRAINING_INSTANCE_TYPES", "g5.xlarge,g6.xlarge")
@@ -497,6 +498,8 @@ def test_an_on_demand_launch_records_the_on_demand_price(ec2) -> None:
 
 def test_on_demand_prices_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DROPFLOW_ON_DEMAND_PRICES", '{"g5.xlarge": 1.25}')
+    monkeypatch.setenv("DROPFLOW_TRAINING_SUBNET_IDS", "subnet-1")
+    wiring.open_compute.cache_clear()
 
-    assert Ec2Compute(TEMPLATE, client=object()).on_demand_prices == {"g5.xlarge": 1.25}
-    assert Ec2Compute(TEMPLATE, client=object(), on_demand_prices={}).on_demand_prices == {}
+    assert wiring.open_compute(f"ec2://{TEMPLATE}").on_demand_prices == {"g5.xlarge": 1.25}
+    assert Ec2Compute(TEMPLATE, client=object()).on_demand_prices == {}

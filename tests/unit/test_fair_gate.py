@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from dropflow.card import Feature
-from dropflow.catalog import Catalog
-from dropflow.events import PROMOTED, REJECTED, JsonLinesEventPublisher
-from dropflow.promotion import promote
+from dropflow.adapters.local.event_log import JsonLinesEventPublisher
+from dropflow.promotion.gate import promote
+from dropflow.records.catalog import Catalog
+from dropflow.vocabulary.card import Feature
+from dropflow.vocabulary.events import PROMOTED, REJECTED
 from tests.fakes_serving import expected_output, publish, version_id
 
 V1, V2 = version_id(1), version_id(2)

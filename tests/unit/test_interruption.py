@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from dropflow.local import imds
-from dropflow.local.imds import ImdsEmulator
+from dropflow.adapters.local import instance_state
+from dropflow_dev.local.imds import ImdsEmulator
 from tests.net import free_port
 from training import interruption
 from training.interruption import InterruptionWatcher, Notice
@@ -82,7 +82,7 @@ def test_an_announced_interruption_sets_the_event(
     _wait_for(lambda: _gets(emulator) >= 2)
     before = time.time()
 
-    served = imds.announce_interruption(emulator.state_dir, INSTANCE, in_seconds=120)
+    served = instance_state.announce_interruption(emulator.state_dir, INSTANCE, in_seconds=120)
 
     assert watcher.event.wait(2.0)
     notice = watcher.notice
@@ -99,7 +99,7 @@ def test_a_rebalance_recommendation_sets_the_event_with_its_kind(
 ) -> None:
     watcher = watch().start()
 
-    imds.announce_rebalance(emulator.state_dir, INSTANCE)
+    instance_state.announce_rebalance(emulator.state_dir, INSTANCE)
 
     assert watcher.event.wait(2.0)
     assert watcher.notice is not None
@@ -111,10 +111,10 @@ def test_an_interruption_after_a_rebalance_replaces_the_notice(
     emulator: ImdsEmulator, watch: Callable
 ) -> None:
     watcher = watch().start()
-    imds.announce_rebalance(emulator.state_dir, INSTANCE)
+    instance_state.announce_rebalance(emulator.state_dir, INSTANCE)
     assert watcher.event.wait(2.0)
 
-    imds.announce_interruption(emulator.state_dir, INSTANCE, action="hibernate")
+    instance_state.announce_interruption(emulator.state_dir, INSTANCE, action="hibernate")
 
     _wait_for(lambda: watcher.notice and watcher.notice.kind == "spot-interruption")
     assert watcher.notice is not None and watcher.notice.detail.startswith("hibernate at ")
@@ -123,7 +123,7 @@ def test_an_interruption_after_a_rebalance_replaces_the_notice(
 def test_a_notice_for_another_instance_is_not_seen(emulator: ImdsEmulator, watch: Callable) -> None:
     watcher = watch().start()
 
-    imds.announce_interruption(emulator.state_dir, "proc-ffffffffffff")
+    instance_state.announce_interruption(emulator.state_dir, "proc-ffffffffffff")
     _wait_for(lambda: _gets(emulator) >= 6)
 
     assert not watcher.event.is_set()
@@ -135,7 +135,7 @@ def test_the_token_is_renewed_before_it_expires(emulator: ImdsEmulator, watch: C
 
     # TTL 1 s: renewed after 0.75 s, so 1.6 s of polling needs at least three tokens.
     time.sleep(1.6)
-    imds.announce_interruption(emulator.state_dir, INSTANCE)
+    instance_state.announce_interruption(emulator.state_dir, INSTANCE)
 
     assert watcher.event.wait(2.0)
     puts = [r for r in emulator.requests if r[0] == "PUT"]
@@ -148,7 +148,7 @@ def test_a_revoked_token_is_replaced_after_a_401(emulator: ImdsEmulator, watch: 
     _wait_for(lambda: _gets(emulator) >= 2)
 
     emulator.revoke_tokens()  # as if IMDS forgot it (or it expired early)
-    imds.announce_interruption(emulator.state_dir, INSTANCE)
+    instance_state.announce_interruption(emulator.state_dir, INSTANCE)
 
     assert watcher.event.wait(2.0)
     statuses = [status for _m, _p, status in emulator.requests]
@@ -216,28 +216,30 @@ def test_endpoint_comes_from_the_argument_then_the_environment(
 
 # --------------------------------------------------------------------------- notice files
 def test_an_interruption_is_due_once_its_time_has_passed(tmp_path: Path) -> None:
-    served = imds.announce_interruption(tmp_path, INSTANCE, in_seconds=120, now=1_000_000.0)
+    served = instance_state.announce_interruption(
+        tmp_path, INSTANCE, in_seconds=120, now=1_000_000.0
+    )
 
     assert served == {"action": "terminate", "time": "1970-01-12T13:48:40Z"}
-    assert imds.due_terminations(tmp_path, now=1_000_119.0) == []
-    assert imds.due_terminations(tmp_path, now=1_000_120.0) == [INSTANCE]
+    assert instance_state.due_terminations(tmp_path, now=1_000_119.0) == []
+    assert instance_state.due_terminations(tmp_path, now=1_000_120.0) == [INSTANCE]
 
-    imds.clear(tmp_path, INSTANCE)
+    instance_state.clear(tmp_path, INSTANCE)
 
-    assert imds.due_terminations(tmp_path, now=2_000_000.0) == []
-    imds.clear(tmp_path, INSTANCE)  # clearing twice is fine
+    assert instance_state.due_terminations(tmp_path, now=2_000_000.0) == []
+    instance_state.clear(tmp_path, INSTANCE)  # clearing twice is fine
 
 
 def test_an_immediate_interruption_is_due_at_once_and_a_rebalance_never(tmp_path: Path) -> None:
-    imds.announce_interruption(tmp_path, INSTANCE, in_seconds=0)
-    imds.announce_rebalance(tmp_path, "proc-ffffffffffff")
+    instance_state.announce_interruption(tmp_path, INSTANCE, in_seconds=0)
+    instance_state.announce_rebalance(tmp_path, "proc-ffffffffffff")
 
-    assert imds.due_terminations(tmp_path) == [INSTANCE]
+    assert instance_state.due_terminations(tmp_path) == [INSTANCE]
 
 
 def test_a_rebalance_is_kept_when_an_interruption_follows(tmp_path: Path) -> None:
-    imds.announce_rebalance(tmp_path, INSTANCE, now=0.0)
-    imds.announce_interruption(tmp_path, INSTANCE, now=0.0)
+    instance_state.announce_rebalance(tmp_path, INSTANCE, now=0.0)
+    instance_state.announce_interruption(tmp_path, INSTANCE, now=0.0)
 
     emulator = ImdsEmulator(tmp_path)
     assert emulator.metadata(INSTANCE, "events/recommendations/rebalance") == (
@@ -250,9 +252,9 @@ def test_a_rebalance_is_kept_when_an_interruption_follows(tmp_path: Path) -> Non
 @pytest.mark.parametrize("bad", ["", "../etc", "a/b", "x.json", "-lead"])
 def test_odd_instance_ids_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError, match="not an instance id"):
-        imds.announce_interruption(tmp_path, bad)
+        instance_state.announce_interruption(tmp_path, bad)
 
 
 def test_an_unknown_action_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="action"):
-        imds.announce_interruption(tmp_path, INSTANCE, action="reboot")
+        instance_state.announce_interruption(tmp_path, INSTANCE, action="reboot")

@@ -1,4 +1,4 @@
-"""dropflow.invoke: the Docker-free `sam local invoke`.
+"""dropflow_dev.invoke: the Docker-free `sam local invoke`.
 
 Small templates and handlers written into a temporary folder keep these tests independent of
 the real handlers; only the module-name test reads the project's template.yaml.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dropflow.invoke import (
+from dropflow_dev.invoke import (
     InvokeError,
     describe_function,
     environment_for,
@@ -22,7 +22,7 @@ from dropflow.invoke import (
     main,
     read_env_vars,
 )
-from dropflow.lambda_context import LambdaContext
+from dropflow_dev.lambda_context import LambdaContext
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,11 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dropflow.datasets import data_version, model_of_dataset_key, models_with_data
+from dropflow.control.launcher import Launcher, remaining_work_seconds
 from dropflow.errors import InvalidName
-from dropflow.jobs import Attempt, Job, JobState, JobStore
-from dropflow.launcher import Launcher, remaining_work_seconds
 from dropflow.ports import ObjectInfo
+from dropflow.records.jobs import Attempt, Job, JobState, JobStore
+from dropflow.vocabulary.datasets import data_version, model_of_dataset_key, models_with_data
 from tests.fakes_compute import FakeCompute
 
 CSV = b"a,b,target\n1,2,0\n3,4,1\n"

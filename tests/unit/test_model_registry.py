@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dropflow.catalog import Catalog
 from dropflow.errors import NotFoundError
-from dropflow.model_registry import RollbackRefused, list_versions, rollback, show_version
-from dropflow.promotion import promote
-from dropflow.serving import ModelCache, PredictionService
+from dropflow.promotion.gate import promote
+from dropflow.promotion.rollback import RollbackRefused, list_versions, rollback, show_version
+from dropflow.records.catalog import Catalog
+from dropflow.serving.service import ModelCache, PredictionService
 from tests.fakes_serving import publish, version_id
 
 V1, V2, V3 = version_id(1), version_id(2), version_id(3)

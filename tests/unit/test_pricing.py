@@ -6,15 +6,9 @@ import pytest
 
 from dropflow.config import pricing_settings
 from dropflow.errors import ConfigError
-from dropflow.jobs import Attempt
-from dropflow.pricing import (
-    ON_DEMAND_USD_PER_HOUR,
-    budget_spend,
-    describe_usd,
-    ledger,
-    on_demand_price,
-    seconds_run,
-)
+from dropflow.records.jobs import Attempt
+from dropflow.records.ledger import budget_spend, describe_usd, ledger, seconds_run
+from dropflow.vocabulary.prices import ON_DEMAND_USD_PER_HOUR, on_demand_price
 
 
 def _attempt(number: int = 1, **fields) -> Attempt:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dropflow.card import artifact_key, card_key
-from dropflow.catalog import Catalog
 from dropflow.errors import InvalidName
-from dropflow.promotion import card_location, promote
+from dropflow.promotion.gate import card_location, promote
+from dropflow.records.catalog import Catalog
+from dropflow.vocabulary.card import artifact_key, card_key
 from tests.fakes_serving import publish, regressor_onnx, version_id
 
 V1, V2, V3 = version_id(1), version_id(2), version_id(3)

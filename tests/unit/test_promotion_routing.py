@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from dropflow.catalog import Catalog
-from dropflow.model_registry import rollback
-from dropflow.promotion import promote
-from dropflow.routing import RoutePolicy
-from dropflow.spec import spec_key
+from dropflow.promotion.gate import promote
+from dropflow.promotion.rollback import rollback
+from dropflow.records.catalog import Catalog
+from dropflow.vocabulary.routing import RoutePolicy
+from dropflow.vocabulary.spec import spec_key
 from tests.fakes_serving import publish, version_id
 
 LARGE = RoutePolicy(max_model_mb=0.0001)  # every test graph is over this threshold

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from dropflow.card import artifact_key, version_prefix
-from dropflow.catalog import Catalog, VersionRecord
-from dropflow.model_registry import RollbackRefused, rollback
-from dropflow.promotion import promote
-from dropflow.retention import plan_retention
+from dropflow.promotion.gate import promote
+from dropflow.promotion.retention import plan_retention
+from dropflow.promotion.rollback import RollbackRefused, rollback
+from dropflow.records.catalog import Catalog, VersionRecord
+from dropflow.vocabulary.card import artifact_key, version_prefix
 from tests.fakes_serving import publish, version_id
 
 V = {n: version_id(n) for n in range(1, 10)}

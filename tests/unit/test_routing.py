@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dropflow.routing import (
+from dropflow.vocabulary.routing import (
     CONTAINER,
     LAMBDA,
     MB,

@@ -1,11 +1,12 @@
-"""dropflow.scoring against hand-computed values (and training's metrics where importable)."""
+"""dropflow.vocabulary.scoring against hand-computed values (and training's metrics where
+importable)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dropflow import scoring
+from dropflow.vocabulary import scoring
 
 P = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
 Y = np.array([0, 1, 1, 1])

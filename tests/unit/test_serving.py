@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from dropflow.card import MISSING_CATEGORY, Feature
-from dropflow.catalog import Catalog, VersionRecord
 from dropflow.errors import InvalidName, NotFoundError, NotReadyError
-from dropflow.promotion import promote
-from dropflow.serving import (
+from dropflow.promotion.gate import promote
+from dropflow.records.catalog import Catalog, VersionRecord
+from dropflow.serving.service import (
     InputSchema,
     InvalidInstances,
     ModelCache,
     PredictionService,
     available_cpus,
 )
+from dropflow.vocabulary.card import MISSING_CATEGORY, Feature
 from tests.fakes_serving import Counting, ManualClock, expected_output, publish, version_id
 
 FEATURES = ["mean radius", "mean texture", "mean area", "worst smoothness"]
@@ -509,8 +509,8 @@ def test_describe_an_unknown_model_is_not_found(service):
 
 # ---------------------------------------------------------------------- memory budget
 def _session_mb(store, model: str, version: str) -> float:
-    from dropflow.card import artifact_key
-    from dropflow.routing import session_memory_mb
+    from dropflow.vocabulary.card import artifact_key
+    from dropflow.vocabulary.routing import session_memory_mb
 
     return session_memory_mb(len(store.get(artifact_key(model, version, "model.onnx"))))
 
@@ -573,7 +573,7 @@ class FakeTier:
 
 
 def release_large(store, registry, model: str = "large", n: int = 1) -> str:
-    from dropflow.routing import RoutePolicy
+    from dropflow.vocabulary.routing import RoutePolicy
 
     version = version_id(n)
     publish(store, model, version, features=FEATURES, classes=CLASSES)

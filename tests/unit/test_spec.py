@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from dropflow.errors import UserInputError
-from dropflow.spec import Spec, load_spec, parse_duration, spec_hash
+from dropflow.vocabulary.spec import Spec, load_spec, parse_duration, spec_hash
 
 
 @pytest.mark.parametrize("text", [None, "", "   \n", b"", "# only a comment\n"])

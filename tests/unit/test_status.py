@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from dropflow.catalog import Catalog
-from dropflow.status import collect, describe_cost, describe_progress, render
+from dropflow import wiring
+from dropflow.records.catalog import Catalog
+from dropflow_dev.status import collect, describe_cost, describe_progress, render
 
 
 def test_progress_reads_as_one_line():
@@ -92,11 +93,10 @@ def test_an_unknown_cost_reads_unknown_not_zero():
 
 
 def test_collect_reports_each_jobs_ledger(store, registry, monkeypatch):
-    from dropflow import services
-    from dropflow.jobs import Attempt, Job, JobStore
+    from dropflow.records.jobs import Attempt, Job, JobStore
 
-    monkeypatch.setattr(services, "jobs", lambda: JobStore(registry))
-    monkeypatch.setattr(services, "catalog", lambda: Catalog(registry))
+    monkeypatch.setattr(wiring, "jobs", lambda: JobStore(registry))
+    monkeypatch.setattr(wiring, "catalog", lambda: Catalog(registry))
     attempt = Attempt(
         number=1,
         instance_id="i-1",

@@ -2,7 +2,7 @@
 EventBridge instead of bucket notifications, spot + IMDSv2 training, and sample events that
 the rules would actually deliver.
 
-The template is read with the CloudFormation-aware loader of dropflow.invoke, so !Ref, !Sub
+The template is read with the CloudFormation-aware loader of dropflow_dev.invoke, so !Ref, !Sub
 and !GetAtt come back as {"Ref": ...}, {"Fn::Sub": ...}, {"Fn::GetAtt": [...]}.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from dropflow.invoke import describe_function, function_ids, load_template
+from dropflow_dev.invoke import describe_function, function_ids, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from dropflow.jobs import ExitCode, JobState
-from dropflow.launcher import Launcher
+from dropflow.control.launcher import Launcher
+from dropflow.control.tracker import Tracker
 from dropflow.ports import InstanceState
-from dropflow.tracker import Tracker
+from dropflow.records.jobs import ExitCode, JobState
 from tests.fakes_compute import FakeCompute
 
 CSV = b"a,b,target\n1,2,0\n3,4,1\n"

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from dropflow.adapters.local_store import DirectoryStore
-from dropflow.adapters.sqlite_registry import SqliteRegistry
-from dropflow.jobs import Attempt, Job, JobState, JobStore
+from dropflow.adapters.local.directory_store import DirectoryStore
+from dropflow.adapters.local.sqlite_registry import SqliteRegistry
+from dropflow.records.jobs import Attempt, Job, JobState, JobStore
 from training.curve import training_curve
 from training.heartbeat import Heartbeat
 from training.job import seconds_lost

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dropflow.card import MISSING_CATEGORY, Feature
 from dropflow.errors import UserInputError
-from dropflow.spec import Spec, load_spec
+from dropflow.vocabulary.card import MISSING_CATEGORY, Feature
+from dropflow.vocabulary.spec import Spec, load_spec
 from tests.unit.fakes import MemoryStore
 from training import data as data_module
 from training.data import Column, Dataset, load_dataset, split

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dropflow.errors import UserInputError
-from dropflow.spec import ModelSection, TrainingSection
+from dropflow.vocabulary.spec import ModelSection, TrainingSection
 from training.loop import train
 from training.metrics import baseline_outputs, classification_metrics, regression_metrics
 from training.model import Network, build_network, medians, predict, standardisation

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dropflow.local.watcher import BucketWatcher
+from dropflow_dev.local.watcher import BucketWatcher
 
 
 class Clock:

@@ -21,10 +21,10 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dropflow.container_tier import DEFAULT_RETRY_AFTER, DEFAULT_TIMEOUT
 from dropflow.errors import ConfigError
-from dropflow.retention import DEFAULT_KEEP
-from dropflow.routing import (
+from dropflow.promotion.retention import DEFAULT_KEEP
+from dropflow.serving.forwarding import DEFAULT_RETRY_AFTER, DEFAULT_TIMEOUT
+from dropflow.vocabulary.routing import (
     DEFAULT_FUNCTION_MEMORY_MB,
     DEFAULT_MAX_MODEL_MB,
     SESSION_MEMORY_FACTOR,
@@ -46,7 +46,7 @@ class Settings(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=20)
     # How long an idempotency claim on (model, data version) is kept.
     claim_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
-    # Serving (dropflow.routing, dropflow.serving, dropflow.container_tier):
+    # Serving (dropflow.vocabulary.routing, dropflow.serving.service, dropflow.serving.forwarding):
     # what this process is: the predict function ("lambda") or the container tier.
     served_by: Route = "lambda"
     # Memory for cached onnxruntime sessions (MB); default: the function's memory less the
@@ -63,7 +63,7 @@ class Settings(BaseModel):
     container_tier_url: str = Field(default="", pattern=r"^((asg|process)://.+)?$")
     container_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=900)
     container_retry_after_seconds: int = Field(default=DEFAULT_RETRY_AFTER, ge=1, le=3600)
-    # Retention (dropflow.retention): approved versions kept besides the champion, so that
+    # Retention (dropflow.promotion.retention): approved versions kept besides the champion, so that
     # `dropflow models rollback` has something to go back to; older and rejected versions are
     # retired, and on S3 their files age out by the bucket's lifecycle rule.
     keep_versions: int = Field(default=DEFAULT_KEEP, ge=0, le=100)
@@ -77,7 +77,7 @@ class PricingSettings(BaseModel):
     a compute adapter can read them without the store and registry URLs.
 
       DROPFLOW_ON_DEMAND_PRICES        JSON {"g6.xlarge": 0.8048, ...}: USD/hour, overriding
-                                       or extending dropflow.pricing's us-east-1 table
+                                       or extending dropflow.records.ledger's us-east-1 table
       DROPFLOW_LOCAL_SPOT_PRICE        what a local (process) spot attempt is said to cost per
       DROPFLOW_LOCAL_ON_DEMAND_PRICE   hour, and on-demand: simulated prices for demos and
                                        tests of the ledger (default 0.0, local runs are free)

@@ -24,7 +24,8 @@ class InvalidKey(DropflowError, ValueError):
     """A key that is empty, absolute, or has '..' or empty segments.
 
     Also: a backslash or NUL, a segment starting with '.', or more than 1024 bytes
-    (255 per segment). The full rule is `dropflow.store.check_key`, shared by all adapters.
+    (255 per segment). The full rule is `dropflow.vocabulary.keys.check_key`, shared by all
+    adapters.
     """
 
 
@@ -201,4 +202,31 @@ class Compute(Protocol):
 
     def list_instances(self) -> list[Instance]:
         """Every instance this compute has launched for dropflow that is not long gone."""
+        ...
+
+
+# --------------------------------------------------------------------------- EventPublisher
+class EventPublishError(Exception):
+    """The event could not be delivered (the message says why)."""
+
+
+class EventPublisher(Protocol):
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
+        """Deliver one event with source `dropflow`; raises EventPublishError on failure."""
+        ...
+
+
+# --------------------------------------------------------------------------- ContainerTier
+@runtime_checkable
+class ContainerTier(Protocol):
+    """The container tier's capacity, as promotion asks for it."""
+
+    def scale_out(self, minimum: int = 1) -> str:
+        """Ask for at least `minimum` servers (never fewer than now); returns what was done,
+        for the log. Idempotent."""
+        ...
+
+    def scale_in(self) -> str:
+        """Ask for no server at all (no champion is routed here); returns what was done, for
+        the log. Idempotent."""
         ...

@@ -1,0 +1,174 @@
+"""What `dropflow status` shows: every job and every model, for people and for scripts.
+
+Each job shows what it cost, what it saved against on-demand, and the seconds of work its
+interrupted attempts lost (dropflow.records.ledger has the ledger).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dropflow import wiring
+from dropflow.records.ledger import describe_usd, job_ledger
+
+
+def collect(now: float | None = None) -> dict[str, Any]:
+    """Jobs (newest first) and models with their champion, as plain JSON-able data.
+
+    Each job has its cost ledger as of `now` (dropflow.records.ledger.Ledger.to_dict: cost_usd,
+    on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost, and per attempt);
+    an unknown amount is null, never 0.
+    """
+    now = time.time() if now is None else now
+    jobs = sorted(wiring.jobs().all(), key=lambda j: j.created_at, reverse=True)
+    catalog = wiring.catalog()
+    models = []
+    for name in catalog.models():
+        champion = catalog.champion(name)
+        versions = catalog.versions(name)
+        current = next((v for v in versions if champion and v.version == champion.version), None)
+        models.append(
+            {
+                "model": name,
+                "champion": champion.version if champion else None,
+                # Which tier serves the champion: lambda, or container (serving/).
+                "route": champion.route if champion else None,
+                "versions": len(versions),
+                "metric": current.primary_metric if current else None,
+                "value": current.primary_value if current else None,
+            }
+        )
+    return {
+        "jobs": [
+            {
+                "job_id": j.job_id,
+                "model": j.model,
+                "state": j.state.value,
+                "attempts": len(j.attempts),
+                "version": j.version,
+                "reason": j.reason,
+                "progress": j.progress,
+                "created_at": j.created_at,
+                "cost": job_ledger(j, now).to_dict(),
+            }
+            for j in jobs
+        ],
+        "models": models,
+    }
+
+
+_ACTIVE = {"launching", "running", "exporting"}
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _age(epoch: float) -> str:
+    seconds = max(0, int(time.time() - epoch))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def describe_progress(progress: dict[str, Any]) -> str:
+    """One line from a job's heartbeat: stage, epoch, loss, throughput and time left."""
+    if not progress:
+        return ""
+    parts = [str(progress.get("stage") or "")]
+    if progress.get("epoch") is not None and progress.get("epochs"):
+        parts.append(f"epoch {progress['epoch']}/{progress['epochs']}")
+    if isinstance(progress.get("loss"), int | float):
+        parts.append(f"loss {progress['loss']:.4g}")
+    if isinstance(progress.get("samples_per_second"), int | float):
+        parts.append(f"{progress['samples_per_second']:,.0f} samples/s")
+    if isinstance(progress.get("eta_seconds"), int | float):
+        parts.append(f"ETA {progress['eta_seconds']:.0f}s")
+    if progress.get("notice"):
+        parts.append(f"notice: {progress['notice']}")
+    return " ".join(p for p in parts if p)
+
+
+def _seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def describe_cost(cost: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(cost, savings, seconds lost) of a job's ledger for the table, e.g.
+    ("$0.42", "$0.96 (70%)", "1m05s"). Unknown amounts read `unknown`; no ledger, blanks."""
+    if not cost:
+        return "", "", ""
+    savings = describe_usd(cost.get("savings_usd"))
+    if cost.get("savings_percent") is not None:
+        savings += f" ({cost['savings_percent']:.0f}%)"
+    return (
+        describe_usd(cost.get("cost_usd")),
+        savings,
+        _seconds(float(cost.get("seconds_lost") or 0.0)),
+    )
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as two aligned tables."""
+    job_rows = [
+        [
+            j["job_id"],
+            j["model"],
+            j["state"],
+            str(j["attempts"]),
+            *describe_cost(j.get("cost")),
+            _age(j["created_at"]),
+            j["version"]
+            or (describe_progress(j["progress"]) if j["state"] in _ACTIVE else "")
+            or (j["reason"] or "")[:120],
+        ]
+        for j in report["jobs"]
+    ]
+    model_rows = [
+        [
+            m["model"],
+            m["champion"] or "(none yet)",
+            m["route"] or "",
+            str(m["versions"]),
+            f"{m['metric']}={m['value']:.4f}" if m["metric"] and m["value"] is not None else "",
+        ]
+        for m in report["models"]
+    ]
+    return "\n".join(
+        [
+            "JOBS",
+            _table(
+                [
+                    "JOB ID",
+                    "MODEL",
+                    "STATE",
+                    "ATTEMPTS",
+                    "COST",
+                    "SAVED",
+                    "LOST",
+                    "CREATED",
+                    "VERSION / PROGRESS / REASON",
+                ],
+                job_rows,
+            )
+            if job_rows
+            else "  (no jobs yet)",
+            "",
+            "MODELS",
+            _table(["MODEL", "CHAMPION", "SERVED BY", "VERSIONS", "METRIC"], model_rows)
+            if model_rows
+            else "  (no models yet)",
+        ]
+    )

@@ -1,0 +1,465 @@
+"""Starting training jobs: exactly once per (model, data version), one at a time per model.
+
+A drop under `datasets/<model>/` (or the schedule) asks for training. The request is
+idempotent twice over:
+- the data version (a hash of every key and ETag under the prefix) is claimed with a
+  conditional write, so duplicate deliveries of the same event start nothing new;
+- each model has one *active slot* (registry record MODEL#<m>/ACTIVE). A drop that arrives
+  while a job holds the slot sets `follow_up` on the slot instead of starting a parallel job;
+  when the job ends, the tracker releases the slot and asks for one follow-up run, which
+  then sees all the data that arrived meanwhile.
+
+Every attempt is checked against the spec's limits before it is launched (`stop_reason`:
+budget, max runtime, deadline) and bought spot unless the spec or the deadline says otherwise
+(`Launcher._launch`, `deadline_needs_on_demand`). Each attempt records its price and the
+on-demand equivalent, from which dropflow.records.ledger keeps the job's cost ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from dropflow.errors import DropflowError, NotFoundError, UserInputError
+from dropflow.observability import logger
+from dropflow.ports import (
+    Compute,
+    Instance,
+    LaunchError,
+    LaunchRequest,
+    ObjectStore,
+    Registry,
+)
+from dropflow.records.catalog import model_pk
+from dropflow.records.jobs import Attempt, Job, JobState, JobStore
+from dropflow.records.ledger import budget_spend, describe_usd, seconds_run
+from dropflow.vocabulary.datasets import data_files, data_version, dataset_prefix, models_with_data
+from dropflow.vocabulary.names import check_model_name, new_job_id
+from dropflow.vocabulary.spec import ComputeSection, read_spec, spec_key
+
+ACTIVE = "ACTIVE"
+# How long a slot taken by a request whose job record is not written yet counts as held.
+SLOT_GRACE_SECONDS = 300.0
+_REASON_CHARS = 500  # a purchase reason quoting every pool's error stays readable
+# Launch failures that another purchase option may get past.
+FALLBACK_KINDS = frozenset({"capacity", "price", "quota"})
+
+Action = Literal["launched", "duplicate", "coalesced", "no-data", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class LaunchOutcome:
+    action: Action
+    model: str
+    message: str
+    job_id: str | None = None
+    data_version: str | None = None
+    # The run that drops during a job asked for, started when that job failed to launch.
+    follow_up: LaunchOutcome | None = None
+
+    def jobs_failed(self) -> int:
+        """How many jobs this outcome saw fail to start: its own, and its follow-up's."""
+        own = 1 if self.action == "failed" else 0
+        return own + (self.follow_up.jobs_failed() if self.follow_up else 0)
+
+
+class Launcher:
+    """Turns 'train model M' requests into at most one running job per model and data version."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        registry: Registry,
+        compute: Compute,
+        *,
+        max_attempts: int = 3,
+        claim_ttl_seconds: int = 7 * 24 * 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.compute = compute
+        self.jobs = JobStore(registry)
+        self.max_attempts = max_attempts
+        self.claim_ttl_seconds = claim_ttl_seconds
+        self.clock = clock
+
+    # ------------------------------------------------------------------ requests
+    def request_training(self, model: str, *, trigger: str = "drop") -> LaunchOutcome:
+        """Start a job for the model's current data unless this data was already claimed."""
+        check_model_name(model)
+        objects = self.store.list(dataset_prefix(model))
+        if not data_files(objects):
+            return LaunchOutcome(
+                "no-data", model, f"no .csv or .parquet file under {dataset_prefix(model)}"
+            )
+        version = data_version(objects)
+        claim_sk = f"CLAIM#{version}"
+        claimed = self.registry.put_if_absent(
+            model_pk(model),
+            claim_sk,
+            {"trigger": trigger, "at": self.clock()},
+            expires_at=self.clock() + self.claim_ttl_seconds,
+        )
+        if not claimed:
+            return LaunchOutcome(
+                "duplicate",
+                model,
+                f"data version {version} is already trained or training (no new data)",
+                None,
+                version,
+            )
+
+        job_id = new_job_id(model)
+        holder = self._take_slot(model, job_id)
+        if holder is not None:
+            # Let the follow-up run claim this data version again once the active job ends.
+            self.registry.delete(model_pk(model), claim_sk)
+            return LaunchOutcome(
+                "coalesced",
+                model,
+                f"job {holder} is running; one follow-up run will train on the new data",
+                holder,
+                version,
+            )
+        job = self.jobs.create(
+            Job(
+                job_id=job_id,
+                model=model,
+                data_version=version,
+                trigger=trigger,
+                created_at=self.clock(),  # a deadline such as `6h` counts from here
+            )
+        )
+        logger.info("job created", extra={"job_id": job.job_id, "data_version": version})
+        return self.launch_attempt(job_id)
+
+    def scheduled_training(self) -> list[LaunchOutcome]:
+        """The retrain schedule's tick: one outcome per model with data. A model is retrained
+        when its spec has a `schedule` section, its last published job is older than
+        `schedule.every`, and its data changed since that job; any other is skipped, saying
+        why. The request itself is the drop's, so the data version is claimed exactly once."""
+        return [self._scheduled(model) for model in models_with_data(self.store)]
+
+    def _scheduled(self, model: str) -> LaunchOutcome:
+        try:
+            spec = read_spec(self.store, model)
+        except UserInputError as exc:
+            return LaunchOutcome("skipped", model, f"not scheduled: {exc}")
+        if spec.schedule is None:
+            return LaunchOutcome(
+                "skipped", model, f"no schedule in {spec_key(model)}: retrained by drops only"
+            )
+        objects = self.store.list(dataset_prefix(model))
+        if not data_files(objects):
+            return LaunchOutcome(
+                "no-data", model, f"no .csv or .parquet file under {dataset_prefix(model)}"
+            )
+        version = data_version(objects)
+        published = [j for j in self.jobs.for_model(model) if j.state == JobState.PUBLISHED]
+        last = max(published, key=lambda j: j.created_at, default=None)
+        if last is not None:
+            if last.data_version == version:
+                return LaunchOutcome(
+                    "skipped", model, f"data unchanged since job {last.job_id}", None, version
+                )
+            due = last.created_at + spec.schedule.every_seconds
+            if self.clock() < due:
+                when = datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
+                return LaunchOutcome(
+                    "skipped",
+                    model,
+                    f"data changed, retrain due at {when} (schedule.every {spec.schedule.every})",
+                    None,
+                    version,
+                )
+        return self.request_training(model, trigger="schedule")
+
+    def launch_attempt(self, job_id: str) -> LaunchOutcome:
+        """Launch the job's next attempt on the Compute port (first run or resume).
+
+        The job is failed instead, with the reason, when it is past its deadline, has spent
+        its budget or used up its max runtime (see `stop_reason`).
+        """
+        job = self.jobs.get(job_id)
+        number = len(job.attempts) + 1
+        compute = self.compute_spec(job.model)
+        now = self.clock()
+        refusal = stop_reason(job, compute, now, launching=True)
+        if refusal is not None:
+            reason = f"attempt {number} not launched: {refusal}"
+            logger.warning("job stopped", extra={"job_id": job_id, "reason": reason})
+            return self._failed(job, reason)
+
+        def add_attempt(j: Job) -> Job:
+            return j.model_copy(
+                update={
+                    "attempts": [*j.attempts, Attempt(number=number, started_at=self.clock())],
+                    "reason": None,
+                }
+            )
+
+        self.jobs.transition(job_id, JobState.LAUNCHING)
+        self.jobs.update(job_id, add_attempt)
+        try:
+            instance, purchase_reason = self._launch(job, number, compute, now)
+        except (LaunchError, OSError) as exc:
+            reason = f"attempt {number} could not start: {exc}"
+            self.jobs.update_attempt(job_id, number, ended_at=self.clock(), exit_reason=reason)
+            return self._failed(job, reason)
+        self.jobs.update_attempt(
+            job_id,
+            number,
+            instance_id=instance.instance_id,
+            instance_type=instance.instance_type,
+            zone=instance.zone,
+            lifecycle=instance.lifecycle,
+            price_per_hour=instance.price_per_hour,
+            on_demand_price_per_hour=instance.on_demand_price_per_hour,
+            purchase_reason=purchase_reason,
+            launched_at=instance.launched_at,
+            started_at=instance.launched_at,
+        )
+        logger.info("attempt launched", extra={"job_id": job_id, "attempt": number})
+        return LaunchOutcome(
+            "launched",
+            job.model,
+            f"attempt {number} started on {instance.instance_id}"
+            + (f" ({instance.lifecycle}: {purchase_reason})" if purchase_reason else ""),
+            job_id,
+            job.data_version,
+        )
+
+    def compute_spec(self, model: str) -> ComputeSection:
+        """The model's compute section; defaults when the spec is absent or invalid (the job
+        itself then fails on the invalid spec, naming the key)."""
+        try:
+            return read_spec(self.store, model).compute
+        except UserInputError:
+            return ComputeSection()
+
+    def attempt_limit(self, model: str) -> int:
+        """Failed attempts a job of `model` may have before it is failed."""
+        return self.compute_spec(model).max_attempts or self.max_attempts
+
+    def _launch(
+        self, job: Job, attempt: int, compute: ComputeSection, now: float
+    ) -> tuple[Instance, str | None]:
+        """Spot first; on-demand when spot has no capacity (or cannot meet the deadline) and
+        the spec allows it. Returns the instance and why it runs on-demand (None on spot)."""
+        lifecycles = {
+            "fallback": ["spot", "on-demand"],
+            "never": ["spot"],
+            "always": ["on-demand"],
+        }[compute.on_demand]
+        why_on_demand: str | None = "the spec says compute.on_demand: always"
+        if compute.on_demand == "fallback":
+            late = deadline_needs_on_demand(job, compute, now)
+            if late is not None:
+                # Spot stays the last resort: late is better than not at all.
+                lifecycles, why_on_demand = ["on-demand", "spot"], late
+                logger.info("on-demand for the deadline", extra={"job_id": job.job_id})
+        tried: list[str] = []
+        for lifecycle in lifecycles:
+            request = LaunchRequest(
+                job_id=job.job_id,
+                model=job.model,
+                attempt=attempt,
+                instance_types=tuple(compute.instance_types or ()),
+                lifecycle=lifecycle,
+            )
+            try:
+                instance = self.compute.launch(request)
+            except LaunchError as exc:
+                tried.append(f"{lifecycle}: {exc}")
+                # On-demand would fail the same way on a bad request or a throttled API.
+                if exc.kind not in FALLBACK_KINDS:
+                    raise LaunchError("; ".join(tried), kind=exc.kind) from exc
+                last = exc
+                if lifecycle == "spot":
+                    why_on_demand = f"spot failed ({exc.kind}): {exc}"[:_REASON_CHARS]
+                continue
+            return instance, (why_on_demand if lifecycle == "on-demand" else None)
+        if compute.on_demand == "never":
+            tried.append("on-demand not tried: the spec says compute.on_demand: never")
+        raise LaunchError("; ".join(tried), kind=last.kind)
+
+    # ------------------------------------------------------------------ the active slot
+    def _take_slot(self, model: str, job_id: str) -> str | None:
+        """Give the model's slot to `job_id`; if another live job holds it, flag a follow-up
+        and return that job's id. Every change is a compare-and-set on one record."""
+        pk = model_pk(model)
+        for _ in range(50):
+            rec = self.registry.get(pk, ACTIVE)
+            mine = {"job_id": job_id, "follow_up": False, "taken_at": self.clock()}
+            if rec is None:
+                if self.registry.put_if_absent(pk, ACTIVE, mine):
+                    return None
+                continue
+            holder = rec.data.get("job_id")
+            if holder and self._is_live(holder, rec.data.get("taken_at")):
+                if rec.data.get("follow_up") or self.registry.compare_and_set(
+                    pk, ACTIVE, {**rec.data, "follow_up": True}, expected_revision=rec.revision
+                ):
+                    return holder
+                continue
+            # Free, or held by a job that ended without releasing it (a crash in between).
+            # The new job reads all the data there is now: no follow-up owed.
+            if self.registry.compare_and_set(pk, ACTIVE, mine, expected_revision=rec.revision):
+                return None
+        raise DropflowError(f"model {model}: the active-job record kept changing; try again")
+
+    def _is_live(self, job_id: str, taken_at: float | None) -> bool:
+        try:
+            return not self.jobs.get(job_id).state.terminal
+        except NotFoundError:
+            # A request takes the slot before it records its job: for those few round trips
+            # the holder is alive though its job is not there yet. One that died in between
+            # (its Lambda timed out) frees the slot once the grace has passed.
+            return taken_at is not None and self.clock() - float(taken_at) < SLOT_GRACE_SECONDS
+        except DropflowError:
+            return False
+
+    def active_job(self, model: str) -> str | None:
+        rec = self.registry.get(model_pk(model), ACTIVE)
+        return rec.data.get("job_id") if rec else None
+
+    def _failed(self, job: Job, reason: str) -> LaunchOutcome:
+        """Fail the job with `reason` and hand its slot over (see `hand_over`); the outcome is
+        this job's, carrying the follow-up's."""
+        self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
+        _, follow_up = self.hand_over(job.model, job.job_id)
+        return LaunchOutcome(
+            "failed", job.model, reason, job.job_id, job.data_version, follow_up=follow_up
+        )
+
+    def hand_over(self, model: str, job_id: str) -> tuple[bool | None, LaunchOutcome | None]:
+        """Free the slot of the ended job `job_id` and start the follow-up run that drops
+        during it asked for. Returns release_slot's answer and the follow-up's outcome (None
+        when none was owed)."""
+        released = self.release_slot(model, job_id)
+        if not released:
+            return released, None
+        follow_up = self.request_training(model, trigger="follow-up")
+        logger.info("follow-up requested", extra={"job_id": job_id, "outcome": follow_up.message})
+        return released, follow_up
+
+    def release_slot(self, model: str, job_id: str) -> bool | None:
+        """Free the slot held by `job_id`. Returns True when a follow-up run was requested
+        while it ran (the caller then calls request_training once), False when there was
+        none, and None when `job_id` did not hold the slot (already freed: nothing to do)."""
+        pk = model_pk(model)
+        for _ in range(50):
+            rec = self.registry.get(pk, ACTIVE)
+            if rec is None or rec.data.get("job_id") != job_id:
+                return None
+            follow_up = bool(rec.data.get("follow_up"))
+            if self.registry.compare_and_set(
+                pk, ACTIVE, {"job_id": None, "follow_up": False}, expected_revision=rec.revision
+            ):
+                return follow_up
+        raise DropflowError(f"model {model}: could not release the active-job record")
+
+
+# ---------------------------------------------------------------------- budget and deadline
+# Time a new attempt needs besides training: boot, data load, export and publish, plus the
+# work a spot reclaim may cost. Spot is chosen only if the deadline leaves this much on top
+# of the estimated training time, itself padded by SPOT_SLACK for a possible reclaim.
+DEADLINE_MARGIN_SECONDS = 600.0
+SPOT_SLACK = 1.25
+
+
+def remaining_work_seconds(job: Job) -> float | None:
+    """Estimated training seconds the job still needs, from its last heartbeat.
+
+    The heartbeat of the latest attempt that reported (job.progress) says the step reached
+    out of all steps, and usually the training loop's own estimate of the time left
+    (`eta_seconds`, from its measured throughput): that estimate is used as it is. Without
+    one, the time it took to reach that step is extrapolated: the seconds the earlier
+    attempts ran, less the seconds they lost, divided by the steps done, times the steps
+    left. A job that finished training needs 0 more; one that never reported has no
+    estimate (None).
+    """
+    progress = job.progress or {}
+    if progress.get("stage") in ("exporting", "published"):
+        return 0.0
+    eta = progress.get("eta_seconds")
+    if isinstance(eta, int | float) and not isinstance(eta, bool) and eta >= 0:
+        return float(eta)
+    step, steps = progress.get("step"), progress.get("steps")
+    if not (isinstance(step, int | float) and isinstance(steps, int | float)) or step <= 0:
+        return None
+    if step >= steps:
+        return 0.0
+    useful = sum(
+        seconds_run(a, a.ended_at or job.updated_at) - (a.seconds_lost or 0.0) for a in job.attempts
+    )
+    if useful <= 0:
+        return None
+    return (steps - step) * useful / step
+
+
+def deadline_needs_on_demand(job: Job, compute: ComputeSection, now: float) -> str | None:
+    """Why the next attempt must run on-demand to meet the job's deadline, or None when spot
+    still can (or there is no deadline).
+
+    Spot is judged too slow when the time left is less than the estimated remaining work
+    (remaining_work_seconds; 0 when unknown) times SPOT_SLACK plus DEADLINE_MARGIN_SECONDS.
+    """
+    deadline = compute.deadline_at(job.created_at)
+    if deadline is None:
+        return None
+    left = deadline - now
+    remaining = remaining_work_seconds(job)
+    needed = (remaining or 0.0) * SPOT_SLACK + DEADLINE_MARGIN_SECONDS
+    if left >= needed:
+        return None
+    estimate = (
+        "no estimate of the work left"
+        if remaining is None
+        else (f"about {remaining:.0f} s of training left")
+    )
+    return (
+        f"the deadline ({compute.deadline}, {_utc(deadline)}) is {max(left, 0.0):.0f} s away "
+        f"and spot would need about {needed:.0f} s ({estimate}, plus margin)"
+    )
+
+
+def stop_reason(job: Job, compute: ComputeSection, now: float, *, launching: bool) -> str | None:
+    """Why the job must not run on, or None.
+
+    - budget: what it spent (pricing.budget_spend, counting the running attempt up to `now`)
+      has reached compute.budget_usd;
+    - max runtime: its attempts ran compute.max_runtime in all;
+    - deadline (only when `launching` a new attempt): compute.deadline has passed. A running
+      attempt is left to finish, since stopping it would throw its work away.
+    """
+    if compute.budget_usd is not None:
+        spent = budget_spend(job.attempts, now)
+        if spent >= compute.budget_usd:
+            return (
+                f"the job has spent {describe_usd(spent)} of its budget of "
+                f"{describe_usd(compute.budget_usd)} (compute.budget_usd)"
+            )
+    limit = compute.max_runtime_seconds
+    if limit is not None:
+        ran = sum(seconds_run(a, now) for a in job.attempts)
+        if ran >= limit:
+            return (
+                f"its attempts ran {ran:.0f} s in all, the max runtime is "
+                f"{compute.max_runtime} (compute.max_runtime)"
+            )
+    if launching:
+        deadline = compute.deadline_at(job.created_at)
+        if deadline is not None and now >= deadline:
+            return (
+                f"the deadline ({compute.deadline}, {_utc(deadline)}) has passed (compute.deadline)"
+            )
+    return None
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,291 @@
+"""Keeping jobs alive: what happens when the instance (or child process) of an attempt ends.
+
+The job itself records its success (published) or a user error (failed). When an instance
+ends and the job is not in a final state, the attempt was lost (spot reclaim, crash, a stop of
+the local runtime): the tracker starts the next attempt, which resumes, until the job's
+attempts are used up, its budget is spent, its max runtime used or its deadline past (see
+launcher.stop_reason). The watchdog also stops a running attempt once the job's spend reaches
+its budget or its max runtime. When a job reaches a final state the model's active slot is
+released, and a follow-up run starts if data arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from dropflow.control.launcher import Launcher, LaunchOutcome, stop_reason
+from dropflow.errors import NotFoundError
+from dropflow.observability import logger
+from dropflow.ports import Instance, InstanceState
+from dropflow.records.jobs import Attempt, ExitCode, Job, JobState
+from dropflow.vocabulary.spec import ComputeSection
+
+Action = Literal["ignored", "noted", "relaunched", "failed", "finished", "terminated"]
+
+# An interrupted attempt (spot reclaim, with its checkpoint) is always retried: it does not
+# count against the job's max attempts. This cap only stops a job that is reclaimed forever.
+MAX_ATTEMPTS_IN_ALL = 25
+INTERRUPTED_PREFIX = "interrupted"
+
+# A running attempt whose heartbeat (every ~30 s) is older than this is presumed stuck: its
+# instance is terminated, and the end of the instance relaunches the job from its checkpoint.
+STALE_HEARTBEAT_SECONDS = 15 * 60
+
+# An attempt that never got an instance (the launcher died in between) is retried after this.
+LAUNCH_GRACE_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class TrackOutcome:
+    action: Action
+    message: str
+    job_id: str | None = None
+    follow_up: LaunchOutcome | None = None
+    # The job's final state ("failed" or "published") when this call is the one that ended
+    # it, else None: duplicate events never count a job twice in the handlers' metrics.
+    ended: str | None = None
+
+    def jobs_failed(self) -> int:
+        """How many jobs this call saw fail: the one it ended, and its follow-up's."""
+        own = 1 if self.ended == "failed" else 0
+        return own + (self.follow_up.jobs_failed() if self.follow_up else 0)
+
+
+def describe_exit(exit_code: int | None) -> str:
+    """A reader's account of how an attempt's process ended."""
+    if exit_code is None:
+        return "the instance ended"
+    if exit_code < 0:
+        return f"killed by signal {-exit_code}"
+    try:
+        return {
+            ExitCode.OK: "exited without publishing",
+            ExitCode.CRASHED: "crashed (exit 1)",
+            ExitCode.USER_ERROR: "stopped on a data or spec error (exit 2)",
+            ExitCode.INTERRUPTED: "interrupted; a checkpoint was stored (exit 75)",
+        }[ExitCode(exit_code)]
+    except ValueError:
+        return f"exited with code {exit_code}"
+
+
+def failed_attempts(attempts: list[Attempt]) -> int:
+    """Attempts that ended in failure; those that honoured an interruption do not count."""
+    return sum(1 for a in attempts if not (a.exit_reason or "").startswith(INTERRUPTED_PREFIX))
+
+
+class Tracker:
+    def __init__(self, launcher: Launcher, *, clock: Callable[[], float] = time.time) -> None:
+        self.launcher = launcher
+        self.jobs = launcher.jobs
+        self.compute = launcher.compute
+        self.clock = clock
+
+    def instance_ended(self, instance: Instance) -> TrackOutcome:
+        """React to the end of an attempt's instance (EC2 state change, or a process exit)."""
+        try:
+            job = self.jobs.get(instance.job_id)
+        except NotFoundError:
+            return TrackOutcome("ignored", f"{instance.instance_id} belongs to no known job")
+        current = job.current_attempt
+        if current is None or current.instance_id not in (None, instance.instance_id):
+            return TrackOutcome(
+                "ignored", f"{instance.instance_id} ran an earlier attempt", job.job_id
+            )
+        how = describe_exit(instance.exit_code)
+        if current.ended_at is None or current.exit_reason is None:
+            self.jobs.update_attempt(
+                job.job_id,
+                current.number,
+                ended_at=current.ended_at or instance.ended_at or self.clock(),
+                exit_reason=current.exit_reason or how,
+            )
+        if job.state.terminal:
+            return self._finish(job)
+        if instance.exit_code == ExitCode.USER_ERROR:
+            return self._fail(job, current.exit_reason or how)
+        failures = failed_attempts(self.jobs.get(job.job_id).attempts)
+        if failures >= self.launcher.attempt_limit(job.model):
+            return self._fail(job, f"gave up after {failures} failed attempts; the last one {how}")
+        if len(job.attempts) >= MAX_ATTEMPTS_IN_ALL:
+            return self._fail(job, f"gave up after {len(job.attempts)} attempts in all")
+        self.jobs.transition(
+            job.job_id, JobState.INTERRUPTED, reason=f"attempt {current.number} {how}"
+        )
+        outcome = self.launcher.launch_attempt(job.job_id)
+        logger.info("attempt relaunched", extra={"job_id": job.job_id, "outcome": outcome.message})
+        if outcome.action == "failed":
+            return self._launch_failed(job, outcome)
+        return TrackOutcome("relaunched", outcome.message, job.job_id)
+
+    def notice(self, instance: Instance, kind: str) -> TrackOutcome:
+        """Record a spot interruption warning or rebalance recommendation on the attempt.
+
+        The job on the instance sees the same notice through IMDS and checkpoints itself;
+        the relaunch happens when the instance has ended.
+        """
+        try:
+            job = self.jobs.get(instance.job_id)
+        except NotFoundError:
+            return TrackOutcome("ignored", f"{instance.instance_id} belongs to no known job")
+        current = job.current_attempt
+        if current is None or current.instance_id != instance.instance_id:
+            return TrackOutcome("ignored", f"{instance.instance_id} is not the current attempt")
+        self.jobs.set_progress(
+            job.job_id, {**job.progress, "notice": kind, "notice_at": self.clock()}
+        )
+        return TrackOutcome("noted", f"{kind} for attempt {current.number}", job.job_id)
+
+    def sweep(self) -> list[TrackOutcome]:
+        """Check every unfinished job's current instance; handle those that ended.
+
+        The local runtime calls this in its loop (it is its EC2 state-change feed); in AWS the
+        watchdog schedule calls it to catch events that were lost.
+        """
+        outcomes = []
+        holders: dict[str, str | None] = {}  # each model's slot, read once per sweep
+        for job in self.jobs.all():
+            if job.state.terminal:
+                if job.model not in holders:
+                    holders[job.model] = self.launcher.active_job(job.model)
+                if holders[job.model] == job.job_id:
+                    outcomes.append(self._finish(job))
+                    holders[job.model] = None
+                continue
+            current = job.current_attempt
+            if current is None or current.instance_id is None:
+                started = (current.started_at if current else None) or job.created_at
+                if self.clock() - started > LAUNCH_GRACE_SECONDS:
+                    outcomes.append(self._relaunch_orphan(job))
+                continue
+            instance = self.compute.describe(current.instance_id)
+            if instance is None or instance.state == InstanceState.TERMINATED:
+                outcomes.append(
+                    self.instance_ended(
+                        instance
+                        or Instance(
+                            instance_id=current.instance_id,
+                            job_id=job.job_id,
+                            attempt=current.number,
+                            state=InstanceState.TERMINATED,
+                            instance_type=current.instance_type or "unknown",
+                            lifecycle=current.lifecycle or "unknown",
+                            zone=current.zone or "unknown",
+                            launched_at=current.started_at or job.created_at,
+                        )
+                    )
+                )
+        return outcomes
+
+    def enforce_limits(self) -> list[TrackOutcome]:
+        """Stop every running attempt whose job reached its budget (what it spent, counting
+        this attempt's price times the seconds it has run so far) or its max runtime: the
+        job fails with the reason first, so the end of the instance relaunches nothing, then
+        the instance is terminated. A deadline does not stop a running attempt (see
+        launcher.stop_reason); it only keeps the job from being relaunched."""
+        now = self.clock()
+        specs: dict[str, ComputeSection] = {}
+        outcomes = []
+        for job in self.jobs.all():
+            attempt = job.current_attempt
+            if (
+                job.state.terminal
+                or attempt is None
+                or attempt.instance_id is None
+                or attempt.ended_at is not None
+            ):
+                continue
+            if job.model not in specs:
+                specs[job.model] = self.launcher.compute_spec(job.model)
+            why = stop_reason(job, specs[job.model], now, launching=False)
+            if why is not None:
+                outcomes.append(self._stop(job, attempt, why, now))
+        return outcomes
+
+    def watchdog(self) -> list[TrackOutcome]:
+        """The schedule's sweep: handle ended instances whose event was lost, stop attempts
+        over their job's budget or max runtime, terminate a stuck attempt (stale heartbeat),
+        and terminate every dropflow instance that serves no unfinished job, so that no
+        forgotten GPU instance bills a weekend."""
+        outcomes = self.sweep()
+        outcomes += self.enforce_limits()
+        now = self.clock()
+        current: dict[str, Job] = {}
+        for job in self.jobs.all():
+            attempt = job.current_attempt
+            if not job.state.terminal and attempt is not None and attempt.instance_id:
+                current[attempt.instance_id] = job
+        for instance in self.compute.list_instances():
+            if instance.state == InstanceState.TERMINATED:
+                continue
+            job = current.get(instance.instance_id)
+            if job is None:
+                self.compute.terminate(instance.instance_id)
+                outcomes.append(
+                    TrackOutcome(
+                        "terminated",
+                        f"orphan instance {instance.instance_id} (job {instance.job_id}, "
+                        f"attempt {instance.attempt}) serves no unfinished job",
+                        instance.job_id,
+                    )
+                )
+                continue
+            beat = job.progress.get("updated_at")
+            if beat is None:
+                beat = instance.launched_at
+            if job.state == JobState.RUNNING and now - float(beat) > STALE_HEARTBEAT_SECONDS:
+                self.compute.terminate(instance.instance_id)
+                outcomes.append(
+                    TrackOutcome(
+                        "terminated",
+                        f"no heartbeat from {instance.instance_id} for {now - float(beat):.0f} s; "
+                        "terminated so that the job resumes on a new instance",
+                        job.job_id,
+                    )
+                )
+        return outcomes
+
+    # ------------------------------------------------------------------ internals
+    def _relaunch_orphan(self, job: Job) -> TrackOutcome:
+        if len(job.attempts) >= self.launcher.attempt_limit(job.model):
+            return self._fail(job, f"gave up after {len(job.attempts)} attempts that never started")
+        if job.state != JobState.QUEUED:
+            self.jobs.transition(job.job_id, JobState.INTERRUPTED, reason="attempt never started")
+        outcome = self.launcher.launch_attempt(job.job_id)
+        if outcome.action == "failed":
+            return self._launch_failed(job, outcome)
+        return TrackOutcome("relaunched", outcome.message, job.job_id)
+
+    @staticmethod
+    def _launch_failed(job: Job, outcome: LaunchOutcome) -> TrackOutcome:
+        # The launcher failed the job (and started the follow-up it owed): this call ended it.
+        return TrackOutcome("failed", outcome.message, job.job_id, outcome.follow_up, "failed")
+
+    def _stop(self, job: Job, attempt: Attempt, why: str, now: float) -> TrackOutcome:
+        instance_id = attempt.instance_id
+        reason = f"stopped attempt {attempt.number} on {instance_id}: {why}"
+        failed = self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
+        self.jobs.update_attempt(
+            job.job_id, attempt.number, ended_at=now, exit_reason=f"stopped: {why}"
+        )
+        assert instance_id is not None
+        self.compute.terminate(instance_id)
+        logger.warning("job stopped", extra={"job_id": job.job_id, "reason": reason})
+        finished = self._finish(failed)
+        return TrackOutcome("failed", reason, job.job_id, finished.follow_up, ended="failed")
+
+    def _fail(self, job: Job, reason: str) -> TrackOutcome:
+        failed = self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
+        logger.warning("job failed", extra={"job_id": job.job_id, "reason": reason})
+        outcome = self._finish(failed)
+        return TrackOutcome("failed", reason, job.job_id, outcome.follow_up, ended="failed")
+
+    def _finish(self, job: Job) -> TrackOutcome:
+        """Free the ended job's slot (starting the follow-up it owes). The call that frees it
+        is the one that reports the job as ended."""
+        released, follow_up = self.launcher.hand_over(job.model, job.job_id)
+        message = f"job {job.state}" + (f"; follow-up: {follow_up.message}" if follow_up else "")
+        ended = job.state.value if released is not None else None
+        return TrackOutcome("finished", message, job.job_id, follow_up, ended)

@@ -1,0 +1,396 @@
+"""The Open Inference Protocol v2 (KServe, Triton, MLServer) over JSON, on dropflow's models.
+
+No HTTP here: the predict function maps the routes onto `OpenInference` and the errors onto
+statuses. The tensor contract is the graph's own (see dropflow.vocabulary.card), stated honestly:
+- one input `input`, FP32, shape [-1, F]: one column per card feature, in card order. A number
+  feature's column carries the raw value; null there means missing and is accepted only when
+  the feature is `nullable` (the graph fills in the training median). A category feature's
+  column carries the category's code, its index in the feature's `categories` (0, 1, ...);
+  the model metadata's `parameters` list every feature with its column and categories.
+- one output: `probabilities`, FP32 [-1, C] for classification (the label is
+  classes[argmax], classes in the metadata's `parameters`), or `prediction`, FP32 [-1] for
+  regression, in the target's original units.
+
+Metadata `parameters` values are scalars, as the protocol types them: lists are JSON text.
+
+Errors (the protocol's `{"error": "<message>"}` body; statuses chosen by the caller):
+- MalformedRequest (400): the body is not an inference request: not JSON, not an object,
+  `inputs` missing or empty, a tensor without name/shape/datatype/data of the right JSON types,
+  a repeated input, or `data` that does not hold the shape's number of elements (flat, or
+  nested exactly as the shape).
+- InvalidTensor (422): a well-formed request the model cannot take: an unknown input or output
+  name, a datatype other than FP32, a shape other than [N >= 1, F], a value that is not a
+  number, not finite or beyond float32, a null outside a nullable number column, a category
+  code that is not one of the feature's codes.
+- TooManyRows (413): more than MAX_ROWS rows, the predict API's limit.
+The protocol itself only says "usually 400" for a failed inference; 422 and 413 follow the
+rest of dropflow's API (DESIGN.md), and every client mistake stays a 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+import numpy as np
+
+from dropflow.errors import DropflowError, NotReadyError
+from dropflow.observability import logger
+from dropflow.serving.service import FLOAT32_MAX, MAX_ROWS, PredictionService
+from dropflow.vocabulary.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card
+
+SERVER_NAME = "dropflow"
+PLATFORM = "onnxruntime"
+FP32 = "FP32"
+# How many bad values one 422 names.
+MAX_REPORTED = 5
+PREFIX = "/v2"
+
+
+class OipError(DropflowError, ValueError):
+    """A client mistake in an OIP request; `status` is the HTTP status it deserves."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class MalformedRequest(OipError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class InvalidTensor(OipError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class TooManyRows(OipError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+def error_body(message: str) -> dict[str, str]:
+    """The protocol's error object."""
+    return {"error": message}
+
+
+def is_oip_path(path: str | None) -> bool:
+    """Whether a request path belongs to the Open Inference Protocol (answers its errors)."""
+    return bool(path) and (path == PREFIX or str(path).startswith(PREFIX + "/"))
+
+
+def _tensor_meta(name: str, shape: list[int]) -> dict[str, Any]:
+    return {"name": name, "datatype": FP32, "shape": shape}
+
+
+def _output_meta(card: Card) -> dict[str, Any]:
+    if card.task == "classification":
+        return _tensor_meta(PROBABILITIES, [-1, len(card.classes or [])])
+    return _tensor_meta(PREDICTION, [-1])
+
+
+class OpenInference:
+    """The protocol's health, metadata and inference calls on a PredictionService."""
+
+    def __init__(self, service: PredictionService, server_version: str = "0") -> None:
+        self.service = service
+        self.server_version = server_version
+
+    # ------------------------------------------------------------------ server
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": self.server_version, "extensions": []}
+
+    def server_ready(self) -> bool:
+        """Whether the function can serve: its registry answers (models are loaded lazily)."""
+        try:
+            self.service.catalog.models()
+        except Exception:  # any adapter failure means "not ready", never a 500
+            logger.exception("registry not reachable: not ready")
+            return False
+        return True
+
+    # ------------------------------------------------------------------ models
+    def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
+        """Name, servable versions, platform and the tensor contract of `model` (or version).
+
+        Raises InvalidName/NotFoundError (unknown model or version), NotReadyError.
+        """
+        described = self.service.servable_version(model, version)
+        card = self.service.cache.card(model, described)
+        if version is None:
+            versions = [
+                r.version for r in self.service.catalog.versions(model) if r.decision == "approved"
+            ]
+        else:
+            versions = [version]
+        features = []
+        for column, feature in enumerate(card.features):
+            entry: dict[str, Any] = {"name": feature.name, "column": column, "dtype": feature.dtype}
+            if feature.categories is not None:
+                entry["categories"] = feature.categories
+            entry["nullable"] = feature.nullable
+            features.append(entry)
+        parameters: dict[str, Any] = {
+            "version": described,
+            "task": card.task,
+            "target": card.target,
+            "features": json.dumps(features),
+            "input_encoding": (
+                "one column per feature, in order; a number feature carries its value (null "
+                "means missing where nullable), a category feature carries the index of its "
+                "value in the feature's categories"
+            ),
+        }
+        if card.task == "classification":
+            parameters["classes"] = json.dumps(card.classes)
+            parameters["output_encoding"] = "probabilities[:, i] is the probability of classes[i]"
+        return {
+            "name": model,
+            "versions": versions,
+            "platform": PLATFORM,
+            "inputs": [_tensor_meta(INPUT_NAME, [-1, len(card.features)])],
+            "outputs": [_output_meta(card)],
+            "parameters": parameters,
+        }
+
+    def model_ready(self, model: str, version: str | None = None) -> tuple[bool, str]:
+        """(ready, why not): ready once its session is loaded (loading it if needed).
+
+        Raises InvalidName/NotFoundError for an unknown model or version.
+        """
+        try:
+            resolved = self.service.servable_version(model, version)
+            tier = self.service.forwarded(model, resolved)
+        except NotReadyError as exc:
+            return False, str(exc)
+        if tier is not None:  # a large model: ready once the container tier has loaded it
+            return tier.model_ready(model, resolved)
+        try:
+            self.service.cache.session(model, resolved)
+        except Exception:  # a graph that cannot load is "not ready", logged for us
+            logger.exception("cannot load the model", extra={"model": model, "version": resolved})
+            return False, f"version {resolved!r} of model {model!r} cannot be loaded"
+        return True, ""
+
+    # ------------------------------------------------------------------ inference
+    def infer(self, model: str, version: str | None, body: str | None) -> dict[str, Any]:
+        """Run an inference request (JSON text) and shape the protocol's response.
+
+        Raises InvalidName/NotFoundError, NotReadyError, or an OipError; for a version
+        routed to the container tier, its answer (or ContainerAnswered / ContainerUnavailable).
+        """
+        resolved = self.service.servable_version(model, version)
+        tier = self.service.forwarded(model, resolved)
+        if tier is not None:
+            return tier.infer(model, resolved, body)
+        card = self.service.cache.card(model, resolved)
+        request = parse_request(body)
+        tensor = _the_input(request["inputs"])
+        batch = to_batch(tensor, card)
+        available = _output_meta(card)["name"]
+        wanted = _requested_outputs(request.get("outputs"), available)
+        outputs = self.service.run_graph(model, resolved, batch)
+        answer: dict[str, Any] = {"model_name": model, "model_version": resolved}
+        if "id" in request:
+            answer["id"] = request["id"]
+        answer["outputs"] = [
+            {
+                "name": name,
+                "datatype": FP32,
+                "shape": list(outputs[name].shape),
+                "data": outputs[name].reshape(-1).astype(float).tolist(),
+            }
+            for name in wanted
+        ]
+        return answer
+
+
+# ---------------------------------------------------------------------- request parsing
+def parse_request(body: str | None) -> dict[str, Any]:
+    """The inference request object, its structure checked (400 otherwise)."""
+    if not body or not body.strip():
+        raise MalformedRequest('a JSON inference request body is required: {"inputs": [...]}')
+    try:
+        request = json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise MalformedRequest(f"request body is not valid JSON: {detail}{where}") from None
+    if not isinstance(request, dict):
+        raise MalformedRequest("the inference request must be a JSON object")
+    if "id" in request and not isinstance(request["id"], str):
+        raise MalformedRequest("id must be a string")
+    if "parameters" in request and not isinstance(request["parameters"], dict):
+        raise MalformedRequest("parameters must be an object")
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise MalformedRequest("inputs must be a non-empty list of tensors")
+    seen: set[str] = set()
+    for i, tensor in enumerate(inputs):
+        _check_tensor(tensor, f"inputs[{i}]")
+        if tensor["name"] in seen:
+            raise MalformedRequest(f"input {tensor['name']!r} is given more than once")
+        seen.add(tensor["name"])
+    outputs = request.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise MalformedRequest('outputs must be a list of {"name": ...} objects')
+        for i, output in enumerate(outputs):
+            if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+                raise MalformedRequest(f"outputs[{i}] must be an object with a string name")
+    return request
+
+
+def _check_tensor(tensor: Any, where: str) -> None:
+    if not isinstance(tensor, dict):
+        raise MalformedRequest(f"{where} must be a tensor object {{name, shape, datatype, data}}")
+    for key, kind, what in (
+        ("name", str, "a string"),
+        ("datatype", str, "a string"),
+        ("shape", list, "a list of sizes"),
+        ("data", list, "a list of values"),
+    ):
+        if key not in tensor:
+            raise MalformedRequest(f"{where}: {key} is required")
+        if not isinstance(tensor[key], kind):
+            raise MalformedRequest(f"{where}: {key} must be {what}")
+    shape = tensor["shape"]
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise MalformedRequest(f"{where}: shape must hold non-negative integers, got {shape}")
+
+
+def _the_input(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    unknown = [t["name"] for t in inputs if t["name"] != INPUT_NAME]
+    if unknown:
+        raise InvalidTensor(
+            f"unknown input {', '.join(map(repr, unknown))}: the model has one input "
+            f"{INPUT_NAME!r} (GET /v2/models/<name> describes it)"
+        )
+    return inputs[0]
+
+
+def _requested_outputs(outputs: list[dict[str, Any]] | None, available: str) -> list[str]:
+    if not outputs:
+        return [available]
+    names = [o["name"] for o in outputs]
+    unknown = [n for n in names if n != available]
+    if unknown:
+        raise InvalidTensor(
+            f"unknown output {', '.join(map(repr, unknown))}: the model's output is {available!r}"
+        )
+    return [available]
+
+
+def _flatten(data: list[Any], shape: Sequence[int]) -> list[Any]:
+    """`data` in row-major order: flat with prod(shape) elements, or nested as the shape."""
+    count = math.prod(shape)
+    if not data or not isinstance(data[0], list):
+        if len(data) != count:
+            raise MalformedRequest(
+                f"input data holds {len(data)} values but shape {list(shape)} needs {count}"
+            )
+        if any(isinstance(v, list | dict) for v in data):
+            raise MalformedRequest("input data must be flat or nested exactly as the shape")
+        return data
+    flat: list[Any] = []
+
+    def walk(node: Any, depth: int) -> None:
+        if depth == len(shape):
+            if isinstance(node, list | dict):
+                raise MalformedRequest("input data is nested deeper than its shape")
+            flat.append(node)
+            return
+        if not isinstance(node, list) or len(node) != shape[depth]:
+            raise MalformedRequest(
+                f"input data is not nested as shape {list(shape)} (dimension {depth})"
+            )
+        for child in node:
+            walk(child, depth + 1)
+
+    walk(data, 0)
+    return flat
+
+
+def to_batch(tensor: dict[str, Any], card: Card) -> np.ndarray:
+    """The float32 [N, F] batch the graph takes, from the request's `input` tensor."""
+    features = card.features
+    n_features = len(features)
+    contract = f"{INPUT_NAME!r} is {FP32} [-1, {n_features}]"
+    if tensor["datatype"] != FP32:
+        raise InvalidTensor(f"input datatype {tensor['datatype']!r} is not accepted: {contract}")
+    shape = tensor["shape"]
+    if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
+        raise InvalidTensor(f"input shape {shape} does not fit the model: {contract}, N >= 1")
+    if shape[0] > MAX_ROWS:
+        raise TooManyRows(f"{shape[0]} rows in one request; the limit is {MAX_ROWS}")
+    flat = _flatten(tensor["data"], shape)
+    problems: list[str] = []
+    nulls: list[int] = []
+    if not all(type(v) is float or type(v) is int for v in flat):
+        for index, value in enumerate(flat):
+            if type(value) is float or type(value) is int:
+                continue
+            feature = features[index % n_features]
+            if value is None and feature.dtype == "number" and feature.nullable:
+                nulls.append(index)
+                continue
+            row = index // n_features
+            if value is None:
+                why = "null is only accepted in a nullable number feature's column"
+            else:
+                why = f"expected a number, got {_kind(value)}"
+            problems.append(f"row {row}, feature {feature.name!r}: {why}")
+            if len(problems) > MAX_REPORTED:
+                break
+        _raise(problems)
+        flat = [math.nan if v is None else v for v in flat]
+    try:
+        values = np.array(flat, dtype=np.float64).reshape(shape[0], n_features)
+    except OverflowError:  # an integer beyond float64
+        raise InvalidTensor("input holds a number beyond float32's range") from None
+    finite = np.isfinite(values) & (np.abs(values) <= FLOAT32_MAX)
+    if nulls:
+        finite.reshape(-1)[nulls] = True
+    if not finite.all():
+        for row, column in np.argwhere(~finite)[: MAX_REPORTED + 1]:
+            feature = features[column]
+            hint = feature.nullable and feature.dtype == "number"
+            problems.append(
+                f"row {row}, feature {feature.name!r}: {float(values[row, column])!r} is not a "
+                "finite float32 number" + (" (send null for a missing value)" if hint else "")
+            )
+    for column, feature in enumerate(features):
+        if feature.dtype != "category":
+            continue
+        codes = values[:, column]
+        n_codes = len(feature.categories or [])
+        bad = ~((codes == np.floor(codes)) & (codes >= 0) & (codes < n_codes))
+        bad &= finite[:, column]  # a non-finite value is reported once, above
+        for row in np.flatnonzero(bad)[: MAX_REPORTED + 1]:
+            if len(problems) > MAX_REPORTED:
+                break
+            problems.append(
+                f"row {row}, feature {feature.name!r}: {float(values[row, column])!r} is not a "
+                f"category code (an integer from 0 to {n_codes - 1}: the index of the value "
+                "in the feature's categories)"
+            )
+    _raise(problems)
+    return values.astype(np.float32)
+
+
+def _raise(problems: list[str]) -> None:
+    if not problems:
+        return
+    message = "invalid input: " + "; ".join(problems[:MAX_REPORTED])
+    if len(problems) > MAX_REPORTED:
+        message += "; and more after these"
+    raise InvalidTensor(message)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"string {value[:20]!r}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

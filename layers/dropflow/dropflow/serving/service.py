@@ -1,0 +1,719 @@
+"""The prediction service behind `POST /models/{name}/predict` (no HTTP here).
+
+A `ModelCache` lives once per execution environment: it keeps onnxruntime sessions per
+(model, version) within a memory budget (least recently used first out; a single model larger
+than the budget is still served, alone), the cards, and each model's champion pointer with its
+route for `champion_ttl` seconds, so a warm request touches neither the store nor the registry
+until the pointer expires. `PredictionService` checks the client's instances against the card,
+runs the graph and maps class ids back to the target's original labels; in the predict function
+it forwards the versions routed `container` (dropflow.vocabulary.routing) to the container tier
+instead.
+
+What a client may send for a feature (checked by `InputSchema`, against the card's Feature):
+- a number feature: a JSON number, finite and within float32 (booleans and numeric strings
+  are refused). null means missing and is accepted when the feature is `nullable` (the graph
+  then fills in the training median); NaN and Infinity are refused: a missing value is null.
+- a category feature: one of its `categories`, as the raw value. Text compares exactly, after
+  trimming surrounding spaces (`Red` is not `red`). A JSON number matches the category that
+  spells it (3 and 3.0 match `3` or `3.0`), since a CSV column of mostly words can hold some
+  numbers. A boolean category takes true/false, or the strings "true"/"false" in any case,
+  as training read them. null means missing, accepted only when training saw missing values
+  (the feature is `nullable` and `<missing>` is a category). Anything else is a 422 naming
+  the row, the feature, the value and the known categories.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from dropflow.errors import DropflowError, NotFoundError, NotReadyError
+from dropflow.observability import logger
+from dropflow.ports import ObjectStore, Registry
+from dropflow.records.catalog import Catalog
+from dropflow.serving.forwarding import ContainerClient, ContainerUnavailable
+from dropflow.serving.schema import describe_value, rows_problem
+from dropflow.vocabulary.card import (
+    INPUT_NAME,
+    MISSING_CATEGORY,
+    PREDICTION,
+    PROBABILITIES,
+    Card,
+    Feature,
+    artifact_key,
+    card_key,
+)
+from dropflow.vocabulary.names import check_model_name, check_version
+from dropflow.vocabulary.routing import (
+    CONTAINER,
+    LAMBDA,
+    SESSION_MEMORY_FACTOR,
+    Route,
+    default_cache_budget_mb,
+    session_memory_mb,
+)
+
+SERVED_BY = LAMBDA
+# A model with jobs but no champion is usually minutes away from one (training + promotion).
+NOT_READY_RETRY_AFTER = 60
+# The most rows one request may carry (the simple API and the Open Inference Protocol alike):
+# more is a 413, so that one client cannot hold a function for seconds with a single call.
+MAX_ROWS = 10_000
+# How many problems one 422 lists: enough to fix a batch in one go, short enough to read.
+MAX_REPORTED_PROBLEMS = 5
+# The graph's input is float32: a larger magnitude would become infinity inside the model.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# How many of a feature's categories an "unknown category" message lists.
+MAX_LISTED_CATEGORIES = 20
+
+
+class InvalidInstances(DropflowError, ValueError):
+    """The client's instances do not fit the model's input schema (the message says where)."""
+
+
+class TooManyInstances(DropflowError, ValueError):
+    """More than MAX_ROWS instances in one request (HTTP 413)."""
+
+
+def check_row_count(count: int) -> None:
+    """Raise TooManyInstances when `count` rows are more than one request may carry."""
+    if count > MAX_ROWS:
+        raise TooManyInstances(
+            f"{count} instances in one request; the limit is {MAX_ROWS}: "
+            "split them over several requests"
+        )
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (Lambda grants vCPUs in proportion to memory)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def session_providers() -> list[str]:
+    """CUDA first where this onnxruntime has it (onnxruntime-gpu in the container tier on a
+    GPU instance), else the CPU; the Lambda's CPU wheel only ever has the CPU."""
+    available = ort.get_available_providers()
+    gpu = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
+    return [*gpu, "CPUExecutionProvider"]
+
+
+def open_session(model_bytes: bytes, *, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime session for a serialized model, using `threads` intra-op threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cpus()
+    # One request at a time per environment: parallelism inside the operators is what pays.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model_bytes, options, providers=session_providers())
+
+
+@dataclass(frozen=True)
+class _Pointer:
+    version: str
+    fetched_at: float
+
+
+@dataclass(frozen=True)
+class _Held:
+    session: ort.InferenceSession
+    memory_mb: float  # the estimate it is counted at against the budget
+
+
+class ModelCache:
+    """Sessions, cards and champion pointers, cached for the life of the execution environment.
+
+    Thread-safe (the local gateway serves requests from several threads). Sessions are kept in
+    an LRU bounded by `budget_mb` (each counted at dropflow.vocabulary.routing's estimate for the
+    size of
+    its model.onnx) and by `max_sessions`, so that an environment that sees many champion
+    switches or many models does not run out of memory. Room is made before a session is
+    built: the peak is what the function's memory must hold.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        registry: Registry,
+        *,
+        champion_ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        threads: int | None = None,
+        max_sessions: int = 16,
+        budget_mb: float | None = None,
+        memory_factor: float = SESSION_MEMORY_FACTOR,
+    ) -> None:
+        """`budget_mb` defaults to dropflow.vocabulary.routing.default_cache_budget_mb()."""
+        self.store = store
+        self.catalog = Catalog(registry)
+        self.champion_ttl = champion_ttl
+        self.clock = clock
+        self.threads = threads or available_cpus()
+        self.max_sessions = max_sessions
+        self.budget_mb = budget_mb if budget_mb is not None else default_cache_budget_mb()
+        self.memory_factor = memory_factor
+        self._lock = threading.Lock()
+        self._champions: dict[str, _Pointer] = {}
+        self._cards: dict[tuple[str, str], Card] = {}
+        self._inputs: dict[tuple[str, str], InputSchema] = {}
+        self._servable: set[tuple[str, str]] = set()
+        self._routes: dict[tuple[str, str], Route] = {}
+        self._sessions: OrderedDict[tuple[str, str], _Held] = OrderedDict()
+
+    # ------------------------------------------------------------------ champion pointer
+    def champion(self, model: str) -> str:
+        """The champion version of `model`, re-read from the registry at most every TTL.
+
+        Raises NotFoundError for a model dropflow never heard of, NotReadyError for a model
+        that has jobs or versions but no champion yet.
+        """
+        now = self.clock()
+        with self._lock:
+            pointer = self._champions.get(model)
+        if pointer is not None and now - pointer.fetched_at < self.champion_ttl:
+            return pointer.version
+        champion = self.catalog.champion(model)
+        if champion is None:
+            # Not cached: the first champion should be served as soon as it is switched in.
+            if self.catalog.exists(model):
+                raise NotReadyError(
+                    f"model {model!r} has no champion yet (training or promotion is under way); "
+                    f"retry in {NOT_READY_RETRY_AFTER} s",
+                    retry_after=NOT_READY_RETRY_AFTER,
+                )
+            raise NotFoundError(f"unknown model {model!r}: GET /models lists the models served")
+        route = champion.route or LAMBDA  # pointers from before routing: the function's own
+        with self._lock:
+            self._champions[model] = _Pointer(champion.version, now)
+            self._routes[(model, champion.version)] = route
+        return champion.version
+
+    # ------------------------------------------------------------------ versions
+    def ensure_servable(self, model: str, version: str) -> None:
+        """Check once per environment that `version` was approved by promotion.
+
+        A rejected version may be broken (parity failure), so it is never served.
+        """
+        if (model, version) in self._servable:
+            return
+        record = self.catalog.version(model, version)
+        if record is None:
+            raise NotFoundError(
+                f"model {model!r} has no version {version!r}; "
+                f"GET /models/{model} shows its champion"
+            )
+        if record.decision == "pending":
+            raise NotReadyError(
+                f"version {version!r} of model {model!r} is still being checked by promotion",
+                retry_after=NOT_READY_RETRY_AFTER,
+            )
+        if record.decision != "approved":
+            raise NotFoundError(
+                f"version {version!r} of model {model!r} was rejected by promotion and is not "
+                f"served ({record.reason})"
+            )
+        with self._lock:
+            self._servable.add((model, version))
+            self._routes[(model, version)] = record.route or LAMBDA
+
+    def route(self, model: str, version: str) -> Route:
+        """Where `version` is served; known without I/O once champion() or ensure_servable()
+        resolved it (the pointer and the version record carry it)."""
+        key = (model, version)
+        with self._lock:
+            route = self._routes.get(key)
+        if route is not None:
+            return route
+        record = self.catalog.version(model, version)
+        route = (record.route if record else None) or LAMBDA
+        with self._lock:
+            self._routes[key] = route
+        return route
+
+    def card(self, model: str, version: str) -> Card:
+        """The version's card (read from the store once)."""
+        key = (model, version)
+        with self._lock:
+            cached = self._cards.get(key)
+        if cached is not None:
+            return cached
+        card = Card.model_validate_json(self.store.get(card_key(model, version)))
+        inputs = InputSchema(card.features)
+        with self._lock:
+            self._cards[key] = card
+            self._inputs[key] = inputs
+        return card
+
+    def inputs(self, model: str, version: str) -> InputSchema:
+        """The version's InputSchema, built once with its card."""
+        key = (model, version)
+        with self._lock:
+            cached = self._inputs.get(key)
+        if cached is not None:
+            return cached
+        self.card(model, version)
+        with self._lock:
+            return self._inputs[key]
+
+    def session(self, model: str, version: str) -> ort.InferenceSession:
+        """The version's onnxruntime session, created on first use and kept (LRU, budget)."""
+        key = (model, version)
+        with self._lock:
+            held = self._sessions.get(key)
+            if held is not None:
+                self._sessions.move_to_end(key)
+                return held.session
+        card = self.card(model, version)
+        data = self.store.get(artifact_key(model, version, card.files.get("model", "model.onnx")))
+        memory = session_memory_mb(len(data), self.memory_factor)
+        with self._lock:
+            self._evict(memory, adding=True)
+        # Built outside the lock: loading a large graph must not stall requests for others.
+        session = open_session(data, threads=self.threads)
+        del data
+        with self._lock:
+            self._sessions[key] = _Held(session, memory)
+            self._sessions.move_to_end(key)
+            self._evict(0.0, adding=False, keep=key)  # two loads at once may overshoot
+        return session
+
+    @property
+    def memory_used_mb(self) -> float:
+        """The estimated memory of the sessions held now."""
+        with self._lock:
+            return sum(held.memory_mb for held in self._sessions.values())
+
+    def _evict(
+        self, incoming_mb: float, *, adding: bool, keep: tuple[str, str] | None = None
+    ) -> None:
+        """Drop least recently used sessions until `incoming_mb` more (one more session when
+        `adding`) fits the budget and the count; never `keep`. A model larger than the budget
+        ends up alone, and is served."""
+        incoming = 1 if adding else 0
+        used = sum(held.memory_mb for held in self._sessions.values())
+        for key in list(self._sessions):
+            over_budget = used + incoming_mb > self.budget_mb
+            over_count = len(self._sessions) + incoming > self.max_sessions
+            if not (over_budget or over_count):
+                return
+            if key == keep:
+                continue
+            used -= self._sessions.pop(key).memory_mb
+            # A request still running on it keeps its reference; the memory goes after it.
+
+
+class PredictionService:
+    """What the HTTP routes call: predictions, the model list and a model's description.
+
+    `served_by` is what this process is: the predict function (`lambda`), which forwards the
+    versions routed `container` to `tier`, or the container tier itself (`container`), which
+    serves every version it is asked for.
+    """
+
+    def __init__(
+        self,
+        cache: ModelCache,
+        *,
+        tier: ContainerClient | None = None,
+        served_by: Route = SERVED_BY,
+    ) -> None:
+        self.cache = cache
+        self.catalog = cache.catalog
+        self.tier = tier
+        self.served_by = served_by
+
+    def forwarded(self, model: str, version: str) -> ContainerClient | None:
+        """The tier to forward `version` to, or None when this process serves it.
+
+        `version` must come from `servable_version`. Raises ContainerUnavailable when it is
+        routed to a container tier that this deployment does not have.
+        """
+        if self.served_by == CONTAINER or self.cache.route(model, version) != CONTAINER:
+            return None
+        if self.tier is None:
+            raise ContainerUnavailable(
+                f"version {version!r} of model {model!r} is routed to the container tier for "
+                "large models, and this deployment has none (DROPFLOW_CONTAINER_URL)",
+                retry_after=NOT_READY_RETRY_AFTER,
+            )
+        return self.tier
+
+    def predict(
+        self, model: str, instances: Sequence[Any], version: str | None = None
+    ) -> dict[str, Any]:
+        """Predict for `instances` (rows as lists or as {feature: value} objects).
+
+        Returns {"model", "version", "predictions", "probabilities" (classification only),
+        "served_by"}; predictions are labels in the target's original values. A version routed
+        to the container tier is answered by it (served_by "container").
+        Raises InvalidName, NotFoundError, NotReadyError (ContainerUnavailable included),
+        TooManyInstances, InvalidInstances, or ContainerAnswered (the tier's 4xx, to pass on).
+        """
+        check_row_count(len(instances))
+        version = self.servable_version(model, version)
+        tier = self.forwarded(model, version)
+        if tier is not None:
+            return tier.predict(model, version, instances)
+        return self._run(model, version, instances)
+
+    def predict_in_process(
+        self, model: str, instances: Sequence[Any], version: str | None = None
+    ) -> dict[str, Any] | None:
+        """As `predict`, but None instead of forwarding when the version is routed to the
+        container tier: no network call is ever made, so a caller may safely ask again with
+        `predict` (the predict function's fast path does, for anything but a plain answer)."""
+        check_row_count(len(instances))
+        version = self.servable_version(model, version)
+        if self.forwarded(model, version) is not None:
+            return None
+        return self._run(model, version, instances)
+
+    def _run(self, model: str, version: str, instances: Sequence[Any]) -> dict[str, Any]:
+        card = self.cache.card(model, version)
+        batch = self.cache.inputs(model, version).batch(instances)
+        outputs = self.run_graph(model, version, batch)
+        answer: dict[str, Any] = {"model": model, "version": version}
+        if card.task == "classification":
+            probabilities = outputs[PROBABILITIES]
+            classes = card.classes or []
+            answer["predictions"] = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
+            answer["probabilities"] = probabilities.astype(float).tolist()
+        else:
+            answer["predictions"] = outputs[PREDICTION].reshape(-1).astype(float).tolist()
+        answer["served_by"] = self.served_by
+        return answer
+
+    def preload(self, route: Route = CONTAINER) -> list[tuple[str, str]]:
+        """Load the session of every champion routed `route`; returns the (model, version)
+        pairs loaded. The container tier calls it before it answers ready. A model that
+        cannot be loaded is logged and skipped: the others are still served."""
+        loaded = []
+        for model in self.catalog.models():
+            champion = self.catalog.champion(model)
+            if champion is None or (champion.route or LAMBDA) != route:
+                continue
+            try:
+                self.cache.session(model, champion.version)
+            except Exception:  # one broken graph must not keep the whole tier unready
+                logger.exception(
+                    "cannot load the model", extra={"model": model, "version": champion.version}
+                )
+                continue
+            loaded.append((model, champion.version))
+        return loaded
+
+    def servable_version(self, model: str, version: str | None = None) -> str:
+        """The version a request for `model` (pinned to `version`, or the champion) runs on.
+
+        Raises InvalidName, NotFoundError (unknown model or version, or a rejected version)
+        or NotReadyError (no champion yet, or a version still being checked).
+        """
+        check_model_name(model)
+        if version is None:
+            return self.cache.champion(model)
+        check_version(version)
+        self.cache.ensure_servable(model, version)
+        return version
+
+    def run_graph(self, model: str, version: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's raw output tensor for an already encoded float32 [N, F] `batch`.
+
+        `version` must come from `servable_version`. The answer is {"probabilities": [N, C]}
+        for classification, {"prediction": [N]} for regression (see dropflow.vocabulary.card).
+        """
+        card = self.cache.card(model, version)
+        output = PROBABILITIES if card.task == "classification" else PREDICTION
+        (values,) = self.cache.session(model, version).run([output], {INPUT_NAME: batch})
+        check_finite(values)
+        return {output: values}
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every known model with its champion version (None while it has none)."""
+        models = []
+        for name in self.catalog.models():
+            champion = self.catalog.champion(name)
+            models.append({"name": name, "champion": champion.version if champion else None})
+        return models
+
+    def describe_model(self, name: str) -> dict[str, Any]:
+        """The champion's card in short: task, input schema, classes, metrics, versions count.
+
+        A known model without a champion is described with `champion: None` and `ready: False`.
+        """
+        check_model_name(name)
+        if not self.catalog.exists(name):
+            raise NotFoundError(f"unknown model {name!r}: GET /models lists the models served")
+        champion = self.catalog.champion(name)
+        versions = self.catalog.versions(name)
+        described: dict[str, Any] = {
+            "name": name,
+            "ready": champion is not None,
+            "champion": champion.version if champion else None,
+            "versions": len(versions),
+            "route": (champion.route or LAMBDA) if champion else None,
+        }
+        if champion is None:
+            return described
+        card = self.cache.card(name, champion.version)
+        described.update(
+            task=card.task,
+            target=card.target,
+            features=[f.model_dump() for f in card.features],
+            classes=card.classes,
+            metrics={
+                "primary": card.metrics.primary,
+                "holdout": card.metrics.holdout,
+                "baseline": card.metrics.baseline,
+            },
+            created_at=card.created_at,
+        )
+        return described
+
+
+def check_finite(output: np.ndarray) -> None:
+    """Refuse a graph output holding NaN or infinity (JSON has neither), naming the rows.
+
+    Valid float32 inputs far outside the training range can overflow inside the graph (and
+    a graph without imputation turns a null into NaN): that answer is the client's values'
+    doing, a 422, never a 500 or a response that breaks the API's schema.
+    """
+    finite = np.isfinite(output)
+    if finite.all():
+        return
+    rows = np.flatnonzero(~finite.reshape(len(output), -1).all(axis=1))
+    shown = ", ".join(str(int(r)) for r in rows[:MAX_REPORTED_PROBLEMS])
+    more = "; and more after these" if len(rows) > MAX_REPORTED_PROBLEMS else ""
+    raise InvalidInstances(
+        f"invalid instances: the model's output is not a finite number for row {shown}{more}: "
+        "values far outside the training data's range overflow the model"
+    )
+
+
+# ---------------------------------------------------------------------- input checking
+class _BadValue(Exception):
+    """A value a feature cannot take; the message reads after "row i, feature 'f': "."""
+
+
+def _number(value: Any, nullable: bool) -> float:
+    """A number feature's value as the graph reads it (NaN = missing), or _BadValue."""
+    # The common case first; NaN fails the comparison and takes the long way.
+    if (type(value) is float or type(value) is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
+        return value
+    if value is None and nullable:
+        return math.nan  # the graph fills in the training median
+    # bool is an int subclass, but `true` for a measurement is a client mistake, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise _BadValue(f"expected a number, got {describe_value(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _BadValue("number too large") from None
+    if math.isnan(number):
+        hint = ", or null for a missing value" if nullable else ""
+        raise _BadValue(f"NaN is not allowed (send a finite number{hint})")
+    if math.isinf(number) or abs(number) > FLOAT32_MAX:
+        raise _BadValue(f"{value!r} is not a finite float32 number")
+    return number
+
+
+def _spellings(value: Any) -> Iterable[tuple[str, Any]]:
+    """The category keys a client's value may stand for (see the module docstring)."""
+    if isinstance(value, bool):
+        yield ("bool", value)
+    elif isinstance(value, str):
+        text = value.strip()
+        yield ("text", text)
+        if text.lower() in ("true", "false"):
+            yield ("bool", text.lower() == "true")
+    elif isinstance(value, int):
+        yield ("text", str(value))
+        yield ("text", f"{value}.0")
+    elif isinstance(value, float) and math.isfinite(value):
+        if value.is_integer():
+            yield ("text", str(int(value)))
+        yield ("text", repr(value))
+
+
+def _category_key(category: bool | int | str) -> tuple[str, Any]:
+    return ("bool", category) if isinstance(category, bool) else ("text", str(category))
+
+
+def _shown(value: Any) -> str:
+    """A value as a client wrote it in JSON, shortened: 'red', 3, true, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return repr(value)
+
+
+class _Categories:
+    """Maps a category feature's raw values to their codes (indices in `categories`)."""
+
+    def __init__(self, feature: Feature) -> None:
+        categories = list(feature.categories or [])
+        self.codes = {_category_key(c): float(i) for i, c in enumerate(categories)}
+        # The card lists <missing> as a category: null stands for it.
+        self.missing = (
+            float(categories.index(MISSING_CATEGORY)) if MISSING_CATEGORY in categories else None
+        )
+        known = [c for c in categories if c != MISSING_CATEGORY]
+        listed = ", ".join(_shown(c) for c in known[:MAX_LISTED_CATEGORIES])
+        if self.missing is not None:
+            listed += ", null"
+        if len(known) > MAX_LISTED_CATEGORIES:
+            listed += (
+                f" (and {len(known) - MAX_LISTED_CATEGORIES} more: the model's description, "
+                "GET /models/<model>, lists them all)"
+            )
+        self.known = listed
+
+    def __call__(self, value: Any) -> float:
+        if value is None:
+            if self.missing is None:
+                raise _BadValue(
+                    "null is not accepted: the feature had no missing values in training; "
+                    f"send one of {self.known}"
+                )
+            return self.missing
+        if isinstance(value, dict | list | tuple):
+            raise _BadValue(f"expected a category, got {describe_value(value)}")
+        for key in _spellings(value):
+            code = self.codes.get(key)
+            if code is not None:
+                return code
+        raise _BadValue(f"unknown category {_shown(value)}; known categories: {self.known}")
+
+
+class InputSchema:
+    """The card's features as a checker and encoder of client rows (see the module docstring).
+
+    Built once per model version: the category lookups are ready for every request.
+    """
+
+    def __init__(self, features: Sequence[Feature | str]) -> None:
+        """Features from a card; a bare name means a number feature that refuses null."""
+        self.features = [f if isinstance(f, Feature) else Feature(name=f) for f in features]
+        self.names = [f.name for f in self.features]
+        self._known = set(self.names)
+        self._encoders: list[Callable[[Any], float]] = [
+            _Categories(f) if f.dtype == "category" else _number_encoder(f.nullable)
+            for f in self.features
+        ]
+        self._all_numbers = all(f.dtype != "category" for f in self.features)
+
+    def batch(self, instances: Sequence[Any]) -> np.ndarray:
+        """The float32 [N, F] input for `instances`, or InvalidInstances naming each problem.
+
+        Rows are either all lists of F values in the card's feature order, or all objects
+        whose keys are exactly the feature names. Problems name the row index and the feature.
+        """
+        shape_problem = rows_problem(instances)
+        if shape_problem:
+            raise InvalidInstances(f"invalid instances: {shape_problem}")
+        features, n_features = self.names, len(self.names)
+        as_objects = isinstance(instances[0], dict)
+        if self._all_numbers and not as_objects:
+            ready = _plain_numbers(instances, n_features)
+            if ready is not None:
+                return ready
+        problems: list[str] = []
+        wrong_length = False  # then the feature order is what the client needs to see
+        rows: list[list[float]] = []
+        for i, row in enumerate(instances):
+            if as_objects:
+                missing = [f for f in features if f not in row]
+                unknown = [k for k in row if k not in self._known]
+                if missing or unknown:
+                    parts = []
+                    if missing:
+                        parts.append(f"missing features {_names(missing)}")
+                    if unknown:
+                        parts.append(f"unknown features {_names(unknown)}")
+                    problems.append(f"row {i}: " + "; ".join(parts))
+                    continue
+                values = [row[f] for f in features]
+            else:
+                if len(row) != n_features:
+                    wrong_length = True
+                    problems.append(
+                        f"row {i}: has {len(row)} values, the model expects {n_features} features"
+                    )
+                    continue
+                values = list(row)
+            try:
+                rows.append([encode(v) for encode, v in zip(self._encoders, values, strict=True)])
+            except _BadValue:
+                # The slow path, for the error message only: every bad value of the row.
+                for j, (encode, value) in enumerate(zip(self._encoders, values, strict=True)):
+                    try:
+                        encode(value)
+                    except _BadValue as bad:
+                        problems.append(f"row {i}, feature {features[j]!r}: {bad}")
+            if len(problems) > MAX_REPORTED_PROBLEMS:
+                break
+        if problems:
+            shown = problems[:MAX_REPORTED_PROBLEMS]
+            message = "invalid instances: " + "; ".join(shown)
+            if len(problems) > len(shown):
+                message += "; and more after these"
+            if wrong_length:
+                message += f". Features in order: {_names(features)}"
+            raise InvalidInstances(message)
+        return np.array(rows, dtype=np.float32).reshape(len(rows), n_features)
+
+
+_PLAIN = frozenset({float, int})
+
+
+def _plain_numbers(rows: Sequence[Sequence[Any]], n_features: int) -> np.ndarray | None:
+    """The float32 batch when every row has `n_features` finite JSON numbers within float32
+    (the usual request), checked with numpy at once; None sends the rows through the per-value
+    checks, which also word the errors. Value for value the same result as those checks."""
+    if any(len(row) != n_features for row in rows):
+        return None
+    # bool is not in _PLAIN (type(True) is bool), None neither: both take the long way.
+    if not set(map(type, chain.from_iterable(rows))) <= _PLAIN:
+        return None
+    try:
+        values = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        return None
+    # One comparison refuses NaN and infinity too: both compare False.
+    if not (np.abs(values) <= FLOAT32_MAX).all():
+        return None
+    return values.astype(np.float32).reshape(len(rows), n_features)
+
+
+def _number_encoder(nullable: bool) -> Callable[[Any], float]:
+    def encode(value: Any) -> float:
+        return _number(value, nullable)
+
+    return encode
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def to_batch(instances: Sequence[Any], features: Sequence[Feature | str]) -> np.ndarray:
+    """The float32 [N, F] input for `instances` (see InputSchema.batch), for one-off callers.
+
+    `features` are the card's Features, or bare names for number features that refuse null.
+    """
+    return InputSchema(features).batch(instances)

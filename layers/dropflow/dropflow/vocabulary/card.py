@@ -1,0 +1,141 @@
+"""The model card: `models/<model>/<version>/card.json`, written last by the training job.
+
+It is the contract between training (writer), promotion and serving (readers). The ONNX graph
+it describes always has one float32 input named `input` of shape [batch, n_features], one
+column per entry of `features`, in that order, and:
+- classification: one output `probabilities`, float32 [batch, n_classes] (softmax inside);
+  the predicted label is `classes[argmax]`, in the target column's original values;
+- regression: one output `prediction`, float32 [batch], in the target's original units.
+
+What a column of `input` carries depends on its Feature:
+- `number`: the raw value; NaN means missing, and the graph fills it with the training median
+  (only graphs whose feature says `nullable`; older ones have no such step);
+- `category`: the value's code, its index in `categories`, as a float (0.0, 1.0, ...). The graph
+  one-hot encodes it. Serving turns the raw values clients send into these codes.
+All other preprocessing (imputation, standardisation, one-hot) is inside the graph, so a client
+that sends raw values through the predict API needs nothing but the card's feature names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Task = Literal["classification", "regression"]
+
+INPUT_NAME = "input"
+PROBABILITIES = "probabilities"
+PREDICTION = "prediction"
+# The category a missing value of a categorical feature becomes (when training saw any).
+MISSING_CATEGORY = "<missing>"
+
+# Higher is better unless listed here.
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
+
+
+def version_prefix(model: str, version: str) -> str:
+    """The key prefix under which all of a version's files live."""
+    return f"models/{model}/{version}/"
+
+
+def artifact_key(model: str, version: str, name: str) -> str:
+    return version_prefix(model, version) + name
+
+
+def card_key(model: str, version: str) -> str:
+    return artifact_key(model, version, "card.json")
+
+
+class Feature(BaseModel):
+    """One column of the graph's input: its name, its kind and what a client may send for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    dtype: Literal["number", "category"] = "number"
+    # category only: the values seen in training, in code order (the graph reads a value's index).
+    # Booleans, or text (ints only where the data typed them so); MISSING_CATEGORY comes last
+    # when training saw missing values in the column.
+    categories: list[bool | int | str] | None = None
+    # Whether null is accepted: a number is then filled with the training median inside the
+    # graph, a category becomes MISSING_CATEGORY. False on cards from before imputation existed.
+    nullable: bool = False
+
+    @model_validator(mode="after")
+    def _categories_match_dtype(self) -> Feature:
+        if self.dtype == "category":
+            if not self.categories:
+                raise ValueError(f"feature {self.name!r}: a category feature lists its categories")
+            if len({_category_key(c) for c in self.categories}) != len(self.categories):
+                raise ValueError(f"feature {self.name!r}: categories must be unique")
+            if self.nullable != (MISSING_CATEGORY in self.categories):
+                raise ValueError(
+                    f"feature {self.name!r}: nullable must say whether {MISSING_CATEGORY!r} "
+                    "is one of the categories"
+                )
+        elif self.categories is not None:
+            raise ValueError(f"feature {self.name!r}: only category features have categories")
+        return self
+
+
+def _category_key(value: bool | int | str) -> tuple[str, object]:
+    # True == 1 in Python: tag the type so a set tells a boolean from an integer.
+    return (type(value).__name__, value)
+
+
+class Parity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_abs_diff: float
+    tolerance: float
+    argmax_equal: bool | None = None  # classification only
+    rows: int
+    passed: bool
+
+
+class Metrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    primary: str  # name of the metric the promotion gate compares
+    holdout: dict[str, float]  # e.g. {"accuracy": 0.97, "macro_f1": 0.96, "log_loss": 0.08}
+    baseline: dict[str, float] = Field(default_factory=dict)  # naive baseline on the holdout
+    holdout_rows: int
+    train_rows: int
+
+    @property
+    def primary_value(self) -> float:
+        return self.holdout[self.primary]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.primary not in LOWER_IS_BETTER
+
+
+class Card(BaseModel):
+    model_config = ConfigDict(extra="allow")  # later issues add keys; readers ignore unknown ones
+
+    schema_version: int = 1
+    model: str
+    version: str
+    job_id: str
+    task: Task
+    target: str
+    features: list[Feature]
+    classes: list[Any] | None = None  # classification: original label values, index = class id
+    metrics: Metrics
+    parity: Parity
+    data_version: str
+    spec_hash: str
+    created_at: str  # ISO 8601 UTC
+    timings: dict[str, float] = Field(default_factory=dict)  # seconds: load, train, export, ...
+    files: dict[str, str] = Field(
+        default_factory=lambda: {"model": "model.onnx", "reference": "reference.npz"}
+    )
+    model_bytes: int = 0
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    # The job's cost ledger up to publish (dropflow.records.ledger.Ledger.to_dict): cost_usd,
+    # on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost and per-attempt
+    # lines; null amounts are unknown. None on cards from before the ledger.
+    cost: dict[str, Any] | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]

@@ -1,0 +1,54 @@
+"""The dataset layout in the store: `datasets/<model>/` holds a model's data and spec.
+
+Every .csv and .parquet object under the prefix is data; `dropflow.yaml` is the optional spec.
+The data version, a hash of every key and ETag under the prefix, identifies exactly what a
+job trained on: the launcher claims it once, and a resumed attempt checks it is unchanged.
+Kept free of heavy imports: the training job reads it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from dropflow.ports import ObjectInfo, ObjectStore
+from dropflow.vocabulary.names import check_model_name
+
+DATA_SUFFIXES = (".csv", ".parquet")
+SPEC_FILE = "dropflow.yaml"
+
+
+def dataset_prefix(model: str) -> str:
+    return f"datasets/{check_model_name(model)}/"
+
+
+def model_of_dataset_key(key: str) -> str | None:
+    """The model a `datasets/<model>/...` key belongs to, or None for any other key."""
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] != "datasets" or not parts[-1]:
+        return None
+    return parts[1]
+
+
+def data_files(objects: list[ObjectInfo]) -> list[ObjectInfo]:
+    return [o for o in objects if o.key.lower().endswith(DATA_SUFFIXES)]
+
+
+def data_version(objects: list[ObjectInfo]) -> str:
+    """A short stable hash of every key and ETag under the dataset prefix (spec included)."""
+    digest = hashlib.sha256()
+    for obj in sorted(objects, key=lambda o: o.key):
+        digest.update(f"{obj.key}\0{obj.etag}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def models_with_data(store: ObjectStore) -> list[str]:
+    """Every valid model name that has at least one object under `datasets/`, sorted."""
+    models = set()
+    for obj in store.list("datasets/"):
+        model = model_of_dataset_key(obj.key)
+        if model is not None:
+            try:
+                models.add(check_model_name(model))
+            except ValueError:
+                continue
+    return sorted(models)

@@ -1,0 +1,399 @@
+"""The model spec: `datasets/<model>/dropflow.yaml`, the data owner's knobs for one model.
+
+Every key is optional and unknown keys are rejected, so a typo (`epoch: 10`) fails the job with
+a message naming the key instead of being silently ignored. Example:
+
+    task: classification        # or regression; inferred from the target when absent
+    target: diagnosis           # default: a column named `target`, else the last column
+    features: [radius, texture] # default: every other column
+    model: {hidden_layers: [64, 32], dropout: 0.1}
+    training: {epochs: 60, batch_size: 64, learning_rate: 1e-3, seed: 0,
+               checkpoint_interval_seconds: 60}
+    promotion: {metric: macro_f1, tolerance: 0.01}
+    compute: {on_demand: fallback, budget_usd: 5.0, deadline: 6h, max_runtime: 4h}
+
+Nothing here imports torch: the promote and launch functions read the spec too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dropflow.errors import UserInputError
+from dropflow.ports import ObjectNotFound, ObjectStore
+from dropflow.vocabulary.card import Task
+from dropflow.vocabulary.datasets import SPEC_FILE, dataset_prefix
+
+# The holdout metrics the training job reports, per task; the first one is the default primary.
+METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "macro_f1", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+_ALL_METRICS = tuple(m for names in METRICS_BY_TASK.values() for m in names)
+
+
+def spec_key(model: str) -> str:
+    """Where a model's spec lives in the bucket."""
+    return f"{dataset_prefix(model)}{SPEC_FILE}"
+
+
+class _Section(BaseModel):
+    # Strict: YAML `epochs: "10"` or `dropout: true` is a mistake worth reporting, not coercing.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelSection(_Section):
+    """The network: an MLP on standardised features."""
+
+    # Widths of the hidden layers; [] trains a linear (logistic) model.
+    hidden_layers: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [64, 32], max_length=8
+    )
+    dropout: float = Field(default=0.0, ge=0.0, le=0.9)
+
+
+class TrainingSection(_Section):
+    """The optimisation: Adam on shuffled mini-batches, evaluated on a seeded holdout."""
+
+    epochs: int = Field(default=60, gt=0, le=10_000)
+    batch_size: int = Field(default=64, gt=0, le=65_536)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    # constant, or cosine: from learning_rate down to a tenth of it over the whole training.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    holdout_fraction: float = Field(default=0.2, ge=0.05, le=0.5)
+    # Checkpoint at a step boundary once this many seconds passed since the last one, and at
+    # epoch ends (training.loop explains when those are skipped); 0: at epoch ends only.
+    checkpoint_interval_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
+
+
+class PromotionSection(_Section):
+    """How a new version is compared with the champion."""
+
+    metric: str | None = None  # default: accuracy (classification) or rmse (regression)
+    tolerance: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str | None) -> str | None:
+        if metric is not None and metric not in _ALL_METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(_ALL_METRICS)}")
+        return metric
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+_UNIT_SECONDS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
+_MAX_DURATION_SECONDS = 30 * 86_400.0
+_DEADLINE_HELP = (
+    "give a duration from the job's creation such as 6h, 90m or 1h30m, "
+    "or a UTC time such as 2026-11-24T06:00:00Z"
+)
+
+
+def _is_duration(text: str) -> bool:
+    compact = text.strip().lower()
+    return bool(_DURATION.findall(compact)) and not _DURATION.sub("", compact).strip()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as `6h`, `90m`, `1h30m`, `45s` or `2d` (units d, h, m, s).
+
+    Raises ValueError saying what is expected.
+    """
+    if not _is_duration(text):
+        raise ValueError(f"{text!r} is not a duration; write it like 6h, 90m or 1h30m")
+    parts = _DURATION.findall(text.strip().lower())
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in parts)
+    if not 0 < seconds <= _MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r}: a duration must be more than 0 and at most 30d")
+    return seconds
+
+
+def _utc_time(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{value.isoformat()} has no time zone; add Z for UTC, e.g. 2026-11-24T06:00:00Z"
+        )
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _deadline_text(value: Any) -> str:
+    """The canonical text of a deadline: a duration as written, a time as UTC `...Z`."""
+    if isinstance(value, datetime):  # YAML reads an unquoted timestamp as a datetime
+        return _utc_time(value)
+    if not isinstance(value, str):
+        shown = value if isinstance(value, date) else repr(value)
+        raise ValueError(f"{shown} is not a deadline; {_DEADLINE_HELP}")
+    if not re.match(r"\s*\d{4}-\d\d-\d\d", value):
+        if not _is_duration(value):
+            raise ValueError(f"{value!r} is not a deadline; {_DEADLINE_HELP}")
+        parse_duration(value)  # in range?
+        return value.strip()
+    try:
+        when = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a deadline; {_DEADLINE_HELP}") from None
+    return _utc_time(when)
+
+
+class ComputeSection(_Section):
+    """Where the job runs, and what it may cost.
+
+    Spot first. `on_demand` says when on-demand may be used: fallback (default) launches
+    on-demand once spot failed for capacity, price or quota, or when the deadline can no
+    longer be met on spot (see launcher.Launcher); never fails the job instead; always skips
+    spot. `budget_usd` caps the job's spend over all its attempts: a job that reached it is
+    not launched again, and a running attempt that reaches it is stopped (the job fails,
+    saying so). `deadline` is a duration from the job's creation (6h, 90m) or a UTC time
+    (2026-11-24T06:00:00Z): past it the job is not relaunched. `max_runtime` (a duration)
+    caps the instance time of all the job's attempts together.
+    """
+
+    instance_types: list[str] | None = Field(default=None, min_length=1)
+    on_demand: Literal["fallback", "never", "always"] = "fallback"
+    # Failed attempts (crashes, lost instances) before the job fails; honoured spot
+    # interruptions do not count. Default: the deployment's DROPFLOW_MAX_ATTEMPTS (3).
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+    budget_usd: float | None = Field(default=None, gt=0.0)
+    deadline: str | None = None
+    max_runtime: str | None = None
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _known_deadline(cls, value: Any) -> Any:
+        return None if value is None else _deadline_text(value)
+
+    @field_validator("max_runtime", mode="before")
+    @classmethod
+    def _known_runtime(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a duration; write it like 6h, 90m or 1h30m")
+        parse_duration(value)
+        return value.strip()
+
+    def deadline_at(self, created_at: float) -> float | None:
+        """The deadline as epoch seconds for a job created at `created_at`; None if none."""
+        if self.deadline is None:
+            return None
+        try:
+            return created_at + parse_duration(self.deadline)
+        except ValueError:
+            return datetime.fromisoformat(self.deadline).timestamp()
+
+    @property
+    def max_runtime_seconds(self) -> float | None:
+        return None if self.max_runtime is None else parse_duration(self.max_runtime)
+
+
+class ServingSection(_Section):
+    """Where the model is served (dropflow.vocabulary.routing): `auto` decides by size at promotion;
+    `lambda` or `container` force the tier. `memory_mb` replaces the memory estimate (twice
+    the size of model.onnx) when the data owner knows better."""
+
+    route: Literal["auto", "lambda", "container"] = "auto"
+    memory_mb: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class ScheduleSection(_Section):
+    """Retraining by the stack's schedule (RetrainSchedule, a daily check by default): the
+    model is retrained when its last published job is older than `every` and the data under
+    its prefix changed since that job (files replaced, removed, or whose drop event was lost).
+    A model without this section is retrained by drops only."""
+
+    every: str = "1d"
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _known_every(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a duration; write it like 1d, 12h or 90m")
+        parse_duration(value)
+        return value.strip()
+
+    @property
+    def every_seconds(self) -> float:
+        return parse_duration(self.every)
+
+
+class Spec(_Section):
+    """A validated `dropflow.yaml`; `Spec()` is what an absent or empty file means."""
+
+    task: Task | None = None
+    target: str | None = Field(default=None, min_length=1)
+    features: list[str] | None = Field(default=None, min_length=1)
+    model: ModelSection = Field(default_factory=ModelSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    promotion: PromotionSection = Field(default_factory=PromotionSection)
+    compute: ComputeSection = Field(default_factory=ComputeSection)
+    # None when absent (not the defaults), so specs without it keep their spec_hash.
+    serving: ServingSection | None = None
+    schedule: ScheduleSection | None = None
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, features: list[str] | None) -> list[str] | None:
+        if features is not None:
+            seen: set[str] = set()
+            for name in features:
+                if name in seen:
+                    raise ValueError(f"column {name!r} is listed twice")
+                seen.add(name)
+        return features
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        if self.target is not None and self.features and self.target in self.features:
+            raise ValueError(
+                f"features: the target {self.target!r} cannot also be a feature; remove it"
+            )
+        if self.task is not None:
+            problem = _metric_problem(self.task, self.promotion.metric)
+            if problem:
+                raise ValueError(f"promotion.metric: {problem}")
+        return self
+
+    def primary_metric(self, task: Task) -> str:
+        """The metric promotion compares for a model of `task` (the spec's, else the default).
+
+        Raises UserInputError when the spec names a metric that `task` does not report, which
+        is only known once the task has been inferred from the data.
+        """
+        problem = _metric_problem(task, self.promotion.metric)
+        if problem:
+            raise UserInputError(f"{SPEC_FILE}: promotion.metric: {problem}")
+        return self.promotion.metric or METRICS_BY_TASK[task][0]
+
+
+def _metric_problem(task: Task, metric: str | None) -> str | None:
+    allowed = METRICS_BY_TASK[task]
+    if metric is None or metric in allowed:
+        return None
+    return f"{metric!r} is not a {task} metric; choose one of {', '.join(allowed)}"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` as a string; data owners mean the number (as YAML 1.2 does)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed where an unknown key `loc` was found (for a 'did you mean' hint)."""
+    model: type[BaseModel] = Spec
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            known = _known_keys(loc)
+            if known:
+                msg += f" (allowed here: {', '.join(known)})"
+        problems.append(f"{source}: {_path(loc)}: {msg}" if loc else f"{source}: {msg}")
+    return "; ".join(problems)
+
+
+def read_spec(store: ObjectStore, model: str) -> Spec:
+    """The model's validated spec from `store` (the defaults when there is no dropflow.yaml).
+
+    Raises UserInputError naming the file and each key that is wrong.
+    """
+    key = spec_key(model)
+    try:
+        text = store.get(key)
+    except ObjectNotFound:
+        return Spec()
+    return load_spec(text, source=key)
+
+
+def load_spec(text: str | bytes | None, *, source: str = SPEC_FILE) -> Spec:
+    """Parse and validate a spec. None or an empty document gives the defaults.
+
+    Raises UserInputError naming `source` and the key path of each problem, e.g.
+    "dropflow.yaml: training.epochs: Input should be greater than 0".
+    """
+    if text is None:
+        return Spec()
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise UserInputError(f"{source}: not UTF-8 text ({exc.reason})") from None
+    try:
+        document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserInputError(f"{source}: invalid YAML{where}: {problem}") from None
+    if document is None:
+        return Spec()
+    if not isinstance(document, dict):
+        raise UserInputError(
+            f"{source}: expected a mapping of keys such as `target:` and `training:`, "
+            f"got {type(document).__name__}"
+        )
+    try:
+        return Spec.model_validate(document)
+    except ValidationError as exc:
+        raise UserInputError(_describe(exc, source)) from None
+
+
+def spec_hash(spec: Spec) -> str:
+    """A stable hex digest of the effective spec (defaults filled in), for lineage.
+
+    An absent file, an empty one and one that spells out the defaults hash the same, because
+    they train the same model.
+    """
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+__all__ = [
+    "METRICS_BY_TASK",
+    "SPEC_FILE",
+    "ComputeSection",
+    "ModelSection",
+    "PromotionSection",
+    "ScheduleSection",
+    "ServingSection",
+    "Spec",
+    "TrainingSection",
+    "load_spec",
+    "parse_duration",
+    "read_spec",
+    "spec_hash",
+    "spec_key",
+]
