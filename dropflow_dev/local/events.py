@@ -7,8 +7,9 @@ Locally, the runtime plays EventBridge: a settled file in the bucket directory b
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
+
+from dropflow.vocabulary.clock import iso_utc
 
 ACCOUNT = "000000000000"
 REGION = "local"
@@ -21,7 +22,7 @@ def _envelope(source: str, detail_type: str, detail: dict[str, Any], resources: 
         "detail-type": detail_type,
         "source": source,
         "account": ACCOUNT,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": iso_utc(),
         "region": REGION,
         "resources": resources,
         "detail": detail,

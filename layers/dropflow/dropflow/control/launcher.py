@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 from dropflow.errors import DropflowError, NotFoundError, UserInputError
@@ -36,6 +35,7 @@ from dropflow.ports import (
 from dropflow.records.catalog import model_pk
 from dropflow.records.jobs import Attempt, Job, JobState, JobStore
 from dropflow.records.ledger import budget_spend, describe_usd, seconds_run
+from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.datasets import data_files, data_version, dataset_prefix, models_with_data
 from dropflow.vocabulary.names import check_model_name, new_job_id
 from dropflow.vocabulary.spec import ComputeSection, read_spec, spec_key
@@ -168,7 +168,7 @@ class Launcher:
                 )
             due = last.created_at + spec.schedule.every_seconds
             if self.clock() < due:
-                when = datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
+                when = iso_utc(due, zone="+00:00")
                 return LaunchOutcome(
                     "skipped",
                     model,
@@ -423,7 +423,7 @@ def deadline_needs_on_demand(job: Job, compute: ComputeSection, now: float) -> s
         else (f"about {remaining:.0f} s of training left")
     )
     return (
-        f"the deadline ({compute.deadline}, {_utc(deadline)}) is {max(left, 0.0):.0f} s away "
+        f"the deadline ({compute.deadline}, {iso_utc(deadline)}) is {max(left, 0.0):.0f} s away "
         f"and spot would need about {needed:.0f} s ({estimate}, plus margin)"
     )
 
@@ -456,10 +456,7 @@ def stop_reason(job: Job, compute: ComputeSection, now: float, *, launching: boo
         deadline = compute.deadline_at(job.created_at)
         if deadline is not None and now >= deadline:
             return (
-                f"the deadline ({compute.deadline}, {_utc(deadline)}) has passed (compute.deadline)"
+                f"the deadline ({compute.deadline}, {iso_utc(deadline)}) has passed "
+                "(compute.deadline)"
             )
     return None
-
-
-def _utc(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -40,17 +40,19 @@ from dropflow.ports import ContainerTier, EventPublisher, ObjectNotFound, Object
 from dropflow.promotion.retention import DEFAULT_KEEP, retain_or_explain
 from dropflow.promotion.tier import fit_or_explain
 from dropflow.records.catalog import Catalog, Champion, ChampionChange, VersionRecord
-from dropflow.vocabulary import scoring
+from dropflow.vocabulary import parity, scoring
 from dropflow.vocabulary.card import (
     INPUT_NAME,
     PREDICTION,
     PROBABILITIES,
     Card,
+    InvalidCard,
     artifact_key,
-    card_key,
+    read_card,
 )
 from dropflow.vocabulary.events import PROMOTED, REJECTED
 from dropflow.vocabulary.names import check_model_name, check_version
+from dropflow.vocabulary.onnx_session import open_session
 from dropflow.vocabulary.routing import RouteDecision, RoutePolicy, decide_route
 from dropflow.vocabulary.spec import ServingSection, read_spec
 
@@ -266,15 +268,11 @@ def promote(
 # ---------------------------------------------------------------------- checks
 def _load_card(store: ObjectStore, model: str, version: str) -> Card:
     try:
-        raw = store.get(card_key(model, version))
+        card = read_card(store, model, version)
     except ObjectNotFound:
         raise NothingPublished(f"card.json is missing under models/{model}/{version}/") from None
-    try:
-        card = Card.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "card"
-        raise Rejected(f"card.json is not a valid model card: {where}: {first['msg']}") from None
+    except InvalidCard as exc:
+        raise Rejected(f"card.json is not a valid model card: {exc.problem}") from None
     if card.model != model or card.version != version:
         raise Rejected(
             f"card.json names {card.model} {card.version} but lies under models/{model}/{version}/"
@@ -299,16 +297,13 @@ def check_parity(card: Card, store: ObjectStore) -> float:
 
     Returns the max abs difference; raises Rejected saying what does not hold.
     """
-    # Imported here: promotion is the only caller of this module that needs the runtime.
-    import onnxruntime as ort
-
     if not card.parity.passed:
         raise Rejected("the training job's own parity check failed (card.parity.passed is false)")
     output = PROBABILITIES if card.task == "classification" else PREDICTION
     model_bytes = _artifact(store, card, "model", "model.onnx")
     reference_bytes = _artifact(store, card, "reference", "reference.npz")
     try:
-        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        session = open_session(model_bytes)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
         raise Rejected(f"model.onnx cannot be loaded by onnxruntime: {brief(exc)}") from None
     inputs = [i.name for i in session.get_inputs()]
@@ -335,26 +330,11 @@ def check_parity(card: Card, store: ObjectStore) -> float:
         (actual,) = session.run([output], {INPUT_NAME: x})
     except Exception as exc:
         raise Rejected(f"onnxruntime failed on the reference inputs: {brief(exc)}") from None
-    actual = np.asarray(actual, dtype=np.float32)
-    if card.task == "regression":
-        actual, expected = actual.reshape(-1), expected.reshape(-1)
-    if actual.shape != expected.shape:
-        raise Rejected(
-            f"parity: onnxruntime output shape {list(actual.shape)} differs from the reference "
-            f"{list(expected.shape)}"
-        )
-    if not np.all(np.isfinite(actual)):
-        raise Rejected("parity: onnxruntime produced NaN or infinite outputs")
-    diff = float(np.max(np.abs(actual - expected)))
-    tolerance = card.parity.tolerance
-    # `not <=` also rejects a NaN difference (non-finite reference outputs).
-    if not diff <= tolerance:
-        raise Rejected(f"parity: max abs diff {diff:.3g} exceeds the tolerance {tolerance:.3g}")
-    if card.task == "classification" and not np.array_equal(
-        actual.argmax(axis=1), expected.argmax(axis=1)
-    ):
-        raise Rejected("parity: onnxruntime and torch disagree on the predicted class")
-    return diff
+    # The training job's own rule (dropflow.vocabulary.parity), with the tolerance it recorded.
+    verdict = parity.compare(card.task, (actual, expected), tolerance=card.parity.tolerance)
+    if verdict.problem is not None:
+        raise Rejected(f"parity: {verdict.problem}")
+    return verdict.parity.max_abs_diff
 
 
 def promotion_tolerance(card: Card) -> float:
@@ -387,8 +367,8 @@ def gate(card: Card, champion: Champion | None, store: ObjectStore) -> GateOutco
         # Versions sort by publish time: a late or replayed event must not roll back.
         raise Rejected(f"older than the champion {champion.version}", numbers)
     try:
-        incumbent = Card.model_validate_json(store.get(card_key(card.model, champion.version)))
-    except (ObjectNotFound, ValidationError):
+        incumbent = read_card(store, card.model, champion.version)
+    except (ObjectNotFound, InvalidCard):
         # Nothing to compare with; a candidate that passed parity beats an unreadable champion.
         reason = f"champion {champion.version} has no readable card; {metric} {value:.4g}"
         return GateOutcome(reason, numbers)
@@ -486,12 +466,10 @@ def schema_mismatch(card: Card, incumbent: Card) -> str | None:
 
 def _score(card: Card, store: ObjectStore, x: np.ndarray, y: np.ndarray) -> float:
     """The card's primary metric of its graph on (x, y); Rejected if the graph cannot run."""
-    import onnxruntime as ort
-
     output = PROBABILITIES if card.task == "classification" else PREDICTION
     model_bytes = _artifact(store, card, "model", "model.onnx")
     try:
-        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        session = open_session(model_bytes)
         (outputs,) = session.run([output], {INPUT_NAME: x})
     except Exception as exc:
         raise Rejected(f"{card.version} model.onnx: {brief(exc)}") from None

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from dropflow.errors import brief
 from dropflow.ports import ObjectNotFound, ObjectStore
 from dropflow.records.catalog import Catalog, VersionRecord
-from dropflow.vocabulary.card import Card, artifact_key, card_key, version_prefix
+from dropflow.vocabulary.card import InvalidCard, artifact_key, read_card, version_prefix
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,10 @@ def mark_version(store: ObjectStore, model: str, version: str, *, retired: bool)
 def missing_files(store: ObjectStore, model: str, version: str) -> list[str]:
     """The names of the version's files that are gone: card.json, or those its card lists."""
     try:
-        card = Card.model_validate_json(store.get(card_key(model, version)))
+        card = read_card(store, model, version)
     except ObjectNotFound:
         return ["card.json"]
-    except ValueError:  # an invalid card: whoever reads it next says so
+    except InvalidCard:  # whoever reads it next says so what is wrong
         return []
     return sorted(
         {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from dropflow.errors import ConcurrentUpdate, DropflowError, NotFoundError
 from dropflow.ports import ContainerTier, ObjectNotFound, ObjectStore, Registry
@@ -28,7 +28,7 @@ from dropflow.promotion.retention import (
 )
 from dropflow.promotion.tier import fit_or_explain
 from dropflow.records.catalog import Catalog, ChampionChange, VersionRecord
-from dropflow.vocabulary.card import Card, card_key, version_prefix
+from dropflow.vocabulary.card import InvalidCard, read_card, version_prefix
 from dropflow.vocabulary.names import check_model_name, check_version
 
 
@@ -75,10 +75,8 @@ def show_version(
     if record is None:
         raise NotFoundError(_no_such_version(model, version))
     try:
-        card: dict[str, Any] | None = Card.model_validate_json(
-            store.get(card_key(model, version))
-        ).model_dump(mode="json")
-    except (ObjectNotFound, ValidationError):
+        card: dict[str, Any] | None = read_card(store, model, version).model_dump(mode="json")
+    except (ObjectNotFound, InvalidCard):
         card = None
     return {
         "model": model,
@@ -200,13 +198,13 @@ def _take_back(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> V
 def _check_servable(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> str:
     """'' for an approved version whose card is still there; re-checks parity otherwise."""
     try:
-        card = Card.model_validate_json(store.get(card_key(record.model, record.version)))
+        card = read_card(store, record.model, record.version)
     except ObjectNotFound:
         raise RollbackRefused(
             f"version {record.version!r} of {record.model} has no card.json any more "
             "(its files aged out?): cannot serve it"
         ) from None
-    except ValidationError:
+    except InvalidCard:
         raise RollbackRefused(
             f"version {record.version!r} of {record.model} has an invalid card.json"
         ) from None

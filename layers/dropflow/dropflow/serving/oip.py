@@ -24,7 +24,8 @@ Errors (the protocol's `{"error": "<message>"}` body; statuses chosen by the cal
   code that is not one of the feature's codes.
 - TooManyRows (413): more than MAX_ROWS rows, the predict API's limit.
 The protocol itself only says "usually 400" for a failed inference; 422 and 413 follow the
-rest of dropflow's API (DESIGN.md), and every client mistake stays a 4xx.
+rest of dropflow's API (dropflow.serving.routes; README.md, The HTTP API), and every client
+mistake stays a 4xx.
 """
 
 from __future__ import annotations

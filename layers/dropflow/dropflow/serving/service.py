@@ -25,7 +25,6 @@ What a client may send for a feature (checked by `InputSchema`, against the card
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -52,9 +51,10 @@ from dropflow.vocabulary.card import (
     Card,
     Feature,
     artifact_key,
-    card_key,
+    read_card,
 )
 from dropflow.vocabulary.names import check_model_name, check_version
+from dropflow.vocabulary.onnx_session import available_cpus, open_session
 from dropflow.vocabulary.routing import (
     CONTAINER,
     LAMBDA,
@@ -93,32 +93,6 @@ def check_row_count(count: int) -> None:
             f"{count} instances in one request; the limit is {MAX_ROWS}: "
             "split them over several requests"
         )
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (Lambda grants vCPUs in proportion to memory)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def session_providers() -> list[str]:
-    """CUDA first where this onnxruntime has it (onnxruntime-gpu in the container tier on a
-    GPU instance), else the CPU; the Lambda's CPU wheel only ever has the CPU."""
-    available = ort.get_available_providers()
-    gpu = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
-    return [*gpu, "CPUExecutionProvider"]
-
-
-def open_session(model_bytes: bytes, *, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime session for a serialized model, using `threads` intra-op threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or available_cpus()
-    # One request at a time per environment: parallelism inside the operators is what pays.
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model_bytes, options, providers=session_providers())
 
 
 @dataclass(frozen=True)
@@ -250,7 +224,7 @@ class ModelCache:
             cached = self._cards.get(key)
         if cached is not None:
             return cached
-        card = Card.model_validate_json(self.store.get(card_key(model, version)))
+        card = read_card(self.store, model, version)
         inputs = InputSchema(card.features)
         with self._lock:
             self._cards[key] = card
@@ -282,7 +256,7 @@ class ModelCache:
         with self._lock:
             self._evict(memory, adding=True)
         # Built outside the lock: loading a large graph must not stall requests for others.
-        session = open_session(data, threads=self.threads)
+        session = open_session(data, threads=self.threads, gpu=True)
         del data
         with self._lock:
             self._sessions[key] = _Held(session, memory)
@@ -295,6 +269,13 @@ class ModelCache:
         """The estimated memory of the sessions held now."""
         with self._lock:
             return sum(held.memory_mb for held in self._sessions.values())
+
+    @property
+    def held_sessions(self) -> list[tuple[str, str]]:
+        """The (model, version) of each session held now, least recently used first: the
+        order in which they would be evicted."""
+        with self._lock:
+            return list(self._sessions)
 
     def _evict(
         self, incoming_mb: float, *, adding: bool, keep: tuple[str, str] | None = None

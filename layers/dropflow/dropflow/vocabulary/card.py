@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dropflow.errors import DropflowError
+from dropflow.ports import ObjectStore
 
 Task = Literal["classification", "regression"]
 
@@ -139,3 +142,28 @@ class Card(BaseModel):
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+
+class InvalidCard(DropflowError, ValueError):
+    """A card.json that is not a valid model card; `problem` is the first field at fault."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key} is not a valid model card: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def read_card(store: ObjectStore, model: str, version: str) -> Card:
+    """The card of `version` of `model`, read from `store` and parsed.
+
+    Raises ObjectNotFound (naming the key) when there is no card.json, and InvalidCard
+    (naming the key and the first field at fault) when it is not a valid model card.
+    """
+    key = card_key(model, version)
+    raw = store.get(key)
+    try:
+        return Card.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "card"
+        raise InvalidCard(key, f"{where}: {first['msg']}") from None

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, datetime
 
 from dropflow.errors import InvalidName
+from dropflow.vocabulary.clock import compact_utc
 
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_STAMP = "%Y%m%dT%H%M%SZ"
 JOB_ID = re.compile(
     r"(?P<model>[a-z0-9][a-z0-9-]{0,62})-(?P<stamp>\d{8}T\d{6}Z)-(?P<short>[0-9a-f]{6})"
 )
@@ -33,14 +32,11 @@ def check_version(version: str) -> str:
     return version
 
 
-def _stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime(_STAMP)
-
-
-def new_job_id(model: str, now: datetime | None = None) -> str:
-    """A fresh job id, `<model>-<UTC stamp>-<6 hex>`; sorts by creation time per model."""
+def new_job_id(model: str, now: float | None = None) -> str:
+    """A fresh job id, `<model>-<UTC stamp>-<6 hex>` (stamp of `now`, epoch seconds, default
+    the current time); sorts by creation time per model."""
     check_model_name(model)
-    return f"{model}-{_stamp(now)}-{secrets.token_hex(3)}"
+    return f"{model}-{compact_utc(now)}-{secrets.token_hex(3)}"
 
 
 def model_of_job(job_id: str) -> str:
@@ -56,6 +52,7 @@ def short_job_id(job_id: str) -> str:
     return job_id.rsplit("-", 1)[1]
 
 
-def new_version(job_id: str, now: datetime | None = None) -> str:
-    """A version id `v<UTC stamp>-<short job id>`; versions sort by publish time."""
-    return f"v{_stamp(now)}-{short_job_id(job_id)}"
+def new_version(job_id: str, now: float | None = None) -> str:
+    """A version id `v<UTC stamp>-<short job id>` (stamp of `now`, epoch seconds, default the
+    current time); versions sort by publish time."""
+    return f"v{compact_utc(now)}-{short_job_id(job_id)}"

@@ -1,6 +1,6 @@
-"""Holdout metrics in numpy alone, for promotion's fair gate (no sklearn or torch in a Lambda).
+"""Holdout metrics in numpy alone: the one definition that training (the card's values) and
+promotion's fair gate (no sklearn or torch in a Lambda) both compute with.
 
-They match training/metrics.py, which computes the card's values on the same holdout rows:
 - classification, from class ids and probabilities [rows, classes]: accuracy, macro_f1 (over
   the classes seen in truth or prediction), log_loss (probabilities clipped to 1e-15);
 - regression, from true values and predictions [rows]: rmse, mae, r2 (0 for a constant

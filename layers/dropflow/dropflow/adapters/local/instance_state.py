@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dropflow.adapters.local.state_files import write_json
+from dropflow.vocabulary.clock import iso_utc
 
 ACTIONS = ("terminate", "stop", "hibernate")  # what spot/instance-action may announce
 # Instance ids become file names: letters, digits, '-' and '_' only (no '.', no '/').
@@ -62,7 +62,7 @@ def announce_interruption(
     if in_seconds < 0:
         raise ValueError(f"in_seconds must be >= 0, not {in_seconds}")
     at = (time.time() if now is None else now) + in_seconds
-    served = {"action": action, "time": _iso(at)}
+    served = {"action": action, "time": iso_utc(at)}
     path = notice_path(state_dir, instance_id)
     notices = read_json_object(path) or {}
     # "at" keeps sub-second precision for due_terminations; IMDS shows whole seconds.
@@ -78,7 +78,7 @@ def announce_rebalance(
 
     Like EC2, a rebalance recommendation never ends the instance by itself.
     """
-    served = {"noticeTime": _iso(time.time() if now is None else now)}
+    served = {"noticeTime": iso_utc(now)}
     path = notice_path(state_dir, instance_id)
     notices = read_json_object(path) or {}
     notices["rebalance"] = served
@@ -112,10 +112,6 @@ def checked_instance_id(instance_id: str) -> str:
     if not isinstance(instance_id, str) or not INSTANCE_ID.fullmatch(instance_id):
         raise ValueError(f"not an instance id: {instance_id!r}")
     return instance_id
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
