@@ -1,11 +1,19 @@
-"""Jobs as the launcher leaves them, for tests that run the training entrypoint directly."""
+"""Jobs as the launcher leaves them, for tests that run the training entrypoint directly, and
+the tabular network trained by the real loop, for tests of the loop itself."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from dropflow.records.jobs import Attempt, Job, JobState, JobStore
+from dropflow.vocabulary.card import Task
 from dropflow.vocabulary.names import new_job_id
+from dropflow.vocabulary.spec import ModelSection, TrainingSection
+from training.loop import Trained, train
+from training.model import build_network
 
 
 def launched_job(
@@ -30,3 +38,33 @@ def launched_job(
         )
     )
     return job_id
+
+
+def train_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: Task,
+    n_classes: int,
+    model: ModelSection,
+    training: TrainingSection,
+    category_counts: Mapping[int, int] | None = None,
+    **loop_options: Any,
+) -> Trained:
+    """training.loop.train on (x, y) with the tabular family's network, built as the job builds
+    it (training.families.tabular); `loop_options` go to the TrainingLoop."""
+    return train(
+        lambda: build_network(
+            task,
+            x,
+            y,
+            n_classes=n_classes,
+            hidden_layers=model.hidden_layers,
+            dropout=model.dropout,
+            category_counts=category_counts,
+        ),
+        x,
+        y,
+        training=training,
+        **loop_options,
+    )

@@ -1,4 +1,5 @@
-"""A model's dataset: the files under `datasets/<model>/`, read into features and a target.
+"""The tabular family's dataset: the files under `datasets/<model>/`, read into features and a
+target (training.families.tabular).
 
 The rules a data owner can rely on:
 
@@ -33,7 +34,11 @@ The rules a data owner can rely on:
 
 `Dataset.x` holds one float column per feature: numbers (NaN where missing) and category codes
 (the index of the value in its column's categories), exactly what the exported graph takes
-(dropflow.vocabulary.card). `Dataset.card_features()` describes those columns for the card.
+(dropflow.vocabulary.card). `Dataset.card_features()` describes those columns for the card, and
+`Dataset.examples()` is the whole as the job takes it (training.examples), in float32. Missing
+numbers stay NaN there: the network fills them itself with the training rows' medians
+(training.model.build_network), so training, the holdout, the exported graph and serving all
+go through that one fill.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from dropflow.ports import ObjectStore
 from dropflow.vocabulary.card import MISSING_CATEGORY, Feature, Task
 from dropflow.vocabulary.datasets import data_files, dataset_prefix
 from dropflow.vocabulary.spec import Spec
+from training.examples import Examples
 
 log = logging.getLogger(__name__)
 
@@ -139,20 +145,18 @@ class Dataset:
         columns = self.columns or tuple(Column(name) for name in self.features)
         return [column.card_feature() for column in columns]
 
-
-@dataclass(frozen=True)
-class Split:
-    """Training and holdout rows as float32, as the network eats them.
-
-    Missing numbers stay NaN: the network fills them itself with the training rows' medians
-    (training.model.build_network), so training, the holdout, the exported graph and serving
-    all go through that one fill.
-    """
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_holdout: np.ndarray
-    y_holdout: np.ndarray
+    def examples(self) -> Examples:
+        """The rows as the job takes them: x in float32 (the graph's input), the card's
+        features, and the target, task and classes as read."""
+        return Examples(
+            task=self.task,
+            target=self.target,
+            x=self.x.astype(np.float32),
+            y=self.y,
+            classes=self.classes,
+            features=self.card_features(),
+            sources=self.sources,
+        )
 
 
 # --------------------------------------------------------------------------- reading files
@@ -553,40 +557,4 @@ def load_dataset(store: ObjectStore, model: str, spec: Spec) -> Dataset:
         sources=[t.key for t in tables],
         dropped_rows=dropped,
         columns=tuple(feature_columns),
-    )
-
-
-# --------------------------------------------------------------------------- split
-def split(dataset: Dataset, holdout_fraction: float, seed: int) -> Split:
-    """A seeded train/holdout split (stratified by class for classification).
-
-    Every class with at least two rows has at least one in each part. Missing numbers stay
-    NaN (see Split). Raises UserInputError when there are too few rows.
-    """
-    n = len(dataset.y)
-    # One permutation of all rows, then each class takes its first rows in that order: which
-    # rows are held out depends on the seed and the rows, not on how the labels sort.
-    order = np.random.default_rng(seed).permutation(n)
-    if dataset.task == "classification":
-        groups = [order[dataset.y[order] == c] for c in range(dataset.n_classes)]
-    else:
-        groups = [order]
-    holdout_parts = []
-    for group in groups:
-        if len(group) < 2:
-            continue  # a lone example is worth more in training than as a 1-row holdout
-        size = min(max(1, round(len(group) * holdout_fraction)), len(group) - 1)
-        holdout_parts.append(group[:size])
-    holdout = np.sort(np.concatenate(holdout_parts)) if holdout_parts else np.array([], int)
-    is_holdout = np.zeros(n, dtype=bool)
-    is_holdout[holdout] = True
-    if not is_holdout.any() or is_holdout.all():
-        raise UserInputError(
-            f"too few rows ({n}) to train and hold out {holdout_fraction:.0%} for evaluation"
-        )
-    return Split(
-        x_train=dataset.x[~is_holdout].astype(np.float32),
-        y_train=dataset.y[~is_holdout],
-        x_holdout=dataset.x[is_holdout].astype(np.float32),
-        y_holdout=dataset.y[is_holdout],
     )

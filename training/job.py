@@ -5,6 +5,10 @@ running -> read spec and data -> split -> resume from the job's last checkpoint 
 ONNX export and parity -> publish models/<model>/<version>/{model.onnx, reference.npz,
 curve.png, card.json} -> published.
 
+The spec's family (training.families) reads the data, builds the network, describes the
+graph's input for the card and exports the graph; every other stage here is the same for
+every family.
+
 card.json is written last and only after parity passed: its presence is what tells promotion
 that a version is complete. How an attempt ends (dropflow.records.jobs.ExitCode):
 
@@ -32,7 +36,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +47,22 @@ from dropflow.ports import ObjectStore, Registry
 from dropflow.records.jobs import Attempt, ExitCode, Job, JobState, JobStore
 from dropflow.records.ledger import ledger
 from dropflow.vocabulary.card import Card, Task, artifact_key, card_key
+from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.datasets import data_version, dataset_prefix
 from dropflow.vocabulary.names import new_version
 from dropflow.vocabulary.spec import read_spec, spec_hash
 from training import heartbeat as heartbeats
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
 from training.curve import CURVE_FILE, training_curve
-from training.data import load_dataset, split
 from training.distributed import Placement, place, release
-from training.export import check_parity, export_onnx, reference_npz
+from training.examples import split
+from training.export import check_parity, reference_npz
+from training.families import family_for
 from training.heartbeat import Heartbeat
 from training.joblog import AttemptLog
 from training.loop import Score, train
-from training.metrics import classification_metrics, evaluate, regression_metrics
-from training.model import Network, predict
+from training.metrics import evaluate, task_metrics
+from training.network import TaskNetwork, predict
 from training.stop import StopRequest, Watcher
 
 log = logging.getLogger(__name__)
@@ -108,23 +113,17 @@ def _start(jobs: JobStore, job: Job, attempt: int) -> None:
     jobs.update_attempt(job.job_id, attempt, started_at=time.time())
 
 
-def _utc_iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
-
-
 def _holdout_score(task: Task, primary: str, x: np.ndarray, y: np.ndarray) -> Score:
     """The primary metric of a network on the holdout rows (the curve's right panel)."""
-    metrics = classification_metrics if task == "classification" else regression_metrics
-    rows = torch.as_tensor(np.asarray(x, dtype=np.float32))
     on_device: dict[torch.device, torch.Tensor] = {}
 
-    def score(network: Network) -> float:
+    def score(network: TaskNetwork) -> float:
         device = next(network.parameters()).device
         if device not in on_device:
-            on_device[device] = rows.to(device)
+            on_device[device] = torch.as_tensor(network.as_input(x)).to(device)
         with torch.inference_mode():
             outputs = network(on_device[device]).float().cpu().numpy()
-        return float(metrics(y, outputs)[primary])
+        return float(task_metrics(task, y, outputs)[primary])
 
     return score
 
@@ -196,23 +195,26 @@ def train_and_publish(
     if heartbeat is not None:
         heartbeat.stage("loading")
     spec = read_spec(store, model)
+    family = family_for(spec)
     lineage = Lineage(
         job_id=job.job_id,
         attempt=attempt,
         data_version=observed_data_version(store, model),
         spec_hash=spec_hash(spec),
     )
-    dataset = load_dataset(store, model, spec)
-    primary = spec.primary_metric(dataset.task)
+    examples = family.read(store, model, spec)
+    features = family.input_schema(examples)
+    primary = spec.primary_metric(examples.task)
     log.info(
-        "%s: %d rows, %d features, target %r (%s%s) from %d file(s)",
+        "%s: %d rows, %d features, target %r (%s%s) from %d file(s); family %s",
         model,
-        len(dataset.y),
-        len(dataset.features),
-        dataset.target,
-        dataset.task,
-        f", {dataset.n_classes} classes" if dataset.classes is not None else "",
-        len(dataset.sources),
+        len(examples.y),
+        len(features),
+        examples.target,
+        examples.task,
+        f", {examples.n_classes} classes" if examples.classes is not None else "",
+        len(examples.sources),
+        family.name,
     )
     if lineage.data_version != job.data_version:
         log.info(
@@ -221,7 +223,7 @@ def train_and_publish(
             job.data_version,
         )
     loaded = clock()
-    parts = split(dataset, spec.training.holdout_fraction, spec.training.seed)
+    parts = split(examples, spec.training.holdout_fraction, spec.training.seed)
 
     checkpoints = CheckpointStore(store, model, lineage) if main else None
     resumed = _resume_point(checkpoints) if checkpoints is not None else None
@@ -238,17 +240,14 @@ def train_and_publish(
         heartbeat.stage("training")
     log.info("training on %s", placement.description)
     trained = train(
+        lambda: family.build(examples, parts.x_train, parts.y_train, spec),
         parts.x_train,
         parts.y_train,
-        task=dataset.task,
-        n_classes=dataset.n_classes,
-        model=spec.model,
         training=spec.training,
         placement=placement,
-        network_options={"category_counts": dataset.category_counts},
         sink=checkpoints,
         stop=stop,
-        score=_holdout_score(dataset.task, primary, parts.x_holdout, parts.y_holdout),
+        score=_holdout_score(examples.task, primary, parts.x_holdout, parts.y_holdout),
         on_progress=heartbeat.progress if heartbeat is not None else None,
         progress_seconds=heartbeats.HEARTBEAT_SECONDS,
         resume=resume,
@@ -266,12 +265,12 @@ def train_and_publish(
     assert heartbeat is not None and checkpoints is not None
     network = trained.network
     metrics = evaluate(
-        dataset.task,
+        examples.task,
         primary,
         predict(network, parts.x_holdout),
         parts.y_train,
         parts.y_holdout,
-        dataset.n_classes,
+        examples.n_classes,
     )
     log.info(
         "holdout %s (baseline %s)",
@@ -286,7 +285,7 @@ def train_and_publish(
     jobs.transition(job.job_id, JobState.EXPORTING)
     heartbeat.stage("exporting")
     with tempfile.TemporaryDirectory(prefix="dropflow-export-") as tmp:
-        onnx_path = export_onnx(network, parts.x_holdout, Path(tmp) / MODEL_FILE)
+        onnx_path = family.export(network, parts.x_holdout, Path(tmp) / MODEL_FILE)
         parity, reference = check_parity(onnx_path, network, parts.x_holdout)
         curve = training_curve(
             trained.losses, trained.scores, primary, title=f"{model} ({job.job_id})"
@@ -320,15 +319,15 @@ def train_and_publish(
         model=model,
         version=version,
         job_id=job.job_id,
-        task=dataset.task,
-        target=dataset.target,
-        features=dataset.card_features(),
-        classes=dataset.classes,
+        task=examples.task,
+        target=examples.target,
+        features=features,
+        classes=examples.classes,
         metrics=metrics,
         parity=parity,
         data_version=job.data_version,
         spec_hash=lineage.spec_hash,
-        created_at=_utc_iso(now),
+        created_at=iso_utc(now, zone="+00:00"),
         timings={
             "load": round(loaded - started, 3),
             "train": round(trained_at - loaded, 3),
@@ -342,6 +341,7 @@ def train_and_publish(
         # Extra keys (the card allows them). Promotion's metric gate reads its tolerance here.
         promotion=spec.promotion.model_dump(mode="json"),
         training={
+            "family": family.name,
             "device": placement.description,
             "world_size": placement.world_size,
             "epochs": len(trained.losses),

@@ -12,10 +12,10 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from types import TracebackType
 
 from dropflow.ports import ObjectNotFound, ObjectStore
+from dropflow.vocabulary.clock import iso_utc
 from training.checkpoint import job_prefix
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,6 @@ _CAPTURED = "training"  # the loggers whose INFO lines are wanted even when the 
 
 def log_key(model: str, job_id: str) -> str:
     return f"{job_prefix(model, job_id)}{LOG_FILE}"
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 class AttemptLog:
@@ -90,10 +86,12 @@ class AttemptLog:
             half = MAX_SECTION_CHARS // 2
             left_out = f"\n[... {len(text) - 2 * half} characters left out ...]\n"
             text = text[:half] + left_out + text[-half:]
+        started = iso_utc(self.started_at, zone="+00:00")
+        ended = iso_utc(self.clock(), zone="+00:00")
         section = (
-            f"===== attempt {self.attempt}, started {_iso(self.started_at)} =====\n"
+            f"===== attempt {self.attempt}, started {started} =====\n"
             f"{text}"
-            f"===== attempt {self.attempt} ended {_iso(self.clock())}: {outcome} =====\n"
+            f"===== attempt {self.attempt} ended {ended}: {outcome} =====\n"
         )
         try:
             try:

@@ -1,8 +1,12 @@
 """The training loop: Adam on shuffled mini-batches; reproducible, resumable, CPU, GPU or DDP.
 
+It trains any family's network (training.network.TaskNetwork) on its input rows: the loss is
+the task's (cross-entropy on the logits, or the mean squared error in standardised target
+units), never the family's, so a new family needs nothing here.
+
 Same data + same spec + same seed gives the same weights, hence the same holdout metrics: the
 seed drives the weight init and the batch order, deterministic algorithms are required, and on
-the CPU the loop runs on one thread (these small MLPs gain nothing from more threads, and a
+the CPU the loop runs on one thread (small networks gain nothing from more threads, and a
 fixed thread count keeps floating-point reductions in one order).
 
 Resumable: at any step boundary the loop can hand a checkpoint to a sink (training.checkpoint)
@@ -41,11 +45,10 @@ import torch
 from torch import nn
 
 from dropflow.errors import UserInputError
-from dropflow.vocabulary.card import Task
-from dropflow.vocabulary.spec import ModelSection, TrainingSection
+from dropflow.vocabulary.spec import TrainingSection
 from training.checkpoint import capture_rng, restore_rng
 from training.distributed import Placement
-from training.model import Network, build_network
+from training.network import TaskNetwork
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class CheckpointSink(Protocol):
 
 
 StopCheck = Callable[[], bool]
-Score = Callable[[Network], float]
+Score = Callable[[TaskNetwork], float]
 ProgressCallback = Callable[[Progress], None]
 
 
@@ -88,7 +91,7 @@ ProgressCallback = Callable[[Progress], None]
 class Trained:
     """What a run of the loop leaves: the network (eval mode, CPU, float32) and its history."""
 
-    network: Network
+    network: TaskNetwork
     losses: list[float]  # mean training loss per epoch, over the whole job
     seconds: float  # wall time of this run
     scores: list[float] = field(default_factory=list)  # score() per epoch, when given one
@@ -137,7 +140,7 @@ def learning_rate_factor(schedule: str, step: int, total: int) -> float:
 class _Scores(nn.Module):
     """Calls the network's scores() as forward(): what DDP wraps (it hooks forward only)."""
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: TaskNetwork) -> None:
         super().__init__()
         self.network = network
 
@@ -170,7 +173,7 @@ class TrainingLoop:
 
     def __init__(
         self,
-        network: Network,
+        network: TaskNetwork,
         x_train: np.ndarray,
         y_train: np.ndarray,
         *,
@@ -202,15 +205,13 @@ class TrainingLoop:
         self.resume = resume
 
         device = self.placement.device
-        self.x = torch.as_tensor(x_train, dtype=torch.float32).to(device)
+        self.x = torch.as_tensor(network.as_input(x_train)).to(device)
         if network.task == "classification":
             self.y = torch.as_tensor(y_train, dtype=torch.int64).to(device)
             self.loss_fn: nn.Module = nn.CrossEntropyLoss(reduction=self._reduction)
         else:
             # The network's scores are in standardised target units; so is the target here.
-            standard = (
-                np.asarray(y_train, np.float64) - network.y_mean.item()
-            ) / network.y_std.item()
+            standard = network.standardised(y_train)
             self.y = torch.as_tensor(standard, dtype=torch.float32).unsqueeze(1).to(device)
             self.loss_fn = nn.MSELoss(reduction=self._reduction)
         self.optimizer = torch.optim.Adam(
@@ -274,7 +275,7 @@ class TrainingLoop:
             prior_seconds = float(state.get("training_seconds", 0.0))
 
         # One process calls scores() directly: a wrapper module's __call__ costs a few
-        # percent of a small MLP's step.
+        # percent of a small network's step.
         module: Callable[[torch.Tensor], torch.Tensor] = self.network.scores
         if p.distributed:
             module = nn.parallel.DistributedDataParallel(
@@ -449,34 +450,25 @@ class TrainingLoop:
 
 
 def train(
+    build: Callable[[], TaskNetwork],
     x_train: np.ndarray,
     y_train: np.ndarray,
     *,
-    task: Task,
-    n_classes: int,
-    model: ModelSection,
     training: TrainingSection,
     placement: Placement | None = None,
-    network_options: Mapping[str, Any] | None = None,
     **loop_options: Any,
 ) -> Trained:
-    """Build a seeded network for the training rows and run a TrainingLoop on it.
+    """Build a seeded network with `build()` and run a TrainingLoop on the training rows.
 
-    `y_train` holds class indices (classification) or target values (regression).
-    `network_options` go to build_network; `loop_options` to TrainingLoop (sink, stop,
-    resume, score, on_progress, ...).
+    `build` is called inside reproducible(training.seed): the weights it draws from torch's
+    global generator are the same on every run (a family's build, e.g.
+    `lambda: family.build(examples, x_train, y_train, spec)`). `y_train` holds class indices
+    (classification) or target values (regression). `loop_options` go to TrainingLoop (sink,
+    stop, resume, score, on_progress, ...).
     """
     placement = placement or Placement(device=torch.device("cpu"))
     with reproducible(training.seed, strict=placement.device.type == "cpu"):
-        network = build_network(
-            task,
-            x_train,
-            y_train,
-            n_classes=n_classes,
-            hidden_layers=model.hidden_layers,
-            dropout=model.dropout,
-            **(network_options or {}),
-        )
+        network = build()
         loop = TrainingLoop(
             network, x_train, y_train, training=training, placement=placement, **loop_options
         )

@@ -1,50 +1,34 @@
-"""Holdout metrics, and the same metrics for a naive baseline on the same rows.
+"""The card's Metrics: holdout metrics, and the same metrics for a naive baseline on the rows.
 
-The baseline (majority class with the training class frequencies as probabilities, or the
-training mean) tells a reader whether the model learnt anything: a model that does not beat
-it is useless whatever its accuracy looks like.
+The metrics are promotion's own (dropflow.vocabulary.scoring): the card's numbers and the fair
+gate's re-scoring of the same holdout rows come from one implementation. This module only picks
+them per task and adds the baseline (majority class with the training class frequencies as
+probabilities, or the training mean), which tells a reader whether the model learnt anything:
+a model that does not beat it is useless whatever its accuracy looks like.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from dropflow.vocabulary import scoring
 from dropflow.vocabulary.card import Metrics, Task
 
-_EPS = 1e-15  # probabilities are clipped so that one confident mistake costs a finite loss
+
+def task_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """Every metric scoring defines for `task`, of `outputs` (probabilities [rows, classes] or
+    predictions [rows]) against the true class ids or values, in scoring's order."""
+    return {name: metric(y_true, outputs) for name, metric in scoring.METRICS[task].items()}
 
 
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """accuracy, macro_f1 (over classes seen in truth or prediction) and log_loss."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    predicted = probabilities.argmax(axis=1)
-    f1s = []
-    for c in np.union1d(y_true, predicted):
-        tp = np.sum((predicted == c) & (y_true == c))
-        fp = np.sum((predicted == c) & (y_true != c))
-        fn = np.sum((predicted != c) & (y_true == c))
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    chosen = np.clip(probabilities[np.arange(len(y_true)), y_true].astype(np.float64), _EPS, 1)
-    return {
-        "accuracy": float(np.mean(predicted == y_true)),
-        "macro_f1": float(np.mean(f1s)),
-        "log_loss": float(-np.mean(np.log(chosen))),
-    }
+    return task_metrics("classification", y_true, probabilities)
 
 
 def regression_metrics(y_true: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
     """rmse, mae and r2 (r2 is 0 for a constant holdout target the model misses)."""
-    y_true = np.asarray(y_true, dtype=np.float64)
-    error = np.asarray(prediction, dtype=np.float64) - y_true
-    ss_res = float(np.sum(error**2))
-    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
-    # A constant holdout target has no variance to explain: perfect or nothing.
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float(ss_res == 0)
-    return {
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "mae": float(np.mean(np.abs(error))),
-        "r2": r2,
-    }
+    return task_metrics("regression", y_true, prediction)
 
 
 def baseline_outputs(task: Task, y_train: np.ndarray, rows: int, n_classes: int = 0) -> np.ndarray:
@@ -64,12 +48,11 @@ def evaluate(
     n_classes: int = 0,
 ) -> Metrics:
     """The card's Metrics: the model's `outputs` on the holdout against the naive baseline."""
-    score = classification_metrics if task == "classification" else regression_metrics
     baseline = baseline_outputs(task, y_train, len(y_holdout), n_classes)
     return Metrics(
         primary=primary,
-        holdout=score(y_holdout, outputs),
-        baseline=score(y_holdout, baseline),
+        holdout=task_metrics(task, y_holdout, outputs),
+        baseline=task_metrics(task, y_holdout, baseline),
         holdout_rows=len(y_holdout),
         train_rows=len(y_train),
     )

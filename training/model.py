@@ -1,4 +1,4 @@
-"""The network dropflow trains: imputation, standardisation, one-hot, an MLP, the task's head.
+"""The tabular family's network: imputation, standardisation, one-hot, an MLP, the task's head.
 
 Preprocessing lives inside the module (as buffers) so that the exported ONNX graph takes the
 columns the card describes (dropflow.vocabulary.card) and clients need no preprocessing code:
@@ -8,10 +8,10 @@ columns the card describes (dropflow.vocabulary.card) and clients need no prepro
   `categories`) and is one-hot encoded by comparing it with constants, so the graph needs no
   ONNX OneHot/ScatterND and an unseen code simply encodes as all zeros. One-hot columns are
   not standardised: a rare category would otherwise become a huge 1/sqrt(p) input.
-Its forward() is exactly what the graph computes:
-- classification: softmax probabilities, float32 [batch, n_classes];
-- regression: the prediction in the target's original units, float32 [batch].
-Training uses `scores()` instead: logits, or the prediction in standardised target units.
+The head on top is every family's (training.network.TaskNetwork): forward() is exactly what
+the graph computes, softmax probabilities float32 [batch, n_classes] or the prediction in the
+target's original units float32 [batch]; training uses `scores()`: logits, or the prediction
+in standardised target units.
 Category codes must reach the module as float32 (exact for any code below 2**24); autocast
 leaves them so, because comparisons and index_select are not autocast ops.
 """
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from dropflow.vocabulary.card import Task
+from training.network import TaskNetwork, predict
 
 # A feature whose training values are (nearly) constant is centred but not scaled: dividing
 # by a tiny std would turn rounding noise in client inputs into huge activations.
@@ -50,7 +51,7 @@ def medians(values: np.ndarray) -> np.ndarray:
     return out
 
 
-class Network(nn.Module):
+class Network(TaskNetwork):
     """An MLP on imputed, standardised and one-hot inputs; see the module docstring."""
 
     def __init__(
@@ -64,8 +65,7 @@ class Network(nn.Module):
     ) -> None:
         """`category_counts` maps a categorical column's index to its number of categories;
         every other column is numeric."""
-        super().__init__()
-        self.task = task
+        super().__init__(task)
         counts = dict(category_counts or {})
         for column, count in counts.items():
             if not 0 <= column < n_features or count < 1:
@@ -92,10 +92,6 @@ class Network(nn.Module):
             torch.tensor([c for j in categorical for c in range(counts[j])], dtype=torch.float32),
             False,
         )
-        # Regression learns the target in standardised units, which keeps Adam's default step
-        # sizes sensible whatever the target's scale (house prices or probabilities).
-        self.register_buffer("y_mean", torch.zeros(()))
-        self.register_buffer("y_std", torch.ones(()))
         layers: list[nn.Module] = []
         width = len(numeric) + sum(counts.values())
         for hidden in hidden_layers:
@@ -129,8 +125,7 @@ class Network(nn.Module):
         self.x_std.copy_(torch.as_tensor(x_std, dtype=torch.float32))
         if x_median is not None:
             self.x_median.copy_(torch.as_tensor(x_median, dtype=torch.float32))
-        self.y_mean.fill_(float(y_mean))
-        self.y_std.fill_(float(y_std))
+        self.set_target_scale(y_mean, y_std)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Raw input rows [batch, n_features] -> what the MLP reads (see the module docstring)."""
@@ -147,12 +142,6 @@ class Network(nn.Module):
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """What the loss sees: logits [batch, n_classes], or [batch, 1] standardised values."""
         return self.mlp(self.encode(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = self.scores(x)
-        if self.task == "classification":
-            return torch.softmax(scores, dim=1)
-        return scores[:, 0] * self.y_std + self.y_mean
 
 
 def build_network(
@@ -191,8 +180,5 @@ def build_network(
     return network
 
 
-def predict(network: Network, x: np.ndarray) -> np.ndarray:
-    """The network's forward() on `x` in eval mode, as float32 numpy (what the graph returns)."""
-    network.eval()
-    with torch.inference_mode():
-        return network(torch.as_tensor(x, dtype=torch.float32)).numpy()
+# predict is every family's (training.network); kept importable here for the benchmarks.
+__all__ = ["Network", "build_network", "medians", "predict", "standardisation"]

@@ -20,14 +20,14 @@ from dropflow.ports import ObjectStore, Registry
 from dropflow.promotion.gate import promote
 from dropflow.records.jobs import ExitCode, Job, JobState, JobStore
 from dropflow.serving.service import InvalidInstances, ModelCache, PredictionService
-from dropflow.vocabulary.card import MISSING_CATEGORY, Card, Feature
-from dropflow.vocabulary.spec import Spec
+from dropflow.vocabulary.card import MISSING_CATEGORY, Card, Feature, read_card
+from dropflow.vocabulary.spec import load_spec
 from dropflow.wiring import open_registry, open_store
 from tests.training_jobs import launched_job
-from training.data import load_dataset, split
-from training.export import check_parity, export_onnx
+from training.examples import split
+from training.export import check_parity
+from training.families.tabular import TabularFamily
 from training.job import run_job
-from training.model import build_network
 
 MODEL = "pets"
 
@@ -86,7 +86,7 @@ def published(home: tuple[ObjectStore, Registry]) -> Card:
     assert job.state == JobState.PUBLISHED, job.reason
     assert job.version is not None
     assert promote(MODEL, job.version, store, registry).decision == "approved"
-    return Card.model_validate_json(store.get(f"models/{MODEL}/{job.version}/card.json"))
+    return read_card(store, MODEL, job.version)
 
 
 @pytest.fixture
@@ -201,24 +201,19 @@ def test_a_stray_word_in_a_numeric_column_fails_the_job_naming_file_line_and_col
 
 # --------------------------------------------------------------------------- the graph alone
 def test_the_exported_graph_matches_torch_on_categories_and_missing_numbers(tmp_path, home):
-    """Export and parity for the network data.py describes, without the job around it."""
+    """Export and parity for the tabular family's network, without the job around it."""
     store, _ = home
     drop_pets(store, "graph-only")
-    dataset = load_dataset(store, "graph-only", Spec())
-    parts = split(dataset, 0.2, 0)
+    family, spec = TabularFamily(), load_spec("model: {hidden_layers: [8]}")
+    examples = family.read(store, "graph-only", spec)
+    assert any(feature.dtype == "category" for feature in examples.features)
+    parts = split(examples, 0.2, 0)
     torch.manual_seed(0)
-    network = build_network(
-        dataset.task,
-        parts.x_train,
-        parts.y_train,
-        n_classes=dataset.n_classes,
-        hidden_layers=[8],
-        category_counts=dataset.category_counts,
-    )
+    network = family.build(examples, parts.x_train, parts.y_train, spec)
     network.eval()
     assert np.isnan(parts.x_holdout).any()
 
-    path = export_onnx(network, parts.x_holdout, tmp_path / "model.onnx")
+    path = family.export(network, parts.x_holdout, tmp_path / "model.onnx")
     parity, _ = check_parity(path, network, parts.x_holdout)
 
     assert parity.passed and parity.rows == len(parts.x_holdout)

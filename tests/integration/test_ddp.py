@@ -20,7 +20,7 @@ import torch
 from sklearn.datasets import load_breast_cancer
 
 from dropflow.records.jobs import ExitCode, JobState, JobStore
-from dropflow.vocabulary.card import Card
+from dropflow.vocabulary.card import read_card
 from dropflow.wiring import open_registry, open_store
 from tests.net import free_port
 from tests.training_jobs import launched_job
@@ -131,7 +131,7 @@ def test_torchrun_runs_the_job_on_two_ranks_and_rank_0_publishes_the_one_process
 
     job = jobs.get(two)
     assert job.state == JobState.PUBLISHED
-    card = Card.model_validate_json(store.get(f"models/bc-two/{job.version}/card.json"))
+    card = read_card(store, "bc-two", job.version)
     assert card.model_extra["training"]["world_size"] == 2
     assert card.model_extra["training"]["device"] == "cpu x2 (DDP)"
     assert len(store.list("models/bc-two/")) == 4  # one version: rank 1 published nothing

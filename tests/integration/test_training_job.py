@@ -23,7 +23,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, loa
 
 from dropflow.ports import ObjectInfo, ObjectStore, Registry
 from dropflow.records.jobs import Attempt, ExitCode, Job, JobState, JobStore
-from dropflow.vocabulary.card import Card
+from dropflow.vocabulary.card import Card, read_card
 from dropflow.wiring import open_registry, open_store
 from tests.training_jobs import launched_job
 from training import heartbeat as training_heartbeat
@@ -73,9 +73,7 @@ class Home:
         return code, self.jobs.get(job_id)
 
     def card(self, job: Job) -> Card:
-        return Card.model_validate_json(
-            self.store.get(f"models/{job.model}/{job.version}/card.json")
-        )
+        return read_card(self.store, job.model, job.version)
 
     def published(self, model: str) -> list[str]:
         return [info.key for info in self.store.list(f"models/{model}/")]

@@ -20,9 +20,10 @@ from dropflow.adapters.local.directory_store import DirectoryStore
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectInfo
 from dropflow.vocabulary.spec import ModelSection, TrainingSection, load_spec
+from tests.training_jobs import train_mlp
 from training import checkpoint as ckpt
 from training.checkpoint import CheckpointStore, Lineage
-from training.loop import learning_rate_factor, train
+from training.loop import learning_rate_factor
 
 MODEL, JOB = "iris", "iris-20260101T000000Z-abcdef"
 LINEAGE = Lineage(job_id=JOB, attempt=1, data_version="d1", spec_hash="s1")
@@ -248,7 +249,7 @@ def fit(**options: Any):  # type: ignore[no-untyped-def]
     x = rng.normal(size=(40, 3)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
     training = options.pop("training", TrainingSection(epochs=3, batch_size=10))
-    return train(
+    return train_mlp(
         x,
         y,
         task="classification",

@@ -1,5 +1,5 @@
-"""dropflow.vocabulary.scoring against hand-computed values (and training's metrics where
-importable)."""
+"""dropflow.vocabulary.scoring against hand-computed values, and the card's metrics (training)
+against it where training is importable."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dropflow.vocabulary import scoring
+from dropflow.vocabulary.spec import METRICS_BY_TASK
 
 P = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
 Y = np.array([0, 1, 1, 1])
@@ -33,17 +34,33 @@ def test_regression_metrics():
     assert scoring.r2(np.ones(3), np.zeros(3)) == 0.0
 
 
-def test_matches_training_metrics():
-    metrics = pytest.importorskip("training.metrics")
+def test_the_card_reports_every_metric_with_the_gates_values():
+    # The card's numbers (training) and the fair gate's re-scoring (promotion) must be one
+    # implementation: the same names, in the spec's order, and the same values on the same rows.
+    evaluate = pytest.importorskip("training.metrics").evaluate
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 3))
-    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    y = rng.integers(0, 3, 50)
-    for name, value in metrics.classification_metrics(y, p).items():
-        assert scoring.score("classification", name, y, p) == pytest.approx(value)
-    t, q = rng.normal(size=50), rng.normal(size=50)
-    for name, value in metrics.regression_metrics(t, q).items():
-        assert scoring.score("regression", name, t, q) == pytest.approx(value)
+    probabilities = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    labels, values, predictions = rng.integers(0, 3, 50), rng.normal(size=50), rng.normal(size=50)
+    for task, y, outputs in [
+        ("classification", labels, probabilities),
+        ("regression", values, predictions.astype(np.float32)),
+    ]:
+        metrics = evaluate(task, METRICS_BY_TASK[task][0], outputs, y, y, 3)
+        assert tuple(metrics.holdout) == METRICS_BY_TASK[task] == tuple(scoring.METRICS[task])
+        for name, value in metrics.holdout.items():
+            assert value == scoring.score(task, name, y, outputs), name
+
+
+def test_the_baseline_is_the_training_class_frequencies_or_mean():
+    evaluate = pytest.importorskip("training.metrics").evaluate
+    # Training labels 0, 0, 0, 1: every holdout row gets [0.75, 0.25].
+    metrics = evaluate("classification", "accuracy", P, np.array([0, 0, 0, 1]), Y, 2)
+    assert metrics.baseline["accuracy"] == 0.25  # class 0 for every row; one of four is 0
+    assert metrics.baseline["log_loss"] == pytest.approx(-np.mean(np.log([0.75, 0.25, 0.25, 0.25])))
+    assert metrics.holdout["accuracy"] == 0.75 and metrics.holdout_rows == 4
+    regression = evaluate("regression", "rmse", np.zeros(3), np.array([1.0, 3.0]), np.ones(3))
+    assert regression.baseline["mae"] == pytest.approx(1.0)  # the training mean, 2, for all
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ from dropflow.vocabulary.card import MISSING_CATEGORY, Feature
 from dropflow.vocabulary.spec import Spec, load_spec
 from tests.unit.fakes import MemoryStore
 from training import data as data_module
-from training.data import Column, Dataset, load_dataset, split
+from training.data import Column, Dataset, load_dataset
+from training.examples import split
 
 MODEL = "m"
 
@@ -307,7 +308,7 @@ def classification(n_per_class: int, classes: list) -> Dataset:
 
 
 def test_the_split_is_the_same_for_the_same_seed_and_differs_for_another():
-    data = classification(50, ["a", "b"])
+    data = classification(50, ["a", "b"]).examples()
     first, again, other = split(data, 0.2, 0), split(data, 0.2, 0), split(data, 0.2, 1)
     assert np.array_equal(first.x_holdout, again.x_holdout)
     assert not np.array_equal(first.x_holdout, other.x_holdout)
@@ -315,7 +316,7 @@ def test_the_split_is_the_same_for_the_same_seed_and_differs_for_another():
 
 def test_the_split_is_stratified():
     data = classification(50, ["a", "b", "c"])
-    parts = split(data, 0.2, 0)
+    parts = split(data.examples(), 0.2, 0)
     assert np.bincount(parts.y_holdout).tolist() == [10, 10, 10]
     assert len(parts.y_train) == 120
 
@@ -323,7 +324,9 @@ def test_the_split_is_stratified():
 def test_the_held_out_rows_do_not_depend_on_how_labels_sort():
     data = classification(40, ["a", "b"])
     relabelled = Dataset(**{**data.__dict__, "y": 1 - data.y, "classes": ["b", "a"]})
-    assert np.array_equal(split(data, 0.2, 0).x_holdout, split(relabelled, 0.2, 0).x_holdout)
+    assert np.array_equal(
+        split(data.examples(), 0.2, 0).x_holdout, split(relabelled.examples(), 0.2, 0).x_holdout
+    )
 
 
 def test_the_split_keeps_missing_numbers_and_category_codes_for_the_network():
@@ -341,7 +344,7 @@ def test_the_split_keeps_missing_numbers_and_category_codes_for_the_network():
         dropped_rows=0,
         columns=(Column("row"), Column("a"), Column("c", "category", ("p", "q", "r"))),
     )
-    parts = split(data, 0.3, 0)
+    parts = split(data.examples(), 0.3, 0)
     assert parts.x_train.dtype == parts.x_holdout.dtype == np.float32
     together = np.concatenate([parts.x_train, parts.x_holdout])
     rows = together[:, 0].astype(int)
@@ -352,4 +355,4 @@ def test_the_split_keeps_missing_numbers_and_category_codes_for_the_network():
 def test_too_few_rows_to_hold_out_is_an_error():
     data = classification(1, ["a", "b"])
     with pytest.raises(UserInputError, match="too few rows"):
-        split(data, 0.2, 0)
+        split(data.examples(), 0.2, 0)

@@ -8,7 +8,7 @@ import torch
 
 from dropflow.errors import UserInputError
 from dropflow.vocabulary.spec import ModelSection, TrainingSection
-from training.loop import train
+from tests.training_jobs import train_mlp
 from training.metrics import baseline_outputs, classification_metrics, regression_metrics
 from training.model import Network, build_network, medians, predict, standardisation
 
@@ -114,7 +114,7 @@ def test_training_learns_a_regression_in_target_units():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 2))
     y = 5000.0 + 300.0 * x[:, 0] - 200.0 * x[:, 1]
-    trained = train(
+    trained = train_mlp(
         x.astype(np.float32),
         y,
         task="regression",
@@ -132,8 +132,8 @@ def test_training_twice_with_one_seed_gives_identical_weights():
     x = rng.normal(size=(100, 3)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
     settings = {"task": "classification", "n_classes": 2, "model": ModelSection()}
-    first = train(x, y, training=TrainingSection(epochs=3, seed=4), **settings)
-    again = train(x, y, training=TrainingSection(epochs=3, seed=4), **settings)
+    first = train_mlp(x, y, training=TrainingSection(epochs=3, seed=4), **settings)
+    again = train_mlp(x, y, training=TrainingSection(epochs=3, seed=4), **settings)
     for a, b in zip(
         first.network.state_dict().values(), again.network.state_dict().values(), strict=True
     ):
@@ -151,7 +151,7 @@ def test_a_diverging_run_fails_with_advice(monkeypatch):
     monkeypatch.setattr("training.loop.nn.MSELoss", _ExplodingLoss)
     x = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
     with pytest.raises(UserInputError, match=r"diverged at epoch 1 .*learning_rate"):
-        train(
+        train_mlp(
             x,
             x[:, 0].astype(np.float64),
             task="regression",

@@ -3,6 +3,7 @@
 Every key is optional and unknown keys are rejected, so a typo (`epoch: 10`) fails the job with
 a message naming the key instead of being silently ignored. Example:
 
+    family: tabular             # the kind of data and network (training.families); default tabular
     task: classification        # or regression; inferred from the target when absent
     target: diagnosis           # default: a column named `target`, else the last column
     features: [radius, texture] # default: every other column
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectNotFound, ObjectStore
 from dropflow.vocabulary.card import Task
+from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.datasets import SPEC_FILE, dataset_prefix
 
 # The holdout metrics the training job reports, per task; the first one is the default primary.
@@ -37,6 +39,31 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "regression": ("rmse", "mae", "r2"),
 }
 _ALL_METRICS = tuple(m for names in METRICS_BY_TASK.values() for m in names)
+
+# The model families a spec may name (`family:`), each a kind of data with its own reading,
+# network and export (training.families). A family that is not built in becomes known where
+# its code registers it (training.families.register calls add_family), so a spec naming it
+# validates in that process only.
+DEFAULT_FAMILY = "tabular"
+_FAMILIES: set[str] = {DEFAULT_FAMILY}
+
+
+def families() -> tuple[str, ...]:
+    """The family names a spec may give, sorted."""
+    return tuple(sorted(_FAMILIES))
+
+
+def add_family(name: str) -> None:
+    """Let specs name the family `name` (a plug-in family's registration calls this)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", name):
+        raise ValueError(f"family name {name!r}: use 1-40 lowercase letters, digits, - or _")
+    _FAMILIES.add(name)
+
+
+def remove_family(name: str) -> None:
+    """Undo add_family (the built-in default stays)."""
+    if name != DEFAULT_FAMILY:
+        _FAMILIES.discard(name)
 
 
 def spec_key(model: str) -> str:
@@ -122,7 +149,7 @@ def _utc_time(value: datetime) -> str:
         raise ValueError(
             f"{value.isoformat()} has no time zone; add Z for UTC, e.g. 2026-11-24T06:00:00Z"
         )
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(value.timestamp())
 
 
 def _deadline_text(value: Any) -> str:
@@ -228,6 +255,7 @@ class ScheduleSection(_Section):
 class Spec(_Section):
     """A validated `dropflow.yaml`; `Spec()` is what an absent or empty file means."""
 
+    family: str = DEFAULT_FAMILY
     task: Task | None = None
     target: str | None = Field(default=None, min_length=1)
     features: list[str] | None = Field(default=None, min_length=1)
@@ -238,6 +266,13 @@ class Spec(_Section):
     # None when absent (not the defaults), so specs without it keep their spec_hash.
     serving: ServingSection | None = None
     schedule: ScheduleSection | None = None
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        if family not in _FAMILIES:
+            raise ValueError(f"unknown family {family!r}; choose one of {', '.join(families())}")
+        return family
 
     @field_validator("features")
     @classmethod
@@ -377,11 +412,16 @@ def spec_hash(spec: Spec) -> str:
     An absent file, an empty one and one that spells out the defaults hash the same, because
     they train the same model.
     """
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    effective = spec.model_dump(mode="json")
+    if effective["family"] == DEFAULT_FAMILY:
+        # Specs from before families hash as they did: the default family is no change.
+        del effective["family"]
+    canonical = json.dumps(effective, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 __all__ = [
+    "DEFAULT_FAMILY",
     "METRICS_BY_TASK",
     "SPEC_FILE",
     "ComputeSection",
@@ -391,9 +431,12 @@ __all__ = [
     "ServingSection",
     "Spec",
     "TrainingSection",
+    "add_family",
+    "families",
     "load_spec",
     "parse_duration",
     "read_spec",
+    "remove_family",
     "spec_hash",
     "spec_key",
 ]
