@@ -3,78 +3,45 @@
 Each HTTP request becomes the proxy event API Gateway would send (resource, pathParameters,
 headers and multiValueHeaders, query strings, requestContext, body or base64 body), the
 handler is called as Lambda would call it, and its proxy answer goes back over HTTP. So the
-predict function answers the same bytes locally as behind API Gateway, with no Docker.
+predict function answers the same bytes locally as behind API Gateway, with no Docker. The
+translation itself is dropflow.serving.proxy_event, which the container tier's server uses too.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
-import re
 import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from dropflow.serving.api import MAX_GATEWAY_BODY_BYTES, error_body
+from dropflow.serving.proxy_event import (
+    DEFAULT_ROUTES,
+    DRAIN_LIMIT_BYTES,
+    INTERNAL_SERVER_ERROR,
+    OWN_HEADERS,
+    SUPPORTED_METHODS,
+    ProxyEvents,
+    json_answer,
+    unpack,
+)
 from dropflow_dev.lambda_context import LOCAL_ACCOUNT, LambdaContext
 
 Handler = Callable[[dict[str, Any], Any], Any]
 log = logging.getLogger("dropflow.gateway")
 
-# The API's resources, as template.yaml declares them (the Open Inference Protocol lives under
-# /v2). Other paths go to a greedy proxy resource, so the handler answers them (404) where
-# API Gateway itself would refuse them.
-DEFAULT_ROUTES = (
-    "/health",
-    "/openapi.json",
-    "/models",
-    "/models/{name}",
-    "/models/{name}/predict",
-    "/v2",
-    "/v2/{proxy+}",
-)
-PROXY_RESOURCE = "/{proxy+}"
-# The methods API Gateway REST passes to an integration; any other is refused as it refuses.
-SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 STAGE = "local"
 API_ID = "local"
 # API Gateway REST's default integration timeout, given to the handler as its remaining time.
 INTEGRATION_TIMEOUT_SECONDS = 29.0
 # Idle keep-alive connections are dropped after this, so stop() never waits on a client.
 IDLE_CONNECTION_SECONDS = 15.0
-# A refused body up to this size is read and dropped, so the client can read the refusal
-# (closing on a client still sending makes it see a reset instead); beyond it, just close.
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 _CHUNK = 1024 * 1024
-# Headers the server itself sets (or that only make sense hop by hop).
-_OWN_HEADERS = frozenset({"content-length", "connection", "transfer-encoding", "date", "server"})
-
-
-class _Route:
-    """One API resource, e.g. `/models/{name}/predict`; `{x+}` is greedy as in API Gateway."""
-
-    def __init__(self, resource: str) -> None:
-        self.resource = resource
-        pattern, last = "", 0
-        for param in re.finditer(r"\{(\w+)(\+?)\}", resource):
-            pattern += re.escape(resource[last : param.start()])
-            pattern += f"(?P<{param[1]}>{'.+' if param[2] else '[^/]+'})"
-            last = param.end()
-        self.regex = re.compile(pattern + re.escape(resource[last:]))
-
-    def match(self, path: str) -> dict[str, str] | None:
-        found = self.regex.fullmatch(path)
-        return found.groupdict() if found else None
 
 
 class Gateway:
@@ -96,7 +63,7 @@ class Gateway:
     ) -> None:
         self.handler = handler
         self.host, self.port = host, port
-        self.routes = [_Route(r) for r in routes]
+        self.events = ProxyEvents(routes, stage=STAGE, api_id=API_ID, account_id=LOCAL_ACCOUNT)
         self.function_name = function_name
         self.max_body_bytes = max_body_bytes
         self._server: ThreadingHTTPServer | None = None
@@ -158,11 +125,7 @@ class Gateway:
     # ------------------------------------------------------------------ translation
     def resource_for(self, path: str) -> tuple[str, dict[str, str] | None]:
         """The API resource matching `path` and its path parameters (None when it has none)."""
-        for route in self.routes:
-            params = route.match(path)
-            if params is not None:
-                return route.resource, params or None
-        return PROXY_RESOURCE, {"proxy": path.lstrip("/")}
+        return self.events.resource_for(path)
 
     def event_for(
         self,
@@ -173,59 +136,9 @@ class Gateway:
         source_ip: str,
     ) -> dict[str, Any]:
         """The API Gateway REST proxy event (payload 1.0) for one HTTP request."""
-        split = urlsplit(target)
-        path = unquote(split.path) or "/"
-        resource, path_parameters = self.resource_for(path)
-        single: dict[str, str] = {}
-        multi: dict[str, list[str]] = {}
-        for name, value in headers:
-            single[name] = value  # API Gateway keeps the last value in `headers`
-            multi.setdefault(name, []).append(value)
-        query = parse_qs(split.query, keep_blank_values=True)
-        text_body, is_base64 = _body_for_event(body)
-        now = datetime.now(UTC)
-        request_id = str(uuid.uuid4())
-        return {
-            "resource": resource,
-            "path": path,
-            "httpMethod": method,
-            "headers": single or None,
-            "multiValueHeaders": multi or None,
-            "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
-            "multiValueQueryStringParameters": query or None,
-            "pathParameters": path_parameters,
-            "stageVariables": None,
-            "requestContext": {
-                "accountId": LOCAL_ACCOUNT,
-                "apiId": API_ID,
-                "domainName": single.get("Host") or f"{self.host}:{self.port}",
-                "extendedRequestId": request_id,
-                "httpMethod": method,
-                "identity": {
-                    "sourceIp": source_ip,
-                    "userAgent": _header(single, "user-agent"),
-                    "accountId": None,
-                    "caller": None,
-                    "user": None,
-                    "userArn": None,
-                    "accessKey": None,
-                    "cognitoIdentityId": None,
-                    "cognitoIdentityPoolId": None,
-                    "cognitoAuthenticationType": None,
-                    "cognitoAuthenticationProvider": None,
-                },
-                "path": f"/{STAGE}{path}",
-                "protocol": "HTTP/1.1",
-                "requestId": request_id,
-                "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-                "requestTimeEpoch": int(now.timestamp() * 1000),
-                "resourceId": "local",
-                "resourcePath": resource,
-                "stage": STAGE,
-            },
-            "body": text_body,
-            "isBase64Encoded": is_base64,
-        }
+        return self.events.event_for(
+            method, target, headers, body, source_ip, domain=f"{self.host}:{self.port}"
+        )
 
     def invoke(self, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         """Call the handler and unpack its proxy answer; a crash or bad answer is a 502."""
@@ -235,62 +148,17 @@ class Gateway:
         try:
             with self._one_event_at_a_time:
                 answer = self.handler(event, context)
-            return _unpack(answer)
+            return unpack(answer)
         except Exception:
             # What API Gateway answers when the function fails or answers nonsense.
             traceback.print_exc(file=sys.stderr)
-            return _json_answer(HTTPStatus.BAD_GATEWAY, {"message": "Internal server error"})
+            return json_answer(HTTPStatus.BAD_GATEWAY, INTERNAL_SERVER_ERROR)
 
 
 class _Server(ThreadingHTTPServer):
     # socketserver's default backlog of 5 resets connections when many clients connect at
     # once (as API Gateway's clients do); the kernel caps it at somaxconn anyway.
     request_queue_size = 128
-
-
-def _body_for_event(body: bytes) -> tuple[str | None, bool]:
-    """Text bodies go as they are; bytes that are not UTF-8 go base64 (binary media types)."""
-    if not body:
-        return None, False
-    try:
-        return body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        return base64.b64encode(body).decode("ascii"), True
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def _unpack(answer: Any) -> tuple[int, list[tuple[str, str]], bytes]:
-    if not isinstance(answer, Mapping) or "statusCode" not in answer:
-        raise ValueError(f"handler answer is not an API Gateway proxy response: {answer!r:.200}")
-    status = int(answer["statusCode"])
-    pairs: list[tuple[str, str]] = []
-    multi = answer.get("multiValueHeaders") or {}
-    for name, values in multi.items():
-        pairs.extend((name, str(v)) for v in values)
-    for name, value in (answer.get("headers") or {}).items():
-        if name not in multi:  # API Gateway merges both; multi values win on a clash
-            pairs.append((name, str(value)))
-    body = answer.get("body")
-    if body is None:
-        data = b""
-    elif answer.get("isBase64Encoded"):
-        try:
-            data = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("handler answer: isBase64Encoded but body is not base64") from exc
-    else:
-        data = str(body).encode("utf-8")
-    return status, pairs, data
-
-
-def _json_answer(status: HTTPStatus, payload: Any) -> tuple[int, list[tuple[str, str]], bytes]:
-    return int(status), [("Content-Type", "application/json")], json.dumps(payload).encode()
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -376,7 +244,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self, status: HTTPStatus, message: str, extra: Mapping[str, str] | None = None
     ) -> None:
         # The connection may hold unread body bytes: it cannot carry another request.
-        _, headers, data = _json_answer(status, error_body(status, message))
+        _, headers, data = json_answer(status, error_body(status, message))
         headers = [*headers, *(extra or {}).items()]
         self._answer(int(status), headers, data, close=True)
 
@@ -385,7 +253,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     ) -> None:
         self.send_response(status)
         for name, value in headers:
-            if name.lower() not in _OWN_HEADERS:
+            if name.lower() not in OWN_HEADERS:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         if close:

@@ -7,10 +7,11 @@
   of one becomes an "EC2 Instance State-change Notification" for the TrackTraining handler;
 - the schedule: a timer sends a Scheduled Event to LaunchTraining;
 - API Gateway: an HTTP server on 127.0.0.1 turns requests into proxy events for Predict;
-- the container tier for large models: serving/server.py as a child process, which Predict
-  forwards the versions routed `container` to (`--container-threshold-mb` lowers the size
-  above which a version is routed there). Like an Auto Scaling group at its desired capacity,
-  it is started again when a promotion asks the tier to scale out, and only then.
+- the container tier for large models: `python -m serving` (the production server, one
+  worker) as a child process, which Predict forwards the versions routed `container` to
+  (`--container-threshold-mb` lowers the size above which a version is routed there). Like
+  an Auto Scaling group at its desired capacity, it is started again when a promotion asks
+  the tier to scale out, and only then.
 The handlers are the very files of template.yaml, loaded as `dropflow invoke` loads them.
 State (bucket, registry, compute records) lives under <home> and survives restarts.
 """
@@ -123,13 +124,23 @@ class _WithoutMetrics(io.TextIOBase):
 
 
 class ContainerProcess:
-    """The container tier locally: serving/server.py in a child process, its output in
-    <home>/serving/server.log. Listens on a fixed URL, so the predict function's
-    DROPFLOW_CONTAINER_URL stays right across restarts."""
+    """The container tier locally: `python -m serving` (the server of the EC2 image) run from
+    the `checkout`, in a child process with one worker (it starts sooner, and one machine's
+    loop needs no more), its output in <home>/serving/server.log. Listens on a fixed URL, so
+    the predict function's DROPFLOW_CONTAINER_URL stays right across restarts."""
 
-    def __init__(self, script: Path, state_dir: Path, host: str = "127.0.0.1", port: int = 0):
-        self.script = script
+    def __init__(
+        self,
+        checkout: Path,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        workers: int = 1,
+    ):
+        self.checkout = checkout
         self.state_dir = state_dir
+        self.workers = workers
         self.host = host
         self.port = port or _free_port(host)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -149,8 +160,11 @@ class ContainerProcess:
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.state_dir / "server.log", "ab") as log:
+            command = [sys.executable, "-m", "serving", "--host", self.host]
+            command += ["--port", str(self.port), "--workers", str(self.workers)]
             self.proc = subprocess.Popen(
-                [sys.executable, str(self.script), "--host", self.host, "--port", str(self.port)],
+                command,
+                cwd=self.checkout,  # where `serving` is; dropflow is installed or on the path
                 env={**os.environ, "DROPFLOW_SERVED_BY": "container"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -216,8 +230,8 @@ class LocalRuntime:
         self.url = ""
         self.container: ContainerProcess | None = None
         if container:
-            script = self.template.parent / "serving" / "server.py"
-            self.container = ContainerProcess(script, self.paths.serving, host, container_port)
+            checkout = self.template.parent
+            self.container = ContainerProcess(checkout, self.paths.serving, host, container_port)
         self._scale_out_seen: float | None = None
 
     # ------------------------------------------------------------------ lifecycle

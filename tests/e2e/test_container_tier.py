@@ -12,9 +12,10 @@ import pytest
 import requests
 
 from dropflow_dev.demo import breast_cancer_csv
-from tests.local_up import LocalUp
+from tests.local_up import START_SECONDS, LocalUp
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# Above the waits of tests/local_up.py added up.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def _rows() -> list[list[float]]:
@@ -24,16 +25,18 @@ def _rows() -> list[list[float]]:
 
 def test_a_model_over_the_lowered_threshold_is_served_by_the_container_process(tmp_path):
     home = tmp_path / "home"
-    runtime = LocalUp(home, "--container-threshold-mb", "0.001")
-    try:
-        container_pid = int(runtime.wait_for(r"container tier on \S+ \(pid (\d+)\)", 30).group(1))
+    with LocalUp(home, "--container-threshold-mb", "0.001") as runtime:
+        started = runtime.wait_for(r"container tier on \S+ \(pid (\d+)\)", START_SECONDS)
+        container_pid = int(started.group(1))
         predict = f"{runtime.url}/models/big/predict"
 
         # Given a model whose model.onnx is over the lowered threshold (any real one is)
         target = home / "bucket" / "datasets" / "big" / "data.csv"
         target.parent.mkdir(parents=True)
         target.write_bytes(breast_cancer_csv())
-        runtime.wait_for(r"\[big\] v\S+ approved", 240)
+        job = runtime.ended("big")
+        assert job["state"] == "published", runtime.output
+        runtime.promoted("big", job["version"])
 
         # Then it is served through the container process
         answer = requests.post(predict, json={"instances": _rows()}, timeout=30)
@@ -45,12 +48,12 @@ def test_a_model_over_the_lowered_threshold_is_served_by_the_container_process(t
 
         # When the container process stops
         os.kill(container_pid, signal.SIGTERM)
-        runtime.wait_for(r"container tier stopped", 30)
+        runtime.wait_for(r"container tier stopped", START_SECONDS)
 
         # Then the model answers 503 with Retry-After, not 500
         refused = requests.post(predict, json={"instances": _rows()}, timeout=30)
         assert refused.status_code == HTTPStatus.SERVICE_UNAVAILABLE, refused.text
         assert int(refused.headers["Retry-After"]) > 0
         assert "container tier" in refused.json()["error"]["message"]
-    finally:
-        assert runtime.stop() == 0, runtime.console
+
+        assert runtime.stop() == 0, runtime.output

@@ -1,6 +1,7 @@
 """A large model through the predict function: forwarded to the container tier's server
-(serving/server.py, a real process on 127.0.0.1), answered with "served_by": "container";
-with the server gone, a 503 with Retry-After, never a 500."""
+(`python -m serving`, a real process on 127.0.0.1), answered with "served_by": "container";
+with the server gone, a 503 with Retry-After, never a 500. The server's own behaviour is
+tests/integration/test_container_server.py's."""
 
 from __future__ import annotations
 
@@ -10,14 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from http import HTTPStatus
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import requests
 
 from dropflow import wiring
 from dropflow.adapters.local.process_tier import ProcessTier, scale_out_requested_at
@@ -30,7 +29,6 @@ from tests.net import free_port, wait_ready
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER = ROOT / "serving" / "server.py"
 SAMPLE = json.loads((ROOT / "events" / "apigw-predict.json").read_text())
 ROWS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
 CLASSES = ["no", "yes"]
@@ -55,26 +53,33 @@ def large(adapters, tmp_path) -> str:
 
 @pytest.fixture
 def server(large, tmp_path):
-    """serving/server.py against the same store and registry, ready (its models loaded)."""
+    """The container tier's server against the same store and registry, ready (its models
+    loaded)."""
     port = free_port()
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT / "layers" / "dropflow")},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    if wait_ready(url, 60, alive=lambda: proc.poll() is None) != HTTPStatus.OK:
-        proc.kill()
-        pytest.fail(
-            "the container server never became ready:\n" + (tmp_path / "server.log").read_text()
-        )
-    yield SimpleNamespace(proc=proc, url=url)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-    log.close()
+    try:
+        if wait_ready(url, 120, alive=lambda: proc.poll() is None) != HTTPStatus.OK:
+            pytest.fail(
+                "the container server never became ready:\n" + (tmp_path / "server.log").read_text()
+            )
+        yield SimpleNamespace(proc=proc, url=url)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        log.close()
 
 
 @pytest.fixture
@@ -139,7 +144,7 @@ def test_the_model_description_shows_the_container_route(app):
 
 def test_with_the_container_stopped_a_prediction_is_503_with_retry_after(app, server):
     server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(10) == 0
+    assert server.proc.wait(30) == 0
 
     answer = call(app, "POST", "/models/large/predict", {"instances": ROWS})
 
@@ -148,43 +153,3 @@ def test_with_the_container_stopped_a_prediction_is_503_with_retry_after(app, se
     assert "container tier" in answer.json["error"]["message"]
     ready = call(app, "GET", "/v2/models/large/ready")
     assert ready.status == HTTPStatus.SERVICE_UNAVAILABLE
-
-
-# ---------------------------------------------------------------------- readiness
-def test_the_server_is_not_ready_until_its_models_are_loaded():
-    sys.path.insert(0, str(ROOT / "serving"))
-    try:
-        from server import ContainerServer  # serving/server.py
-    finally:
-        sys.path.remove(str(ROOT / "serving"))
-    loading = threading.Event()
-    release = threading.Event()
-
-    def preload():
-        loading.set()
-        release.wait(10)
-        return [("large", version_id(1))]
-
-    def lambda_handler(event, context):
-        return {"statusCode": 200, "headers": {}, "body": json.dumps({"ready": True})}
-
-    fake_app = SimpleNamespace(
-        SERVICE=SimpleNamespace(preload=preload), lambda_handler=lambda_handler
-    )
-    server = ContainerServer(fake_app, "127.0.0.1", 0)
-    server.start()
-    try:
-        assert loading.wait(10)
-        during = requests.get(f"{server.url}/v2/health/ready", timeout=5)
-        live = requests.get(f"{server.url}/v2/health/live", timeout=5)
-        release.set()
-        assert server.ready.wait(10)
-        after = requests.get(f"{server.url}/v2/health/ready", timeout=5)
-    finally:
-        release.set()
-        server.stop()
-
-    assert during.status_code == HTTPStatus.SERVICE_UNAVAILABLE
-    assert int(during.headers["Retry-After"]) > 0
-    assert live.status_code == HTTPStatus.OK
-    assert after.status_code == HTTPStatus.OK

@@ -1,4 +1,4 @@
-"""`dropflow local up`'s container tier: serving/server.py as a child process that the predict
+"""`dropflow local up`'s container tier: `python -m serving` as a child process that the predict
 function forwards to, restarted only when a promotion asks the tier to scale out."""
 
 from __future__ import annotations
@@ -34,7 +34,15 @@ def test_the_runtime_starts_the_container_and_points_the_predict_function_at_it(
     assert os.environ["DROPFLOW_CONTAINER_URL"] == runtime.container.url
     assert os.environ["DROPFLOW_LAMBDA_MAX_MODEL_MB"] == "0.001"
     assert any(f"container tier on {runtime.container.url}" in line for line in runtime.lines)
-    assert wait_ready(runtime.container.url) == HTTPStatus.OK
+    assert wait_ready(runtime.container.url, 120) == HTTPStatus.OK
+
+
+def test_the_container_is_the_production_server_with_one_worker(runtime):
+    command = runtime.container.proc.args
+
+    assert command[1:3] == ["-m", "serving"]
+    assert command[command.index("--workers") + 1] == "1"
+    assert wait_ready(runtime.container.url, 120) == HTTPStatus.OK
 
 
 def test_a_stopped_container_stays_stopped_until_a_scale_out(runtime):
@@ -49,7 +57,7 @@ def test_a_stopped_container_stays_stopped_until_a_scale_out(runtime):
     runtime.tick()
 
     assert runtime.container.running()
-    assert wait_ready(runtime.container.url) == HTTPStatus.OK
+    assert wait_ready(runtime.container.url, 120) == HTTPStatus.OK
 
 
 def test_stop_ends_the_container_process(runtime):

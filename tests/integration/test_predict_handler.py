@@ -500,7 +500,8 @@ app = importlib.util.module_from_spec(spec)
 sys.modules["app"] = app
 spec.loader.exec_module(app)
 answer = app.lambda_handler(json.loads(sys.argv[2]), LambdaContext())
-heavy = ("aws_xray_sdk", "aws_lambda_powertools.event_handler", "pydantic_settings", "torch")
+heavy = ("aws_xray_sdk", "aws_lambda_powertools.event_handler", "pydantic_settings", "torch",
+         "starlette", "uvicorn", "serving")
 loaded = sorted({m.split(".")[0] if m.startswith("aws_x") else m for m in sys.modules
                  if m.startswith(heavy)})
 print(json.dumps({"status": answer["statusCode"], "loaded": loaded}))
@@ -512,7 +513,8 @@ def test_a_cold_start_answering_a_prediction_loads_no_tracer_resolver_or_setting
 ):
     # What a client waits for on a cold start: X-Ray's SDK (with botocore) ~0.2 s, powertools'
     # event handler and OpenAPI machinery ~50 ms, pydantic-settings ~30 ms. A prediction
-    # needs none of them (the resolver is built for the first request that is not one).
+    # needs none of them (the resolver is built for the first request that is not one), nor
+    # the container tier's ASGI server, which shares the function's endpoint.
     event = json.dumps(sample("apigw-predict.json"))
 
     done = subprocess.run(

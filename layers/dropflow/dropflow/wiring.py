@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # the training control plane, imported by the factories that 
     from dropflow.control.launcher import Launcher
     from dropflow.control.tracker import Tracker
     from dropflow.records.jobs import JobStore
+    from dropflow.serving.service import PredictionService
+    from dropflow.vocabulary.routing import Route
 
 
 @cache
@@ -117,6 +119,38 @@ def container_client() -> ContainerClient | None:
         cfg.container_url,
         timeout=cfg.container_timeout_seconds,
         retry_after=cfg.container_retry_after_seconds,
+    )
+
+
+def prediction_service(*, served_by: Route | None = None, share: int = 1) -> PredictionService:
+    """A prediction service over the configured store and registry (built by each caller once:
+    the predict function at cold start, each container worker at its start).
+
+    `served_by` overrides DROPFLOW_SERVED_BY (the container tier serves every version itself).
+    `share` is how many such services split this machine (the container's worker processes):
+    each gets that share of the session memory budget, unless DROPFLOW_MODEL_CACHE_MB sets one
+    per service, and of the CPUs for onnxruntime's threads.
+    """
+    # Imported here: the functions without the onnxruntime layer never call this.
+    from dropflow.serving.service import ModelCache, PredictionService
+    from dropflow.vocabulary.onnx_session import available_cpus
+    from dropflow.vocabulary.routing import default_cache_budget_mb
+
+    cfg = settings()
+    budget_mb = cfg.model_cache_mb
+    if budget_mb is None and share > 1:
+        budget_mb = default_cache_budget_mb() / share
+    return PredictionService(
+        ModelCache(
+            store(),
+            registry(),
+            champion_ttl=cfg.champion_ttl_seconds,
+            budget_mb=budget_mb,
+            memory_factor=cfg.session_memory_factor,
+            threads=max(1, available_cpus() // share),
+        ),
+        tier=container_client(),
+        served_by=served_by or cfg.served_by,
     )
 
 
