@@ -66,6 +66,27 @@ def atomic_moto_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def thread_safe_moto_s3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let many threads send S3 requests to moto in-process (`mock_aws()`) at once.
+
+    moto (5.2) reloads `moto.s3.urls` (importlib.reload) on every in-process S3 request, to
+    read its URL patterns afresh; a reload takes the module out of sys.modules for a moment,
+    and another thread's reload in that moment raises `ImportError: module moto.s3.urls not in
+    sys.modules`. Warming moto up first cannot help, as every request reloads. One lock around
+    that reload closes exactly that window: the requests themselves still run concurrently.
+    """
+    import threading
+
+    from moto.s3.models import S3Backend
+
+    from tests.moto_stack import holding
+
+    lock = threading.RLock()
+    reload_urls = holding(lock, S3Backend._url_module.fget)  # moto's, not a product object's
+    monkeypatch.setattr(S3Backend, "_url_module", property(reload_urls))
+
+
+@pytest.fixture
 def moto_server() -> Iterator[str]:
     """The URL of moto_server on a free port of 127.0.0.1, stopped (its state reset) after
     the test. It runs in this process, on the same backends as `mock_aws()`."""

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from dropflow.ports import Compute, Instance, InstanceState, LaunchRequest
+from tests.net import wait_until
 
 JOB_ID = "iris-20261123T101500Z-3f9a0c"
 
@@ -27,16 +25,10 @@ def launch_request(attempt: int = 1, **environment: str) -> LaunchRequest:
     )
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.02)
+def wait_for(condition: Callable[[], Any], timeout: float = 120.0, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds
+    (child processes start and end slowly on a loaded machine: the bound is generous)."""
+    return wait_until(condition, timeout, 0.02, what=what)
 
 
 def ended(compute: Compute, instance_id: str) -> Instance:

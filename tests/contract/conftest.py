@@ -57,6 +57,7 @@ def store(
     if request.param == "directory":
         yield DirectoryStore(tmp_path / "bucket")
         return
+    request.getfixturevalue("thread_safe_moto_s3")  # the atomicity test reads from threads
     with mock_aws():
         _serialize_moto_s3_object_requests(monkeypatch)
         client = boto3.client("s3", region_name=REGION)

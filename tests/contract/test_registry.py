@@ -14,6 +14,7 @@ import pytest
 
 from dropflow.adapters.local.sqlite_registry import SqliteRegistry
 from dropflow.ports import Registry
+from tests.net import wait_until
 
 PK = "MODEL#iris"
 
@@ -26,7 +27,7 @@ def _race(workers: int, work: Callable[[int], object]) -> list[object]:
 
     def run(i: int) -> None:
         try:
-            barrier.wait(timeout=10)
+            barrier.wait(timeout=60)  # bounds, not waits: generous for a loaded machine
             results[i] = work(i)
         except BaseException as exc:  # surfaced below: a crashed thread must fail the test
             failures.append(exc)
@@ -35,7 +36,7 @@ def _race(workers: int, work: Callable[[int], object]) -> list[object]:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a worker thread hung"
     assert failures == []
     return results
@@ -196,11 +197,8 @@ def test_record_expires_when_its_time_comes(registry: Registry) -> None:
     registry.put(PK, "CLAIM#soon", {"job": "j0"}, expires_at=time.time() + 0.2)
     assert registry.get(PK, "CLAIM#soon") is not None
 
-    deadline = time.monotonic() + 5  # 0.2 s, rounded up to a whole second by DynamoDB
-    while registry.get(PK, "CLAIM#soon") is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-    assert registry.get(PK, "CLAIM#soon") is None
+    # 0.2 s, rounded up to a whole second by DynamoDB; the bound is for a loaded machine.
+    wait_until(lambda: registry.get(PK, "CLAIM#soon") is None, 30, what="the record to expire")
 
 
 def test_put_over_an_expired_record_starts_afresh(registry: Registry) -> None:
@@ -288,7 +286,7 @@ _CAS_WORKER = textwrap.dedent(
     db, count, go, ready = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
     registry = SqliteRegistry(db)
     ready.touch()
-    deadline = time.monotonic() + 30  # start together, so the two really contend
+    deadline = time.monotonic() + 300  # start together, so the two really contend
     while not go.exists() and time.monotonic() < deadline:
         time.sleep(0.005)
     done = 0
@@ -320,11 +318,22 @@ def test_sqlite_compare_and_set_is_safe_across_processes(tmp_path: Path) -> None
         )
         for ready in readies
     ]
-    deadline = time.monotonic() + 30  # both at the start line, so they really contend
-    while not all(r.exists() for r in readies) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    go.touch()
-    outputs = [w.communicate(timeout=60) for w in workers]
+    try:
+        # Both at the start line (their interpreters up: slow on a loaded machine), so that
+        # they really contend.
+        wait_until(
+            lambda: all(r.exists() for r in readies) or any(w.poll() is not None for w in workers),
+            120,
+            0.01,
+            what="both workers at the start line",
+        )
+        go.touch()
+        outputs = [w.communicate(timeout=120) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
 
     assert [w.returncode for w in workers] == [0, 0], outputs
     assert [int(out.strip()) for out, _ in outputs] == [each, each]

@@ -15,7 +15,9 @@ reports. The registry's own account of jobs is only checked afterwards, never tr
 moto's DynamoDB conditional writes are not atomic under threads, in-process or behind
 moto_server: without the `atomic_moto_dynamodb` fixture (tests/conftest.py) two of the 100
 deliveries sometimes both win the claim. The AWS runs use that fixture, so that each write
-call is as atomic as on DynamoDB, and nothing more.
+call is as atomic as on DynamoDB, and nothing more. In-process, moto also reloads a module of
+its own on every S3 request, which is not safe from many threads at once (an ImportError in
+one of the 100): `thread_safe_moto_s3` serializes that reload, and nothing else.
 """
 
 from __future__ import annotations
@@ -101,6 +103,16 @@ def deliver_concurrently(
         sys.setswitchinterval(interval)
 
 
+def warm_environment() -> None:
+    """Make what an execution environment's first request makes, before the threads are
+    released: the launcher and the boto3 client of each adapter it uses (boto3 makes them all
+    from one default session, which is not safe from many threads at once). moto's backends
+    for S3, DynamoDB and EC2 are loaded already: creating the stack called each of them."""
+    wiring.launcher()
+    for adapter in (wiring.store(), wiring.registry(), wiring.compute()):
+        assert adapter.client is not None  # each adapter's client, created on first use
+
+
 def actions(results: list[dict[str, Any]]) -> Counter[str]:
     return Counter(outcome["action"] for r in results for outcome in r["results"])
 
@@ -113,7 +125,10 @@ def launched_job(results: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- on AWS (moto)
 @pytest.fixture(params=["in-process", "http"])
 def stack(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, atomic_moto_dynamodb: None
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    atomic_moto_dynamodb: None,
+    thread_safe_moto_s3: None,
 ) -> Iterator[Stack]:
     """The stack's bucket, table and launch template under moto, and the functions'
     environment pointing at them. `in-process`: moto answers inside botocore (mock_aws);
@@ -132,6 +147,7 @@ def test_100_concurrent_duplicate_drops_make_exactly_one_create_fleet_call(stack
     app = load_handler(ROOT / "functions" / "launch_training" / "app.py")
     ec2 = wiring.compute().client  # the client the Compute adapter launches with
     create_fleet_calls, create_fleet_params = count_create_fleet(ec2)
+    warm_environment()
 
     # When the same drop event arrives 100 times at once
     results = deliver_concurrently(app.lambda_handler, dataset_event(stack.bucket), DELIVERIES)
@@ -209,6 +225,7 @@ def local_compute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[F
 def test_100_concurrent_duplicate_drops_launch_once_on_the_local_adapters(local_compute):
     wiring.store().put(DATA_KEY, CSV)
     app = load_handler(ROOT / "functions" / "launch_training" / "app.py")
+    wiring.launcher()  # made once, as by an execution environment's first request
 
     results = deliver_concurrently(app.lambda_handler, dataset_event("local"), DELIVERIES)
 

@@ -18,6 +18,7 @@ from dropflow.adapters.local import instance_state
 from dropflow.adapters.local.process_compute import ProcessCompute
 from dropflow.ports import InstanceState, LaunchRequest
 from dropflow_dev.local.imds import ImdsEmulator
+from tests.net import wait_until
 from training.interruption import instance_identity
 
 INSTANCE = "proc-0123456789ab"
@@ -202,14 +203,20 @@ def test_a_child_process_reads_its_identity_through_the_emulator(
     )
     try:
         inst = compute.launch(LaunchRequest(job_id=JOB_ID, model="iris", attempt=3))
-        deadline = time.monotonic() + 20
-        while (ended := compute.describe(inst.instance_id)) is not None and (
-            ended.state != InstanceState.TERMINATED and time.monotonic() < deadline
-        ):
-            time.sleep(0.02)
-        assert ended is not None and ended.exit_code == 0, compute.state_dir
+        wait_until(
+            lambda: (
+                (i := compute.describe(inst.instance_id)) is None
+                or i.state == InstanceState.TERMINATED
+            ),
+            120,  # a Python child's start and end, on a loaded machine
+            interval=0.02,
+            what="the child process to end",
+        )
+        ended = compute.describe(inst.instance_id)
     finally:
         compute.stop_all(grace=1.0)
+
+    assert ended is not None and ended.exit_code == 0, compute.state_dir
 
     seen = json.loads(out.read_text())
     assert seen["endpoint"] == f"{emulator.url}/{inst.instance_id}"

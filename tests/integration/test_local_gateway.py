@@ -356,7 +356,7 @@ def test_the_handler_sees_one_event_at_a_time_like_a_lambda_environment(serve):
 
 def test_many_clients_connecting_at_once_are_all_answered(serve):
     gateway = serve(lambda event, context: {"statusCode": 200, "body": "ok"})
-    barrier = threading.Barrier(60, timeout=10)
+    barrier = threading.Barrier(60, timeout=60)  # a bound for a loaded machine, not a wait
     answers: list[int] = []
 
     def call() -> None:

@@ -468,7 +468,7 @@ def test_old_sessions_are_evicted_beyond_the_limit(store, registry):
     for version in versions:
         service.predict("cancer", ROWS, version=version)
 
-    assert list(cache._sessions) == [("cancer", versions[1]), ("cancer", versions[2])]
+    assert cache.held_sessions == [("cancer", versions[1]), ("cancer", versions[2])]
 
 
 # ---------------------------------------------------------------------- GET routes
@@ -529,7 +529,7 @@ def test_sessions_are_evicted_least_recently_used_first_to_fit_the_memory_budget
     service.predict("cancer", ROWS, version=versions[0])  # now the most recently used
     service.predict("cancer", ROWS, version=versions[2])
 
-    assert list(cache._sessions) == [("cancer", versions[0]), ("cancer", versions[2])]
+    assert cache.held_sessions == [("cancer", versions[0]), ("cancer", versions[2])]
     assert cache.memory_used_mb <= cache.budget_mb
 
 
@@ -543,7 +543,7 @@ def test_a_model_larger_than_the_budget_is_still_served_alone(store, registry):
     answer = service.predict("wide", [[0.5] * 200])
 
     assert answer["version"] == large
-    assert list(cache._sessions) == [("wide", large)]
+    assert cache.held_sessions == [("wide", large)]
 
 
 def test_the_cache_budget_defaults_to_the_function_memory(store, registry, monkeypatch):
@@ -592,7 +592,7 @@ def test_a_container_version_is_forwarded_and_never_loaded_here(counted, store, 
 
     assert answer["served_by"] == "container"
     assert tier.calls == [("predict", "large", version)]
-    assert service.cache._sessions == {}
+    assert service.cache.held_sessions == []
     assert counted_store.total == 0  # neither the card nor the graph was read
 
 
@@ -649,7 +649,7 @@ def test_preload_loads_only_the_container_champions(store, registry, cancer):
     service = PredictionService(ModelCache(store, registry), served_by="container")
 
     assert service.preload() == [("large", large)]
-    assert list(service.cache._sessions) == [("large", large)]
+    assert service.cache.held_sessions == [("large", large)]
 
 
 def test_a_batch_of_plain_numbers_is_encoded_as_the_per_value_checks_would():
