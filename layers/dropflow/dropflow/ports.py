@@ -1,7 +1,8 @@
-"""The three ports of dropflow. Domain code depends on these, never on an adapter.
+"""Every port of dropflow: ObjectStore, Registry, Compute, EventPublisher and ContainerTier.
+Domain code depends on these, never on an adapter; only dropflow.wiring chooses one.
 
-Each port has a local adapter (the embedded default) and an AWS adapter; one contract test
-suite per port runs against both (tests/contract).
+Each port has a local adapter (adapters/local, the embedded default) and an AWS adapter
+(adapters/aws); the contract suites in tests/contract run each against both.
 """
 
 from __future__ import annotations
