@@ -11,11 +11,17 @@ from __future__ import annotations
 import ast
 import fnmatch
 import json
+import re
+import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
 from dropflow_dev.invoke import describe_function, function_ids, load_template
 
@@ -142,8 +148,15 @@ def test_layers_build_for_python312_on_arm64_from_a_requirements_file(template, 
 
 
 # --------------------------------------------------------------------------- IAM
+def outside_key_policies(template: dict[str, Any]) -> dict[str, Any]:
+    """The template's resources but its KMS keys: a key policy follows the shapes the KMS and
+    SNS guides document (the account's kms:*, a service's kms:GenerateDataKey*), and
+    test_the_alarm_topic_key_lets_only_the_account_and_the_stacks_alarms_use_it pins it."""
+    return {k: v for k, v in template["Resources"].items() if v["Type"] != "AWS::KMS::Key"}
+
+
 def test_every_allow_statement_names_its_actions(template):
-    for statement in statements(template):
+    for statement in statements(outside_key_policies(template)):
         if statement["Effect"] != "Allow":
             continue
         assert "NotAction" not in statement, statement
@@ -153,7 +166,7 @@ def test_every_allow_statement_names_its_actions(template):
 
 def test_the_only_wildcard_action_is_the_deny_of_plain_http(template):
     # A Deny must name every action to close every door; that is the one place for s3:*.
-    for statement in statements(template):
+    for statement in statements(outside_key_policies(template)):
         actions = as_list(statement.get("Action", []))
         if any("*" in action for action in actions):
             assert statement["Effect"] == "Deny"
@@ -319,6 +332,79 @@ def test_failed_jobs_and_abandoned_events_raise_alarms(template):
     assert events["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailedEventsQueue", "QueueName"]}
 
 
+ALARM_ACTIONS = ("AlarmActions", "OKActions", "InsufficientDataActions")
+
+
+def test_the_alarm_topic_is_encrypted_with_a_key_of_its_own_not_the_aws_managed_one(template):
+    # CloudWatch cannot use alias/aws/sns (its policy cannot grant cloudwatch.amazonaws.com):
+    # alarms on such a topic never notify, with a KMS AccessDenied in their history.
+    topic = template["Resources"]["AlarmTopic"]["Properties"]
+
+    assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": ["AlarmTopicKey", "Arn"]}
+    assert template["Resources"]["AlarmTopicKey"]["Type"] == "AWS::KMS::Key"
+
+
+def test_the_alarm_topic_key_lets_only_the_account_and_the_stacks_alarms_use_it(template):
+    key = template["Resources"]["AlarmTopicKey"]["Properties"]
+    by_sid = {s["Sid"]: s for s in key["KeyPolicy"]["Statement"]}
+
+    assert key["EnableKeyRotation"] is True
+    assert set(by_sid) == {
+        "AccountAdministersTheKeyThroughIam",
+        "CloudWatchAlarmsOfThisStackPublish",
+    }
+    admin = by_sid["AccountAdministersTheKeyThroughIam"]
+    assert admin["Principal"] == {
+        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    }
+    assert (admin["Effect"], admin["Action"], admin["Resource"]) == ("Allow", "kms:*", "*")
+    alarms = by_sid["CloudWatchAlarmsOfThisStackPublish"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert sorted(alarms["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert alarms["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {
+            "aws:SourceArn": {
+                "Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}"
+                ":alarm:${AWS::StackName}-*"
+            }
+        },
+    }
+
+
+def _refers_to(node: Any, logical_id: str) -> bool:
+    if isinstance(node, dict):
+        if node.get("Ref") == logical_id or node.get("Fn::GetAtt", [None])[0] == logical_id:
+            return True
+        sub = node.get("Fn::Sub")
+        if isinstance(sub, str) and "${" + logical_id + "}" in sub:
+            return True
+        return any(_refers_to(value, logical_id) for value in node.values())
+    if isinstance(node, list):
+        return any(_refers_to(value, logical_id) for value in node)
+    return False
+
+
+def test_every_publisher_of_the_alarm_topic_is_an_alarm_the_topic_key_admits(template):
+    # A new publisher (an EventBridge target, a function) needs its own principal on the key.
+    resources = template["Resources"]
+    referrers = {k for k, v in resources.items() if _refers_to(v, "AlarmTopic")}
+    alarms = {k for k in referrers if resources[k]["Type"] == "AWS::CloudWatch::Alarm"}
+    key_policy = resources["AlarmTopicKey"]["Properties"]["KeyPolicy"]["Statement"]
+    (admitted,) = [
+        s for s in key_policy if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    pattern = admitted["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].rsplit(":alarm:", 1)[1]
+
+    assert referrers - alarms == {"AlarmEmailSubscription"}
+    assert alarms == {"FailedJobsAlarm", "FailedEventsAlarm"}
+    for name in alarms:
+        props = resources[name]["Properties"]
+        assert any({"Ref": "AlarmTopic"} in props.get(field, []) for field in ALARM_ACTIONS)
+        # CloudFormation fills ${AWS::StackName} in both the same way.
+        assert fnmatch.fnmatchcase(props["AlarmName"]["Fn::Sub"], pattern), name
+
+
 # --------------------------------------------------------------------------- storage
 def test_data_bucket_blocks_public_access(template):
     block = template["Resources"]["DataBucket"]["Properties"]["PublicAccessBlockConfiguration"]
@@ -470,6 +556,175 @@ def test_training_code_ships_with_the_deploy_as_a_layer_the_instance_downloads(t
     ), "no function needs the training code"
 
 
+# The bootstrap scripts, run by bash in a sandbox: the !Sub names get dummy values, the paths
+# a real instance writes move into a temporary folder, and curl, aws, shutdown and python3 are
+# fakes on PATH that record each call (and answer the metadata service as an instance would).
+_SUB = re.compile(r"\$\{([^}]+)\}")
+TRAINING_SUB = {
+    "AWS::Region": "us-east-1",
+    "DataBucket": "dropflow-data",
+    "RegistryTable": "dropflow-registry",
+    "TrainingCodeLayer": "arn:aws:lambda:us-east-1:123456789012:layer:training:7",
+    "DropflowLayer": "arn:aws:lambda:us-east-1:123456789012:layer:dropflow:9",
+}
+FAKES = {
+    "curl": r"""
+echo "curl $*" >> "$SANDBOX_CALLS"
+out=""; url=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o) out=$2; shift 2 ;;
+    -X|-H|--retry) shift 2 ;;
+    http*) url=$1; shift ;;
+    *) shift ;;
+  esac
+done
+if [ -n "${FAIL_URL:-}" ] && [[ "$url" == *"$FAIL_URL" ]]; then
+  echo "curl: (22) The requested URL returned error: 403" >&2
+  exit 22
+fi
+case "$url" in
+  */api/token) printf token ;;
+  */meta-data/instance-id) printf i-0123456789abcdef0 ;;
+  */meta-data/tags/instance/) printf 'Name\nDROPFLOW_JOB_ID\nDROPFLOW_MODEL\n' ;;
+  */meta-data/tags/instance/DROPFLOW_JOB_ID) printf job-42 ;;
+  */meta-data/tags/instance/DROPFLOW_MODEL) printf iris ;;
+  */meta-data/*) exit 22 ;;
+  *) if [ -n "$out" ]; then : > "$out"; fi ;;
+esac
+""",
+    "aws": r"""
+echo "aws $*" >> "$SANDBOX_CALLS"
+case "$1 $2" in
+  "lambda get-layer-version-by-arn") [ -z "${FAIL_LAMBDA:-}" ] || exit 255
+    echo https://layers.example/layer.zip ;;
+  "s3 cp") exit "${S3_EXIT:-0}" ;;
+esac
+""",
+    "python3": r"""
+echo "python3 $*" >> "$SANDBOX_CALLS"
+case "$1 $2" in
+  "-m zipfile") mkdir -p "$5/python/dropflow" ;;  # -m zipfile -e ZIP DIR
+  "-m training") exit "${TRAINING_EXIT:-0}" ;;
+esac
+""",
+    "shutdown": 'echo "shutdown $*" >> "$SANDBOX_CALLS"\n',
+    "poweroff": 'echo "poweroff $*" >> "$SANDBOX_CALLS"\n',
+}
+
+
+def substituted(text: str, values: dict[str, str]) -> str:
+    """An Fn::Sub string as CloudFormation renders it: ${Name} from `values` (a name missing
+    there is a KeyError, so a new variable is noticed), ${!X} as a literal ${X}."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return "${" + name[1:] + "}" if name.startswith("!") else values[name]
+
+    return _SUB.sub(one, text)
+
+
+def run_user_data(
+    script: str, sandbox: Path, moved: list[str], **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run `script` with bash in `sandbox`: each path of `moved` (each must occur in the
+    script) goes under the sandbox, the fakes come first on PATH. Returns the finished process
+    and the recorded calls, in order."""
+    for path in moved:
+        assert path in script, f"the script no longer uses {path}"
+        script = script.replace(path, f"{sandbox}{path}")
+        # What the image has: the folders (not the files) the script writes into.
+        (sandbox / path.strip("/")).parent.mkdir(parents=True, exist_ok=True)
+    bin_dir = sandbox / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, body in FAKES.items():
+        fake = bin_dir / name
+        fake.write_text("#!/bin/bash\n" + body)
+        fake.chmod(0o755)
+    calls = sandbox / "calls"
+    calls.touch()
+    (sandbox / "script.sh").write_text(script)
+    done = subprocess.run(
+        ["bash", str(sandbox / "script.sh")],
+        env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "HOME": str(sandbox),
+            "SANDBOX_CALLS": str(calls),
+            **env,
+        },
+        cwd=sandbox,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done, calls.read_text().splitlines()
+
+
+def run_training_bootstrap(
+    template: dict[str, Any], sandbox: Path, **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    data = template["Resources"]["TrainingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    script = substituted(data["UserData"]["Fn::Base64"]["Fn::Sub"], TRAINING_SUB)
+    return run_user_data(
+        script, sandbox, ["/var/log/dropflow-bootstrap.log", "/opt/", "/tmp/layer.zip"], **env
+    )
+
+
+UPLOAD = "aws s3 cp --only-show-errors"
+LOG_KEY = "s3://dropflow-data/jobs/iris/job-42/bootstrap.log"
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [
+        "/api/token",
+        "/meta-data/instance-id",
+        "/meta-data/tags/instance/",
+        "/meta-data/tags/instance/DROPFLOW_JOB_ID",
+    ],
+)
+def test_a_failing_metadata_call_ends_the_bootstrap_in_a_shutdown_before_training(
+    template, tmp_path, failing
+):
+    done, calls = run_training_bootstrap(template, tmp_path, FAIL_URL=failing)
+
+    assert done.returncode != 0, done.stdout
+    assert calls[-1] == "shutdown -h now", calls
+    assert calls.count("shutdown -h now") == 1
+    assert not any(call.startswith("python3 -m training") for call in calls), calls
+    # Nothing names the job yet, so there is nowhere to put the log.
+    assert not any(call.startswith(UPLOAD) for call in calls), calls
+
+
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [({"FAIL_LAMBDA": "1"}, 255), ({"TRAINING_EXIT": "3"}, 3), ({}, 0)],
+    ids=["layer-download-fails", "training-fails", "training-succeeds"],
+)
+def test_once_the_job_is_known_the_bootstrap_uploads_its_log_then_shuts_down(
+    template, tmp_path, env, code
+):
+    done, calls = run_training_bootstrap(template, tmp_path, **env)
+    uploads = [call for call in calls if call.startswith(UPLOAD)]
+
+    assert done.returncode == code, done.stdout
+    assert len(uploads) == 1 and uploads[0].endswith(LOG_KEY), calls
+    assert calls[-1] == "shutdown -h now", calls
+    assert calls.count("shutdown -h now") == 1
+    assert (
+        f"dropflow bootstrap: exit code {code}"
+        in (tmp_path / "var/log/dropflow-bootstrap.log").read_text()
+    )
+
+
+def test_the_bootstrap_shuts_down_even_when_its_log_cannot_be_uploaded(template, tmp_path):
+    done, calls = run_training_bootstrap(template, tmp_path, TRAINING_EXIT="1", S3_EXIT="1")
+
+    assert done.returncode == 1
+    assert calls[-1] == "shutdown -h now", calls
+
+
 def test_the_training_instance_requirements_leave_the_amis_torch_alone():
     lines = (ROOT / "training" / "requirements.txt").read_text().splitlines()
     pins = [line.split("==")[0].lower() for line in lines if line and not line.startswith("#")]
@@ -578,6 +833,309 @@ def test_sample_events_match_a_rule_of_their_function(template, event_file, logi
 def test_a_dataset_drop_does_not_wake_the_promoter(template):
     event = json.loads((EVENTS / "s3-dataset-created.json").read_text())
     assert not any(_matches(p, event) for p in _rule_patterns(template, "PromoteModelFunction"))
+
+
+RULE_EVENT_TYPES = {"EventBridgeRule", "Schedule"}
+
+
+def _rule_events(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every function event that SAM turns into an EventBridge rule, by the logical id SAM
+    gives that rule (<function><event>)."""
+    return {
+        f"{function}{name}": event
+        for function in FUNCTIONS
+        for name, event in template["Resources"][function]["Properties"].get("Events", {}).items()
+        if event["Type"] in RULE_EVENT_TYPES
+    }
+
+
+@pytest.mark.parametrize("rule", sorted(_rule_events(load_template(TEMPLATE))))
+def test_every_rule_target_retries_then_dead_letters_to_the_failed_events_queue(template, rule):
+    # Without a dead-letter queue, an event EventBridge gives up on is dropped unseen.
+    props = _rule_events(template)[rule]["Properties"]
+    retry = props["RetryPolicy"]
+
+    assert props["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}}
+    assert 60 <= retry["MaximumEventAgeInSeconds"] <= 86_400  # EventBridge's range
+    assert 0 <= retry["MaximumRetryAttempts"] <= 185
+
+
+def test_only_the_stacks_rules_may_send_dead_letters_to_the_failed_events_queue(template):
+    resources = template["Resources"]
+    (policy,) = [
+        r["Properties"]
+        for r in resources_of_type(template, "AWS::SQS::QueuePolicy").values()
+        if {"Ref": "FailedEventsQueue"} in r["Properties"]["Queues"]
+    ]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
+    assert set(statement["Condition"]) == {"ArnEquals"}
+    sources = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert sorted(s["Fn::GetAtt"][0] for s in sources) == sorted(_rule_events(template))
+    assert all(s["Fn::GetAtt"][1] == "Arn" for s in sources)
+    # What lands there raises the failed-events alarm.
+    dimension = resources["FailedEventsAlarm"]["Properties"]["Dimensions"][0]
+    assert dimension["Value"] == {"Fn::GetAtt": ["FailedEventsQueue", "QueueName"]}
+
+
+SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory) -> dict[str, Any]:
+    """The CloudFormation that SAM makes of template.yaml (tools/sam_transform.py, run with
+    the SAM venv's python: samtranslator lives there, as in `make lint`)."""
+    if not SAM_PYTHON.is_file():
+        pytest.skip("no .venv-sam (make sam-venv): samtranslator is not installed")
+    out = tmp_path_factory.mktemp("sam") / "template.json"
+    subprocess.run(
+        [
+            str(SAM_PYTHON),
+            str(ROOT / "tools" / "sam_transform.py"),
+            str(out),
+            "--template",
+            str(TEMPLATE),
+            "--region",
+            "us-east-1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return json.loads(out.read_text())
+
+
+def test_each_rule_sam_generates_dead_letters_where_the_queue_policy_lets_it(deployed):
+    # The queue policy names rules by the logical ids SAM generates: SAM must agree.
+    rules = resources_of_type(deployed, "AWS::Events::Rule")
+    (policy,) = resources_of_type(deployed, "AWS::SQS::QueuePolicy").values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    allowed = {s["Fn::GetAtt"][0] for s in statement["Condition"]["ArnEquals"]["aws:SourceArn"]}
+
+    assert set(rules) == allowed
+    for name, rule in rules.items():
+        for target in rule["Properties"]["Targets"]:
+            assert target["DeadLetterConfig"] == {
+                "Arn": {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
+            }, name
+            assert "RetryPolicy" in target, name
+
+
+# --------------------------------------------------------------------------- concurrency
+CONTROL_FUNCTIONS = ["LaunchTrainingFunction", "TrackTrainingFunction", "PromoteModelFunction"]
+
+
+def test_the_control_functions_and_not_predict_get_reserved_concurrency(template):
+    resources = template["Resources"]
+    guard = resources["ControlPlaneConcurrency"]["Properties"]
+    parameter = template["Parameters"]["ControlPlaneReservedConcurrency"]
+
+    assert guard["ServiceToken"] == {"Fn::GetAtt": ["ControlPlaneConcurrencyFunction", "Arn"]}
+    assert guard["FunctionNames"] == [{"Ref": f} for f in CONTROL_FUNCTIONS]
+    assert guard["PerFunction"] == {"Ref": "ControlPlaneReservedConcurrency"}
+    # A default that reserves: 0 would mean "throttle every call" to Lambda.
+    assert parameter["MinValue"] >= 1 and parameter["Default"] >= parameter["MinValue"]
+    # Never set on the functions themselves: that fails the deploy where the limit is low.
+    assert all("ReservedConcurrentExecutions" not in resources[f]["Properties"] for f in FUNCTIONS)
+    assert template["Outputs"]["ControlPlaneConcurrencyStatus"]["Value"] == {
+        "Fn::GetAtt": ["ControlPlaneConcurrency", "Status"]
+    }
+
+
+def test_the_concurrency_step_may_touch_only_the_control_functions(template):
+    (policy,) = template["Resources"]["ControlPlaneConcurrencyRole"]["Properties"]["Policies"]
+
+    assert granted([policy["PolicyDocument"]]) == {
+        ("lambda:GetAccountSettings", "*"),
+        *(
+            (f"lambda:{action}", f"${{{function}.Arn}}")
+            for action in (
+                "GetFunctionConcurrency",
+                "PutFunctionConcurrency",
+                "DeleteFunctionConcurrency",
+            )
+            for function in CONTROL_FUNCTIONS
+        ),
+        ("logs:CreateLogStream", "${ControlPlaneConcurrencyLogGroup.Arn}"),
+        ("logs:PutLogEvents", "${ControlPlaneConcurrencyLogGroup.Arn}"),
+    }
+
+
+NAMES = ["stack-LaunchTraining-a1", "stack-TrackTraining-b2", "stack-PromoteModel-c3"]
+
+
+@pytest.fixture
+def concurrency_step(template, monkeypatch):
+    """The inline handler of ControlPlaneConcurrencyFunction, with a Stubber'd Lambda client
+    (answers shaped as Lambda's) and the answer to CloudFormation captured."""
+    code = template["Resources"]["ControlPlaneConcurrencyFunction"]["Properties"]["Code"]
+    module = ModuleType("index")
+    exec(compile(code["ZipFile"], "index.py", "exec"), module.__dict__)
+    client = boto3.client("lambda", region_name="us-east-1")
+    stubber = Stubber(client)
+    module.boto3 = SimpleNamespace(client=lambda service: client)
+    answers: list[dict[str, Any]] = []
+
+    class Answered:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def urlopen(request, timeout):
+        assert request.get_method() == "PUT" and request.full_url == "https://cfn.example/answer"
+        answers.append(json.loads(request.data))
+        return Answered()
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+
+    def run(request_type: str) -> dict[str, Any]:
+        event = {
+            "RequestType": request_type,
+            "ResponseURL": "https://cfn.example/answer",
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1",
+            "RequestId": "r-1",
+            "LogicalResourceId": "ControlPlaneConcurrency",
+            "ResourceProperties": {"FunctionNames": NAMES, "PerFunction": "5"},
+        }
+        with stubber:
+            module.handler(event, SimpleNamespace(log_stream_name="stream"))
+            stubber.assert_no_pending_responses()
+        (answer,) = answers
+        assert answer["PhysicalResourceId"] == "control-plane-concurrency"
+        return answer
+
+    return SimpleNamespace(stubber=stubber, run=run)
+
+
+def _account(limit: int, unreserved: int) -> dict[str, Any]:
+    return {
+        "AccountLimit": {
+            "TotalCodeSize": 80_530_636_800,
+            "CodeSizeUnzipped": 262_144_000,
+            "CodeSizeZipped": 52_428_800,
+            "ConcurrentExecutions": limit,
+            "UnreservedConcurrentExecutions": unreserved,
+        },
+        "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": 4},
+    }
+
+
+def _nothing_held(stubber) -> None:
+    for name in NAMES:
+        stubber.add_response("get_function_concurrency", {}, {"FunctionName": name})
+
+
+def test_an_account_with_the_default_limit_reserves_for_each_control_function(
+    concurrency_step,
+):
+    stubber = concurrency_step.stubber
+    _nothing_held(stubber)
+    stubber.add_response("get_account_settings", _account(1000, 1000), {})
+    for name in NAMES:
+        stubber.add_response(
+            "put_function_concurrency",
+            {"ReservedConcurrentExecutions": 5},
+            {"FunctionName": name, "ReservedConcurrentExecutions": 5},
+        )
+
+    answer = concurrency_step.run("Create")
+
+    assert answer["Status"] == "SUCCESS"
+    assert answer["Data"]["Status"].startswith("reserved 5 for each of 3 functions")
+
+
+@pytest.mark.parametrize(("limit", "needed"), [(10, 115), (110, 115)])
+def test_a_new_account_with_a_low_limit_deploys_without_reserving_and_says_what_it_needs(
+    concurrency_step, limit, needed
+):
+    stubber = concurrency_step.stubber
+    _nothing_held(stubber)
+    stubber.add_response("get_account_settings", _account(limit, limit), {})
+
+    answer = concurrency_step.run("Create")
+
+    assert answer["Status"] == "SUCCESS"  # the stack deploys
+    status = answer["Data"]["Status"]
+    assert status.startswith("not reserved")
+    assert f"limit is {limit}" in status and f"needs a limit of {needed}" in status
+    assert "L-B99A9384" in status
+
+
+def test_reservations_the_account_can_no_longer_keep_are_released(concurrency_step):
+    # A limit lowered (or other functions reserving more) since the last deploy.
+    stubber = concurrency_step.stubber
+    for name in NAMES:
+        stubber.add_response(
+            "get_function_concurrency",
+            {"ReservedConcurrentExecutions": 5},
+            {"FunctionName": name},
+        )
+    stubber.add_response("get_account_settings", _account(110, 95), {})
+    for name in NAMES:
+        stubber.add_response("delete_function_concurrency", {}, {"FunctionName": name})
+
+    answer = concurrency_step.run("Update")
+
+    assert answer["Status"] == "SUCCESS"
+    assert "needs a limit of 115" in answer["Data"]["Status"]
+
+
+def test_lambdas_refusal_releases_what_was_reserved_and_the_deploy_goes_on(concurrency_step):
+    # Lambda's rule, not the step's copy of it, has the last word: never half reserved.
+    stubber = concurrency_step.stubber
+    _nothing_held(stubber)
+    stubber.add_response("get_account_settings", _account(1000, 1000), {})
+    stubber.add_response(
+        "put_function_concurrency",
+        {"ReservedConcurrentExecutions": 5},
+        {"FunctionName": NAMES[0], "ReservedConcurrentExecutions": 5},
+    )
+    message = (
+        "Specified ReservedConcurrentExecutions for function decreases account's "
+        "UnreservedConcurrentExecution below its minimum value of [100]."
+    )
+    stubber.add_client_error(
+        "put_function_concurrency",
+        service_error_code="InvalidParameterValueException",
+        service_message=message,
+        http_status_code=400,
+    )
+    for name in NAMES:
+        stubber.add_response("delete_function_concurrency", {}, {"FunctionName": name})
+
+    answer = concurrency_step.run("Update")
+
+    assert answer["Status"] == "SUCCESS"
+    assert answer["Data"]["Status"] == f"not reserved: {message}"
+
+
+def test_deleting_the_stack_releases_the_reservations(concurrency_step):
+    stubber = concurrency_step.stubber
+    for name in NAMES:
+        stubber.add_response("delete_function_concurrency", {}, {"FunctionName": name})
+
+    assert concurrency_step.run("Delete")["Status"] == "SUCCESS"
+
+
+def test_a_step_that_cannot_read_the_account_fails_the_deploy_with_the_reason(concurrency_step):
+    stubber = concurrency_step.stubber
+    _nothing_held(stubber)
+    stubber.add_client_error(
+        "get_account_settings",
+        service_error_code="AccessDeniedException",
+        service_message="not authorized to perform: lambda:GetAccountSettings",
+        http_status_code=403,
+    )
+
+    answer = concurrency_step.run("Create")
+
+    assert answer["Status"] == "FAILED"
+    assert "lambda:GetAccountSettings" in answer["Reason"]
 
 
 # --------------------------------------------------------------------------- container tier
