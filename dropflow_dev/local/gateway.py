@@ -123,10 +123,6 @@ class Gateway:
         self.stop()
 
     # ------------------------------------------------------------------ translation
-    def resource_for(self, path: str) -> tuple[str, dict[str, str] | None]:
-        """The API resource matching `path` and its path parameters (None when it has none)."""
-        return self.events.resource_for(path)
-
     def event_for(
         self,
         method: str,

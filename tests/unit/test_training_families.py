@@ -19,7 +19,7 @@ from training.families.tabular import TabularFamily, category_counts
 from training.model import build_network
 
 TRAINING = Path(__file__).resolve().parents[2] / "training"
-# The stages every family shares (DESIGN.md, Model families): none may know a family.
+# The stages every family shares (docs/architecture.md, Model families): none may know a family.
 SHARED = [
     "loop.py",
     "checkpoint.py",
@@ -54,7 +54,7 @@ def test_spelling_out_the_default_family_keeps_the_spec_hash():
 
 def test_an_unknown_family_is_rejected_naming_the_key():
     with pytest.raises(UserInputError, match=r"^dropflow.yaml: family: unknown family 'images'"):
-        load_spec("family: images")
+        families.family_for(load_spec("family: images"))
 
 
 def test_a_registered_family_is_accepted_and_chosen_until_it_is_unregistered(echo):
@@ -63,7 +63,7 @@ def test_a_registered_family_is_accepted_and_chosen_until_it_is_unregistered(ech
     assert spec_hash(spec) != spec_hash(load_spec(None))  # its checkpoints are not tabular's
     families.unregister("echo")
     with pytest.raises(UserInputError, match="unknown family 'echo'; choose one of tabular"):
-        load_spec("family: echo")
+        families.family_for(spec)
 
 
 def test_a_family_name_a_spec_could_not_spell_is_refused():
@@ -72,6 +72,11 @@ def test_a_family_name_a_spec_could_not_spell_is_refused():
 
     with pytest.raises(ValueError, match="family name 'ECHO!'"):
         families.register(Shouting)
+
+
+def test_a_spec_naming_no_family_name_is_refused_naming_the_key():
+    with pytest.raises(UserInputError, match="family"):
+        load_spec("family: Not A Name")
 
 
 def test_the_default_family_cannot_be_unregistered():

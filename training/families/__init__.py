@@ -14,11 +14,12 @@ through the real job without a change to it.)
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dropflow.errors import UserInputError
 from dropflow.vocabulary.datasets import SPEC_FILE
-from dropflow.vocabulary.spec import DEFAULT_FAMILY, Spec, add_family, remove_family
+from dropflow.vocabulary.spec import DEFAULT_FAMILY, FAMILY_NAME, Spec
 from training.families.base import Family
 from training.families.tabular import TabularFamily
 
@@ -27,7 +28,8 @@ _REGISTRY: dict[str, type[Family[Any]]] = {TabularFamily.name: TabularFamily}
 
 def register(family: type[Family[Any]]) -> None:
     """Make `family` the one a spec's `family: <family.name>` trains with (replacing any)."""
-    add_family(family.name)  # raises ValueError for a name a spec could not spell
+    if not re.fullmatch(FAMILY_NAME, family.name):
+        raise ValueError(f"family name {family.name!r}: use 1-40 lowercase letters, digits, - or _")
     _REGISTRY[family.name] = family
 
 
@@ -36,7 +38,6 @@ def unregister(name: str) -> None:
     if name == DEFAULT_FAMILY:
         raise ValueError(f"{name!r} is the built-in default family")
     _REGISTRY.pop(name, None)
-    remove_family(name)
 
 
 def family_for(spec: Spec) -> Family[Any]:
@@ -48,8 +49,7 @@ def family_for(spec: Spec) -> Family[Any]:
     if factory is None:
         known = ", ".join(sorted(_REGISTRY))
         raise UserInputError(
-            f"{SPEC_FILE}: family: no family {spec.family!r} in this training bundle; "
-            f"choose one of {known}"
+            f"{SPEC_FILE}: family: unknown family {spec.family!r}; choose one of {known}"
         )
     return factory()
 

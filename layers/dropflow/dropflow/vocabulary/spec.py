@@ -40,30 +40,11 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
 }
 _ALL_METRICS = tuple(m for names in METRICS_BY_TASK.values() for m in names)
 
-# The model families a spec may name (`family:`), each a kind of data with its own reading,
-# network and export (training.families). A family that is not built in becomes known where
-# its code registers it (training.families.register calls add_family), so a spec naming it
-# validates in that process only.
+# The model family a spec names (`family:`): a kind of data with its own reading, network and
+# export. Which families exist is the training bundle's to say (training.families), which
+# refuses a name it has none for; the spec only checks that it is a name.
 DEFAULT_FAMILY = "tabular"
-_FAMILIES: set[str] = {DEFAULT_FAMILY}
-
-
-def families() -> tuple[str, ...]:
-    """The family names a spec may give, sorted."""
-    return tuple(sorted(_FAMILIES))
-
-
-def add_family(name: str) -> None:
-    """Let specs name the family `name` (a plug-in family's registration calls this)."""
-    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", name):
-        raise ValueError(f"family name {name!r}: use 1-40 lowercase letters, digits, - or _")
-    _FAMILIES.add(name)
-
-
-def remove_family(name: str) -> None:
-    """Undo add_family (the built-in default stays)."""
-    if name != DEFAULT_FAMILY:
-        _FAMILIES.discard(name)
+FAMILY_NAME = r"^[a-z][a-z0-9_-]{0,39}$"
 
 
 def spec_key(model: str) -> str:
@@ -255,7 +236,7 @@ class ScheduleSection(_Section):
 class Spec(_Section):
     """A validated `dropflow.yaml`; `Spec()` is what an absent or empty file means."""
 
-    family: str = DEFAULT_FAMILY
+    family: str = Field(default=DEFAULT_FAMILY, pattern=FAMILY_NAME)
     task: Task | None = None
     target: str | None = Field(default=None, min_length=1)
     features: list[str] | None = Field(default=None, min_length=1)
@@ -266,13 +247,6 @@ class Spec(_Section):
     # None when absent (not the defaults), so specs without it keep their spec_hash.
     serving: ServingSection | None = None
     schedule: ScheduleSection | None = None
-
-    @field_validator("family")
-    @classmethod
-    def _known_family(cls, family: str) -> str:
-        if family not in _FAMILIES:
-            raise ValueError(f"unknown family {family!r}; choose one of {', '.join(families())}")
-        return family
 
     @field_validator("features")
     @classmethod
@@ -431,12 +405,9 @@ __all__ = [
     "ServingSection",
     "Spec",
     "TrainingSection",
-    "add_family",
-    "families",
     "load_spec",
     "parse_duration",
     "read_spec",
-    "remove_family",
     "spec_hash",
     "spec_key",
 ]
