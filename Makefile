@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test unit lint format bench build deploy clean venv sam-venv has-python312
+.PHONY: demo test unit lint format bench build bundle-check deploy clean venv sam-venv has-python312
 
 # ---------------------------------------------------------------- environments
 $(VENV)/.installed: pyproject.toml
@@ -71,6 +71,19 @@ build: sam-venv
 	  exit 1; \
 	fi
 	PATH="$(PY312_DIR):$$PATH" $(SAM_VENV)/bin/sam build
+
+# The training bundle (.aws-sam/build/TrainingCodeLayer, training/Makefile) installs with no
+# package index at all, as the instance installs it: proof that nothing comes from PyPI.
+BUNDLE := .aws-sam/build/TrainingCodeLayer
+bundle-check: build
+	rm -rf .aws-sam/bundle-check
+	"$(PY312_DIR)/python3.12" -m venv .aws-sam/bundle-check
+	.aws-sam/bundle-check/bin/pip install -q --no-index --find-links $(BUNDLE)/wheels \
+		-r $(BUNDLE)/code/training/requirements.txt
+	# Everything but torch, which is the AMI's (a CPU torch for 3.12 is not on this machine).
+	cd $(BUNDLE)/code && ../../../bundle-check/bin/python -c "import dropflow.wiring, \
+		pydantic, yaml, aws_lambda_powertools, boto3, numpy, onnxruntime, onnx, onnxscript, \
+		pandas, pyarrow, matplotlib; print('training bundle: installs offline and imports')"
 
 deploy: build
 	$(SAM_VENV)/bin/sam deploy --guided

@@ -118,11 +118,13 @@ def create_stack(region: str = REGION) -> Stack:
         "AWS::AccountId": ACCOUNT,
         "AWS::Region": region,
     }
-    bucket = _resolve(resources["DataBucket"]["Properties"]["BucketName"], names)
+    # CloudFormation names the bucket and the table (template.yaml sets no name): the stack
+    # name, the logical id and a random suffix, lower case for the bucket.
+    bucket = f"{STACK}-databucket-1a2b3c4d5e6f".lower()
     s3.create_bucket(Bucket=bucket)  # us-east-1: no LocationConstraint
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
-    table = _resolve(resources["RegistryTable"]["Properties"]["TableName"], names)
+    table = f"{STACK}-RegistryTable-1A2B3C4D5E6F"
     create_registry_table(dynamodb, table)
 
     vpc_id = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
@@ -139,7 +141,9 @@ def create_stack(region: str = REGION) -> Stack:
         "DataBucket": bucket,
         "RegistryTable": table,
         "TrainingAmiId": ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"],
-        "TrainingRootDeviceName": "/dev/xvda",
+        "TrainingImage.RootDeviceName": "/dev/xvda",
+        "TrainingBundle.Key": "code/training-1-0011223344556677.zip",
+        "AWS::URLSuffix": "amazonaws.com",
         "TrainingVolumeGiB": 100,  # a Number parameter
         "TrainingSecurityGroup.GroupId": group_id,
     }

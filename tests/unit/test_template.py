@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import importlib
 import json
 import re
 import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -299,8 +300,7 @@ def test_the_training_role_reads_its_inputs_and_writes_only_jobs_and_models(temp
     assert "ManagedPolicyArns" not in role
     assert granted([policy["PolicyDocument"]]) == {
         ("s3:GetObject", f"{BUCKET}/datasets/*"),
-        ("lambda:GetLayerVersion", "${TrainingCodeLayer}"),
-        ("lambda:GetLayerVersion", "${DropflowLayer}"),
+        ("s3:GetObject", f"{BUCKET}/code/*"),
         ("s3:GetObject", f"{BUCKET}/jobs/*"),
         ("s3:PutObject", f"{BUCKET}/jobs/*"),
         ("s3:DeleteObject", f"{BUCKET}/jobs/*"),
@@ -397,7 +397,7 @@ def test_every_publisher_of_the_alarm_topic_is_an_alarm_the_topic_key_admits(tem
     pattern = admitted["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].rsplit(":alarm:", 1)[1]
 
     assert referrers - alarms == {"AlarmEmailSubscription"}
-    assert alarms == {"FailedJobsAlarm", "FailedEventsAlarm"}
+    assert alarms == {"FailedJobsAlarm", "FailedEventsAlarm", "ServingBootFailedAlarm"}
     for name in alarms:
         props = resources[name]["Properties"]
         assert any({"Ref": "AlarmTopic"} in props.get(field, []) for field in ALARM_ACTIONS)
@@ -535,25 +535,133 @@ def test_launch_template_requires_imdsv2_and_leaves_the_market_to_the_fleet(temp
     assert data["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
     assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert data["BlockDeviceMappings"][0]["Ebs"]["VolumeType"] == "gp3"
-    assert template["Parameters"]["TrainingAmiId"]["Default"].startswith("/aws/service/")
 
 
-def test_training_code_ships_with_the_deploy_as_a_layer_the_instance_downloads(template):
-    layer = template["Resources"]["TrainingCodeLayer"]
+def test_the_training_ami_is_a_documented_dlami_parameter_and_its_root_device_its_own(template):
+    # "Finding the ID of a DLAMI": /aws/service/deeplearning/ami/<arch>/<name without deep,
+    # learning, ami>/latest/ami-id; the x86_64 PyTorch 2.13 DLAMI exists for Amazon Linux 2023.
+    default = template["Parameters"]["TrainingAmiId"]["Default"]
     data = template["Resources"]["TrainingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    image = template["Resources"]["TrainingImage"]["Properties"]
+
+    assert default == (
+        "/aws/service/deeplearning/ami/x86_64/"
+        "oss-nvidia-driver-gpu-pytorch-2.13-amazon-linux-2023/latest/ami-id"
+    )
+    assert "TrainingRootDeviceName" not in template["Parameters"]
+    # The mapping names the root device the AMI itself declares (read at deploy time).
+    assert data["BlockDeviceMappings"][0]["DeviceName"] == {
+        "Fn::GetAtt": ["TrainingImage", "RootDeviceName"]
+    }
+    assert image["ImageId"] == {"Ref": "TrainingAmiId"}
+    assert image["VolumeGiB"] == {"Ref": "TrainingVolumeGiB"}
+    assert image["ServiceToken"] == {"Fn::GetAtt": ["TrainingImageFunction", "Arn"]}
+
+
+def test_the_bucket_and_table_are_named_by_cloudformation_so_a_redeploy_after_delete_works(
+    template,
+):
+    # Both are retained on delete; a fixed name would still be taken by the retained one.
+    resources = template["Resources"]
+    for logical_id, name_key in (("DataBucket", "BucketName"), ("RegistryTable", "TableName")):
+        assert resources[logical_id]["DeletionPolicy"] == "Retain"
+        assert name_key not in resources[logical_id]["Properties"], logical_id
+    assert template["Outputs"]["BucketName"]["Value"] == {"Ref": "DataBucket"}
+    assert template["Outputs"]["RegistryTableName"]["Value"] == {"Ref": "RegistryTable"}
+
+
+def test_the_training_bundle_ships_with_the_deploy_and_reaches_the_instance_through_s3(template):
+    resources = template["Resources"]
+    layer = resources["TrainingCodeLayer"]
+    bundle = resources["TrainingBundle"]["Properties"]
+    data = resources["TrainingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
     script = data["UserData"]["Fn::Base64"]["Fn::Sub"]
 
     assert layer["Type"] == "AWS::Serverless::LayerVersion"
-    assert (ROOT / layer["Properties"]["ContentUri"] / "__main__.py").is_file()
-    assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt").is_file()
-    assert 'fetch_layer "${TrainingCodeLayer}"' in script
-    assert 'fetch_layer "${DropflowLayer}"' in script
-    assert '"$PYTHON" -m training' in script
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    content = ROOT / layer["Properties"]["ContentUri"]
+    assert (content / "__main__.py").is_file()
+    assert "build-TrainingCodeLayer:" in (content / "Makefile").read_text()
+    assert bundle["LayerArn"] == {"Ref": "TrainingCodeLayer"}
+    assert bundle["Bucket"] == {"Ref": "DataBucket"}
+    assert bundle["Prefix"] == "code/"
+    # The instance fetches the bundle from S3 and installs only from the wheels inside it:
+    # no Lambda API, no package index.
+    assert "s3://${DataBucket}/${TrainingBundle.Key}" in script
+    assert "lambda" not in script.lower().replace("lambda api", "")
+    pip = [line for line in script.splitlines() if "pip install" in line]
+    assert pip and all("--no-index" in line for line in pip)
     assert "shutdown -h now" in script
     assert not any(
-        {"Ref": "TrainingCodeLayer"} in template["Resources"][f]["Properties"].get("Layers", [])
+        {"Ref": "TrainingCodeLayer"} in resources[f]["Properties"].get("Layers", [])
         for f in FUNCTIONS
     ), "no function needs the training code"
+
+
+def test_the_bundle_step_may_read_only_the_bundle_layer_and_write_only_code(template):
+    (policy,) = template["Resources"]["TrainingBundleRole"]["Properties"]["Policies"]
+
+    assert granted([policy["PolicyDocument"]]) == {
+        ("lambda:GetLayerVersion", "${TrainingCodeLayer}"),
+        ("s3:PutObject", f"{BUCKET}/code/*"),
+        ("s3:DeleteObject", f"{BUCKET}/code/*"),
+        ("logs:CreateLogStream", "${DeployStepsLogGroup.Arn}"),
+        ("logs:PutLogEvents", "${DeployStepsLogGroup.Arn}"),
+    }
+
+
+def test_the_deploy_checks_read_ec2_descriptions_only(template):
+    (policy,) = template["Resources"]["DeployChecksRole"]["Properties"]["Policies"]
+
+    assert granted([policy["PolicyDocument"]]) == {
+        *(
+            (f"ec2:{action}", "*")
+            for action in (
+                "DescribeImages",
+                "DescribeSubnets",
+                "DescribeRouteTables",
+                "DescribePrefixLists",
+                "DescribeVpcEndpoints",
+            )
+        ),
+        ("logs:CreateLogStream", "${DeployStepsLogGroup.Arn}"),
+        ("logs:PutLogEvents", "${DeployStepsLogGroup.Arn}"),
+    }
+
+
+def test_each_subnet_parameter_is_checked_for_what_its_parts_call(template):
+    resources = template["Resources"]
+    training = resources["TrainingSubnetReach"]["Properties"]
+    serving = resources["ServingSubnetReach"]
+
+    assert training["Subnets"] == {"Ref": "TrainingSubnetIds"}
+    assert training["Services"] == ["s3", "dynamodb"]
+    assert training["PublicIp"] == "true"
+    assert serving["Condition"] == "HasContainerTier"
+    # The predict function in the VPC needs S3 and DynamoDB; the serving instances also ECR
+    # (API and registry) and CloudWatch Logs for the awslogs driver. Lambda gets no public IP.
+    assert serving["Properties"]["Services"] == ["s3", "dynamodb", "ecr.api", "ecr.dkr", "logs"]
+    assert serving["Properties"]["PublicIp"] == "false"
+    assert serving["Properties"]["Subnets"] == {"Ref": "ServingSubnetIds"}
+    # What is launched there waits for the check.
+    assert resources["TrainingLaunchTemplate"]["DependsOn"] == "TrainingSubnetReach"
+    assert resources["ServingLaunchTemplate"]["DependsOn"] == "ServingSubnetReach"
+
+
+def test_every_deploy_step_runs_code_from_functions_deploy(template):
+    steps = {
+        "ControlPlaneConcurrencyFunction": "concurrency",
+        "TrainingImageFunction": "training_image",
+        "SubnetReachFunction": "network",
+        "TrainingBundleFunction": "training_bundle",
+    }
+    for logical_id, module in steps.items():
+        props = template["Resources"][logical_id]["Properties"]
+        assert props["Code"] == "functions/deploy", logical_id
+        assert props["Handler"] == f"{module}.handler", logical_id
+        assert (ROOT / "functions" / "deploy" / f"{module}.py").is_file()
+        assert props["LoggingConfig"] == {"LogGroup": {"Ref": "DeployStepsLogGroup"}}
+        assert "ZipFile" not in json.dumps(props)
 
 
 # The bootstrap scripts, run by bash in a sandbox: the !Sub names get dummy values, the paths
@@ -562,10 +670,10 @@ def test_training_code_ships_with_the_deploy_as_a_layer_the_instance_downloads(t
 _SUB = re.compile(r"\$\{([^}]+)\}")
 TRAINING_SUB = {
     "AWS::Region": "us-east-1",
+    "AWS::URLSuffix": "amazonaws.com",
     "DataBucket": "dropflow-data",
     "RegistryTable": "dropflow-registry",
-    "TrainingCodeLayer": "arn:aws:lambda:us-east-1:123456789012:layer:training:7",
-    "DropflowLayer": "arn:aws:lambda:us-east-1:123456789012:layer:dropflow:9",
+    "TrainingBundle.Key": "code/training-7-0011223344556677.zip",
 }
 FAKES = {
     "curl": r"""
@@ -586,9 +694,10 @@ fi
 case "$url" in
   */api/token) printf token ;;
   */meta-data/instance-id) printf i-0123456789abcdef0 ;;
-  */meta-data/tags/instance/) printf 'Name\nDROPFLOW_JOB_ID\nDROPFLOW_MODEL\n' ;;
+  */meta-data/tags/instance/) printf 'Name\nDROPFLOW_JOB_ID\nDROPFLOW_MODEL\nDROPFLOW_ATTEMPT\n' ;;
   */meta-data/tags/instance/DROPFLOW_JOB_ID) printf job-42 ;;
   */meta-data/tags/instance/DROPFLOW_MODEL) printf iris ;;
+  */meta-data/tags/instance/DROPFLOW_ATTEMPT) printf 2 ;;
   */meta-data/*) exit 22 ;;
   *) if [ -n "$out" ]; then : > "$out"; fi ;;
 esac
@@ -596,17 +705,26 @@ esac
     "aws": r"""
 echo "aws $*" >> "$SANDBOX_CALLS"
 case "$1 $2" in
-  "lambda get-layer-version-by-arn") [ -z "${FAIL_LAMBDA:-}" ] || exit 255
-    echo https://layers.example/layer.zip ;;
-  "s3 cp") exit "${S3_EXIT:-0}" ;;
+  "s3 cp")
+    if [[ "$4" == s3://*/code/* ]]; then exit "${BUNDLE_EXIT:-0}"; fi
+    if [[ "$4" == */tmp/dropflow-failure.txt ]]; then cp "$4" "$SANDBOX_FAILURE"; fi
+    exit "${S3_EXIT:-0}" ;;
 esac
 """,
     "python3": r"""
 echo "python3 $*" >> "$SANDBOX_CALLS"
 case "$1 $2" in
-  "-m zipfile") mkdir -p "$5/python/dropflow" ;;  # -m zipfile -e ZIP DIR
+  "-m zipfile") mkdir -p "$5/code/training" "$5/wheels"; echo 3.12 > "$5/python-version" ;;
+  "-c import"*) echo "${AMI_PYTHON:-3.12}" ;;
+  "-m pip") exit "${PIP_EXIT:-0}" ;;
   "-m training") exit "${TRAINING_EXIT:-0}" ;;
+  "-m torch.distributed.run") exit "${TRAINING_EXIT:-0}" ;;
 esac
+""",
+    "nvidia-smi": r"""
+echo "nvidia-smi $*" >> "$SANDBOX_CALLS"
+[ -n "${GPU_COUNT:-}" ] || exit 9
+for i in $(seq 0 $((GPU_COUNT - 1))); do echo "GPU $i: NVIDIA A10G (UUID: GPU-$i)"; done
 """,
     "shutdown": 'echo "shutdown $*" >> "$SANDBOX_CALLS"\n',
     "poweroff": 'echo "poweroff $*" >> "$SANDBOX_CALLS"\n',
@@ -650,6 +768,7 @@ def run_user_data(
             "PATH": f"{bin_dir}:/usr/bin:/bin",
             "HOME": str(sandbox),
             "SANDBOX_CALLS": str(calls),
+            "SANDBOX_FAILURE": str(sandbox / "failure.txt"),
             **env,
         },
         cwd=sandbox,
@@ -667,7 +786,15 @@ def run_training_bootstrap(
     data = template["Resources"]["TrainingLaunchTemplate"]["Properties"]["LaunchTemplateData"]
     script = substituted(data["UserData"]["Fn::Base64"]["Fn::Sub"], TRAINING_SUB)
     return run_user_data(
-        script, sandbox, ["/var/log/dropflow-bootstrap.log", "/opt/", "/tmp/layer.zip"], **env
+        script,
+        sandbox,
+        [
+            "/var/log/dropflow-bootstrap.log",
+            "/opt/",
+            "/tmp/bundle.zip",
+            "/tmp/dropflow-failure.txt",
+        ],
+        **env,
     )
 
 
@@ -697,25 +824,105 @@ def test_a_failing_metadata_call_ends_the_bootstrap_in_a_shutdown_before_trainin
     assert not any(call.startswith(UPLOAD) for call in calls), calls
 
 
+FAILURE_KEY = "s3://dropflow-data/jobs/iris/job-42/attempts/2/bootstrap-failure.txt"
+
+
+def uploads(calls: list[str]) -> list[str]:
+    return [call for call in calls if call.startswith(UPLOAD)]
+
+
 @pytest.mark.parametrize(
     ("env", "code"),
-    [({"FAIL_LAMBDA": "1"}, 255), ({"TRAINING_EXIT": "3"}, 3), ({}, 0)],
-    ids=["layer-download-fails", "training-fails", "training-succeeds"],
+    [({"BUNDLE_EXIT": "1"}, 1), ({"PIP_EXIT": "1"}, 1), ({"TRAINING_EXIT": "3"}, 3), ({}, 0)],
+    ids=["bundle-download-fails", "install-fails", "training-fails", "training-succeeds"],
 )
 def test_once_the_job_is_known_the_bootstrap_uploads_its_log_then_shuts_down(
     template, tmp_path, env, code
 ):
     done, calls = run_training_bootstrap(template, tmp_path, **env)
-    uploads = [call for call in calls if call.startswith(UPLOAD)]
+    logs = [call for call in uploads(calls) if call.endswith(LOG_KEY)]
 
     assert done.returncode == code, done.stdout
-    assert len(uploads) == 1 and uploads[0].endswith(LOG_KEY), calls
+    assert len(logs) == 1, calls
     assert calls[-1] == "shutdown -h now", calls
     assert calls.count("shutdown -h now") == 1
     assert (
         f"dropflow bootstrap: exit code {code}"
         in (tmp_path / "var/log/dropflow-bootstrap.log").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"BUNDLE_EXIT": "1"}, "downloading the training bundle s3://dropflow-data/code/"),
+        ({"PIP_EXIT": "1"}, "installing the training requirements from the bundle failed"),
+        (
+            {"FAIL_URL": "dynamodb.us-east-1.amazonaws.com/"},
+            "cannot reach dynamodb.us-east-1.amazonaws.com (HTTPS): each of TrainingSubnetIds",
+        ),
+        ({"FAIL_URL": "s3.us-east-1.amazonaws.com/"}, "cannot reach s3.us-east-1.amazonaws.com"),
+        (
+            {"AMI_PYTHON": "3.11"},
+            "wheels for Python 3.12 and this AMI's python3 is Python 3.11: build for it "
+            "(make build TRAINING_PYTHON=3.11)",
+        ),
+    ],
+    ids=["bundle", "install", "no-dynamodb", "no-s3", "python-mismatch"],
+)
+def test_a_failure_before_training_leaves_its_reason_beside_the_job(
+    template, tmp_path, env, reason
+):
+    done, calls = run_training_bootstrap(template, tmp_path, **env)
+
+    assert done.returncode != 0
+    assert any(call.endswith(FAILURE_KEY) for call in uploads(calls)), calls
+    assert reason in (tmp_path / "failure.txt").read_text()
+    assert not any(" -m training" in call for call in calls), calls
+    assert calls[-1] == "shutdown -h now", calls
+
+
+def test_a_failing_job_leaves_no_bootstrap_reason_the_job_records_its_own(template, tmp_path):
+    done, calls = run_training_bootstrap(template, tmp_path, TRAINING_EXIT="2")
+
+    assert done.returncode == 2
+    assert not any(call.endswith(FAILURE_KEY) for call in uploads(calls)), calls
+
+
+def test_the_instance_installs_from_the_bundle_and_never_from_an_index(template, tmp_path):
+    done, calls = run_training_bootstrap(template, tmp_path)
+
+    assert done.returncode == 0, done.stdout
+    (pip,) = [call for call in calls if " -m pip " in call]
+    assert "--no-index" in pip and f"--find-links {tmp_path}/opt/dropflow/bundle/wheels" in pip
+    assert not any(call.startswith("aws lambda") for call in calls), calls
+    bundle = [c for c in calls if c.startswith("aws s3 cp") and "/code/" in c]
+    assert bundle == [
+        f"aws s3 cp --only-show-errors s3://dropflow-data/code/training-7-0011223344556677.zip "
+        f"{tmp_path}/tmp/bundle.zip"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("gpus", "command"),
+    [
+        (None, "python3 -m training"),
+        ("1", "python3 -m training"),
+        (
+            "4",
+            "python3 -m torch.distributed.run --standalone --nnodes 1 --nproc-per-node 4 "
+            "-m training",
+        ),
+    ],
+    ids=["cpu", "one-gpu", "four-gpus"],
+)
+def test_the_job_runs_one_process_per_gpu(template, tmp_path, gpus, command):
+    env = {"GPU_COUNT": gpus} if gpus else {}
+    done, calls = run_training_bootstrap(template, tmp_path, **env)
+
+    assert done.returncode == 0, done.stdout
+    (run,) = [call for call in calls if call.endswith("-m training")]
+    assert run == command
 
 
 def test_the_bootstrap_shuts_down_even_when_its_log_cannot_be_uploaded(template, tmp_path):
@@ -959,8 +1166,8 @@ def test_the_concurrency_step_may_touch_only_the_control_functions(template):
             )
             for function in CONTROL_FUNCTIONS
         ),
-        ("logs:CreateLogStream", "${ControlPlaneConcurrencyLogGroup.Arn}"),
-        ("logs:PutLogEvents", "${ControlPlaneConcurrencyLogGroup.Arn}"),
+        ("logs:CreateLogStream", "${DeployStepsLogGroup.Arn}"),
+        ("logs:PutLogEvents", "${DeployStepsLogGroup.Arn}"),
     }
 
 
@@ -969,14 +1176,14 @@ NAMES = ["stack-LaunchTraining-a1", "stack-TrackTraining-b2", "stack-PromoteMode
 
 @pytest.fixture
 def concurrency_step(template, monkeypatch):
-    """The inline handler of ControlPlaneConcurrencyFunction, with a Stubber'd Lambda client
-    (answers shaped as Lambda's) and the answer to CloudFormation captured."""
-    code = template["Resources"]["ControlPlaneConcurrencyFunction"]["Properties"]["Code"]
-    module = ModuleType("index")
-    exec(compile(code["ZipFile"], "index.py", "exec"), module.__dict__)
+    """The handler of ControlPlaneConcurrencyFunction (functions/deploy/concurrency.py, its
+    folder on sys.path as Lambda puts it), with a Stubber'd Lambda client (answers shaped as
+    Lambda's) and the answer to CloudFormation captured."""
+    monkeypatch.syspath_prepend(str(ROOT / "functions" / "deploy"))
+    module = importlib.import_module("concurrency")
     client = boto3.client("lambda", region_name="us-east-1")
     stubber = Stubber(client)
-    module.boto3 = SimpleNamespace(client=lambda service: client)
+    monkeypatch.setattr(module, "boto3", SimpleNamespace(client=lambda service: client))
     answers: list[dict[str, Any]] = []
 
     class Answered:
@@ -1006,7 +1213,14 @@ def concurrency_step(template, monkeypatch):
             module.handler(event, SimpleNamespace(log_stream_name="stream"))
             stubber.assert_no_pending_responses()
         (answer,) = answers
-        assert answer["PhysicalResourceId"] == "control-plane-concurrency"
+        # One id for the life of the stack; a Create that failed has none yet, so it answers
+        # its logical id (and CloudFormation's rollback deletes nothing real).
+        expected = (
+            "control-plane-concurrency"
+            if answer["Status"] == "SUCCESS"
+            else "ControlPlaneConcurrency"
+        )
+        assert answer["PhysicalResourceId"] == expected
         return answer
 
     return SimpleNamespace(stubber=stubber, run=run)
@@ -1242,4 +1456,47 @@ def test_the_serving_role_reads_models_and_the_registry_and_pulls_its_image(temp
         ("ecr:GetAuthorizationToken", "*"),
         ("logs:CreateLogStream", "${ServingLogGroup.Arn}"),
         ("logs:PutLogEvents", "${ServingLogGroup.Arn}"),
+        # A failed boot leaves its group, lowering the desired capacity (no replacement loop).
+        ("autoscaling:DescribeAutoScalingInstances", "*"),
+        (
+            "autoscaling:DetachInstances",
+            "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:"
+            "autoScalingGroup:*:autoScalingGroupName/*",
+        ),
     }
+    (detach,) = [
+        st
+        for st in policy["PolicyDocument"]["Statement"]
+        if st["Action"] == "autoscaling:DetachInstances"
+    ]
+    assert detach["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/dropflow:stack": {"Ref": "AWS::StackName"}}
+    }
+
+
+# --------------------------------------------------------------------------- audit
+def test_who_writes_the_data_bucket_is_logged_to_a_private_bucket_only_s3_may_write(template):
+    resources = template["Resources"]
+    logging = resources["DataBucket"]["Properties"]["LoggingConfiguration"]
+    logs = resources["AccessLogsBucket"]
+    (deliver, deny) = resources["AccessLogsBucketPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+
+    assert logging == {
+        "DestinationBucketName": {"Ref": "AccessLogsBucket"},
+        "LogFilePrefix": "data-bucket/",
+    }
+    assert logs["DeletionPolicy"] == "Retain"
+    props = logs["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    # Server access logs are delivered only to an SSE-S3 bucket.
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    (expiry,) = [r for r in props["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r]
+    assert expiry["ExpirationInDays"] == {"Ref": "AccessLogRetentionDays"}
+    assert deliver["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert deliver["Action"] == "s3:PutObject"
+    assert deliver["Condition"]["ArnLike"]["aws:SourceArn"] == {"Fn::GetAtt": ["DataBucket", "Arn"]}
+    assert deliver["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert deny["Effect"] == "Deny" and deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"

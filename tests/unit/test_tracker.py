@@ -9,7 +9,7 @@ import pytest
 from dropflow.control.launcher import Launcher
 from dropflow.control.tracker import Tracker
 from dropflow.ports import InstanceState
-from dropflow.records.jobs import ExitCode, JobState
+from dropflow.records.jobs import ExitCode, JobState, bootstrap_failure_key
 from tests.fakes_compute import FakeCompute
 
 CSV = b"a,b,target\n1,2,0\n3,4,1\n"
@@ -341,3 +341,37 @@ def test_a_relaunch_that_cannot_start_reports_the_follow_up_it_owed(tracker, com
 
     assert (outcome.action, outcome.ended) == ("failed", "failed")
     assert outcome.follow_up is not None and outcome.follow_up.action == "failed"
+
+
+def test_a_bootstrap_that_said_why_it_failed_fails_the_job_with_that_reason(
+    tracker, compute, store
+):
+    # The training UserData writes this when a step before training fails (template.yaml).
+    job_id = _start(tracker)
+    why = (
+        "this instance's subnet cannot reach dynamodb.us-east-1.amazonaws.com (HTTPS): each of "
+        "TrainingSubnetIds needs a route to S3 and DynamoDB"
+    )
+    store.put(bootstrap_failure_key("iris", job_id, 1), why.encode() + b"\n")
+
+    outcome = tracker.instance_ended(compute.end("fake-1", None))
+
+    assert outcome.action == "failed"
+    job = tracker.jobs.get(job_id)
+    assert job.state == JobState.FAILED
+    assert job.reason == f"attempt 1 failed before training: {why}"
+    assert job.attempts[0].exit_reason == f"failed before training: {why}"
+    assert len(compute.launches) == 1  # the same stack's next instance would fail alike
+
+
+def test_an_instance_that_ended_before_training_with_no_word_is_retried_with_a_hint(
+    tracker, compute
+):
+    job_id = _start(tracker)
+
+    outcome = tracker.instance_ended(compute.end("fake-1", None))
+
+    assert outcome.action == "relaunched"
+    reason = tracker.jobs.get(job_id).attempts[0].exit_reason or ""
+    assert reason.startswith("ended before training started and left no reason")
+    assert "TrainingSubnetIds need S3 and DynamoDB" in reason

@@ -19,8 +19,15 @@ from typing import Literal
 from dropflow.control.launcher import Launcher, LaunchOutcome, stop_reason
 from dropflow.errors import NotFoundError
 from dropflow.observability import logger
-from dropflow.ports import Instance, InstanceState
-from dropflow.records.jobs import Attempt, ExitCode, Job, JobState
+from dropflow.ports import Instance, InstanceState, ObjectNotFound
+from dropflow.records.jobs import (
+    MAX_BOOTSTRAP_REASON,
+    Attempt,
+    ExitCode,
+    Job,
+    JobState,
+    bootstrap_failure_key,
+)
 from dropflow.vocabulary.spec import ComputeSection
 
 Action = Literal["ignored", "noted", "relaunched", "failed", "finished", "terminated"]
@@ -95,6 +102,18 @@ class Tracker:
                 "ignored", f"{instance.instance_id} ran an earlier attempt", job.job_id
             )
         how = describe_exit(instance.exit_code)
+        boot_failure = None
+        if instance.exit_code is None and job.state == JobState.LAUNCHING:
+            # An instance (not a local process) that ended before the job began training (it
+            # moves the job to running): its bootstrap failed, and said why beside the job if
+            # it could reach S3.
+            boot_failure = self._bootstrap_failure(job, current.number)
+            how = (
+                f"failed before training: {boot_failure}"
+                if boot_failure
+                else "ended before training started and left no reason: if this repeats, "
+                "its subnet may not reach S3 (TrainingSubnetIds need S3 and DynamoDB)"
+            )
         if current.ended_at is None or current.exit_reason is None:
             self.jobs.update_attempt(
                 job.job_id,
@@ -106,6 +125,10 @@ class Tracker:
             return self._finish(job)
         if instance.exit_code == ExitCode.USER_ERROR:
             return self._fail(job, current.exit_reason or how)
+        if boot_failure:
+            # The bootstrap names a cause another instance of the same stack would meet too
+            # (its network, its AMI, its bundle): another attempt would only pay for it again.
+            return self._fail(job, f"attempt {current.number} {how}")
         failures = failed_attempts(self.jobs.get(job.job_id).attempts)
         if failures >= self.launcher.attempt_limit(job.model):
             return self._fail(job, f"gave up after {failures} failed attempts; the last one {how}")
@@ -119,6 +142,14 @@ class Tracker:
         if outcome.action == "failed":
             return self._launch_failed(job, outcome)
         return TrackOutcome("relaunched", outcome.message, job.job_id)
+
+    def _bootstrap_failure(self, job: Job, attempt: int) -> str | None:
+        key = bootstrap_failure_key(job.model, job.job_id, attempt)
+        try:
+            text = self.launcher.store.get(key).decode("utf-8", "replace").strip()
+        except ObjectNotFound:
+            return None
+        return text[:MAX_BOOTSTRAP_REASON] or None
 
     def notice(self, instance: Instance, kind: str) -> TrackOutcome:
         """Record a spot interruption warning or rebalance recommendation on the attempt.

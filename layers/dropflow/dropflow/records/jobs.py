@@ -19,6 +19,16 @@ from dropflow.records.catalog import MODELS_PK, model_pk
 from dropflow.vocabulary.names import check_model_name, model_of_job
 
 
+def bootstrap_failure_key(model: str, job_id: str, attempt: int) -> str:
+    """Where a training instance's bootstrap leaves why it failed before training started (the
+    UserData of template.yaml's TrainingLaunchTemplate writes it; the tracker reads it)."""
+    return f"jobs/{model}/{job_id}/attempts/{attempt}/bootstrap-failure.txt"
+
+
+# The most of a bootstrap's reason that goes into the job's record.
+MAX_BOOTSTRAP_REASON = 1000
+
+
 class ExitCode(IntEnum):
     """How the training entrypoint ends; the tracker decides what to do from it."""
 

@@ -1,0 +1,163 @@
+"""Refuse, at deploy, subnets from which the stack's parts could not reach what they call.
+
+Custom::SubnetReach, properties Parameter (the stack parameter named in the message), Subnets,
+Services (short names: s3, dynamodb, ecr.api, ecr.dkr, logs) and PublicIp ("true" where an
+instance launched in the subnet may use an internet gateway: the training instances get a
+public IP when the subnet assigns one; the predict function's network interfaces never do).
+
+Without this check a subnet with no route to DynamoDB deploys cleanly and fails later, where it
+costs most: every prediction hangs until its timeout (API Gateway answers 5xx), a serving
+instance never pulls its image, a training instance pays for itself until its deadline.
+
+A subnet reaches a service through, in this order ("Gateway endpoints",
+https://docs.aws.amazon.com/vpc/latest/privatelink/gateway-endpoints.html; "Access an AWS
+service using an interface VPC endpoint",
+https://docs.aws.amazon.com/vpc/latest/privatelink/create-interface-endpoint.html):
+- a gateway endpoint's route in its route table (S3, DynamoDB: the route's destination is the
+  service's AWS-managed prefix list);
+- an interface endpoint of the service in its VPC with private DNS on (any service);
+- a default route (0.0.0.0/0) to a NAT gateway, a transit gateway, a network interface or an
+  instance (egress the check cannot see past, so it trusts it), or to an internet gateway when
+  PublicIp is "true" and the subnet assigns public IPs.
+A subnet with no route table of its own uses its VPC's main route table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import boto3
+from custom_resource import Answer, Request, StepRefused, handler_for
+
+GATEWAY_SERVICES = ("s3", "dynamodb")
+_EGRESS_TARGETS = ("NatGatewayId", "TransitGatewayId", "NetworkInterfaceId", "InstanceId")
+
+
+def route_table_of(ec2: Any, subnet: Mapping[str, Any]) -> Mapping[str, Any]:
+    tables = ec2.describe_route_tables(
+        Filters=[{"Name": "association.subnet-id", "Values": [subnet["SubnetId"]]}]
+    )["RouteTables"]
+    if not tables:
+        tables = ec2.describe_route_tables(
+            Filters=[
+                {"Name": "vpc-id", "Values": [subnet["VpcId"]]},
+                {"Name": "association.main", "Values": ["true"]},
+            ]
+        )["RouteTables"]
+    if not tables:
+        raise StepRefused(f"{subnet['SubnetId']} has no route table, not even its VPC's main one")
+    return tables[0]
+
+
+def interface_services(ec2: Any, vpc_id: str, region: str) -> set[str]:
+    """Short names of the services with an available interface endpoint, private DNS on."""
+    endpoints = ec2.describe_vpc_endpoints(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "vpc-endpoint-type", "Values": ["Interface"]},
+        ]
+    )["VpcEndpoints"]
+    prefix = f"com.amazonaws.{region}."
+    return {
+        e["ServiceName"].removeprefix(prefix)
+        for e in endpoints
+        if e.get("PrivateDnsEnabled") and e.get("State", "").lower() == "available"
+    }
+
+
+def gateway_services(
+    routes: Iterable[Mapping[str, Any]], prefix_lists: Mapping[str, str]
+) -> set[str]:
+    return {
+        prefix_lists[r["DestinationPrefixListId"]]
+        for r in routes
+        if r.get("DestinationPrefixListId") in prefix_lists
+        and str(r.get("GatewayId", "")).startswith("vpce-")
+        and r.get("State", "active") == "active"
+    }
+
+
+def egress(routes: Iterable[Mapping[str, Any]], subnet: Mapping[str, Any], public_ip: bool) -> str:
+    """How the subnet reaches the internet ('' when it does not)."""
+    for route in routes:
+        if route.get("DestinationCidrBlock") != "0.0.0.0/0" or route.get("State") == "blackhole":
+            continue
+        for target in _EGRESS_TARGETS:
+            if route.get(target):
+                return route[target]
+        gateway = str(route.get("GatewayId", ""))
+        if gateway.startswith("igw-") and public_ip and subnet.get("MapPublicIpOnLaunch"):
+            return gateway
+    return ""
+
+
+def unreachable(
+    ec2: Any, region: str, subnet_ids: list[str], services: list[str], public_ip: bool
+) -> list[str]:
+    """One line per subnet that cannot reach every one of `services`."""
+    subnets = ec2.describe_subnets(SubnetIds=subnet_ids)["Subnets"]
+    prefix_lists = {
+        p["PrefixListId"]: p["PrefixListName"].removeprefix(f"com.amazonaws.{region}.")
+        for p in ec2.describe_prefix_lists()["PrefixLists"]
+        if p["PrefixListName"].removeprefix(f"com.amazonaws.{region}.") in GATEWAY_SERVICES
+    }
+    interfaces: dict[str, set[str]] = {}
+    problems = []
+    for subnet in subnets:
+        table = route_table_of(ec2, subnet)
+        routes = table.get("Routes", [])
+        if egress(routes, subnet, public_ip):
+            continue
+        vpc = subnet["VpcId"]
+        if vpc not in interfaces:
+            interfaces[vpc] = interface_services(ec2, vpc, region)
+        reached = gateway_services(routes, prefix_lists) | interfaces[vpc]
+        missing = [s for s in services if s not in reached]
+        if not missing:
+            continue
+        table_id = table["RouteTableId"]
+        fixes = []
+        for service in missing:
+            if service in GATEWAY_SERVICES:
+                fixes.append(
+                    f"aws ec2 create-vpc-endpoint --vpc-id {vpc} --service-name "
+                    f"com.amazonaws.{region}.{service} --route-table-ids {table_id}"
+                )
+            else:
+                fixes.append(
+                    f"aws ec2 create-vpc-endpoint --vpc-id {vpc} --vpc-endpoint-type Interface "
+                    f"--service-name com.amazonaws.{region}.{service} --subnet-ids "
+                    f"{subnet['SubnetId']} --security-group-ids <a group allowing HTTPS in> "
+                    "--private-dns-enabled"
+                )
+        problems.append(
+            f"{subnet['SubnetId']} (route table {table_id}) cannot reach "
+            f"{', '.join(missing)}: it has no NAT route"
+            + (" and assigns no public IP behind its internet gateway" if public_ip else "")
+            + " and no VPC endpoint for them; add a NAT gateway route, or: "
+            + "; ".join(fixes)
+        )
+    return problems
+
+
+def step(request: Request) -> Answer:
+    props = request.properties
+    subnets = [s for s in props["Subnets"] if s]
+    physical = f"subnet-reach-{props['Parameter']}"
+    if request.type == "Delete" or not subnets:
+        return Answer(request.physical_id or physical)
+    ec2 = boto3.client("ec2")
+    region = ec2.meta.region_name
+    problems = unreachable(
+        ec2, region, subnets, list(props["Services"]), str(props.get("PublicIp")) == "true"
+    )
+    if problems:
+        raise StepRefused(f"{props['Parameter']}: " + " | ".join(problems))
+    return Answer(
+        physical,
+        reason=f"{props['Parameter']}: every subnet reaches {', '.join(props['Services'])}",
+    )
+
+
+handler = handler_for(step)
