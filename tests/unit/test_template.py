@@ -1500,3 +1500,14 @@ def test_who_writes_the_data_bucket_is_logged_to_a_private_bucket_only_s3_may_wr
     assert deliver["Condition"]["ArnLike"]["aws:SourceArn"] == {"Fn::GetAtt": ["DataBucket", "Arn"]}
     assert deliver["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
     assert deny["Effect"] == "Deny" and deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+
+
+def test_launching_may_create_only_the_spot_service_linked_role(template):
+    # Instant fleets need no AWSServiceRoleForEC2Fleet; the first spot instance needs Spot's.
+    document = template["Resources"]["TrainingLauncherPolicy"]["Properties"]["PolicyDocument"]
+    (statement,) = [
+        s for s in document["Statement"] if s["Action"] == "iam:CreateServiceLinkedRole"
+    ]
+
+    assert statement["Condition"] == {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
+    assert statement["Resource"]["Fn::Sub"].endswith("aws-service-role/spot.amazonaws.com/*")
