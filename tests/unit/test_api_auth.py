@@ -480,3 +480,17 @@ def test_sam_local_serves_every_route_to_the_predict_function_in_each_mode(sourc
 
     assert {function for _, _, function in routes} == {"PredictFunction"}
     assert {path for path, _, _ in routes} == {path for _, path in event_routes(source)}
+
+
+# --------------------------------------------------------------------------- sample events
+@pytest.mark.parametrize("path", sorted(EVENTS.glob("apigw-*.json")), ids=lambda p: p.name)
+def test_a_sample_event_carries_the_key_exactly_where_its_route_needs_one(applied, path):
+    # What API Gateway hands the function in the default mode: the caller's key, its id.
+    event = json.loads(path.read_text())
+    route = (event["httpMethod"], event["resource"])
+    identity = event["requestContext"]["identity"]
+    keyed = route_auth(applied["api-key"])[route] == "API_KEY"
+
+    assert bool(identity.get("apiKeyId")) == keyed
+    assert bool(identity.get("apiKey")) == keyed
+    assert ("x-api-key" in event["headers"]) == keyed
