@@ -743,11 +743,16 @@ def substituted(text: str, values: dict[str, str]) -> str:
 
 
 def run_user_data(
-    script: str, sandbox: Path, moved: list[str], **env: str
+    script: str,
+    sandbox: Path,
+    moved: list[str],
+    *,
+    fakes: dict[str, str] | None = None,
+    **env: str,
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run `script` with bash in `sandbox`: each path of `moved` (each must occur in the
-    script) goes under the sandbox, the fakes come first on PATH. Returns the finished process
-    and the recorded calls, in order."""
+    script) goes under the sandbox, the fakes (FAKES, then `fakes` in place of or beside
+    them) come first on PATH. Returns the finished process and the recorded calls, in order."""
     for path in moved:
         assert path in script, f"the script no longer uses {path}"
         script = script.replace(path, f"{sandbox}{path}")
@@ -755,7 +760,7 @@ def run_user_data(
         (sandbox / path.strip("/")).parent.mkdir(parents=True, exist_ok=True)
     bin_dir = sandbox / "bin"
     bin_dir.mkdir(parents=True)
-    for name, body in FAKES.items():
+    for name, body in {**FAKES, **(fakes or {})}.items():
         fake = bin_dir / name
         fake.write_text("#!/bin/bash\n" + body)
         fake.chmod(0o755)
