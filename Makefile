@@ -3,11 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test unit lint format bench build deploy clean venv sam-venv has-python312
+.PHONY: demo test unit lint format bench build deploy clean venv sam-venv checkov-venv \
+  has-python312
 
 # ---------------------------------------------------------------- environments
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +28,15 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	touch $@
 
 sam-venv: $(SAM_VENV)/.installed
+
+# checkov pins its own boto3 (and more), at odds with aws-sam-cli's: a venv of its own too.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -U pip
+	$(CHECKOV_VENV)/bin/pip install -q -r requirements-checkov.txt
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed
 
 # ---------------------------------------------------------------- everyday
 demo: venv
@@ -46,7 +57,7 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lint: venv sam-venv
+lint: venv sam-venv checkov-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	PYTHONPATH=. $(BIN)/lint-imports
