@@ -3,11 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test unit lint format bench build bundle-check deploy clean venv sam-venv has-python312
+.PHONY: demo test unit lint format bench build bundle-check deploy clean venv sam-venv \
+  checkov-venv has-python312
 
 # ---------------------------------------------------------------- environments
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +28,15 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	touch $@
 
 sam-venv: $(SAM_VENV)/.installed
+
+# checkov pins its own boto3 (and more), at odds with aws-sam-cli's: a venv of its own too.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -U pip
+	$(CHECKOV_VENV)/bin/pip install -q -r requirements-checkov.txt
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed
 
 # ---------------------------------------------------------------- everyday
 demo: venv
@@ -46,13 +57,20 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lint: venv sam-venv
+# cfn-lint and checkov read the template SAM expands (tools/sam_transform.py). Any failed checkov
+# check fails lint; one wrong for this design is skipped beside its resource in template.yaml
+# (Metadata: checkov: skip, id and reason), which --pass-metadata carries onto what SAM
+# generates. --skip-download: checkov fetches no guideline mappings over the network.
+lint: venv sam-venv checkov-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	PYTHONPATH=. $(BIN)/lint-imports
 	$(SAM_VENV)/bin/sam validate --lint --region us-east-1 --template template.yaml
-	$(SAM_VENV)/bin/python tools/sam_transform.py lint-out/template.json --region us-east-1
+	$(SAM_VENV)/bin/python tools/sam_transform.py lint-out/template.json --region us-east-1 \
+	  --pass-metadata
 	$(SAM_VENV)/bin/cfn-lint lint-out/template.json
+	$(CHECKOV_VENV)/bin/checkov --file lint-out/template.json --framework cloudformation \
+	  --quiet --compact --skip-download
 
 # sam build builds the layers with the Lambda runtime's own python (3.12): the one on PATH
 # if it runs, else pyenv's copy.

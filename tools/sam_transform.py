@@ -1,11 +1,18 @@
 """Expand template.yaml into the plain CloudFormation that SAM would deploy, without AWS.
 
     .venv-sam/bin/python tools/sam_transform.py OUT.json [--template template.yaml]
-        [--region us-east-1] [--parameter-overrides Key=Value ...]
+        [--region us-east-1] [--parameter-overrides Key=Value ...] [--pass-metadata]
 
-The output is what cfn-lint checks in `make lint`: linting the expanded template catches
-mistakes in what SAM generates (roles, permissions, event rules), which linting the short SAM
-form alone can miss. Runs with the SAM venv's python (samtranslator and cfn-lint live there).
+The output is what cfn-lint and checkov check in `make lint`: linting the expanded template
+catches mistakes in what SAM generates (roles, permissions, event rules, the API stage), which
+linting the short SAM form alone can miss. Runs with the SAM venv's python (samtranslator and
+cfn-lint live there).
+
+--pass-metadata copies each SAM resource's Metadata onto every resource SAM generates from it
+(samtranslator's passthrough_metadata). Without it SAM keeps Metadata on a function's Lambda
+function and an API's RestApi only, and drops a layer's: a checkov skip written beside a SAM
+resource in template.yaml would not reach its API stage or layer version. CloudFormation does
+not read Metadata, so nothing else in the output changes.
 """
 
 from __future__ import annotations
@@ -103,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="template parameter values (the others keep their default or stay a Ref)",
     )
+    parser.add_argument(
+        "--pass-metadata",
+        action="store_true",
+        help="copy each SAM resource's Metadata (checkov skips) onto every resource it generates",
+    )
     args = parser.parse_args(argv)
 
     overrides: dict[str, str] = {}
@@ -125,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             template,
             parameter_values(args.region, overrides),
             KnownPoliciesLoader(),  # type: ignore[arg-type]
+            passthrough_metadata=args.pass_metadata,
         )
     except Exception as exc:  # samtranslator reports every template error this way
         print(f"{args.template}: SAM transform failed: {exc}", file=sys.stderr)
