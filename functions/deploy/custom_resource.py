@@ -42,23 +42,41 @@ class Answer:
 
 Step = Callable[[Request], Answer]
 
-# CloudFormation refuses a response body over 4,096 bytes.
-MAX_REASON = 3000
+# CloudFormation refuses a response body over 4,096 bytes ("The total size of the response
+# body can't exceed 4096 bytes"): the whole body, as sent, not the reason's characters.
+MAX_BODY = 4096
+CUT = " ... (cut to fit CloudFormation's 4 KB answer; the whole reason is in the step's log)"
 
 
-def respond(event: Mapping[str, Any], status: str, answer: Answer) -> None:
-    body = {
+def body(event: Mapping[str, Any], status: str, answer: Answer) -> bytes:
+    """The JSON CloudFormation reads at ResponseURL, the reason cut so that it fits."""
+    fields = {
         "Status": status,
-        "Reason": answer.reason[:MAX_REASON],
+        "Reason": answer.reason,
         "PhysicalResourceId": answer.physical_id,
         "StackId": event["StackId"],
         "RequestId": event["RequestId"],
         "LogicalResourceId": event["LogicalResourceId"],
         "Data": dict(answer.data),
     }
+    encoded = json.dumps(fields, default=str).encode()
+    if len(encoded) <= MAX_BODY:
+        return encoded
+    # Count each character as JSON writes it (a non-ASCII one is a 6-byte escape).
+    room = MAX_BODY - len(json.dumps({**fields, "Reason": CUT}, default=str).encode())
+    kept = []
+    for char in answer.reason:
+        room -= len(json.dumps(char)) - 2
+        if room < 0:
+            break
+        kept.append(char)
+    return json.dumps({**fields, "Reason": "".join(kept) + CUT}, default=str).encode()
+
+
+def respond(event: Mapping[str, Any], status: str, answer: Answer) -> None:
     request = urllib.request.Request(
         event["ResponseURL"],
-        data=json.dumps(body).encode(),
+        data=body(event, status, answer),
         method="PUT",
         # The presigned URL was signed without a content type: sending one breaks it.
         headers={"Content-Type": ""},

@@ -16,9 +16,11 @@ https://docs.aws.amazon.com/vpc/latest/privatelink/create-interface-endpoint.htm
 - a gateway endpoint's route in its route table (S3, DynamoDB: the route's destination is the
   service's AWS-managed prefix list);
 - an interface endpoint of the service in its VPC with private DNS on (any service);
-- a default route (0.0.0.0/0) to a NAT gateway, a transit gateway, a network interface or an
-  instance (egress the check cannot see past, so it trusts it), or to an internet gateway when
-  PublicIp is "true" and the subnet assigns public IPs.
+- an active default route (0.0.0.0/0) to a NAT gateway, a transit gateway, a Cloud WAN core
+  network, a virtual private gateway, a network interface or an instance (egress the check
+  cannot see past, so it trusts it), or to an internet gateway when PublicIp is "true" and the
+  subnet assigns public IPs. A peering connection never counts: a peered VPC's NAT gateway or
+  internet gateway does not carry another VPC's traffic.
 A subnet with no route table of its own uses its VPC's main route table.
 """
 
@@ -28,13 +30,21 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 from custom_resource import Answer, Request, StepRefused, handler_for
 
 GATEWAY_SERVICES = ("s3", "dynamodb")
-_EGRESS_TARGETS = ("NatGatewayId", "TransitGatewayId", "NetworkInterfaceId", "InstanceId")
+_EGRESS_TARGETS = (
+    "NatGatewayId",
+    "TransitGatewayId",
+    "CoreNetworkArn",
+    "NetworkInterfaceId",
+    "InstanceId",
+)
 
 
-def route_table_of(ec2: Any, subnet: Mapping[str, Any]) -> Mapping[str, Any]:
+def route_table_of(ec2: Any, subnet: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The subnet's own route table, else its VPC's main one (None: neither exists)."""
     tables = ec2.describe_route_tables(
         Filters=[{"Name": "association.subnet-id", "Values": [subnet["SubnetId"]]}]
     )["RouteTables"]
@@ -45,24 +55,37 @@ def route_table_of(ec2: Any, subnet: Mapping[str, Any]) -> Mapping[str, Any]:
                 {"Name": "association.main", "Values": ["true"]},
             ]
         )["RouteTables"]
-    if not tables:
-        raise StepRefused(f"{subnet['SubnetId']} has no route table, not even its VPC's main one")
-    return tables[0]
+    return tables[0] if tables else None
 
 
 def interface_services(ec2: Any, vpc_id: str, region: str) -> set[str]:
     """Short names of the services with an available interface endpoint, private DNS on."""
-    endpoints = ec2.describe_vpc_endpoints(
+    pages = ec2.get_paginator("describe_vpc_endpoints").paginate(
         Filters=[
             {"Name": "vpc-id", "Values": [vpc_id]},
             {"Name": "vpc-endpoint-type", "Values": ["Interface"]},
         ]
-    )["VpcEndpoints"]
+    )
     prefix = f"com.amazonaws.{region}."
     return {
         e["ServiceName"].removeprefix(prefix)
-        for e in endpoints
+        for page in pages
+        for e in page["VpcEndpoints"]
         if e.get("PrivateDnsEnabled") and e.get("State", "").lower() == "available"
+    }
+
+
+def gateway_prefix_lists(ec2: Any, region: str) -> dict[str, str]:
+    """Prefix list id -> short name (s3, dynamodb) of the region's gateway endpoint services."""
+    prefix = f"com.amazonaws.{region}."
+    pages = ec2.get_paginator("describe_prefix_lists").paginate(
+        Filters=[{"Name": "prefix-list-name", "Values": [prefix + s for s in GATEWAY_SERVICES]}]
+    )
+    return {
+        p["PrefixListId"]: p["PrefixListName"].removeprefix(prefix)
+        for page in pages
+        for p in page["PrefixLists"]
+        if p["PrefixListName"].removeprefix(prefix) in GATEWAY_SERVICES
     }
 
 
@@ -87,6 +110,8 @@ def egress(routes: Iterable[Mapping[str, Any]], subnet: Mapping[str, Any], publi
             if route.get(target):
                 return route[target]
         gateway = str(route.get("GatewayId", ""))
+        if gateway.startswith("vgw-"):
+            return gateway
         if gateway.startswith("igw-") and public_ip and subnet.get("MapPublicIpOnLaunch"):
             return gateway
     return ""
@@ -97,15 +122,17 @@ def unreachable(
 ) -> list[str]:
     """One line per subnet that cannot reach every one of `services`."""
     subnets = ec2.describe_subnets(SubnetIds=subnet_ids)["Subnets"]
-    prefix_lists = {
-        p["PrefixListId"]: p["PrefixListName"].removeprefix(f"com.amazonaws.{region}.")
-        for p in ec2.describe_prefix_lists()["PrefixLists"]
-        if p["PrefixListName"].removeprefix(f"com.amazonaws.{region}.") in GATEWAY_SERVICES
-    }
+    prefix_lists = gateway_prefix_lists(ec2, region)
     interfaces: dict[str, set[str]] = {}
     problems = []
     for subnet in subnets:
         table = route_table_of(ec2, subnet)
+        if table is None:
+            problems.append(
+                f"{subnet['SubnetId']} has no route table, not even its VPC's main one; "
+                "associate one that reaches the services"
+            )
+            continue
         routes = table.get("Routes", [])
         if egress(routes, subnet, public_ip):
             continue
@@ -149,9 +176,18 @@ def step(request: Request) -> Answer:
         return Answer(request.physical_id or physical)
     ec2 = boto3.client("ec2")
     region = ec2.meta.region_name
-    problems = unreachable(
-        ec2, region, subnets, list(props["Services"]), str(props.get("PublicIp")) == "true"
-    )
+    public_ip = str(props.get("PublicIp")).lower() == "true"
+    try:
+        problems = unreachable(ec2, region, subnets, list(props["Services"]), public_ip)
+    except ClientError as exc:
+        # InvalidSubnetID.NotFound (another region or account, deleted) or .Malformed.
+        if not exc.response["Error"]["Code"].startswith("InvalidSubnetID."):
+            raise
+        raise StepRefused(
+            f"{props['Parameter']}: {', '.join(subnets)}: "
+            f"{exc.response['Error']['Code']}: {exc.response['Error'].get('Message', '')}; "
+            "name subnets of this region and account"
+        ) from exc
     if problems:
         raise StepRefused(f"{props['Parameter']}: " + " | ".join(problems))
     return Answer(
