@@ -30,6 +30,11 @@ STACK = "dropflow-test"
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
 MANAGED_TAG = {"Name": "tag:dropflow:managed", "Values": ["true"]}
+# The stack owner's on-demand prices (USD/hour) of the default training types.
+ON_DEMAND_PRICES = (
+    '{"g6.xlarge": 0.8048, "g5.xlarge": 1.006, "g4dn.xlarge": 0.526, '
+    '"g6.2xlarge": 0.9776, "g5.2xlarge": 1.212}'
+)
 _SUB = re.compile(r"\$\{([^}]+)\}")
 
 
@@ -51,6 +56,9 @@ class Stack:
             "DROPFLOW_COMPUTE_URL": f"ec2://{self.launch_template_id}",
             "DROPFLOW_TRAINING_SUBNET_IDS": ",".join(self.subnet_ids),
             "DROPFLOW_STACK_NAME": STACK,
+            # The stack parameter TrainingOnDemandPrices, set: moto has no Price List API,
+            # and a type without an on-demand price is never launched.
+            "DROPFLOW_ON_DEMAND_PRICES": ON_DEMAND_PRICES,
         }
 
     def bootstrap_exports(self) -> dict[str, str]:

@@ -178,6 +178,9 @@ def compute_backend(
                 subnet_ids=subnet_ids,
                 client=boto3.client("ec2", region_name=REGION),
                 sleep=lambda _: None,
+                # moto has no Price List API: the stack owner's price of the contract's type
+                # (DROPFLOW_ON_DEMAND_PRICES) stands in, since an unpriced type is refused.
+                on_demand_prices={"g5.xlarge": 1.006},
             )
 
         # EC2 terminates at once (under moto, instantly): no grace period to wait out.

@@ -262,6 +262,31 @@ def test_a_job_that_spent_its_budget_is_not_launched_again(store, registry):
     assert launcher.active_job("iris") is None
 
 
+def test_a_job_whose_spend_cannot_be_known_is_not_launched_again(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {budget_usd: 100}\n")
+    compute.prices = {"spot": None, "on-demand": None}
+    compute.on_demand_price = None  # an attempt recorded without any price
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+
+    outcome = launcher.launch_attempt(job_id)
+
+    assert outcome.action == "failed"
+    assert len(compute.launches) == 1
+    reason = launcher.jobs.get(job_id).reason or ""
+    assert "cannot be known (attempt 1 on fake.large ran with no recorded price)" in reason
+    assert "budget of $100.00 (compute.budget_usd)" in reason
+    assert "TrainingOnDemandPrices" in reason
+
+
+def test_an_unknown_price_without_a_budget_does_not_stop_the_job(store, registry):
+    launcher, compute, clock = _limited(store, registry, "compute: {max_attempts: 3}\n")
+    compute.prices = {"spot": None, "on-demand": None}
+    compute.on_demand_price = None
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+
+    assert launcher.launch_attempt(job_id).action == "launched"
+
+
 def test_a_job_under_its_budget_is_launched_again(store, registry):
     launcher, compute, clock = _limited(store, registry, "compute: {budget_usd: 0.5}\n")
     job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)

@@ -1516,3 +1516,15 @@ def test_launching_may_create_only_the_spot_service_linked_role(template):
 
     assert statement["Condition"] == {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
     assert statement["Resource"]["Fn::Sub"].endswith("aws-service-role/spot.amazonaws.com/*")
+
+
+def test_the_launching_functions_price_from_the_price_list_or_the_owners_table(template):
+    resources = template["Resources"]
+    document = resources["TrainingLauncherPolicy"]["Properties"]["PolicyDocument"]
+    (pricing,) = [s for s in document["Statement"] if s["Action"] == "pricing:GetProducts"]
+
+    assert pricing["Resource"] == "*"  # GetProducts has no resource-level permission
+    for function in ("LaunchTrainingFunction", "TrackTrainingFunction"):
+        env = resources[function]["Properties"]["Environment"]["Variables"]
+        assert env["DROPFLOW_ON_DEMAND_PRICES"] == {"Ref": "TrainingOnDemandPrices"}
+    assert template["Parameters"]["TrainingOnDemandPrices"]["Default"] == ""

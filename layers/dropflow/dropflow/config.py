@@ -73,11 +73,16 @@ _S = TypeVar("_S", bound=BaseModel)
 
 
 class PricingSettings(BaseModel):
-    """Prices for the cost ledger; every variable optional. Kept apart from Settings so that
-    a compute adapter can read them without the store and registry URLs.
+    """Prices for launches and the cost ledger; every variable optional. Kept apart from
+    Settings so that a compute adapter can read them without the store and registry URLs.
 
-      DROPFLOW_ON_DEMAND_PRICES        JSON {"g6.xlarge": 0.8048, ...}: USD/hour, overriding
-                                       or extending dropflow.records.ledger's us-east-1 table
+      DROPFLOW_ON_DEMAND_PRICES        JSON {"g6.xlarge": 0.8048, ...}: the stack owner's
+                                       on-demand USD/hour per type (stack parameter
+                                       TrainingOnDemandPrices), used before the Price List
+                                       API; empty means none. A type priced by neither is
+                                       not launched (dropflow.vocabulary.prices).
+      DROPFLOW_PRICE_LIST_TTL_SECONDS  how long a process keeps a Price List API price
+                                       (default 6 h)
       DROPFLOW_LOCAL_SPOT_PRICE        what a local (process) spot attempt is said to cost per
       DROPFLOW_LOCAL_ON_DEMAND_PRICE   hour, and on-demand: simulated prices for demos and
                                        tests of the ledger (default 0.0, local runs are free)
@@ -85,7 +90,9 @@ class PricingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    on_demand_prices: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    # > 0: an on-demand GPU hour is never free, and a 0 would switch the budget off.
+    on_demand_prices: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    price_list_ttl_seconds: float = Field(default=6 * 3600.0, ge=60, le=7 * 24 * 3600)
     local_spot_price: float = Field(default=0.0, ge=0)
     local_on_demand_price: float = Field(default=0.0, ge=0)
 
@@ -99,6 +106,8 @@ def _validated(kind: type[_S]) -> _S:
         if raw is None:
             continue
         if typing.get_origin(field.annotation) is dict:
+            if not raw.strip():
+                continue  # a stack parameter left empty: no entries
             try:
                 values[name] = json.loads(raw)
             except ValueError:

@@ -212,7 +212,10 @@ def open_compute(url: str) -> Compute:
 
     An EC2 compute reads its subnets and default instance types from
     $DROPFLOW_TRAINING_SUBNET_IDS and $DROPFLOW_TRAINING_INSTANCE_TYPES (comma lists) and
-    tags its instances dropflow:stack=$DROPFLOW_STACK_NAME when that is set.
+    tags its instances dropflow:stack=$DROPFLOW_STACK_NAME when that is set. It prices
+    instance types with the stack owner's $DROPFLOW_ON_DEMAND_PRICES first, then the AWS
+    Price List API (cached for $DROPFLOW_PRICE_LIST_TTL_SECONDS), and launches no type that
+    neither prices.
 
     A process compute hands its children the IMDS emulator at $DROPFLOW_LOCAL_IMDS_URL
     (set by the local runtime, which serves the same state dir), if any. Read when the
@@ -231,6 +234,7 @@ def open_compute(url: str) -> Compute:
         )
     if scheme == "ec2":
         from dropflow.adapters.aws.ec2_compute import DEFAULT_GPU_TYPES, Ec2Compute
+        from dropflow.adapters.aws.price_list import PriceListPrices
 
         template = urlparse(url).netloc
         if not template:
@@ -238,12 +242,14 @@ def open_compute(url: str) -> Compute:
                 f"DROPFLOW_COMPUTE_URL {url!r}: name the launch template, e.g. ec2://lt-0abc123"
             )
         stack = os.environ.get("DROPFLOW_STACK_NAME")
+        prices = pricing_settings()
         return Ec2Compute(
             template,
             subnet_ids=_comma_list("DROPFLOW_TRAINING_SUBNET_IDS"),
             instance_types=_comma_list("DROPFLOW_TRAINING_INSTANCE_TYPES") or DEFAULT_GPU_TYPES,
             tags={"dropflow:stack": stack} if stack else None,
-            on_demand_prices=pricing_settings().on_demand_prices,
+            on_demand_prices=prices.on_demand_prices,
+            price_list=PriceListPrices(ttl_seconds=prices.price_list_ttl_seconds),
         )
     raise ConfigError(f"DROPFLOW_COMPUTE_URL {url!r}: scheme must be process:// or ec2://")
 

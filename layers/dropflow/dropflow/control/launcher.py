@@ -34,7 +34,7 @@ from dropflow.ports import (
 )
 from dropflow.records.catalog import model_pk
 from dropflow.records.jobs import Attempt, Job, JobState, JobStore
-from dropflow.records.ledger import budget_spend, describe_usd, seconds_run
+from dropflow.records.ledger import budget_spend, describe_usd, seconds_run, unpriced_runs
 from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.datasets import data_files, data_version, dataset_prefix, models_with_data
 from dropflow.vocabulary.names import check_model_name, new_job_id
@@ -431,14 +431,26 @@ def deadline_needs_on_demand(job: Job, compute: ComputeSection, now: float) -> s
 def stop_reason(job: Job, compute: ComputeSection, now: float, *, launching: bool) -> str | None:
     """Why the job must not run on, or None.
 
-    - budget: what it spent (pricing.budget_spend, counting the running attempt up to `now`)
-      has reached compute.budget_usd;
+    - budget: what it spent (ledger.budget_spend, counting the running attempt up to `now`)
+      has reached compute.budget_usd, or cannot be known because an attempt ran without a
+      price (never counted as $0);
     - max runtime: its attempts ran compute.max_runtime in all;
     - deadline (only when `launching` a new attempt): compute.deadline has passed. A running
       attempt is left to finish, since stopping it would throw its work away.
     """
     if compute.budget_usd is not None:
         spent = budget_spend(job.attempts, now)
+        if spent is None:
+            unpriced = ", ".join(
+                f"attempt {a.number} on {a.instance_type or 'an unknown type'}"
+                for a in unpriced_runs(job.attempts, now)
+            )
+            return (
+                f"what the job has spent cannot be known ({unpriced} ran with no recorded "
+                f"price), so its budget of {describe_usd(compute.budget_usd)} "
+                "(compute.budget_usd) cannot be kept; price that instance type with the stack "
+                "parameter TrainingOnDemandPrices (DROPFLOW_ON_DEMAND_PRICES)"
+            )
         if spent >= compute.budget_usd:
             return (
                 f"the job has spent {describe_usd(spent)} of its budget of "

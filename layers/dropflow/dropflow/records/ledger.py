@@ -1,4 +1,4 @@
-"""What training costs: each job's cost ledger (the price table is dropflow.vocabulary.prices).
+"""What training costs: each job's cost ledger, and what its budget counts.
 
 Prices are USD per instance-hour. An attempt records, at launch, the price it runs at (the spot
 price of its type and zone, or the on-demand price) and the on-demand price of the same type
@@ -10,8 +10,9 @@ price of its type and zone, or the on-demand price) and the on-demand price of t
 
 "Seconds run" is billed time: from the instance's launch to the attempt's end (or now, while
 it runs). A price that was never learnt is unknown, and so is every total it takes part in:
-the ledger says "unknown", never 0. Nothing here imports boto3; the EC2 adapter asks EC2 for
-spot prices and this module for on-demand ones.
+the ledger says "unknown", never 0, and so does the budget (`budget_spend`). Nothing here
+imports boto3: the compute adapter learns the prices at launch (on EC2, spot prices from EC2
+and on-demand ones from the stack owner or the Price List API, dropflow.vocabulary.prices).
 """
 
 from __future__ import annotations
@@ -122,20 +123,37 @@ def job_ledger(job: Job, now: float | None = None) -> Ledger:
     return ledger(job.attempts, now)
 
 
-def budget_spend(attempts: Iterable[Attempt], now: float) -> float:
-    """USD a job has spent as far as its budget is concerned, as of `now`.
+def unpriced_runs(attempts: Iterable[Attempt], now: float) -> list[Attempt]:
+    """The attempts that ran (billed seconds > 0) with neither a price nor an on-demand
+    price: what they cost cannot be known."""
+    return [
+        a
+        for a in attempts
+        if a.price_per_hour is None
+        and a.on_demand_price_per_hour is None
+        and seconds_run(a, now) > 0
+    ]
+
+
+def budget_spend(attempts: Iterable[Attempt], now: float) -> float | None:
+    """USD a job has spent as far as its budget is concerned, as of `now`; None when that
+    cannot be known.
 
     Conservative where a price is unknown: an attempt without its own price is counted at
-    its on-demand price (spot never costs more than that). An attempt with neither price
-    cannot be counted and adds 0; `ledger` shows it as unknown.
+    its on-demand price (spot never costs more than that). An attempt that ran with neither
+    price makes the spend unknown (None), never 0: `unpriced_runs` names such attempts.
     """
     spent = 0.0
     for attempt in attempts:
         price = attempt.price_per_hour
         if price is None:
             price = attempt.on_demand_price_per_hour
-        if price is not None:
-            spent += price * seconds_run(attempt, now) / 3600.0
+        seconds = seconds_run(attempt, now)
+        if price is None:
+            if seconds > 0:
+                return None
+            continue
+        spent += price * seconds / 3600.0
     return spent
 
 
