@@ -18,6 +18,12 @@ import requests
 
 T = TypeVar("T")
 
+# The most a test lets a slow tool (samtranslator, cfn-lint, checkov, sam local) run in a
+# subprocess: a bound for a loaded 2-core machine, never a wait. Tests that run one carry
+# pytest.mark.timeout(TOOL_TEST_SECONDS), above it.
+TOOL_SECONDS = 600
+TOOL_TEST_SECONDS = 900
+
 
 def wait_until(
     predicate: Callable[[], T],

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from dropflow_dev.invoke import load_template
+from tests.net import TOOL_SECONDS, TOOL_TEST_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -55,6 +56,9 @@ KEY_RESOURCES = {
     "AWS::ApiGateway::UsagePlanKey",
 }
 
+# Each test may run samtranslator, cfn-lint, checkov or sam local (tests/net.py).
+pytestmark = pytest.mark.timeout(TOOL_TEST_SECONDS)
+
 
 # --------------------------------------------------------------------------- expanding
 def needs_sam() -> None:
@@ -72,7 +76,7 @@ def sam_transform(template: Path, out: Path, **overrides: str) -> dict[str, Any]
         + (["--parameter-overrides", *pairs] if pairs else []),
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=TOOL_SECONDS,
     )
     return json.loads(out.read_text())
 
@@ -445,7 +449,7 @@ def test_the_expanded_template_lints_clean_with_each_mode(expanded, tmp_path, mo
         [str(CFN_LINT), str(template), "--parameter-files", str(parameters)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=TOOL_SECONDS,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -457,6 +461,7 @@ _LOCAL_ROUTES = """
 import json, sys
 from samcli.lib.providers.api_provider import ApiProvider
 from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+
 stacks, _ = SamLocalStackProvider.get_stacks(
     sys.argv[1], parameter_overrides={"ApiAuth": sys.argv[2]},
     global_parameter_overrides={"AWS::Region": "us-east-1"})
@@ -472,7 +477,7 @@ def test_sam_local_serves_every_route_to_the_predict_function_in_each_mode(sourc
         [str(SAM_PYTHON), "-c", _LOCAL_ROUTES, str(TEMPLATE), mode],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=TOOL_SECONDS,
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr

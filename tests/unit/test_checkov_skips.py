@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from dropflow_dev.invoke import load_template
+from tests.net import TOOL_SECONDS, TOOL_TEST_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -32,6 +33,9 @@ CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 CHECK_ID = re.compile(r"CKV2?_AWS_\d+")
 # A reason names the fact that makes the check wrong here; "not needed" is not one.
 MIN_REASON = 40
+
+# Each test may run samtranslator, cfn-lint, checkov or sam local (tests/net.py).
+pytestmark = pytest.mark.timeout(TOOL_TEST_SECONDS)
 
 
 def checkov_skips() -> list[tuple[str, dict[str, Any]]]:
@@ -112,14 +116,14 @@ def test_every_skip_silences_a_check_that_checkov_runs(tmp_path):
         [*transform, "--template", str(TEMPLATE), "--pass-metadata"],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=TOOL_SECONDS,
     )
     checkov = [str(CHECKOV), "--file", str(transformed), "--framework", "cloudformation"]
     scan = subprocess.run(
         [*checkov, "--skip-download", "--output", "json"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=TOOL_SECONDS,
     )
     skipped = json.loads(scan.stdout)["results"]["skipped_checks"]
     # checkov names a resource TYPE.LogicalId of the transformed template. A skip on a SAM

@@ -15,6 +15,12 @@ from typing import Any
 
 import pytest
 
+from tests.net import TOOL_SECONDS, TOOL_TEST_SECONDS
+
+# Each test may run samtranslator, cfn-lint, checkov or sam local (tests/net.py).
+pytestmark = pytest.mark.timeout(TOOL_TEST_SECONDS)
+
+
 ROOT = Path(__file__).resolve().parents[2]
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
@@ -80,7 +86,7 @@ def transformed(tmp_path: Path, *flags: str) -> dict[str, Any]:
         [*command, "--template", str(template), "--region", "us-east-1", *flags],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=TOOL_SECONDS,
     )
     return json.loads(out.read_text())
 
@@ -150,7 +156,7 @@ def test_checkov_skips_the_stage_check_written_beside_the_sam_api(passed, tmp_pa
         [*command, "--check", "CKV_AWS_120", "--skip-download", "--output", "json"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=TOOL_SECONDS,
     )
     results = json.loads(run.stdout)["results"]
 
