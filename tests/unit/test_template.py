@@ -193,6 +193,56 @@ def test_launching_is_limited_to_the_training_template_and_role(template):
     }
 
 
+# The resource types the Service Authorization Reference lists for each action ("Actions,
+# resources, and condition keys for Amazon EC2"). A resource of another type in a statement
+# grants nothing and misleads a reader; one missing from RunInstances fails the launch.
+CREATE_FLEET_TYPES = {
+    "fleet",
+    "image",
+    "instance",
+    "launch-template",
+    "placement-group",
+    "subnet",
+    "volume",
+}
+RUN_INSTANCES_TYPES = {
+    "capacity-reservation",
+    "elastic-gpu",
+    "elastic-inference",
+    "group",
+    "image",
+    "instance",
+    "key-pair",
+    "launch-template",
+    "license-configuration",
+    "network-interface",
+    "placement-group",
+    "security-group",
+    "snapshot",
+    "spot-instances-request",
+    "subnet",
+    "volume",
+}
+
+
+def resource_types(statement: dict[str, Any]) -> set[str]:
+    return {r["Fn::Sub"].rsplit(":", 1)[1].split("/", 1)[0] for r in statement["Resource"]}
+
+
+def test_fleet_and_launch_permissions_name_only_the_actions_resource_types(template):
+    policy = template["Resources"]["TrainingLauncherPolicy"]["Properties"]["PolicyDocument"]
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    fleet = resource_types(by_sid["CreateFleetFromTheTrainingTemplate"])
+    run = resource_types(by_sid["RunInstancesFromTheTrainingTemplate"])
+
+    assert fleet <= CREATE_FLEET_TYPES
+    assert {"fleet", "instance", "launch-template"} <= fleet  # fleet and instance required
+    assert run <= RUN_INSTANCES_TYPES
+    # RunInstances' required types, and the spot request a spot launch makes.
+    assert {"image", "instance", "network-interface", "security-group", "subnet"} <= run
+    assert "spot-instances-request" in run
+
+
 # Exactly what each function's role may do: a permission missing here fails the function in
 # AWS, one added without a need fails this test. SAM policy templates and managed policies are
 # named as a whole; inline statements as (action, resource) pairs.
