@@ -12,34 +12,32 @@ x-api-key header is a required API key, one with x-amazon-apigateway-authtype aw
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dropflow_dev.invoke import load_template
+from tests.cfn_apply import (
+    CFN_LINT,
+    REQUIRED_PARAMETERS,
+    ROOT,
+    SAM_PYTHON,
+    TEMPLATE,
+    as_applied,
+    needs_sam,
+    sam_transform,
+)
 from tests.net import TOOL_SECONDS, TOOL_TEST_SECONDS
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
-SAM_BIN = ROOT / ".venv-sam" / "bin"
-SAM_PYTHON = SAM_BIN / "python"
-CFN_LINT = SAM_BIN / "cfn-lint"
 
 MODES = ("api-key", "iam", "none")
 # What every route but GET /health requires, by ApiAuth.
 REQUIRED = {"api-key": "API_KEY", "iam": "AWS_IAM", "none": "NONE"}
 HEALTH = ("GET", "/health")
-# The parameters without a default, as an owner would give them to `sam deploy`.
-REQUIRED_PARAMETERS = {
-    "TrainingVpcId": "vpc-12345678",
-    "TrainingSubnetIds": ["subnet-12345678", "subnet-87654321"],
-}
 OPERATION_KEYS = {
     "get": "GET",
     "put": "PUT",
@@ -61,26 +59,6 @@ pytestmark = pytest.mark.timeout(TOOL_TEST_SECONDS)
 
 
 # --------------------------------------------------------------------------- expanding
-def needs_sam() -> None:
-    if not SAM_PYTHON.is_file():
-        pytest.skip("no .venv-sam (make sam-venv): samtranslator is not installed")
-
-
-def sam_transform(template: Path, out: Path, **overrides: str) -> dict[str, Any]:
-    """What SAM makes of `template` with these parameter values (the others left as Ref)."""
-    needs_sam()
-    pairs = [f"{key}={value}" for key, value in overrides.items()]
-    subprocess.run(
-        [str(SAM_PYTHON), str(ROOT / "tools" / "sam_transform.py"), str(out)]
-        + ["--template", str(template), "--region", "us-east-1"]
-        + (["--parameter-overrides", *pairs] if pairs else []),
-        check=True,
-        capture_output=True,
-        timeout=TOOL_SECONDS,
-    )
-    return json.loads(out.read_text())
-
-
 @pytest.fixture(scope="module")
 def source() -> dict[str, Any]:
     return load_template(TEMPLATE)
@@ -94,80 +72,9 @@ def expanded(tmp_path_factory) -> dict[str, dict[str, Any]]:
     return {mode: sam_transform(TEMPLATE, folder / f"{mode}.json", ApiAuth=mode) for mode in MODES}
 
 
-class Unknown(Exception):
-    """A condition whose value depends on more than the known parameters."""
-
-
-NO_VALUE = object()
-
-
-def parameter_values(template: dict[str, Any], **given: Any) -> dict[str, Any]:
-    defaults = {
-        name: spec["Default"]
-        for name, spec in template.get("Parameters", {}).items()
-        if "Default" in spec
-    }
-    return {**defaults, **REQUIRED_PARAMETERS, **given}
-
-
-def _value(node: Any, params: dict[str, Any]) -> Any:
-    if isinstance(node, str):
-        return node
-    if isinstance(node, dict) and set(node) == {"Ref"} and node["Ref"] in params:
-        return params[node["Ref"]]
-    raise Unknown(node)
-
-
-def _truth(node: Any, template: dict[str, Any], params: dict[str, Any]) -> bool:
-    (function, args), *_ = node.items()
-    if function == "Fn::Equals":
-        return _value(args[0], params) == _value(args[1], params)
-    if function == "Fn::Not":
-        return not _truth(args[0], template, params)
-    if function == "Fn::And":
-        return all(_truth(arg, template, params) for arg in args)
-    if function == "Fn::Or":
-        return any(_truth(arg, template, params) for arg in args)
-    if function == "Condition":
-        return _truth(template["Conditions"][args], template, params)
-    raise Unknown(node)
-
-
-def as_applied(template: dict[str, Any], mode: str) -> dict[str, Any]:
-    """`template` as CloudFormation applies it with ApiAuth=mode: what each condition that
-    rests on parameters alone decides (other conditions and their Fn::If left as they are)."""
-    params = parameter_values(template, ApiAuth=mode)
-    conditions: dict[str, bool] = {}
-    for name, expression in template.get("Conditions", {}).items():
-        with contextlib.suppress(Unknown):
-            conditions[name] = _truth(expression, template, params)
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            if node == {"Ref": "AWS::NoValue"}:
-                return NO_VALUE
-            if set(node) == {"Fn::If"} and node["Fn::If"][0] in conditions:
-                name, if_true, if_false = node["Fn::If"]
-                return walk(if_true if conditions[name] else if_false)
-            out = {key: walk(value) for key, value in node.items()}
-            return {key: value for key, value in out.items() if value is not NO_VALUE}
-        if isinstance(node, list):
-            return [v for v in (walk(value) for value in node) if v is not NO_VALUE]
-        return node
-
-    def kept(section: str) -> dict[str, Any]:
-        return {
-            name: walk(body)
-            for name, body in template.get(section, {}).items()
-            if conditions.get(body.get("Condition", ""), True)
-        }
-
-    return {**template, "Resources": kept("Resources"), "Outputs": kept("Outputs")}
-
-
 @pytest.fixture(scope="module")
 def applied(expanded) -> dict[str, dict[str, Any]]:
-    return {mode: as_applied(expanded[mode], mode) for mode in MODES}
+    return {mode: as_applied(expanded[mode], ApiAuth=mode) for mode in MODES}
 
 
 # --------------------------------------------------------------------------- reading the API
@@ -331,7 +238,7 @@ def test_sam_auth_would_require_a_key_whatever_the_condition_says(source, tmp_pa
     conditional = {"Fn::If": ["ApiAuthIsApiKey", True, False]}
     variant = tmp_path / "variant.json"
     variant.write_text(json.dumps(_with_sam_auth(source, {"ApiKeyRequired": conditional}, None)))
-    sams = as_applied(sam_transform(variant, tmp_path / "out.json", ApiAuth="none"), "none")
+    sams = as_applied(sam_transform(variant, tmp_path / "out.json", ApiAuth="none"), ApiAuth="none")
 
     assert route_auth(sams)[("POST", "/models/{name}/predict")] == "API_KEY"
 
