@@ -5,6 +5,10 @@ The rules a data owner can rely on:
 
 - Every `.csv` and `.parquet` object under the prefix is data. Files are read in key order and
   concatenated; they must all have the same columns (the order may differ).
+- A CSV file has a header line, and every line after it as many fields as the header: a line
+  with fewer or more fails the job, naming file and line. A file cut off mid-upload usually
+  ends that way; when the cut keeps the field count, the last line's value cut short is caught
+  where it can be told apart (see "cut short" below).
 - Target: the spec's `target`, else a column named `target`, else the last column.
 - Features: the spec's `features`, else every other column, each either numeric or
   categorical, decided per column over all files:
@@ -28,6 +32,11 @@ The rules a data owner can rely on:
     when training saw one in that column; a client may then send null. A column that had no
     missing values in training has no such category, and serving rejects a null for it;
   - a feature column with no value at all fails the job, naming the column.
+- Cut short: the last line of a CSV file with no line end after it may be what an interrupted
+  upload left. A text value there that is found nowhere else in its column and begins another
+  of its values (`ver`, when `versicolor` is a class) fails the job rather than becoming a
+  class or category of its own, and the message about a non-number there says the file may
+  have been cut off.
 - Task: the spec's `task`, else classification when the target holds text or true/false, or
   whole numbers with at most 20 distinct values; regression otherwise. The classes are the
   target's distinct values, sorted, in their original type (numbers stay numbers).
@@ -47,11 +56,14 @@ import io
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from dropflow.errors import UserInputError
@@ -86,12 +98,19 @@ class Table:
     key: str
     frame: pd.DataFrame
     header_lines: int  # 1 for CSV (the header is line 1); 0 for Parquet (rows count from 1)
+    # A CSV file whose last line has no line end: that line may be what an upload cut short.
+    unterminated: bool = False
 
     def where(self, row: int) -> str:
         """Where data row `row` (0-based) is, in the terms the owner sees in the file."""
         if self.header_lines:
             return f"{self.key}, line {row + 1 + self.header_lines}"
         return f"{self.key}, row {row + 1}"
+
+    def cut_short(self, row: int) -> bool:
+        """Whether data row `row` is the last line of a file that has no line end after it:
+        where an upload that stopped early leaves a value cut short."""
+        return self.unterminated and row == len(self.frame) - 1
 
 
 @dataclass(frozen=True)
@@ -161,23 +180,77 @@ class Dataset:
 
 # --------------------------------------------------------------------------- reading files
 def _read_csv(key: str, data: bytes) -> Table:
+    """A CSV file's cells as text, or UserInputError naming the file (and the line at fault).
+
+    pyarrow parses it, one thread, so that a row with the wrong number of fields is reported
+    with its line number (the header is line 1; blank lines count, and stay as rows of empty
+    cells so that the lines the owner sees match).
+    """
     try:
-        frame = pd.read_csv(
-            io.BytesIO(data),
-            dtype=str,
-            keep_default_na=False,  # we decide what "missing" means (MISSING), per column kind
-            na_filter=False,
-            skip_blank_lines=False,  # keeps data row i on line i + 2, as the owner counts
-            skipinitialspace=True,
-            encoding="utf-8-sig",
-        )
-    except pd.errors.EmptyDataError:
-        raise UserInputError(f"{key}: the file is empty; expected a header line") from None
-    except pd.errors.ParserError as exc:
-        raise UserInputError(f"{key}: not a valid CSV file: {exc}".strip()) from None
+        data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserInputError(f"{key}: not UTF-8 text ({exc.reason})") from None
-    return Table(key, frame.fillna(""), header_lines=1)
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserInputError(f"{key}, line {line}: not UTF-8 text ({exc.reason})") from None
+    bad_rows: list[pacsv.InvalidRow] = []
+
+    def refuse(row: pacsv.InvalidRow) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    parse = pacsv.ParseOptions(
+        newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=refuse
+    )
+    read = pacsv.ReadOptions(use_threads=False)  # threads would lose the rows' numbers
+    try:
+        names = _csv_names(data, read)
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=read,
+            parse_options=parse,
+            # Every cell as text: this module decides what is a number and what is missing.
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if bad_rows:
+            raise UserInputError(_wrong_field_count(key, data, bad_rows[0])) from None
+        if "Empty CSV file" in str(exc):
+            raise UserInputError(f"{key}: the file is empty; expected a header line") from None
+        raise UserInputError(f"{key}: not a valid CSV file: {exc}") from None
+    frame = table.to_pandas()
+    frame.columns = [str(name).strip() for name in frame.columns]
+    return Table(key, frame, header_lines=1, unterminated=not data.endswith((b"\n", b"\r")))
+
+
+def _csv_names(data: bytes, read: pacsv.ReadOptions) -> list[str]:
+    """The header's column names, as pyarrow reads them (from the file's first block)."""
+    skip = pacsv.ParseOptions(
+        newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=lambda _: "skip"
+    )
+    with pacsv.open_csv(io.BytesIO(data), read_options=read, parse_options=skip) as reader:
+        return list(reader.schema.names)
+
+
+def _wrong_field_count(key: str, data: bytes, row: pacsv.InvalidRow) -> str:
+    """What a row with too few or too many fields means, in the owner's terms."""
+    where = f"{key}, line {row.number}" if row.number is not None else key
+    problem = (
+        f"{where}: {row.actual_columns} field{'s' if row.actual_columns != 1 else ''}, "
+        f"the header has {row.expected_columns}"
+    )
+    last_line = not data.endswith((b"\n", b"\r")) and data.endswith(row.text.encode())
+    if row.actual_columns < row.expected_columns and last_line:
+        # The last line stops short with no line end: what an interrupted upload leaves.
+        return f"{problem}; the file may have been cut off mid-upload: upload it again"
+    if row.actual_columns > row.expected_columns:
+        return (
+            f'{problem}; a value that contains a comma must be quoted ("1,5"), '
+            "and every row needs one value per column"
+        )
+    return f"{problem}; every row needs one value per column (leave a cell empty if missing)"
 
 
 def _read_parquet(key: str, data: bytes) -> Table:
@@ -409,10 +482,44 @@ def _numeric_column(name: str, cells: list[_Cells], present: int) -> np.ndarray:
             f"is not a number; the column is numeric ({numbers} of its {present} values are "
             "numbers), so"
         )
+    cut = _CUT_HINT if part.table.cut_short(row) else ""
     raise UserInputError(
         f"{part.table.where(row)}, column {name!r}: {value!r} {problem} fix the value or leave "
-        "the cell empty to mark it missing"
+        f"the cell empty to mark it missing{cut}"
     )
+
+
+_CUT_HINT = (
+    "; it is on the file's last line, which has no line end: the file may have been cut off "
+    "mid-upload, so upload it again"
+)
+
+
+def _check_not_cut(tables: list[Table], name: str, values: list[Any]) -> None:
+    """UserInputError when a file's unterminated last line (Table.cut_short) holds, in column
+    `name`, a text value found nowhere else that begins another of the column's values: the
+    `ver` an upload cut short of `versicolor` would otherwise become a class or category.
+
+    `values` are the column's cells over all `tables`, in order, as the column reads them.
+    """
+    counts = Counter(v for v in values if isinstance(v, str))
+    start = 0
+    for table in tables:
+        last = start + len(table.frame) - 1
+        value = values[last] if last >= start else None
+        if table.cut_short(last - start) and isinstance(value, str) and counts[value] == 1:
+            longer = sorted(v for v in counts if v != value and v.startswith(value))
+            if longer:
+                raise UserInputError(
+                    f"{table.where(last - start)}, column {name!r}: {value!r} appears nowhere "
+                    f"else and begins {_some(longer)}{_CUT_HINT}"
+                )
+        start = last + 1
+
+
+def _some(values: list[str], shown: int = 3) -> str:
+    listed = " or ".join(repr(v) for v in values[:shown])
+    return listed if len(values) <= shown else f"{listed} (and {len(values) - shown} more)"
 
 
 def _category_values(values: list[Any]) -> list[bool | int | str | None]:
@@ -435,6 +542,7 @@ def _category_text(value: Any) -> str:
 def _categorical_column(name: str, cells: list[_Cells], present: int) -> tuple[np.ndarray, Column]:
     """The column's category codes and its Column, or UserInputError when it is unusable."""
     values = _category_values([v for part in cells for v in part.values()])
+    _check_not_cut([part.table for part in cells], name, values)
     categories: list[Any] = sorted({v for v in values if v is not None})
     if len(categories) > MAX_CATEGORIES:
         raise UserInputError(
@@ -530,6 +638,7 @@ def load_dataset(store: ObjectStore, model: str, spec: Spec) -> Dataset:
             )
         y = np.array([v for v in values if v is not None], dtype=np.float64)
     else:
+        _check_not_cut(tables, target, values)
         classes = sorted({v for v in values if v is not None})
         if len(classes) < 2:
             raise UserInputError(

@@ -49,6 +49,8 @@ def serving(store, registry):
 
 _cells = FIRST_ROW.split(",")
 BROKEN_CSV = "\n".join([HEADER, FIRST_ROW, ",".join([_cells[0], "twelve", *_cells[2:]])]).encode()
+# An upload interrupted in the middle of its third line: 7 of the row's fields arrived.
+CUT_CSV = "\n".join([HEADER, FIRST_ROW, ",".join(_cells[:7])[:-2]]).encode()
 
 
 @pytest.mark.parametrize(
@@ -58,6 +60,14 @@ BROKEN_CSV = "\n".join([HEADER, FIRST_ROW, ",".join([_cells[0], "twelve", *_cell
             f"datasets/{MODEL}/more.csv",
             BROKEN_CSV,
             ["datasets/cancer/more.csv", "line 3", "'mean texture'", "'twelve'"],
+        ),
+        (
+            f"datasets/{MODEL}/part-2.csv",
+            CUT_CSV,
+            [
+                "datasets/cancer/part-2.csv, line 3: 7 fields, the header has",
+                "the file may have been cut off mid-upload",
+            ],
         ),
         (
             f"datasets/{MODEL}/dropflow.yaml",
@@ -70,7 +80,7 @@ BROKEN_CSV = "\n".join([HEADER, FIRST_ROW, ",".join([_cells[0], "twelve", *_cell
             ["dropflow.yaml", "training.epochs"],
         ),
     ],
-    ids=["broken-csv-row", "unknown-target", "invalid-spec"],
+    ids=["broken-csv-row", "csv-cut-mid-row", "unknown-target", "invalid-spec"],
 )
 def test_a_bad_drop_fails_with_the_problem_named_and_the_champion_keeps_serving(
     serving, store, registry, key, content, expected

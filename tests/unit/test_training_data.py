@@ -290,6 +290,123 @@ def test_a_damaged_parquet_file_is_named():
     )
 
 
+# --------------------------------------------------------------------------- rows cut short
+IRIS_HEADER = "sepal_length,sepal_width,petal_length,petal_width,species"
+IRIS_ROWS = [
+    "5.1,3.5,1.4,0.2,setosa",
+    "7.0,3.2,4.7,1.4,versicolor",
+    "6.3,3.3,6.0,2.5,virginica",
+    "4.9,3.0,1.4,0.2,setosa",
+    "6.4,3.2,4.5,1.5,versicolor",
+    "5.8,2.7,5.1,1.9,virginica",
+]
+
+
+def iris(*lines: str, end: str = "\n") -> bytes:
+    return ("\n".join([IRIS_HEADER, *IRIS_ROWS, *lines]) + end).encode()
+
+
+def test_a_last_line_cut_mid_row_names_file_and_line_and_says_the_upload_was_cut():
+    message = error_of({"part-2.csv": iris("5.9,3.0,5", end="")})
+
+    assert message == (
+        "datasets/m/part-2.csv, line 8: 3 fields, the header has 5; the file may have been cut "
+        "off mid-upload: upload it again"
+    )
+
+
+def test_a_last_line_cut_inside_quotes_is_a_short_row_too():
+    message = error_of({"d.csv": iris('5.9,"3.0', end="")})
+
+    assert message.startswith("datasets/m/d.csv, line 8: 2 fields, the header has 5;")
+    assert "cut off mid-upload" in message
+
+
+def test_a_short_row_inside_the_file_is_named_without_blaming_the_upload():
+    message = error_of({"d.csv": iris("5.9,3.0,5.1,1.8", "6.1,2.8,4.7,1.2,versicolor")})
+
+    assert message.startswith("datasets/m/d.csv, line 8: 4 fields, the header has 5;")
+    assert "every row needs one value per column" in message
+    assert "upload" not in message
+
+
+def test_a_row_with_too_many_fields_is_named_with_a_hint_about_quoting():
+    message = error_of({"d.csv": iris("5.9,3.0,5.1,1.8,virginica,extra")})
+
+    assert message.startswith("datasets/m/d.csv, line 8: 6 fields, the header has 5;")
+    assert "must be quoted" in message
+
+
+def test_too_many_fields_on_the_first_row_is_not_taken_for_an_index_column():
+    message = error_of({"d.csv": b"a,b,target\n1,2,3,x\n4,5,y\n6,7,x\n"})
+
+    assert message.startswith("datasets/m/d.csv, line 2: 4 fields, the header has 3;")
+
+
+def test_a_row_in_a_later_file_is_found_in_that_file():
+    message = error_of({"1.csv": iris(), "2.csv": iris("1,2,3")})
+
+    assert message.startswith("datasets/m/2.csv, line 8: 3 fields")
+
+
+def test_quoted_commas_and_line_breaks_are_values_not_fields():
+    data = load({"d.csv": b'a,note,target\n1,"x, y",p\n2,"two\nlines",q\n3,z,p\n'})
+
+    assert data.x[:, 0].tolist() == [1.0, 2.0, 3.0]
+    assert data.columns[1].categories == ("two\nlines", "x, y", "z")
+
+
+def test_an_empty_last_cell_is_a_missing_value_not_a_short_row():
+    data = load({"d.csv": b"a,b,target\n1,2,x\n3,,y\n4,5,x\n6,7,"})
+
+    assert data.dropped_rows == 1  # the last row has no target
+    assert np.isnan(data.x[1, 1])
+
+
+def test_a_file_that_is_not_utf8_names_the_line():
+    message = error_of({"d.csv": b"a,target\n1,x\n2,caf\xe9\n"})
+
+    assert message.startswith("datasets/m/d.csv, line 3: not UTF-8 text")
+
+
+def test_a_class_cut_short_on_the_unterminated_last_line_fails_the_job():
+    # The field count is right, so only the value tells: `ver` begins `versicolor`.
+    message = error_of({"part-2.csv": iris("5.9,3.0,5.1,1.8,ver", end="")})
+
+    assert message == (
+        "datasets/m/part-2.csv, line 8, column 'species': 'ver' appears nowhere else and begins "
+        "'versicolor'; it is on the file's last line, which has no line end: the file may have "
+        "been cut off mid-upload, so upload it again"
+    )
+
+
+def test_a_category_cut_short_on_the_unterminated_last_line_fails_the_job():
+    csv = b"colour,target\nred,x\ngreen,y\nred,x\ngreen,y\ngre"
+    message = error_of({"d.csv": csv + b",x"})
+
+    assert "line 6, column 'colour': 'gre' appears nowhere else and begins 'green'" in message
+
+
+def test_a_number_cut_into_text_on_the_unterminated_last_line_says_the_upload_was_cut():
+    message = error_of({"d.csv": iris("5.9,3.0,5.1,ver,virginica", end="")})
+
+    assert "line 8, column 'petal_width': 'ver' is not a number" in message
+    assert message.endswith("the file may have been cut off mid-upload, so upload it again")
+
+
+def test_a_rare_class_on_a_terminated_last_line_is_a_class():
+    data = load({"d.csv": iris("5.9,3.0,5.1,1.8,ver")})
+
+    assert data.classes == ["setosa", "ver", "versicolor", "virginica"]
+
+
+def test_a_last_line_without_line_end_whose_class_is_known_is_kept():
+    data = load({"d.csv": iris("5.9,3.0,5.1,1.8,virginica", end="")})
+
+    assert data.classes == ["setosa", "versicolor", "virginica"]
+    assert len(data.y) == len(IRIS_ROWS) + 1
+
+
 # --------------------------------------------------------------------------- split
 def classification(n_per_class: int, classes: list) -> Dataset:
     rng = np.random.default_rng(1)
