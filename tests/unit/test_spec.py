@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -234,3 +236,21 @@ def test_a_schedule_that_is_not_a_duration_is_named():
 
 def test_without_a_schedule_section_the_schedule_does_not_retrain():
     assert load_spec("target: y").schedule is None
+
+
+def test_allow_schema_change_is_off_by_default_and_a_boolean():
+    assert load_spec(None).promotion.allow_schema_change is False
+    assert load_spec("promotion: {allow_schema_change: true}").promotion.allow_schema_change
+    with pytest.raises(UserInputError, match=r"promotion\.allow_schema_change: Input should be"):
+        load_spec("promotion: {allow_schema_change: 'yes please'}")
+
+
+def test_allow_schema_change_left_off_keeps_the_hash_specs_had_before_it():
+    # A job's checkpoints resume only under the same hash: a new key's default is no change.
+    effective = Spec().model_dump(mode="json")
+    del effective["family"], effective["promotion"]["allow_schema_change"]
+    canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
+
+    assert spec_hash(Spec()) == hashlib.sha256(canonical).hexdigest()
+    assert spec_hash(load_spec("promotion: {allow_schema_change: false}")) == spec_hash(Spec())
+    assert spec_hash(load_spec("promotion: {allow_schema_change: true}")) != spec_hash(Spec())

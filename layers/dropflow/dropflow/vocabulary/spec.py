@@ -10,7 +10,7 @@ a message naming the key instead of being silently ignored. Example:
     model: {hidden_layers: [64, 32], dropout: 0.1}
     training: {epochs: 60, batch_size: 64, learning_rate: 1e-3, seed: 0,
                checkpoint_interval_seconds: 60}
-    promotion: {metric: macro_f1, tolerance: 0.01}
+    promotion: {metric: macro_f1, tolerance: 0.01, allow_schema_change: false}
     compute: {on_demand: fallback, budget_usd: 5.0, deadline: 6h, max_runtime: 4h}
 
 Nothing here imports torch: the promote and launch functions read the spec too.
@@ -84,10 +84,17 @@ class TrainingSection(_Section):
 
 
 class PromotionSection(_Section):
-    """How a new version is compared with the champion."""
+    """How a new version is compared with the champion.
+
+    `allow_schema_change: true` lets a version that would break the champion's clients (a
+    feature renamed, added, removed, reordered or retyped, a category or null no longer
+    accepted, other classes, another task: dropflow.promotion.compatibility) be promoted
+    when it passes the metric gate; without it such a version is rejected, naming each change.
+    """
 
     metric: str | None = None  # default: accuracy (classification) or rmse (regression)
     tolerance: float = Field(default=0.0, ge=0.0)
+    allow_schema_change: bool = False
 
     @field_validator("metric")
     @classmethod
@@ -390,6 +397,9 @@ def spec_hash(spec: Spec) -> str:
     if effective["family"] == DEFAULT_FAMILY:
         # Specs from before families hash as they did: the default family is no change.
         del effective["family"]
+    if not effective["promotion"]["allow_schema_change"]:
+        # Nor is the default of a key added later (a job's checkpoints resume across it).
+        del effective["promotion"]["allow_schema_change"]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
