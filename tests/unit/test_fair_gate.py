@@ -96,7 +96,7 @@ def test_regression_is_scored_by_error_on_the_same_rows(store, registry):
     assert result.metrics["champion"] == pytest.approx(0.0, abs=1e-5)
 
 
-def test_different_feature_order_falls_back_to_the_cards_saying_so(store, registry):
+def test_an_allowed_feature_reordering_falls_back_to_the_cards_saying_so(store, registry):
     publish(store, "m", V1, value=0.9, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store)
@@ -109,28 +109,57 @@ def test_different_feature_order_falls_back_to_the_cards_saying_so(store, regist
         x=X,
         target=labels,
         features=["f1", "f0", "f2", "f3"],
+        card_extra={"promotion": {"allow_schema_change": True}},
     )
 
     result = promote("m", V2, store, registry)
 
     assert result.decision == "approved"  # the cards: 0.95 vs 0.9
     assert "compared the cards' recorded metrics: feature schemas differ" in result.reason
+    assert "the spec allows its schema change: the features would be reordered" in result.reason
     assert result.metrics["basis"] == "card"
 
 
-def test_other_category_codes_fall_back_to_the_cards(store, registry):
-    colour = Feature(name="colour", dtype="category", categories=["red", "green"])
-    other = Feature(name="colour", dtype="category", categories=["green", "red"])
+COLOUR = ["green", "red"]
+COLOUR_LEARNT = ["blue", "green", "red"]  # blue arrived with new data: the codes shift
+
+
+def colour_rows(codes: np.ndarray) -> np.ndarray:
+    """X with its last column replaced by category codes."""
+    return np.column_stack([X[:, :3], codes.astype(np.float32)])
+
+
+def test_a_learnt_category_is_compared_on_the_same_rows_in_the_champions_codes(store, registry):
     names: list = ["f0", "f1", "f2"]
-    publish(store, "m", V1, value=0.9, features=[*names, colour], x=X)
+    old = Feature(name="colour", dtype="category", categories=COLOUR)
+    new = Feature(name="colour", dtype="category", categories=COLOUR_LEARNT)
+    candidate_codes = np.arange(64) % 3  # blue, green, red, blue, ...
+    publish(store, "m", V1, value=0.5, seed=0, features=[*names, old], x=X)
     promote("m", V1, store, registry)
-    publish(store, "m", V2, value=0.8, features=[*names, other], x=X, target=np.zeros(64))
+    # Labels the champion gets all right on the rows it can take, read in its own codes.
+    champion_x = colour_rows(np.array([0, 0, 1])[candidate_codes])
+    labels = expected_output(store, "m", V1, champion_x).argmax(axis=1)
+    x = colour_rows(candidate_codes)
+    publish(store, "m", V2, value=0.99, seed=1, features=[*names, new], x=x, target=labels)
+    blue = candidate_codes == 0
+    measured = float(
+        np.mean(expected_output(store, "m", V2, x[~blue]).argmax(axis=1) == labels[~blue])
+    )
+    assert measured < 1.0  # the fixture's premise: the candidate misses some rows
 
     result = promote("m", V2, store, registry)
 
     assert result.decision == "rejected"
-    assert "'colour' has other category codes" in result.reason
-    assert "accuracy 0.8 vs champion" in result.reason
+    assert result.metrics["basis"] == "holdout"
+    assert result.metrics["champion"] == 1.0
+    assert result.metrics["candidate"] == pytest.approx(measured)
+    assert result.metrics["rows"] == int((~blue).sum())
+    assert result.metrics["rows_left_out"] == int(blue.sum())
+    assert (
+        f"on the same {(~blue).sum()} holdout rows ({blue.sum()} left out: values the champion "
+        "does not accept)"
+    ) in result.reason
+    assert "schema_changes" not in result.metrics  # learning a category breaks no client
 
 
 def test_a_reference_without_target_falls_back_to_the_cards(store, registry):

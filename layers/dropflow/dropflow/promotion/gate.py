@@ -5,10 +5,14 @@ The training job publishes `models/<model>/<version>/{model.onnx, reference.npz,
 onnxruntime alone: `reference.npz` holds the holdout inputs under `input` and the torch
 outputs under the graph's output name (`probabilities` or `prediction`), and, from jobs
 that publish it, the holdout labels under `target` (class ids, or values in the target's
-units). Then the fair gate runs the candidate AND the champion on the candidate's holdout
-rows and compares their primary metric (dropflow.vocabulary.scoring); where that cannot be done (no
-`target`, different feature schemas or classes, an unrunnable champion) it compares the
-metrics recorded on the cards and the reason says why. The champion pointer is switched
+units). A candidate that would break the champion's clients (a feature renamed, added,
+removed, reordered or retyped, a category or null no longer accepted, other classes or task:
+dropflow.promotion.compatibility) is rejected, naming each change, unless its spec allows
+schema changes. Then the fair gate runs the candidate AND the champion on the candidate's
+holdout rows (category codes translated to the champion's) and compares their primary metric
+(dropflow.vocabulary.scoring); where that cannot be done (no `target`, different features or
+classes, an unrunnable champion) it compares the metrics recorded on the cards and the reason
+says why. The champion pointer is switched
 with compare-and-set, the decision is recorded (a replayed event changes nothing), and a
 "Model Promoted" / "Model Rejected" event is published.
 
@@ -37,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 
 from dropflow.errors import ConcurrentUpdate, UserInputError, brief
 from dropflow.ports import ContainerTier, EventPublisher, ObjectNotFound, ObjectStore, Registry
+from dropflow.promotion import compatibility
 from dropflow.promotion.retention import DEFAULT_KEEP, retain_or_explain
 from dropflow.promotion.tier import fit_or_explain
 from dropflow.records.catalog import Catalog, Champion, ChampionChange, VersionRecord
@@ -372,13 +377,35 @@ def gate(card: Card, champion: Champion | None, store: ObjectStore) -> GateOutco
         # Nothing to compare with; a candidate that passed parity beats an unreadable champion.
         reason = f"champion {champion.version} has no readable card; {metric} {value:.4g}"
         return GateOutcome(reason, numbers)
+    fit = compatibility.compare(card, incumbent)
+    if fit.changes:
+        numbers["schema_changes"] = fit.changes
+        if not fit.allowed:
+            raise Rejected(fit.refusal(card, incumbent), numbers)
+    outcome = _against(card, champion, incumbent, store, numbers)
+    if fit.changes:
+        outcome.reason = f"{outcome.reason}; {fit.note}"
+    return outcome
 
+
+def _against(
+    card: Card, champion: Champion, incumbent: Card, store: ObjectStore, numbers: dict[str, Any]
+) -> GateOutcome:
+    """The metric comparison with a champion whose card was read (see gate)."""
+    metric, value, tolerance = (
+        card.metrics.primary,
+        card.metrics.primary_value,
+        numbers["tolerance"],
+    )
     fair = fair_scores(card, incumbent, store)
     if isinstance(fair, FairScores):
         numbers.update(
             basis="holdout", candidate=fair.candidate, champion=fair.champion, rows=fair.rows
         )
         where = f"on the same {fair.rows} holdout rows"
+        if fair.left_out:
+            numbers["rows_left_out"] = fair.left_out
+            where += f" ({fair.left_out} left out: values the champion does not accept)"
         value, best, note = fair.candidate, fair.champion, ""
         if not math.isfinite(best):
             reason = (
@@ -412,20 +439,23 @@ class FairScores:
     candidate: float
     champion: float
     rows: int
+    left_out: int = 0  # holdout rows the champion could not take (categories it never learnt)
 
 
 def fair_scores(card: Card, incumbent: Card, store: ObjectStore) -> FairScores | str:
     """Both models' primary metric on the candidate's holdout rows, or why that cannot be done.
 
-    Needs the labels in the candidate's reference.npz (`target`) and the same input encoding
-    for both graphs: features (names, order, kinds, category codes, nullability) and classes.
+    Needs the labels in the candidate's reference.npz (`target`) and inputs both graphs read
+    alike: the same features (names, order, kinds) and classes; category codes are translated
+    to the champion's, and rows with values the champion does not accept are left out
+    (dropflow.promotion.compatibility.champion_inputs).
     """
     metric = card.metrics.primary
     if incumbent.task != card.task:
         return f"the champion is a {incumbent.task} model, the candidate a {card.task} model"
     if not scoring.supports(card.task, metric):
         return f"{metric!r} cannot be computed from the holdout rows"
-    mismatch = schema_mismatch(card, incumbent)
+    mismatch = compatibility.encoding_mismatch(card, incumbent)
     if mismatch:
         return f"feature schemas differ ({mismatch})"
     reference = _artifact(store, card, "reference", "reference.npz")
@@ -440,28 +470,17 @@ def fair_scores(card: Card, incumbent: Card, store: ObjectStore) -> FairScores |
     problem = scoring.check_labels(card.task, y, len(x), len(card.classes or []))
     if problem:
         return f"reference.npz {problem}"
-    candidate = _score(card, store, x, y)
+    inputs = compatibility.champion_inputs(card, incumbent, x)
+    rows = inputs.accepted
+    if not rows.any():
+        return "the champion accepts none of the holdout rows (categories it never learnt)"
+    candidate = _score(card, store, x[rows], y[rows])
     try:
-        champion = _score(incumbent, store, x, y)
+        champion = _score(incumbent, store, inputs.x[rows], y[rows])
     except Rejected as exc:
         return f"the champion cannot be run: {exc}"
-    return FairScores(candidate=candidate, champion=champion, rows=len(x))
-
-
-def schema_mismatch(card: Card, incumbent: Card) -> str | None:
-    """How the champion's input encoding or classes differ from the candidate's, or None."""
-    if card.feature_names != incumbent.feature_names:
-        return f"names or order: {incumbent.feature_names} vs {card.feature_names}"
-    for new, old in zip(card.features, incumbent.features, strict=True):
-        if new.dtype != old.dtype:
-            return f"{new.name!r} is a {new.dtype} here, a {old.dtype} in the champion"
-        if new.categories != old.categories:
-            return f"{new.name!r} has other category codes than in the champion"
-        if new.nullable != old.nullable:
-            return f"{new.name!r} is nullable in one model only"
-    if card.task == "classification" and card.classes != incumbent.classes:
-        return f"classes {incumbent.classes} vs {card.classes}"
-    return None
+    kept = int(rows.sum())
+    return FairScores(candidate=candidate, champion=champion, rows=kept, left_out=len(x) - kept)
 
 
 def _score(card: Card, store: ObjectStore, x: np.ndarray, y: np.ndarray) -> float:
