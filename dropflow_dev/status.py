@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from dropflow import wiring
+from dropflow.records.catalog import VersionRecord
 from dropflow.records.ledger import describe_usd, job_ledger
 
 
@@ -24,9 +25,11 @@ def collect(now: float | None = None) -> dict[str, Any]:
     jobs = sorted(wiring.jobs().all(), key=lambda j: j.created_at, reverse=True)
     catalog = wiring.catalog()
     models = []
+    decided: dict[tuple[str, str | None], VersionRecord] = {}  # (model, version) -> decision
     for name in catalog.models():
         champion = catalog.champion(name)
         versions = catalog.versions(name)
+        decided.update({(name, v.version): v for v in versions})
         current = next((v for v in versions if champion and v.version == champion.version), None)
         models.append(
             {
@@ -39,6 +42,8 @@ def collect(now: float | None = None) -> dict[str, Any]:
                 "value": current.primary_value if current else None,
             }
         )
+    # What promotion decided for the version each job published (None before it did), and why.
+    outcome = {j.job_id: decided.get((j.model, j.version)) for j in jobs}
     return {
         "jobs": [
             {
@@ -48,6 +53,8 @@ def collect(now: float | None = None) -> dict[str, Any]:
                 "attempts": len(j.attempts),
                 "version": j.version,
                 "reason": j.reason,
+                "decision": getattr(outcome[j.job_id], "decision", None),
+                "decision_reason": getattr(outcome[j.job_id], "reason", None),
                 "progress": j.progress,
                 "created_at": j.created_at,
                 "cost": job_ledger(j, now).to_dict(),
@@ -120,6 +127,19 @@ def describe_cost(cost: dict[str, Any] | None) -> tuple[str, str, str]:
     )
 
 
+def _outcome(job: dict[str, Any]) -> str:
+    """The job's last column: its version (and why promotion rejected it), its progress while
+    it runs, or why it failed. Never shortened: it is the last column, and the reason is what
+    the data owner needs to read in full."""
+    if job["version"]:
+        if job.get("decision") == "rejected":
+            return f"{job['version']} rejected: {job.get('decision_reason') or ''}".rstrip()
+        return job["version"]
+    if job["state"] in _ACTIVE:
+        return describe_progress(job["progress"])
+    return job["reason"] or ""
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as two aligned tables."""
     job_rows = [
@@ -130,9 +150,7 @@ def render(report: dict[str, Any]) -> str:
             str(j["attempts"]),
             *describe_cost(j.get("cost")),
             _age(j["created_at"]),
-            j["version"]
-            or (describe_progress(j["progress"]) if j["state"] in _ACTIVE else "")
-            or (j["reason"] or "")[:120],
+            _outcome(j),
         ]
         for j in report["jobs"]
     ]

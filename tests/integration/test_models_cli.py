@@ -72,3 +72,18 @@ def test_models_list_marks_the_rolled_back_champion(home, capsys):
     champion = [line for line in capsys.readouterr().out.splitlines() if line.startswith("*")]
     assert len(champion) == 1
     assert V1 in champion[0]
+
+
+def test_models_list_says_in_full_why_a_version_was_rejected(home, capsys):
+    store, registry = wiring.store(), wiring.registry()
+    renamed = ["f0", "f1", "f2", "f3_renamed"]
+    publish(store, "m", version_id(3), features=renamed, value=0.99, seed=2)
+    rejected = promote("m", version_id(3), store, registry)
+    assert rejected.decision == "rejected"
+
+    assert cli.main(["models", "list", "m", "--home", str(home)]) == 0
+
+    (line,) = [row for row in capsys.readouterr().out.splitlines() if version_id(3) in row]
+    assert "rejected" in line
+    assert line.endswith(rejected.reason)
+    assert "feature 'f3' is gone; feature 'f3_renamed' is new" in line

@@ -64,6 +64,33 @@ def test_a_failed_job_shows_its_reason():
     assert "(no models yet)" in text
 
 
+LONG_REASON = (
+    "datasets/iris/part-2.csv, line 151: 3 fields, the header has 5; the file may have been cut "
+    "off mid-upload: upload it again"
+) * 2  # longer than any column width
+
+
+def test_a_failed_job_s_reason_is_shown_whole():
+    text = render(_report("failed", reason=LONG_REASON))
+
+    assert LONG_REASON in text
+
+
+def test_a_published_version_that_promotion_rejected_says_why_in_full():
+    reason = "would break the clients of the champion v1: " + "feature 'x' is gone; " * 10
+    report = _report("published", version="v2", decision="rejected", decision_reason=reason)
+
+    text = render(report)
+
+    assert f"v2 rejected: {reason.rstrip()}" in text
+
+
+def test_an_approved_version_shows_just_the_version():
+    row = render(_report("published", version="v2", decision="approved", decision_reason="ok"))
+
+    assert row.splitlines()[2].endswith("  v2")
+
+
 def _ledger(**totals):
     return {
         "attempts": [],
@@ -144,3 +171,32 @@ def test_a_model_shows_which_tier_serves_its_champion():
 
     assert "SERVED BY" in text
     assert "big    v20261123T101500Z-3f9a0c  container" in text
+
+
+def test_collect_reports_what_promotion_decided_for_each_jobs_version(store, registry, monkeypatch):
+    from dropflow.records.catalog import VersionRecord
+    from dropflow.records.jobs import Job, JobStore
+
+    monkeypatch.setattr(wiring, "jobs", lambda: JobStore(registry))
+    monkeypatch.setattr(wiring, "catalog", lambda: Catalog(registry))
+    for n, version in ((1, "v20261123T101501Z-000001"), (2, None)):
+        job_id = f"iris-20261123T10150{n}Z-00000{n}"
+        JobStore(registry).create(
+            Job(job_id=job_id, model="iris", data_version="d", version=version)
+        )
+    Catalog(registry).record_version(
+        VersionRecord(
+            model="iris",
+            version="v20261123T101501Z-000001",
+            job_id="iris-20261123T101501Z-000001",
+            decision="rejected",
+            reason="would break the clients of the champion v0: classes would change",
+        )
+    )
+
+    by_id = {j["job_id"]: j for j in collect(now=5000.0)["jobs"]}
+
+    published = by_id["iris-20261123T101501Z-000001"]
+    assert published["decision"] == "rejected"
+    assert published["decision_reason"].endswith("classes would change")
+    assert by_id["iris-20261123T101502Z-000002"]["decision"] is None
