@@ -206,6 +206,26 @@ def test_every_difference_is_named_at_once():
     ]
 
 
+def test_a_long_reordering_names_where_it_starts():
+    names = [f"c{i:02d}" for i in range(30)]
+    swapped = [*names[:7], names[8], names[7], *names[9:]]
+
+    assert changes(card(swapped), card(names, n=1)) == [
+        "the features would be reordered (first at position 8: 'c07' before, 'c08' now) (rows "
+        "sent as lists would give values to the wrong features)"
+    ]
+
+
+def test_beyond_twenty_differences_the_rest_are_counted():
+    old = card([f"a{i}" for i in range(30)], n=1)
+
+    found = changes(card([f"b{i}" for i in range(30)]), old)
+
+    assert len(found) == 20
+    assert found[:2] == ["feature 'a0' is gone", "feature 'a1' is gone"]
+    assert found[-1] == "and 41 more changes"
+
+
 # ---------------------------------------------------------------------- consent
 @pytest.mark.parametrize(("allow", "expected"), [(None, False), (False, False), (True, True)])
 def test_only_an_explicit_true_in_the_spec_allows_a_schema_change(allow, expected):

@@ -39,6 +39,9 @@ from dropflow.vocabulary.datasets import SPEC_FILE, dataset_prefix
 MAX_LISTED = 20
 # At most this many values are named per difference; the rest are counted.
 MAX_NAMED = 10
+# At most this many differences are named (the reason travels in an event and a registry
+# item, both of bounded size); the rest are counted.
+MAX_CHANGES = 20
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ def compare(candidate: Card, champion: Card) -> Compatibility:
     changes += _feature_changes(candidate, champion)
     if candidate.task == champion.task == "classification":
         changes += _class_changes(candidate.classes or [], champion.classes or [])
+    if len(changes) > MAX_CHANGES:
+        changes = [
+            *changes[: MAX_CHANGES - 1],
+            f"and {len(changes) - MAX_CHANGES + 1} more changes",
+        ]
     return Compatibility(changes, allows_schema_change(candidate))
 
 
@@ -95,9 +103,17 @@ def _feature_changes(candidate: Card, champion: Card) -> list[str]:
     kept_before = [name for name in champion.feature_names if name in new]
     kept_after = [name for name in candidate.feature_names if name in old]
     if kept_before != kept_after:
+        if len(kept_before) <= MAX_LISTED:
+            order = f"from {_names(kept_before)} to {_names(kept_after)}"
+        else:
+            first = next(
+                i for i, (a, b) in enumerate(zip(kept_before, kept_after, strict=True)) if a != b
+            )
+            order = f"(first at position {first + 1}: {kept_before[first]!r} before, "
+            order += f"{kept_after[first]!r} now)"
         changes.append(
-            f"the features would be reordered from {_names(kept_before)} to "
-            f"{_names(kept_after)} (rows sent as lists would give values to the wrong features)"
+            f"the features would be reordered {order} (rows sent as lists would give values "
+            "to the wrong features)"
         )
     for name in kept_before:
         changes += _one_feature(new[name], old[name])
