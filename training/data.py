@@ -184,7 +184,8 @@ def _read_csv(key: str, data: bytes) -> Table:
 
     pyarrow parses it, one thread, so that a row with the wrong number of fields is reported
     with its line number (the header is line 1; blank lines count, and stay as rows of empty
-    cells so that the lines the owner sees match).
+    cells so that the lines the owner sees match; a quoted value with line breaks inside is
+    one line, as it is one row).
     """
     try:
         data.decode("utf-8")
