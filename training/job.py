@@ -228,7 +228,7 @@ def train_and_publish(
     checkpoints = CheckpointStore(store, model, lineage) if main else None
     resumed = _resume_point(checkpoints) if checkpoints is not None else None
     if checkpoints is not None and resumed is not None:
-        checkpoints.adopt(resumed.key)
+        checkpoints.adopt(resumed.key, resumed.sha256)
     if main and attempt > 1:
         _record_seconds_lost(jobs, job.job_id, attempt, resumed)
     resume = resumed.checkpoint if resumed is not None else None
