@@ -29,10 +29,10 @@ def candidate_accuracy(store, labels: np.ndarray) -> float:
 
 
 def test_a_worse_candidate_is_rejected_even_if_its_card_claims_better(store, registry):
-    publish(store, "m", V1, value=0.5, seed=0, x=X)
+    publish(store, registry, "m", V1, value=0.5, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store)
-    publish(store, "m", V2, value=0.99, seed=1, x=X, target=labels)
+    publish(store, registry, "m", V2, value=0.99, seed=1, x=X, target=labels)
     measured = candidate_accuracy(store, labels)
     assert measured < 1.0  # the fixture's premise: the candidate misses some rows
 
@@ -49,9 +49,9 @@ def test_a_worse_candidate_is_rejected_even_if_its_card_claims_better(store, reg
 
 
 def test_an_equal_candidate_passes_even_if_its_card_claims_worse(store, registry):
-    publish(store, "m", V1, value=0.99, seed=0, x=X)
+    publish(store, registry, "m", V1, value=0.99, seed=0, x=X)
     promote("m", V1, store, registry)
-    publish(store, "m", V2, value=0.1, seed=0, x=X, target=champion_labels(store))
+    publish(store, registry, "m", V2, value=0.1, seed=0, x=X, target=champion_labels(store))
 
     result = promote("m", V2, store, registry)
 
@@ -62,13 +62,14 @@ def test_an_equal_candidate_passes_even_if_its_card_claims_worse(store, registry
 
 @pytest.mark.parametrize(("slack", "decision"), [(0.01, "approved"), (-0.01, "rejected")])
 def test_the_tolerance_is_applied_to_the_measured_metrics(store, registry, slack, decision):
-    publish(store, "m", V1, seed=0, x=X)
+    publish(store, registry, "m", V1, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store)
-    publish(store, "m", V2, seed=1, x=X, target=labels)  # measure the candidate first
+    publish(store, registry, "m", V2, seed=1, x=X, target=labels)  # measure the candidate first
     tolerance = 1.0 - candidate_accuracy(store, labels) + slack
     publish(
         store,
+        registry,
         "m",
         V2,
         seed=1,
@@ -84,10 +85,10 @@ def test_the_tolerance_is_applied_to_the_measured_metrics(store, registry, slack
 
 
 def test_regression_is_scored_by_error_on_the_same_rows(store, registry):
-    publish(store, "m", V1, task="regression", value=9.0, seed=0, x=X)
+    publish(store, registry, "m", V1, task="regression", value=9.0, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store, "regression")
-    publish(store, "m", V2, task="regression", value=0.01, seed=1, x=X, target=labels)
+    publish(store, registry, "m", V2, task="regression", value=0.01, seed=1, x=X, target=labels)
 
     result = promote("m", V2, store, registry)
 
@@ -97,11 +98,12 @@ def test_regression_is_scored_by_error_on_the_same_rows(store, registry):
 
 
 def test_different_feature_order_falls_back_to_the_cards_saying_so(store, registry):
-    publish(store, "m", V1, value=0.9, seed=0, x=X)
+    publish(store, registry, "m", V1, value=0.9, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store)
     publish(
         store,
+        registry,
         "m",
         V2,
         value=0.95,
@@ -122,9 +124,9 @@ def test_other_category_codes_fall_back_to_the_cards(store, registry):
     colour = Feature(name="colour", dtype="category", categories=["red", "green"])
     other = Feature(name="colour", dtype="category", categories=["green", "red"])
     names: list = ["f0", "f1", "f2"]
-    publish(store, "m", V1, value=0.9, features=[*names, colour], x=X)
+    publish(store, registry, "m", V1, value=0.9, features=[*names, colour], x=X)
     promote("m", V1, store, registry)
-    publish(store, "m", V2, value=0.8, features=[*names, other], x=X, target=np.zeros(64))
+    publish(store, registry, "m", V2, value=0.8, features=[*names, other], x=X, target=np.zeros(64))
 
     result = promote("m", V2, store, registry)
 
@@ -134,9 +136,9 @@ def test_other_category_codes_fall_back_to_the_cards(store, registry):
 
 
 def test_a_reference_without_target_falls_back_to_the_cards(store, registry):
-    publish(store, "m", V1, value=0.9)
+    publish(store, registry, "m", V1, value=0.9)
     promote("m", V1, store, registry)
-    publish(store, "m", V2, value=0.85)
+    publish(store, registry, "m", V2, value=0.85)
 
     result = promote("m", V2, store, registry)
 
@@ -145,9 +147,9 @@ def test_a_reference_without_target_falls_back_to_the_cards(store, registry):
 
 
 def test_unusable_labels_fall_back_to_the_cards(store, registry):
-    publish(store, "m", V1, value=0.9, x=X)
+    publish(store, registry, "m", V1, value=0.9, x=X)
     promote("m", V1, store, registry)
-    publish(store, "m", V2, value=0.95, seed=1, x=X, target=np.full(64, 7))
+    publish(store, registry, "m", V2, value=0.95, seed=1, x=X, target=np.full(64, 7))
 
     result = promote("m", V2, store, registry)
 
@@ -157,9 +159,9 @@ def test_unusable_labels_fall_back_to_the_cards(store, registry):
 
 def test_decisions_are_published_as_events(store, registry, tmp_path):
     events = JsonLinesEventPublisher(tmp_path / "events.jsonl")
-    publish(store, "m", V1, seed=0, x=X)
+    publish(store, registry, "m", V1, seed=0, x=X)
     promote("m", V1, store, registry, events)
-    publish(store, "m", V2, seed=1, x=X, target=champion_labels(store))
+    publish(store, registry, "m", V2, seed=1, x=X, target=champion_labels(store))
     promote("m", V2, store, registry, events)
     promote("m", V2, store, registry, events)  # a replay publishes nothing new
 
@@ -180,7 +182,7 @@ class Broken:
 
 
 def test_an_unreachable_bus_does_not_undo_the_decision(store, registry):
-    publish(store, "m", V1)
+    publish(store, registry, "m", V1)
 
     result = promote("m", V1, store, registry, Broken())
 

@@ -52,6 +52,10 @@ class VersionRecord(BaseModel):
     # which the predict function serves itself.
     route: Route | None = None
     route_reason: str | None = None
+    # The sha256 (hex) of its files by name, as its job recorded them and promotion found them
+    # (dropflow.vocabulary.digests): what serving and rollback check the bytes they load
+    # against. Empty where promotion never verified them: such a version is not served.
+    digests: dict[str, str] = Field(default_factory=dict)
     # When its files were marked retired (dropflow.promotion.retention): on S3 they then age out by
     # the
     # bucket's lifecycle rule. None: kept, its files never expire.
