@@ -17,6 +17,7 @@ import pytest
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog, VersionRecord
 from dropflow.vocabulary.card import Feature, artifact_key
+from dropflow.vocabulary.digests import sha256_hex
 from dropflow_dev.lambda_context import LambdaContext
 from dropflow_dev.local.gateway import Gateway
 from tests.fakes_serving import ProxyAnswer, expected_output, load_handler, publish, version_id
@@ -203,11 +204,28 @@ def test_model_readiness(app, models):
     assert "rejected" in rejected.message
 
 
-def test_a_graph_that_cannot_load_is_not_ready(app, adapters):
+def test_a_graph_replaced_after_approval_is_not_ready(app, adapters):
     store, registry = adapters
     publish(store, registry, "broken", version_id(1), n_features=3)
     promote("broken", version_id(1), store, registry)
     store.put(artifact_key("broken", version_id(1), "model.onnx"), b"not a graph")
+
+    answer = call(app, "GET", "/v2/models/broken/ready")
+
+    assert answer.status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert "model.onnx differs from what job" in answer.message
+
+
+def test_a_graph_that_cannot_load_is_not_ready(app, adapters):
+    store, registry = adapters
+    publish(store, registry, "broken", version_id(1), n_features=3)
+    promote("broken", version_id(1), store, registry)
+    # Its job's own bytes, which this runtime cannot load (say, a newer opset than it knows).
+    store.put(artifact_key("broken", version_id(1), "model.onnx"), b"not a graph")
+    catalog = Catalog(registry)
+    record = catalog.version("broken", version_id(1))
+    digests = {**record.digests, "model.onnx": sha256_hex(b"not a graph")}
+    catalog.record_version(record.model_copy(update={"digests": digests}))
 
     answer = call(app, "GET", "/v2/models/broken/ready")
 

@@ -433,7 +433,9 @@ def test_the_champion_pointer_is_trusted_until_the_ttl_expires(
     counted_registry.calls.clear()
     clock.advance(0.2)
     assert service.predict("cancer", ROWS)["version"] == newer
-    assert counted_registry.calls == {"get": 1}  # the pointer; the card and model are new
+    # The pointer, and the new version's record (the digests its files must match); the
+    # card and model are new.
+    assert counted_registry.calls == {"get": 2}
 
 
 def test_after_a_refresh_the_pointer_is_cached_again(service, counted, clock, cancer):
