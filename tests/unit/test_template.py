@@ -24,6 +24,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from dropflow.records.catalog import MODELS_PK, model_pk
+from dropflow.records.jobs import jobs_pk
 from dropflow_dev.invoke import describe_function, function_ids, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,22 +355,48 @@ def test_the_training_role_reads_its_inputs_and_writes_only_jobs_and_models(temp
         ("s3:GetObject", f"{BUCKET}/code/*"),
         ("s3:GetObject", f"{BUCKET}/jobs/*"),
         ("s3:PutObject", f"{BUCKET}/jobs/*"),
-        ("s3:DeleteObject", f"{BUCKET}/jobs/*"),
-        ("s3:GetObject", f"{BUCKET}/models/*"),
-        ("s3:PutObject", f"{BUCKET}/models/*"),
-        ("s3:ListBucket", BUCKET),
+        # Pruning old checkpoints is the only delete.
+        ("s3:DeleteObject", f"{BUCKET}/jobs/*/*/checkpoints/step-*.pt"),
+        # The four files a job publishes, and a look at the model it uploaded.
         *(
-            (f"dynamodb:{action}", "${RegistryTable.Arn}")
-            for action in (
-                "GetItem",
-                "PutItem",
-                "UpdateItem",
-                "DeleteItem",
-                "Query",
-                "ConditionCheckItem",
-            )
+            ("s3:PutObject", f"{BUCKET}/models/*/*/{name}")
+            for name in ("model.onnx", "reference.npz", "curve.png", "card.json")
         ),
+        ("s3:GetObject", f"{BUCKET}/models/*/*/model.onnx"),
+        ("s3:ListBucket", BUCKET),
+        ("dynamodb:GetItem", "${RegistryTable.Arn}"),
+        ("dynamodb:PutItem", "${RegistryTable.Arn}"),
     }
+
+
+def test_the_training_role_touches_only_job_records_in_the_registry(template):
+    (policy,) = template["Resources"]["TrainingRole"]["Properties"]["Policies"]
+    (statement,) = [
+        s
+        for s in policy["PolicyDocument"]["Statement"]
+        if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))
+    ]
+
+    # Every item a call touches must sit in a jobs partition (dropflow.records.jobs), never
+    # in a model's catalog: an instance cannot record a decision or move the champion.
+    assert statement["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["JOBS#*"]}
+    }
+    assert fnmatch.fnmatchcase(jobs_pk("iris"), "JOBS#*")
+    assert not fnmatch.fnmatchcase(model_pk("iris"), "JOBS#*")
+    assert not fnmatch.fnmatchcase(MODELS_PK, "JOBS#*")
+    # Conditional writes (compare-and-set) need no more than PutItem; no query, no scan.
+    assert set(as_list(statement["Action"])) == {"dynamodb:GetItem", "dynamodb:PutItem"}
+
+
+def test_the_training_role_may_list_the_bucket_so_a_missing_key_reads_as_404(template):
+    (policy,) = template["Resources"]["TrainingRole"]["Properties"]["Policies"]
+    (listing,) = [
+        s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "s3:ListBucket"
+    ]
+    # A condition on s3:prefix would make S3 answer 403 for a first attempt's missing
+    # manifest.json, which the job reads as "no checkpoint yet".
+    assert "Condition" not in listing
 
 
 def test_failed_jobs_and_abandoned_events_raise_alarms(template):
