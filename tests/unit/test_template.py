@@ -24,8 +24,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from dropflow.observability import SERVICE
 from dropflow.records.catalog import MODELS_PK, model_pk
 from dropflow.records.jobs import jobs_pk
+from dropflow.serving.service import FILE_MISMATCH_METRIC
 from dropflow_dev.invoke import describe_function, function_ids, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -410,6 +412,19 @@ def test_failed_jobs_and_abandoned_events_raise_alarms(template):
     assert events["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailedEventsQueue", "QueueName"]}
 
 
+def test_a_model_file_that_is_not_its_jobs_raises_an_alarm(template):
+    alarm = template["Resources"]["ModelFileMismatchAlarm"]["Properties"]
+
+    # What dropflow.serving.service counts, at both tiers, under the service dimension.
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("dropflow", FILE_MISMATCH_METRIC)
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
 ALARM_ACTIONS = ("AlarmActions", "OKActions", "InsufficientDataActions")
 
 
@@ -475,7 +490,12 @@ def test_every_publisher_of_the_alarm_topic_is_an_alarm_the_topic_key_admits(tem
     pattern = admitted["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].rsplit(":alarm:", 1)[1]
 
     assert referrers - alarms == {"AlarmEmailSubscription"}
-    assert alarms == {"FailedJobsAlarm", "FailedEventsAlarm", "ServingBootFailedAlarm"}
+    assert alarms == {
+        "FailedJobsAlarm",
+        "FailedEventsAlarm",
+        "ServingBootFailedAlarm",
+        "ModelFileMismatchAlarm",
+    }
     for name in alarms:
         props = resources[name]["Properties"]
         assert any({"Ref": "AlarmTopic"} in props.get(field, []) for field in ALARM_ACTIONS)
