@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -76,7 +77,7 @@ def emitted(lines: list[str]) -> tuple[list[dict], list[dict]]:
 
 # ---------------------------------------------------------------------- the predict function
 def test_the_predict_function_answers_503_naming_the_file_logs_and_counts(
-    adapters, monkeypatch, capsys
+    adapters, monkeypatch, capsys, caplog
 ):
     store, registry = adapters
     card = publish(store, registry, "small", V1, classes=CLASSES)
@@ -86,16 +87,19 @@ def test_the_predict_function_answers_503_naming_the_file_logs_and_counts(
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
     app = load_handler(ROOT / "functions" / "predict" / "app.py")
 
-    answer = call(app, {"model": "small", "instances": ROWS})
+    with caplog.at_level(logging.ERROR):
+        answer = call(app, {"model": "small", "instances": ROWS})
 
     assert answer.status == HTTPStatus.SERVICE_UNAVAILABLE
     assert answer.headers["Retry-After"] == "60"
     message = answer.json["error"]["message"]
     assert f"model.onnx differs from what job {card.job_id} published" in message
-    errors, metrics = emitted(capsys.readouterr().out.splitlines())
-    assert [(e["message"], e["file"]) for e in errors] == [
+    # The logger writes to the stream it was created with: read its records, not stdout.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(e.getMessage(), e.file) for e in errors] == [
         ("refused a model file that is not what its job published", "model.onnx")
     ]
+    _, metrics = emitted(capsys.readouterr().out.splitlines())
     assert [(m["model"], m["version"], m[METRIC]) for m in metrics] == [("small", V1, [1.0])]
 
 
