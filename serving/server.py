@@ -180,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
 
     os.environ["DROPFLOW_SERVED_BY"] = "container"
-    # No X-Ray daemon and no Lambda metrics agent here: powertools would only print noise.
+    # No X-Ray daemon here. Metrics stay on: the few this server publishes (a model file that
+    # is not its job's: dropflow.serving.service) are EMF lines on stdout, which the awslogs
+    # driver takes to CloudWatch Logs, where they become metrics. `local up` turns them off.
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "dropflow-serving")
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 

@@ -1,5 +1,6 @@
 """Test doubles for promotion and serving: tiny ONNX models published like the training job
-would publish them, and a wrapper that counts the calls made to a port.
+would publish them (files, the job's record of them, card last), and a wrapper that counts the
+calls made to a port.
 
 The graphs follow the card contract (input `input` float32 [N, F]; output `probabilities`
 [N, C] softmax, or `prediction` [N]) and are built with onnx.helper, so the tests need
@@ -23,8 +24,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dropflow.ports import ObjectStore
-from dropflow.vocabulary.card import Card, Feature, artifact_key, card_key
+from dropflow.errors import NotFoundError
+from dropflow.ports import ObjectStore, Registry
+from dropflow.records.jobs import Job, JobState, JobStore
+from dropflow.vocabulary.card import CARD_FILE, Card, Feature, artifact_key, card_key
+from dropflow.vocabulary.digests import sha256_hex
 
 OPSET = 17
 
@@ -139,6 +143,7 @@ def make_card(
 
 def publish(
     store: ObjectStore,
+    registry: Registry | None,
     model: str,
     version: str,
     *,
@@ -151,17 +156,23 @@ def publish(
     features: list[str] | list[Feature] | None = None,
     skew_reference: float = 0.0,
     model_bytes: bytes | None = None,
+    reference_bytes: bytes | None = None,
     card_extra: dict[str, Any] | None = None,
     parity_passed: bool = True,
     x: np.ndarray | None = None,
     target: np.ndarray | None = None,
 ) -> Card:
-    """Publish a version as the training job does (model, reference, card last).
+    """Publish a version as the training job does: model and reference, then the job's record
+    of the version with the sha256 of its files (record_publication), then the card.
+
+    `registry` None publishes the files alone, as a hand-written version folder would be: no
+    job vouches for them.
 
     `features` are names (number features, as cards had before categories) or Features;
     the graph is linear in the input columns whatever they hold, so a category column's
     output depends on its code. `skew_reference` shifts the recorded torch outputs, to fake
-    a parity failure; `model_bytes` replaces the graph (e.g. with garbage). `x` replaces the
+    a parity failure; `model_bytes` and `reference_bytes` replace the graph and the evidence
+    (e.g. with garbage) as a job would have published them. `x` replaces the
     random holdout rows, and `target` (their labels) is published in reference.npz when given.
     """
     features = features or [f"f{i}" for i in range(n_features)]
@@ -193,14 +204,39 @@ def publish(
         parity_passed=parity_passed,
         extra=card_extra,
     )
-    store.put(artifact_key(model, version, "model.onnx"), model_bytes or graph)
+    graph = model_bytes or graph
+    store.put(artifact_key(model, version, "model.onnx"), graph)
     labels = {} if target is None else {"target": np.asarray(target)}
-    store.put(
-        artifact_key(model, version, "reference.npz"),
-        reference_npz(input=x, **expected, **labels),
-    )
-    store.put(card_key(model, version), card.model_dump_json().encode())
+    reference = reference_bytes or reference_npz(input=x, **expected, **labels)
+    store.put(artifact_key(model, version, "reference.npz"), reference)
+    card_bytes = card.model_dump_json().encode()
+    if registry is not None:
+        record_publication(
+            registry,
+            card,
+            {"model.onnx": graph, "reference.npz": reference, CARD_FILE: card_bytes},
+        )
+    store.put(card_key(model, version), card_bytes)
     return card
+
+
+def record_publication(registry: Registry, card: Card, files: dict[str, bytes]) -> Job:
+    """What the training job records before it writes `card`: its job (created here when the
+    registry does not know it yet) names the card's version and the sha256 of `files`."""
+    jobs = JobStore(registry)
+    digests = {name: sha256_hex(data) for name, data in files.items()}
+    try:
+        jobs.get(card.job_id)
+    except NotFoundError:
+        jobs.create(
+            Job(
+                job_id=card.job_id,
+                model=card.model,
+                data_version=card.data_version,
+                state=JobState.EXPORTING,
+            )
+        )
+    return jobs.record_publication(card.job_id, card.version, digests)
 
 
 def expected_output(store: ObjectStore, model: str, version: str, x: np.ndarray) -> np.ndarray:

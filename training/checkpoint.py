@@ -27,10 +27,14 @@ with `torch.load(weights_only=True)` (no pickled code runs on load):
     saved_at          wall-clock time (epoch seconds) of the save
 
 The manifest holds {checkpoint (its key), step, epoch, step_in_epoch, saved_at, data_version,
-spec_hash, attempt}. A put is atomic, so a checkpoint object is whole or absent; the manifest
-is written only after its checkpoint was stored, and older checkpoints are deleted only after
-that. Even so a checkpoint can be unreadable (a disk that lied, a truncated upload by another
-tool): the reader then skips it for the next older one and says so in the log.
+spec_hash, attempt, digests}; `digests` maps the key of every checkpoint kept (the one named
+and the one to fall back to) to the sha256 of its bytes. A put is atomic, so a checkpoint
+object is whole or absent; the manifest is written only after its checkpoint was stored, and
+older checkpoints are deleted only after that. Even so a checkpoint can be unusable (a disk
+that lied, a truncated upload or a changed byte from another tool): a resume uses only a
+checkpoint whose bytes hash to the digest the manifest recorded and that loads; it skips any
+other for the next older one and says why in the log. Without a readable manifest nothing
+can be verified, and training starts from the first step.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import numpy as np
 import torch
 
 from dropflow.ports import ObjectNotFound, ObjectStore
+from dropflow.vocabulary.digests import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +191,11 @@ class Lineage:
 
 @dataclass(frozen=True)
 class Found:
-    """A readable checkpoint and the key it was read from."""
+    """A readable checkpoint, the key it was read from and the sha256 of its bytes."""
 
     key: str
     checkpoint: dict[str, Any]
+    sha256: str
 
     @property
     def step(self) -> int:
@@ -223,15 +229,19 @@ class CheckpointStore:
         self.count = 0
         self.seconds = 0.0
         self.last_saved: dict[str, Any] | None = None  # the manifest of the last good save
-        # The checkpoints that are ours to keep: written by this object, or resumed from.
+        # The checkpoints that are ours to keep: written by this object, or resumed from; and
+        # the sha256 of each, for the manifest.
         self._kept: list[str] = []
+        self._digests: dict[str, str] = {}
 
     @property
     def manifest_key(self) -> str:
         return manifest_key(self.model, self.lineage.job_id)
 
-    def adopt(self, key: str) -> None:
-        """Count `key` (the checkpoint a run resumed from) among the ones to keep."""
+    def adopt(self, key: str, sha256: str) -> None:
+        """Count `key` (the checkpoint a run resumed from, whose bytes hash to `sha256`) among
+        the ones to keep."""
+        self._digests[key] = sha256
         if key not in self._kept:
             self._kept.append(key)
 
@@ -255,6 +265,8 @@ class CheckpointStore:
         step = int(checkpoint["global_step"])
         key = checkpoint_key(self.model, self.lineage.job_id, step)
         data = dumps(checkpoint)  # a bug here is a bug: let it raise
+        digest = sha256_hex(data)
+        kept = [k for k in self._kept if k != key][-(self.keep - 1) :] if self.keep > 1 else []
         manifest = {
             "checkpoint": key,
             "step": step,
@@ -264,6 +276,11 @@ class CheckpointStore:
             "data_version": self.lineage.data_version,
             "spec_hash": self.lineage.spec_hash,
             "attempt": self.lineage.attempt,
+            # The checkpoints a resume may use: this one, and the ones to fall back to.
+            "digests": {
+                **{k: self._digests[k] for k in kept if k in self._digests},
+                key: digest,
+            },
         }
         try:
             self.store.put(key, data, content_type="application/octet-stream")
@@ -276,7 +293,7 @@ class CheckpointStore:
             log.warning("checkpoint at step %d not stored: %s: %s", step, type(exc).__name__, exc)
             self.seconds += time.perf_counter() - started
             return None
-        self.adopt(key)
+        self.adopt(key, digest)
         self._prune()
         self.count += 1
         self.last_saved = manifest
@@ -287,6 +304,7 @@ class CheckpointStore:
     def _prune(self) -> None:
         keep = set(self._kept[-self.keep :])
         self._kept = self._kept[-self.keep :]
+        self._digests = {k: v for k, v in self._digests.items() if k in keep}
         try:
             stale = [
                 info.key
@@ -299,19 +317,24 @@ class CheckpointStore:
             log.warning("could not delete old checkpoints: %s: %s", type(exc).__name__, exc)
 
     def latest(self) -> Found | None:
-        """The newest readable checkpoint of the job, or None when there is none.
+        """The newest checkpoint of the job that is verified and readable, or None.
 
-        The manifest's checkpoint is tried first; when the manifest is missing or unreadable,
-        or points to a checkpoint that cannot be read, the checkpoints under the prefix are
-        tried newest first. Each one skipped is logged with the reason.
+        The manifest's checkpoint is tried first, then the others under the prefix, newest
+        first. One is used only when its bytes hash to the digest the manifest recorded for it
+        and it loads; each one skipped is logged with the reason (a missing or unreadable
+        manifest leaves nothing verifiable).
         """
         candidates: list[str] = []
+        recorded: dict[str, str] = {}
         try:
             manifest = json.loads(self.store.get(self.manifest_key))
             if isinstance(manifest, dict) and isinstance(manifest.get("checkpoint"), str):
                 candidates.append(manifest["checkpoint"])
             else:
                 log.warning("%s does not name a checkpoint; listing them", self.manifest_key)
+            digests = manifest.get("digests") if isinstance(manifest, dict) else None
+            if isinstance(digests, dict):
+                recorded = {k: v for k, v in digests.items() if isinstance(v, str)}
         except ObjectNotFound:
             pass
         except (ValueError, UnicodeDecodeError) as exc:
@@ -325,14 +348,36 @@ class CheckpointStore:
         candidates += [key for key in listed if key not in candidates]
         for key in candidates:
             try:
-                checkpoint = loads(self.store.get(key))
+                data = self.store.get(key)
             except ObjectNotFound:
                 log.warning("checkpoint %s is missing; trying the previous one", key)
                 continue
+            digest = sha256_hex(data)
+            expected = recorded.get(key)
+            if expected is None:
+                log.warning(
+                    "checkpoint %s has no digest in %s, so its bytes cannot be verified; "
+                    "trying the previous one",
+                    key,
+                    self.manifest_key,
+                )
+                continue
+            if digest != expected:
+                log.warning(
+                    "checkpoint %s differs from the digest %s recorded (sha256 %s..., recorded "
+                    "%s...): its bytes changed after it was saved; trying the previous one",
+                    key,
+                    self.manifest_key,
+                    digest[:16],
+                    expected[:16],
+                )
+                continue
+            try:
+                checkpoint = loads(data)
             except UnreadableCheckpoint as exc:
                 log.warning("checkpoint %s is unreadable: %s; trying the previous one", key, exc)
                 continue
-            return Found(key, checkpoint)
+            return Found(key, checkpoint, digest)
         return None
 
 

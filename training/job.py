@@ -3,7 +3,8 @@
 running -> read spec and data -> split -> resume from the job's last checkpoint when it fits
 -> train (checkpoints, heartbeats, a stop check at every step) -> evaluate -> exporting ->
 ONNX export and parity -> publish models/<model>/<version>/{model.onnx, reference.npz,
-curve.png, card.json} -> published.
+curve.png, card.json}, recording the version and the sha256 of model.onnx, reference.npz and
+card.json on the job before card.json is written -> published.
 
 The spec's family (training.families) reads the data, builds the network, describes the
 graph's input for the card and exports the graph; every other stage here is the same for
@@ -46,9 +47,10 @@ from dropflow.errors import NotFoundError, UserInputError
 from dropflow.ports import ObjectStore, Registry
 from dropflow.records.jobs import Attempt, ExitCode, Job, JobState, JobStore
 from dropflow.records.ledger import ledger
-from dropflow.vocabulary.card import Card, Task, artifact_key, card_key
+from dropflow.vocabulary.card import CARD_FILE, Card, Task, artifact_key, card_key
 from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.datasets import data_version, dataset_prefix
+from dropflow.vocabulary.digests import file_sha256_hex, sha256_hex
 from dropflow.vocabulary.names import new_version
 from dropflow.vocabulary.spec import read_spec, spec_hash
 from training import heartbeat as heartbeats
@@ -228,7 +230,7 @@ def train_and_publish(
     checkpoints = CheckpointStore(store, model, lineage) if main else None
     resumed = _resume_point(checkpoints) if checkpoints is not None else None
     if checkpoints is not None and resumed is not None:
-        checkpoints.adopt(resumed.key)
+        checkpoints.adopt(resumed.key, resumed.sha256)
     if main and attempt > 1:
         _record_seconds_lost(jobs, job.job_id, attempt, resumed)
     resume = resumed.checkpoint if resumed is not None else None
@@ -300,11 +302,14 @@ def train_and_publish(
             content_type="application/octet-stream",
         )
         model_bytes = onnx_path.stat().st_size
+        digests = {MODEL_FILE: file_sha256_hex(onnx_path)}
+    reference_bytes = reference_npz(network, parts.x_holdout, reference, target=parts.y_holdout)
     store.put(
         artifact_key(model, version, REFERENCE_FILE),
-        reference_npz(network, parts.x_holdout, reference, target=parts.y_holdout),
+        reference_bytes,
         content_type="application/octet-stream",
     )
+    digests[REFERENCE_FILE] = sha256_hex(reference_bytes)
     store.put(artifact_key(model, version, CURVE_FILE), curve, content_type="image/png")
     now = time.time()
     records: list[Attempt] = []
@@ -359,11 +364,12 @@ def train_and_publish(
             },
         },
     )
-    store.put(
-        card_key(model, version),
-        card.model_dump_json(indent=2).encode(),
-        content_type="application/json",
-    )
+    card_bytes = card.model_dump_json(indent=2).encode()
+    digests[CARD_FILE] = sha256_hex(card_bytes)
+    # Recorded before card.json exists: card.json starts promotion, which approves only a
+    # version its job recorded, with these digests (dropflow.promotion.provenance).
+    jobs.record_publication(job.job_id, version, digests)
+    store.put(card_key(model, version), card_bytes, content_type="application/json")
     log.info("published %s %s (%s %.4f)", model, version, primary, metrics.primary_value)
     return version
 

@@ -38,7 +38,7 @@ CLASSES = ["no", "yes"]
 def large(adapters, tmp_path) -> str:
     store, registry = adapters
     version = version_id(1)
-    publish(store, "large", version, classes=CLASSES)
+    publish(store, registry, "large", version, classes=CLASSES)
     result = promote(
         "large",
         version,

@@ -53,7 +53,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("container")
     store, registry = DirectoryStore(root / "bucket"), SqliteRegistry(root / "registry.db")
     version = version_id(1)
-    publish(store, "large", version, classes=CLASSES)
+    publish(store, registry, "large", version, classes=CLASSES)
     result = promote(
         "large", version, store, registry, policy=RoutePolicy(max_model_mb=0.0001)
     )  # the lowered threshold: this graph is large

@@ -63,7 +63,7 @@ def predict_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType
         env.setenv("POWERTOOLS_LOG_LEVEL", "CRITICAL")
         wiring.reset()
         store, registry = wiring.store(), wiring.registry()
-        publish(store, MODEL, VERSION, features=FEATURES, classes=["small", "large"])
+        publish(store, registry, MODEL, VERSION, features=FEATURES, classes=["small", "large"])
         promote(MODEL, VERSION, store, registry)
         Catalog(registry).add_model("still-training")  # a model with no champion: 503s
         yield load_handler(ROOT / "functions" / "predict" / "app.py")

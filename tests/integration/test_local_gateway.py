@@ -69,7 +69,14 @@ def predict_app(tmp_path, monkeypatch):
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
     wiring.reset()
     store, registry = wiring.store(), wiring.registry()
-    publish(store, "breast-cancer", version_id(1), n_features=30, classes=["malignant", "benign"])
+    publish(
+        store,
+        registry,
+        "breast-cancer",
+        version_id(1),
+        n_features=30,
+        classes=["malignant", "benign"],
+    )
     promote("breast-cancer", version_id(1), store, registry)
     Catalog(registry).add_model("still-training")
     yield load_handler(ROOT / "functions" / "predict" / "app.py")

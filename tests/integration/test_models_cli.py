@@ -32,8 +32,8 @@ def home(tmp_path, restored_environ) -> Path:
     os.environ["DROPFLOW_CHAMPION_TTL_SECONDS"] = "0"  # the function follows the pointer at once
     configure(tmp_path)  # as the CLI does with --home
     store, registry = wiring.store(), wiring.registry()
-    publish(store, "m", V1, value=0.90, seed=0)
-    publish(store, "m", V2, value=0.95, seed=1)
+    publish(store, registry, "m", V1, value=0.90, seed=0)
+    publish(store, registry, "m", V2, value=0.95, seed=1)
     assert promote("m", V1, store, registry).decision == "approved"
     assert promote("m", V2, store, registry).decision == "approved"
     return tmp_path
@@ -77,7 +77,7 @@ def test_models_list_marks_the_rolled_back_champion(home, capsys):
 def test_models_list_says_in_full_why_a_version_was_rejected(home, capsys):
     store, registry = wiring.store(), wiring.registry()
     renamed = ["f0", "f1", "f2", "f3_renamed"]
-    publish(store, "m", version_id(3), features=renamed, value=0.99, seed=2)
+    publish(store, registry, "m", version_id(3), features=renamed, value=0.99, seed=2)
     rejected = promote("m", version_id(3), store, registry)
     assert rejected.decision == "rejected"
 

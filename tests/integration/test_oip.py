@@ -17,6 +17,7 @@ import pytest
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog, VersionRecord
 from dropflow.vocabulary.card import Feature, artifact_key
+from dropflow.vocabulary.digests import sha256_hex
 from dropflow_dev.lambda_context import LambdaContext
 from dropflow_dev.local.gateway import Gateway
 from tests.fakes_serving import ProxyAnswer, expected_output, load_handler, publish, version_id
@@ -42,20 +43,28 @@ def models(adapters) -> dict[str, str]:
     versions = {}
     for n in (1, 2):
         publish(
-            store, "breast-cancer", version_id(n), n_features=N_FEATURES, classes=CLASSES, seed=n
+            store,
+            registry,
+            "breast-cancer",
+            version_id(n),
+            n_features=N_FEATURES,
+            classes=CLASSES,
+            seed=n,
         )
         assert promote("breast-cancer", version_id(n), store, registry).decision == "approved"
     versions["old"], versions["champion"] = version_id(1), version_id(2)
-    publish(store, "breast-cancer", version_id(3), n_features=N_FEATURES, parity_passed=False)
+    publish(
+        store, registry, "breast-cancer", version_id(3), n_features=N_FEATURES, parity_passed=False
+    )
     assert promote("breast-cancer", version_id(3), store, registry).decision == "rejected"
     versions["rejected"] = version_id(3)
     Catalog(registry).record_version(
         VersionRecord(model="breast-cancer", version=version_id(4), job_id="j4")
     )
     versions["pending"] = version_id(4)
-    publish(store, "house-prices", version_id(1), task="regression", n_features=3)
+    publish(store, registry, "house-prices", version_id(1), task="regression", n_features=3)
     promote("house-prices", version_id(1), store, registry)
-    publish(store, "mixed", version_id(1), features=MIXED, classes=["a", "b", "c"])
+    publish(store, registry, "mixed", version_id(1), features=MIXED, classes=["a", "b", "c"])
     promote("mixed", version_id(1), store, registry)
     Catalog(registry).add_model("still-training")
     return versions
@@ -195,11 +204,28 @@ def test_model_readiness(app, models):
     assert "rejected" in rejected.message
 
 
-def test_a_graph_that_cannot_load_is_not_ready(app, adapters):
+def test_a_graph_replaced_after_approval_is_not_ready(app, adapters):
     store, registry = adapters
-    publish(store, "broken", version_id(1), n_features=3)
+    publish(store, registry, "broken", version_id(1), n_features=3)
     promote("broken", version_id(1), store, registry)
     store.put(artifact_key("broken", version_id(1), "model.onnx"), b"not a graph")
+
+    answer = call(app, "GET", "/v2/models/broken/ready")
+
+    assert answer.status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert "model.onnx differs from what job" in answer.message
+
+
+def test_a_graph_that_cannot_load_is_not_ready(app, adapters):
+    store, registry = adapters
+    publish(store, registry, "broken", version_id(1), n_features=3)
+    promote("broken", version_id(1), store, registry)
+    # Its job's own bytes, which this runtime cannot load (say, a newer opset than it knows).
+    store.put(artifact_key("broken", version_id(1), "model.onnx"), b"not a graph")
+    catalog = Catalog(registry)
+    record = catalog.version("broken", version_id(1))
+    digests = {**record.digests, "model.onnx": sha256_hex(b"not a graph")}
+    catalog.record_version(record.model_copy(update={"digests": digests}))
 
     answer = call(app, "GET", "/v2/models/broken/ready")
 

@@ -56,7 +56,7 @@ SAMPLE_ROWS = json.loads(sample("apigw-predict.json")["body"])["instances"]
 def champion(adapters) -> str:
     store, registry = adapters
     version = version_id(1)
-    publish(store, "breast-cancer", version, features=FEATURES, classes=CLASSES)
+    publish(store, registry, "breast-cancer", version, features=FEATURES, classes=CLASSES)
     assert promote("breast-cancer", version, store, registry).decision == "approved"
     return version
 
@@ -133,7 +133,7 @@ def test_a_pinned_version_is_served(app, champion):
 
 def test_a_regression_answer_has_no_probabilities(app, adapters):
     store, registry = adapters
-    publish(store, "house-price", version_id(1), task="regression", n_features=3)
+    publish(store, registry, "house-price", version_id(1), task="regression", n_features=3)
     promote("house-price", version_id(1), store, registry)
 
     answer = call(app, path="/models/house-price/predict", body={"instances": [[1, 2, 3]]})

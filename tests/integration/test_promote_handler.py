@@ -38,7 +38,7 @@ def with_key(key: str) -> dict[str, Any]:
 
 def test_the_sample_card_event_promotes_its_version(app, adapters):
     store, registry = adapters
-    publish(store, "breast-cancer", VERSION, n_features=30, classes=[0, 1])
+    publish(store, registry, "breast-cancer", VERSION, n_features=30, classes=[0, 1])
 
     result = app.lambda_handler(EVENT, LambdaContext(function_name="PromoteModelFunction"))
 
@@ -49,8 +49,8 @@ def test_the_sample_card_event_promotes_its_version(app, adapters):
 
 
 def test_the_event_delivered_twice_gives_the_recorded_decision(app, adapters):
-    store, _ = adapters
-    publish(store, "breast-cancer", VERSION, n_features=30)
+    store, registry = adapters
+    publish(store, registry, "breast-cancer", VERSION, n_features=30)
     first = app.lambda_handler(EVENT, LambdaContext())
 
     second = app.lambda_handler(EVENT, LambdaContext())
@@ -61,7 +61,7 @@ def test_the_event_delivered_twice_gives_the_recorded_decision(app, adapters):
 
 def test_a_broken_version_is_answered_as_rejected_not_raised(app, adapters):
     store, registry = adapters
-    publish(store, "breast-cancer", VERSION, n_features=30, model_bytes=b"garbage")
+    publish(store, registry, "breast-cancer", VERSION, n_features=30, model_bytes=b"garbage")
 
     result = app.lambda_handler(EVENT, LambdaContext())
 
@@ -125,7 +125,7 @@ def test_promotions_tag_the_files_of_retired_versions_for_the_lifecycle_rule(on_
     values = {versions[0]: 0.90, versions[1]: 0.91, versions[2]: 0.50, versions[3]: 0.92}
 
     for version in versions:  # the third is rejected: worse than the champion
-        publish(store, "iris", version, value=values[version])
+        publish(store, registry, "iris", version, value=values[version])
         result = app.lambda_handler(with_key(f"models/iris/{version}/card.json"), LambdaContext())
     replay = app.lambda_handler(with_key(f"models/iris/{versions[3]}/card.json"), LambdaContext())
 
@@ -142,7 +142,7 @@ def test_a_rollback_to_a_retired_version_untags_its_files_on_s3(on_s3):
     app, store, registry, s3 = on_s3
     versions = [version_id(n) for n in range(1, 4)]
     for n, version in enumerate(versions):
-        publish(store, "iris", version, value=0.90 + n / 100)
+        publish(store, registry, "iris", version, value=0.90 + n / 100)
         app.lambda_handler(with_key(f"models/iris/{version}/card.json"), LambdaContext())
     assert tags_of(s3, "iris", versions[0])["model.onnx"] != []  # retired
 

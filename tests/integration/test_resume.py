@@ -29,7 +29,8 @@ from dropflow.vocabulary.card import Card, read_card
 from dropflow.vocabulary.spec import ModelSection, TrainingSection
 from dropflow.wiring import open_registry, open_store
 from tests.net import wait_until
-from tests.training_jobs import launched_job, train_mlp
+from tests.training_jobs import flip_tensor_byte, launched_job, train_mlp
+from training import checkpoint as ckpt
 from training.checkpoint import CheckpointStore, Lineage
 from training.job import run_job
 
@@ -285,6 +286,32 @@ def test_a_checkpoint_of_other_data_is_not_resumed_and_the_log_says_why(home):
     # Nothing of attempt 1 was carried over: all its running time was lost.
     first = home.jobs.get(job_id).attempts[0]
     assert first.seconds_lost == pytest.approx(first.ended_at - first.started_at, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_changed_after_it_was_saved_is_skipped_for_the_previous_one(home):
+    home.drop("bc-flipped", bc_csv())
+    job_id = home.new_job("bc-flipped")
+    # 8 steps an epoch: a checkpoint at an epoch's end, and one at the stop (step 19).
+    assert run_job(job_id, 1, home.store, home.registry, stop=StopAfter(20)) == (
+        ExitCode.INTERRUPTED
+    )
+    manifest = json.loads(home.text(f"jobs/bc-flipped/{job_id}/manifest.json"))
+    newest = manifest["checkpoint"]
+    (previous,) = set(manifest["digests"]) - {newest}
+    assert manifest["step"] == 19
+    data = home.store.get(newest)
+    weights = max(ckpt.loads(data)["model"].values(), key=lambda t: t.numel())
+    home.store.put(newest, flip_tensor_byte(data, weights))
+
+    attempt = home.relaunch(job_id)
+    assert run_job(job_id, attempt, home.store, home.registry) == ExitCode.OK
+
+    training = home.card(job_id).model_extra["training"]
+    assert training["resumed_from_step"] == ckpt.step_of(previous) < 19
+    log = home.text(f"jobs/bc-flipped/{job_id}/log.txt")
+    assert f"checkpoint {newest} differs from the digest" in log
+    assert f"resuming from {previous}" in log
 
 
 @pytest.mark.slow

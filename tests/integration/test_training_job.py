@@ -6,12 +6,14 @@ scikit-learn (no network). A job and its first attempt are created as the launch
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +37,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class RecordingStore:
-    """Delegates to a real store and remembers the order of writes."""
+    """Delegates to a real store and remembers the order of writes; `before_put` (if set) is
+    called with each key before it is written."""
 
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
         self.puts: list[str] = []
+        self.before_put: Callable[[str], None] | None = None
 
     def put(self, key: str, data: bytes, **kwargs: Any) -> ObjectInfo:
+        if self.before_put is not None:
+            self.before_put(key)
         self.puts.append(key)
         return self.inner.put(key, data, **kwargs)
 
@@ -60,6 +66,16 @@ class Home:
         self.store = RecordingStore(open_store(f"file://{root}/bucket"))
         self.registry: Registry = open_registry(f"sqlite://{root}/registry.db")
         self.jobs = JobStore(self.registry)
+        # What the registry said about each card's job just before the card was written.
+        self.job_at_card: dict[str, Job] = {}
+        self.store.before_put = self._note_job_at_card
+
+    def _note_job_at_card(self, key: str) -> None:
+        parts = key.split("/")
+        if parts[0] == "models" and parts[-1] == "card.json":
+            for job in self.jobs.for_model(parts[1]):
+                if job.version == parts[2]:
+                    self.job_at_card[key] = job
 
     def drop(self, model: str, name: str, data: bytes) -> None:
         self.store.inner.put(f"datasets/{model}/{name}", data)
@@ -121,6 +137,21 @@ def test_card_json_is_written_last_after_the_model_and_its_evidence(breast_cance
     written = [key.removeprefix(prefix) for key in home.store.puts if key.startswith(prefix)]
     assert written == ["model.onnx", "reference.npz", "curve.png", "card.json"]
     assert sorted(home.published("breast-cancer")) == sorted(prefix + name for name in written)
+
+
+@pytest.mark.slow
+def test_the_job_records_its_files_digests_before_card_json_appears(breast_cancer, home):
+    _, job = breast_cancer
+    prefix = f"models/breast-cancer/{job.version}/"
+    files = {
+        name: hashlib.sha256(home.store.get(prefix + name)).hexdigest()
+        for name in ("model.onnx", "reference.npz", "card.json")
+    }
+    assert job.digests == files
+    # card.json starts promotion: by then the job already names the version and its digests.
+    before = home.job_at_card[prefix + "card.json"]
+    assert before.state == JobState.EXPORTING
+    assert (before.version, before.digests) == (job.version, files)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ V1 = version_id(1)
 
 def test_a_published_card_is_read_back():
     store = MemoryStore()
-    publish(store, "iris", V1)
+    publish(store, None, "iris", V1)
 
     card = read_card(store, "iris", V1)
 

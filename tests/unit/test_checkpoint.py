@@ -6,6 +6,7 @@ same semantics); the loop runs on tiny random data for a few milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -20,7 +21,7 @@ from dropflow.adapters.local.directory_store import DirectoryStore
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectInfo
 from dropflow.vocabulary.spec import ModelSection, TrainingSection, load_spec
-from tests.training_jobs import train_mlp
+from tests.training_jobs import flip_tensor_byte, train_mlp
 from training import checkpoint as ckpt
 from training.checkpoint import CheckpointStore, Lineage
 from training.loop import learning_rate_factor
@@ -136,6 +137,17 @@ def test_the_manifest_is_written_after_its_checkpoint(bucket):
         "data_version": "d1",
         "spec_hash": "s1",
         "attempt": 1,
+        "digests": {key: hashlib.sha256(bucket.get(key)).hexdigest()},
+    }
+
+
+def test_the_manifest_records_the_digest_of_every_checkpoint_kept(bucket):
+    sink = CheckpointStore(bucket, MODEL, LINEAGE)
+    keys = [sink.save(state(step)) for step in (5, 10, 15)]
+    manifest = json.loads(bucket.get(sink.manifest_key))
+    # The one it names and the one to fall back to; the pruned one is gone from it too.
+    assert manifest["digests"] == {
+        key: hashlib.sha256(bucket.get(key)).hexdigest() for key in keys[1:]
     }
 
 
@@ -173,17 +185,66 @@ def test_a_torn_checkpoint_is_skipped_for_the_previous_one(bucket, caplog):
     with caplog.at_level(logging.WARNING, logger="training.checkpoint"):
         found = CheckpointStore(bucket, MODEL, LINEAGE).latest()
     assert found is not None and found.step == 5
-    assert f"checkpoint {newest} is unreadable" in caplog.text
+    assert f"checkpoint {newest} differs from the digest" in caplog.text
     assert "trying the previous one" in caplog.text
 
 
-def test_without_a_manifest_the_newest_listed_checkpoint_is_used(bucket):
+def test_a_flipped_byte_in_tensor_data_falls_back_to_the_previous_checkpoint(bucket, caplog):
+    sink = CheckpointStore(bucket, MODEL, LINEAGE)
+    sink.save(state(5))
+    newest = sink.save(state(10))
+    assert newest is not None
+    corrupted = flip_tensor_byte(bucket.get(newest), torch.full((2,), 10.0))
+    # torch itself loads it without a word, with a weight changed: only the digest tells.
+    loaded = ckpt.loads(corrupted)
+    assert not torch.equal(loaded["model"]["w"], torch.full((2,), 10.0))
+    bucket.inner.put(newest, corrupted)
+
+    with caplog.at_level(logging.WARNING, logger="training.checkpoint"):
+        found = CheckpointStore(bucket, MODEL, LINEAGE).latest()
+
+    assert found is not None and found.step == 5
+    assert torch.equal(found.checkpoint["model"]["w"], torch.full((2,), 5.0))
+    assert f"checkpoint {newest} differs from the digest" in caplog.text
+    assert "its bytes changed after it was saved; trying the previous one" in caplog.text
+
+
+def test_a_checkpoint_the_manifest_does_not_record_is_not_resumed(bucket, caplog):
+    sink = CheckpointStore(bucket, MODEL, LINEAGE)
+    sink.save(state(5))
+    named = sink.save(state(10))
+    assert named is not None
+    # A newer one that no manifest records (as when the manifest's put failed after it), and
+    # the named one damaged: the listing offers the unrecorded one next, and it is passed by.
+    stray = ckpt.checkpoint_key(MODEL, JOB, 15)
+    bucket.inner.put(stray, bucket.get(named))
+    bucket.inner.put(named, bucket.get(named)[:-1])
+    with caplog.at_level(logging.WARNING, logger="training.checkpoint"):
+        found = CheckpointStore(bucket, MODEL, LINEAGE).latest()
+    assert found is not None and found.step == 5
+    assert f"checkpoint {stray} has no digest in" in caplog.text
+
+
+def test_without_a_manifest_no_checkpoint_is_resumed(bucket, caplog):
     sink = CheckpointStore(bucket, MODEL, LINEAGE)
     sink.save(state(5))
     sink.save(state(10))
     bucket.delete(sink.manifest_key)
-    found = CheckpointStore(bucket, MODEL, LINEAGE).latest()
-    assert found is not None and found.step == 10
+    with caplog.at_level(logging.WARNING, logger="training.checkpoint"):
+        assert CheckpointStore(bucket, MODEL, LINEAGE).latest() is None
+    assert "cannot be verified" in caplog.text
+
+
+def test_a_resumed_checkpoint_stays_recorded_in_the_next_manifest(bucket):
+    CheckpointStore(bucket, MODEL, LINEAGE).save(state(5))
+    resumed = CheckpointStore(bucket, MODEL, Lineage(JOB, 2, "d1", "s1"))
+    found = resumed.latest()
+    assert found is not None
+    resumed.adopt(found.key, found.sha256)
+    newest = resumed.save(state(6))
+    manifest = json.loads(bucket.get(resumed.manifest_key))
+    assert set(manifest["digests"]) == {found.key, newest}
+    assert manifest["digests"][found.key] == found.sha256
 
 
 def test_a_job_without_checkpoints_has_no_latest(bucket):

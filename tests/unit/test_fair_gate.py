@@ -29,10 +29,10 @@ def candidate_accuracy(store, labels: np.ndarray) -> float:
 
 
 def test_a_worse_candidate_is_rejected_even_if_its_card_claims_better(store, registry):
-    publish(store, "m", V1, value=0.5, seed=0, x=X)
+    publish(store, registry, "m", V1, value=0.5, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store)
-    publish(store, "m", V2, value=0.99, seed=1, x=X, target=labels)
+    publish(store, registry, "m", V2, value=0.99, seed=1, x=X, target=labels)
     measured = candidate_accuracy(store, labels)
     assert measured < 1.0  # the fixture's premise: the candidate misses some rows
 
@@ -49,9 +49,9 @@ def test_a_worse_candidate_is_rejected_even_if_its_card_claims_better(store, reg
 
 
 def test_an_equal_candidate_passes_even_if_its_card_claims_worse(store, registry):
-    publish(store, "m", V1, value=0.99, seed=0, x=X)
+    publish(store, registry, "m", V1, value=0.99, seed=0, x=X)
     promote("m", V1, store, registry)
-    publish(store, "m", V2, value=0.1, seed=0, x=X, target=champion_labels(store))
+    publish(store, registry, "m", V2, value=0.1, seed=0, x=X, target=champion_labels(store))
 
     result = promote("m", V2, store, registry)
 
@@ -62,13 +62,14 @@ def test_an_equal_candidate_passes_even_if_its_card_claims_worse(store, registry
 
 @pytest.mark.parametrize(("slack", "decision"), [(0.01, "approved"), (-0.01, "rejected")])
 def test_the_tolerance_is_applied_to_the_measured_metrics(store, registry, slack, decision):
-    publish(store, "m", V1, seed=0, x=X)
+    publish(store, registry, "m", V1, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store)
-    publish(store, "m", V2, seed=1, x=X, target=labels)  # measure the candidate first
+    publish(store, registry, "m", V2, seed=1, x=X, target=labels)  # measure the candidate first
     tolerance = 1.0 - candidate_accuracy(store, labels) + slack
     publish(
         store,
+        registry,
         "m",
         V2,
         seed=1,
@@ -84,10 +85,10 @@ def test_the_tolerance_is_applied_to_the_measured_metrics(store, registry, slack
 
 
 def test_regression_is_scored_by_error_on_the_same_rows(store, registry):
-    publish(store, "m", V1, task="regression", value=9.0, seed=0, x=X)
+    publish(store, registry, "m", V1, task="regression", value=9.0, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store, "regression")
-    publish(store, "m", V2, task="regression", value=0.01, seed=1, x=X, target=labels)
+    publish(store, registry, "m", V2, task="regression", value=0.01, seed=1, x=X, target=labels)
 
     result = promote("m", V2, store, registry)
 
@@ -97,11 +98,12 @@ def test_regression_is_scored_by_error_on_the_same_rows(store, registry):
 
 
 def test_an_allowed_feature_reordering_falls_back_to_the_cards_saying_so(store, registry):
-    publish(store, "m", V1, value=0.9, seed=0, x=X)
+    publish(store, registry, "m", V1, value=0.9, seed=0, x=X)
     promote("m", V1, store, registry)
     labels = champion_labels(store)
     publish(
         store,
+        registry,
         "m",
         V2,
         value=0.95,
@@ -134,13 +136,15 @@ def test_a_learnt_category_is_compared_on_the_same_rows_in_the_champions_codes(s
     old = Feature(name="colour", dtype="category", categories=COLOUR)
     new = Feature(name="colour", dtype="category", categories=COLOUR_LEARNT)
     candidate_codes = np.arange(64) % 3  # blue, green, red, blue, ...
-    publish(store, "m", V1, value=0.5, seed=0, features=[*names, old], x=X)
+    publish(store, registry, "m", V1, value=0.5, seed=0, features=[*names, old], x=X)
     promote("m", V1, store, registry)
     # Labels the champion gets all right on the rows it can take, read in its own codes.
     champion_x = colour_rows(np.array([0, 0, 1])[candidate_codes])
     labels = expected_output(store, "m", V1, champion_x).argmax(axis=1)
     x = colour_rows(candidate_codes)
-    publish(store, "m", V2, value=0.99, seed=1, features=[*names, new], x=x, target=labels)
+    publish(
+        store, registry, "m", V2, value=0.99, seed=1, features=[*names, new], x=x, target=labels
+    )
     blue = candidate_codes == 0
     measured = float(
         np.mean(expected_output(store, "m", V2, x[~blue]).argmax(axis=1) == labels[~blue])
@@ -163,9 +167,9 @@ def test_a_learnt_category_is_compared_on_the_same_rows_in_the_champions_codes(s
 
 
 def test_a_reference_without_target_falls_back_to_the_cards(store, registry):
-    publish(store, "m", V1, value=0.9)
+    publish(store, registry, "m", V1, value=0.9)
     promote("m", V1, store, registry)
-    publish(store, "m", V2, value=0.85)
+    publish(store, registry, "m", V2, value=0.85)
 
     result = promote("m", V2, store, registry)
 
@@ -174,9 +178,9 @@ def test_a_reference_without_target_falls_back_to_the_cards(store, registry):
 
 
 def test_unusable_labels_fall_back_to_the_cards(store, registry):
-    publish(store, "m", V1, value=0.9, x=X)
+    publish(store, registry, "m", V1, value=0.9, x=X)
     promote("m", V1, store, registry)
-    publish(store, "m", V2, value=0.95, seed=1, x=X, target=np.full(64, 7))
+    publish(store, registry, "m", V2, value=0.95, seed=1, x=X, target=np.full(64, 7))
 
     result = promote("m", V2, store, registry)
 
@@ -186,9 +190,9 @@ def test_unusable_labels_fall_back_to_the_cards(store, registry):
 
 def test_decisions_are_published_as_events(store, registry, tmp_path):
     events = JsonLinesEventPublisher(tmp_path / "events.jsonl")
-    publish(store, "m", V1, seed=0, x=X)
+    publish(store, registry, "m", V1, seed=0, x=X)
     promote("m", V1, store, registry, events)
-    publish(store, "m", V2, seed=1, x=X, target=champion_labels(store))
+    publish(store, registry, "m", V2, seed=1, x=X, target=champion_labels(store))
     promote("m", V2, store, registry, events)
     promote("m", V2, store, registry, events)  # a replay publishes nothing new
 
@@ -209,7 +213,7 @@ class Broken:
 
 
 def test_an_unreachable_bus_does_not_undo_the_decision(store, registry):
-    publish(store, "m", V1)
+    publish(store, registry, "m", V1)
 
     result = promote("m", V1, store, registry, Broken())
 

@@ -10,6 +10,7 @@ from dropflow.promotion.gate import promote
 from dropflow.promotion.rollback import RollbackRefused, list_versions, rollback, show_version
 from dropflow.records.catalog import Catalog
 from dropflow.serving.service import ModelCache, PredictionService
+from dropflow.vocabulary.card import artifact_key
 from tests.fakes_serving import publish, version_id
 
 V1, V2, V3 = version_id(1), version_id(2), version_id(3)
@@ -18,8 +19,8 @@ ROW = [[0.5, -1.0, 2.0, 0.3]]
 
 @pytest.fixture
 def two_champions(store, registry):
-    publish(store, "m", V1, value=0.9, seed=0)
-    publish(store, "m", V2, value=0.95, seed=1)
+    publish(store, registry, "m", V1, value=0.9, seed=0)
+    publish(store, registry, "m", V2, value=0.95, seed=1)
     promote("m", V1, store, registry)
     promote("m", V2, store, registry)
     return store, registry
@@ -46,7 +47,7 @@ def test_rollback_restores_the_previous_champion_and_serving_follows(two_champio
 
 def test_without_previous_the_newest_older_approved_version_is_used(store, registry):
     for n, v in enumerate((V1, V2, V3)):
-        publish(store, "m", v, value=0.9 + n / 100, seed=n)
+        publish(store, registry, "m", v, value=0.9 + n / 100, seed=n)
         promote("m", v, store, registry)
     Catalog(registry).switch_champion(
         "m", V3, expected=Catalog(registry).champion("m"), route="lambda"
@@ -61,7 +62,7 @@ def test_without_previous_the_newest_older_approved_version_is_used(store, regis
 
 def test_rollback_to_a_named_version(two_champions):
     store, registry = two_champions
-    publish(store, "m", V3, value=0.99, seed=2)
+    publish(store, registry, "m", V3, value=0.99, seed=2)
     promote("m", V3, store, registry)
 
     result = rollback("m", store, registry, to_version=V1)
@@ -81,7 +82,7 @@ def test_rollback_to_an_unknown_version_names_it(two_champions):
 
 def test_rollback_to_a_parity_failure_is_refused(two_champions):
     store, registry = two_champions
-    publish(store, "m", V3, skew_reference=0.05)
+    publish(store, registry, "m", V3, skew_reference=0.05)
     promote("m", V3, store, registry)
 
     with pytest.raises(RollbackRefused, match="fails the parity re-check"):
@@ -90,8 +91,8 @@ def test_rollback_to_a_parity_failure_is_refused(two_champions):
 
 
 def test_rollback_to_a_version_rejected_on_metrics_is_approved_and_served(store, registry):
-    publish(store, "m", V1, value=0.9, seed=0)
-    publish(store, "m", V2, value=0.5, seed=1)
+    publish(store, registry, "m", V1, value=0.9, seed=0)
+    publish(store, registry, "m", V2, value=0.5, seed=1)
     promote("m", V1, store, registry)
     assert promote("m", V2, store, registry).decision == "rejected"
 
@@ -103,8 +104,28 @@ def test_rollback_to_a_version_rejected_on_metrics_is_approved_and_served(store,
     assert service.predict("m", ROW)["version"] == V2
 
 
+def test_rollback_to_a_version_whose_model_was_replaced_is_refused(two_champions):
+    store, registry = two_champions
+    job_id = Catalog(registry).version("m", V1).job_id
+    store.put(artifact_key("m", V1, "model.onnx"), store.get(artifact_key("m", V2, "model.onnx")))
+
+    with pytest.raises(RollbackRefused, match=f"model.onnx differs from what job {job_id}"):
+        rollback("m", store, registry)
+    assert Catalog(registry).champion("m").version == V2
+
+
+def test_rollback_to_a_version_no_job_published_is_refused(two_champions):
+    store, registry = two_champions
+    publish(store, None, "m", V3, value=0.99, seed=2)  # a folder written by hand
+    assert promote("m", V3, store, registry).decision == "rejected"
+
+    with pytest.raises(RollbackRefused, match="never matched to the job that published them"):
+        rollback("m", store, registry, to_version=V3)
+    assert Catalog(registry).champion("m").version == V2
+
+
 def test_rollback_without_an_earlier_version_is_refused(store, registry):
-    publish(store, "m", V1)
+    publish(store, registry, "m", V1)
     promote("m", V1, store, registry)
 
     with pytest.raises(RollbackRefused, match="no approved version older"):
@@ -113,7 +134,7 @@ def test_rollback_without_an_earlier_version_is_refused(store, registry):
 
 def test_list_versions_shows_decisions_and_the_champion(two_champions):
     store, registry = two_champions
-    publish(store, "m", V3, value=0.1, seed=2)
+    publish(store, registry, "m", V3, value=0.1, seed=2)
     promote("m", V3, store, registry)
 
     rows = list_versions("m", registry)

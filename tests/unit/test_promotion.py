@@ -21,7 +21,7 @@ def champion_of(registry, model: str = "iris") -> str | None:
 
 # ---------------------------------------------------------------------- the gate
 def test_the_first_sound_version_becomes_champion(store, registry):
-    publish(store, "iris", V1, value=0.9)
+    publish(store, registry, "iris", V1, value=0.9)
 
     result = promote("iris", V1, store, registry)
 
@@ -32,9 +32,9 @@ def test_the_first_sound_version_becomes_champion(store, registry):
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(store, registry):
-    publish(store, "iris", V1, value=0.9)
+    publish(store, registry, "iris", V1, value=0.9)
     promote("iris", V1, store, registry)
-    publish(store, "iris", V2, value=0.85)
+    publish(store, registry, "iris", V2, value=0.85)
 
     result = promote("iris", V2, store, registry)
 
@@ -47,9 +47,9 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(store, registry):
 
 @pytest.mark.parametrize("value", [0.9, 0.97])
 def test_an_equal_or_better_candidate_replaces_the_champion(store, registry, value):
-    publish(store, "iris", V1, value=0.9)
+    publish(store, registry, "iris", V1, value=0.9)
     promote("iris", V1, store, registry)
-    publish(store, "iris", V2, value=value)
+    publish(store, registry, "iris", V2, value=value)
 
     result = promote("iris", V2, store, registry)
 
@@ -60,18 +60,18 @@ def test_an_equal_or_better_candidate_replaces_the_champion(store, registry, val
 
 
 def test_the_spec_tolerance_lets_a_slightly_worse_candidate_through(store, registry):
-    publish(store, "iris", V1, value=0.90)
+    publish(store, registry, "iris", V1, value=0.90)
     promote("iris", V1, store, registry)
-    publish(store, "iris", V2, value=0.895, card_extra={"promotion": {"tolerance": 0.01}})
+    publish(store, registry, "iris", V2, value=0.895, card_extra={"promotion": {"tolerance": 0.01}})
 
     assert promote("iris", V2, store, registry).decision == "approved"
 
 
 def test_for_regression_a_lower_error_is_better(store, registry):
-    publish(store, "price", V1, task="regression", primary="rmse", value=3.0)
+    publish(store, registry, "price", V1, task="regression", primary="rmse", value=3.0)
     promote("price", V1, store, registry)
-    publish(store, "price", V2, task="regression", primary="rmse", value=3.5)
-    publish(store, "price", V3, task="regression", primary="rmse", value=2.5)
+    publish(store, registry, "price", V2, task="regression", primary="rmse", value=3.5)
+    publish(store, registry, "price", V3, task="regression", primary="rmse", value=2.5)
 
     worse = promote("price", V2, store, registry)
     better = promote("price", V3, store, registry)
@@ -83,8 +83,8 @@ def test_for_regression_a_lower_error_is_better(store, registry):
 
 
 def test_a_version_older_than_the_champion_is_rejected(store, registry):
-    publish(store, "iris", V1, value=0.99)
-    publish(store, "iris", V2, value=0.9)
+    publish(store, registry, "iris", V1, value=0.99)
+    publish(store, registry, "iris", V2, value=0.9)
     promote("iris", V2, store, registry)
 
     result = promote("iris", V1, store, registry)  # a late event for an older version
@@ -96,9 +96,9 @@ def test_a_version_older_than_the_champion_is_rejected(store, registry):
 
 # ---------------------------------------------------------------------- broken candidates
 def test_a_parity_failure_is_rejected_with_the_difference(store, registry):
-    publish(store, "iris", V1)
+    publish(store, registry, "iris", V1)
     promote("iris", V1, store, registry)
-    publish(store, "iris", V2, value=0.99, skew_reference=0.05)
+    publish(store, registry, "iris", V2, value=0.99, skew_reference=0.05)
 
     result = promote("iris", V2, store, registry)
 
@@ -108,7 +108,7 @@ def test_a_parity_failure_is_rejected_with_the_difference(store, registry):
 
 
 def test_a_first_version_failing_parity_leaves_no_champion(store, registry):
-    publish(store, "iris", V1, skew_reference=0.05)
+    publish(store, registry, "iris", V1, skew_reference=0.05)
 
     result = promote("iris", V1, store, registry)
 
@@ -117,9 +117,9 @@ def test_a_first_version_failing_parity_leaves_no_champion(store, registry):
 
 
 def test_a_corrupt_onnx_file_is_rejected(store, registry):
-    publish(store, "iris", V1)
+    publish(store, registry, "iris", V1)
     promote("iris", V1, store, registry)
-    publish(store, "iris", V2, value=0.99, model_bytes=b"not an onnx graph")
+    publish(store, registry, "iris", V2, value=0.99, model_bytes=b"not an onnx graph")
 
     result = promote("iris", V2, store, registry)
 
@@ -130,7 +130,7 @@ def test_a_corrupt_onnx_file_is_rejected(store, registry):
 
 def test_a_graph_breaking_the_contract_is_rejected(store, registry):
     regression_graph = regressor_onnx(np.ones((4, 1), np.float32), np.zeros(1, np.float32))
-    publish(store, "iris", V1, model_bytes=regression_graph)
+    publish(store, registry, "iris", V1, model_bytes=regression_graph)
 
     result = promote("iris", V1, store, registry)
 
@@ -147,7 +147,7 @@ def test_a_graph_breaking_the_contract_is_rejected(store, registry):
     ],
 )
 def test_a_missing_file_is_rejected(store, registry, missing, reason):
-    publish(store, "iris", V1)
+    publish(store, registry, "iris", V1)
     store.delete(artifact_key("iris", V1, missing))
 
     result = promote("iris", V1, store, registry)
@@ -168,13 +168,13 @@ def test_without_a_card_nothing_is_decided_or_recorded(store, registry):
 
 def test_a_card_arriving_after_an_early_event_is_still_promoted(store, registry):
     promote("iris", V1, store, registry)
-    publish(store, "iris", V1)
+    publish(store, registry, "iris", V1)
 
     assert promote("iris", V1, store, registry).decision == "approved"
 
 
 def test_an_unreadable_card_is_rejected_naming_the_field(store, registry):
-    publish(store, "iris", V1)
+    publish(store, registry, "iris", V1)
     store.put(card_key("iris", V1), b'{"model": "iris"}')
 
     result = promote("iris", V1, store, registry)
@@ -184,7 +184,7 @@ def test_an_unreadable_card_is_rejected_naming_the_field(store, registry):
 
 
 def test_a_card_whose_training_parity_failed_is_rejected(store, registry):
-    publish(store, "iris", V1, parity_passed=False)
+    publish(store, registry, "iris", V1, parity_passed=False)
 
     result = promote("iris", V1, store, registry)
 
@@ -193,8 +193,7 @@ def test_a_card_whose_training_parity_failed_is_rejected(store, registry):
 
 
 def test_an_unreadable_reference_is_rejected(store, registry):
-    publish(store, "iris", V1)
-    store.put(artifact_key("iris", V1, "reference.npz"), b"PK\x03\x04 broken zip")
+    publish(store, registry, "iris", V1, reference_bytes=b"PK\x03\x04 broken zip")
 
     result = promote("iris", V1, store, registry)
 
@@ -204,9 +203,9 @@ def test_an_unreadable_reference_is_rejected(store, registry):
 
 # ---------------------------------------------------------------------- records, replays, races
 def test_the_decision_and_reason_are_recorded(store, registry):
-    publish(store, "iris", V1)
+    publish(store, registry, "iris", V1)
     promote("iris", V1, store, registry)
-    publish(store, "iris", V2, value=0.5)
+    publish(store, registry, "iris", V2, value=0.5)
     promote("iris", V2, store, registry)
 
     records = {r.version: r for r in Catalog(registry).versions("iris")}
@@ -220,9 +219,9 @@ def test_the_decision_and_reason_are_recorded(store, registry):
 
 @pytest.mark.parametrize("value", [0.99, 0.5])
 def test_promoting_the_same_version_twice_changes_nothing(store, registry, value):
-    publish(store, "iris", V1, value=0.9)
+    publish(store, registry, "iris", V1, value=0.9)
     promote("iris", V1, store, registry)
-    publish(store, "iris", V2, value=value)
+    publish(store, registry, "iris", V2, value=value)
     first = promote("iris", V2, store, registry)
     record = Catalog(registry).version("iris", V2)
     champion = Catalog(registry).champion("iris")
@@ -237,7 +236,7 @@ def test_promoting_the_same_version_twice_changes_nothing(store, registry, value
 
 
 def test_a_switch_applied_but_not_recorded_is_completed_by_a_retry(store, registry):
-    publish(store, "iris", V1)
+    publish(store, registry, "iris", V1)
     # crashed before recording
     Catalog(registry).switch_champion("iris", V1, expected=None, route="lambda")
 
@@ -272,9 +271,9 @@ class RacingRegistry:
 
 
 def test_losing_a_race_re_decides_against_the_new_champion(store, registry):
-    publish(store, "iris", V1, value=0.9)
-    publish(store, "iris", V2, value=0.95)
-    publish(store, "iris", V3, value=0.97)
+    publish(store, registry, "iris", V1, value=0.9)
+    publish(store, registry, "iris", V2, value=0.95)
+    publish(store, registry, "iris", V3, value=0.97)
     promote("iris", V1, store, registry)
     racing = RacingRegistry(registry, lambda: promote("iris", V2, store, registry))
 
@@ -286,9 +285,9 @@ def test_losing_a_race_re_decides_against_the_new_champion(store, registry):
 
 
 def test_a_candidate_worse_than_the_race_winner_is_rejected(store, registry):
-    publish(store, "iris", V1, value=0.9)
-    publish(store, "iris", V2, value=0.99)
-    publish(store, "iris", V3, value=0.95)
+    publish(store, registry, "iris", V1, value=0.9)
+    publish(store, registry, "iris", V2, value=0.99)
+    publish(store, registry, "iris", V3, value=0.95)
     promote("iris", V1, store, registry)
     racing = RacingRegistry(registry, lambda: promote("iris", V2, store, registry))
 

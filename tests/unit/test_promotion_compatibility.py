@@ -27,7 +27,7 @@ def serve(store, registry) -> PredictionService:
 
 
 def champion(store, registry):
-    publish(store, "iris", V1, features=IRIS, classes=SPECIES, value=0.9, seed=0)
+    publish(store, registry, "iris", V1, features=IRIS, classes=SPECIES, value=0.9, seed=0)
     assert promote("iris", V1, store, registry).decision == "approved"
 
 
@@ -37,7 +37,9 @@ def test_a_fourth_class_from_a_cut_row_is_rejected_and_clients_keep_three_probab
     champion(store, registry)
     events = JsonLinesEventPublisher(tmp_path / "events.jsonl")
     # Better on its card, and its metric cannot be compared fairly: only the classes stop it.
-    publish(store, "iris", V2, features=IRIS, classes=[*SPECIES, "ver"], value=0.99, seed=1)
+    publish(
+        store, registry, "iris", V2, features=IRIS, classes=[*SPECIES, "ver"], value=0.99, seed=1
+    )
 
     result = promote("iris", V2, store, registry, events)
 
@@ -60,7 +62,7 @@ def test_a_fourth_class_from_a_cut_row_is_rejected_and_clients_keep_three_probab
 
 def test_a_renamed_column_is_rejected_naming_both_names(store, registry):
     champion(store, registry)
-    publish(store, "iris", V2, features=RENAMED, classes=SPECIES, value=0.95, seed=1)
+    publish(store, registry, "iris", V2, features=RENAMED, classes=SPECIES, value=0.95, seed=1)
 
     result = promote("iris", V2, store, registry)
 
@@ -83,7 +85,7 @@ def test_a_renamed_column_is_rejected_naming_both_names(store, registry):
 
 def test_a_replayed_event_returns_the_same_rejection(store, registry):
     champion(store, registry)
-    publish(store, "iris", V2, features=RENAMED, classes=SPECIES, value=0.95, seed=1)
+    publish(store, registry, "iris", V2, features=RENAMED, classes=SPECIES, value=0.95, seed=1)
     first = promote("iris", V2, store, registry)
 
     again = promote("iris", V2, store, registry)
@@ -95,7 +97,15 @@ def test_a_replayed_event_returns_the_same_rejection(store, registry):
 def test_the_spec_s_consent_lets_a_renamed_column_through_the_metric_gate(store, registry):
     champion(store, registry)
     publish(
-        store, "iris", V2, features=RENAMED, classes=SPECIES, value=0.95, seed=1, card_extra=ALLOW
+        store,
+        registry,
+        "iris",
+        V2,
+        features=RENAMED,
+        classes=SPECIES,
+        value=0.95,
+        seed=1,
+        card_extra=ALLOW,
     )
 
     result = promote("iris", V2, store, registry)
@@ -115,7 +125,15 @@ def test_the_spec_s_consent_lets_a_renamed_column_through_the_metric_gate(store,
 def test_consent_does_not_spare_a_worse_candidate(store, registry):
     champion(store, registry)
     publish(
-        store, "iris", V2, features=RENAMED, classes=SPECIES, value=0.5, seed=1, card_extra=ALLOW
+        store,
+        registry,
+        "iris",
+        V2,
+        features=RENAMED,
+        classes=SPECIES,
+        value=0.5,
+        seed=1,
+        card_extra=ALLOW,
     )
 
     result = promote("iris", V2, store, registry)
@@ -128,9 +146,11 @@ def test_learnt_categories_are_promoted_as_before(store, registry):
     names: list = IRIS[:3]
     colour = Feature(name="colour", dtype="category", categories=["green", "red"])
     learnt = Feature(name="colour", dtype="category", categories=["blue", "green", "red"])
-    publish(store, "iris", V1, features=[*names, colour], classes=SPECIES, value=0.9)
+    publish(store, registry, "iris", V1, features=[*names, colour], classes=SPECIES, value=0.9)
     promote("iris", V1, store, registry)
-    publish(store, "iris", V2, features=[*names, learnt], classes=SPECIES, value=0.92, seed=1)
+    publish(
+        store, registry, "iris", V2, features=[*names, learnt], classes=SPECIES, value=0.92, seed=1
+    )
 
     result = promote("iris", V2, store, registry)
 
@@ -141,7 +161,7 @@ def test_learnt_categories_are_promoted_as_before(store, registry):
 
 
 def test_the_first_version_has_no_clients_to_break(store, registry):
-    publish(store, "iris", V1, features=RENAMED, classes=[*SPECIES, "ver"], value=0.5)
+    publish(store, registry, "iris", V1, features=RENAMED, classes=[*SPECIES, "ver"], value=0.5)
 
     assert promote("iris", V1, store, registry).decision == "approved"
 
@@ -149,7 +169,9 @@ def test_the_first_version_has_no_clients_to_break(store, registry):
 def test_a_reordering_is_rejected_because_list_rows_would_change_meaning(store, registry):
     champion(store, registry)
     x = np.random.default_rng(3).normal(size=(32, 4)).astype(np.float32)
-    publish(store, "iris", V2, features=IRIS[::-1], classes=SPECIES, value=0.95, seed=1, x=x)
+    publish(
+        store, registry, "iris", V2, features=IRIS[::-1], classes=SPECIES, value=0.95, seed=1, x=x
+    )
 
     result = promote("iris", V2, store, registry)
 

@@ -37,7 +37,7 @@ class RecordingTier:
 
 
 def test_a_small_version_is_routed_to_the_function(store, registry):
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
 
     result = promote("iris", version_id(1), store, registry, policy=SMALL)
 
@@ -47,7 +47,7 @@ def test_a_small_version_is_routed_to_the_function(store, registry):
 
 
 def test_a_large_version_is_routed_to_the_container_and_the_tier_scales_out(store, registry):
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
     tier = RecordingTier()
 
     result = promote("iris", version_id(1), store, registry, policy=LARGE, tier=tier)
@@ -61,7 +61,7 @@ def test_a_large_version_is_routed_to_the_container_and_the_tier_scales_out(stor
 
 
 def test_with_no_champion_routed_to_the_container_the_tier_is_scaled_in(store, registry):
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
     tier = RecordingTier()
 
     result = promote("iris", version_id(1), store, registry, policy=SMALL, tier=tier)
@@ -71,9 +71,9 @@ def test_with_no_champion_routed_to_the_container_the_tier_is_scaled_in(store, r
 
 
 def test_a_lambda_champion_replacing_the_last_container_one_scales_the_tier_in(store, registry):
-    publish(store, "iris", version_id(1), value=0.8)
+    publish(store, registry, "iris", version_id(1), value=0.8)
     promote("iris", version_id(1), store, registry, policy=LARGE)
-    publish(store, "iris", version_id(2), value=0.9)
+    publish(store, registry, "iris", version_id(2), value=0.9)
     tier = RecordingTier()
 
     promote("iris", version_id(2), store, registry, policy=SMALL, tier=tier)
@@ -82,9 +82,9 @@ def test_a_lambda_champion_replacing_the_last_container_one_scales_the_tier_in(s
 
 
 def test_the_tier_stays_out_while_another_models_champion_is_routed_to_it(store, registry):
-    publish(store, "big", version_id(1))
+    publish(store, registry, "big", version_id(1))
     promote("big", version_id(1), store, registry, policy=LARGE)
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
     tier = RecordingTier()
 
     promote("iris", version_id(1), store, registry, policy=SMALL, tier=tier)
@@ -93,9 +93,9 @@ def test_the_tier_stays_out_while_another_models_champion_is_routed_to_it(store,
 
 
 def test_a_rejected_large_version_does_not_scale_the_tier(store, registry):
-    publish(store, "iris", version_id(1), value=0.9)
+    publish(store, registry, "iris", version_id(1), value=0.9)
     promote("iris", version_id(1), store, registry, policy=SMALL)
-    publish(store, "iris", version_id(2), value=0.5)
+    publish(store, registry, "iris", version_id(2), value=0.5)
     tier = RecordingTier()
 
     result = promote("iris", version_id(2), store, registry, policy=LARGE, tier=tier)
@@ -105,7 +105,7 @@ def test_a_rejected_large_version_does_not_scale_the_tier(store, registry):
 
 
 def test_a_failed_scale_out_leaves_the_promotion_standing(store, registry):
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
 
     result = promote("iris", version_id(1), store, registry, policy=LARGE, tier=RecordingTier(True))
 
@@ -115,7 +115,7 @@ def test_a_failed_scale_out_leaves_the_promotion_standing(store, registry):
 
 
 def test_a_replayed_promotion_asks_the_tier_again(store, registry):
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
     promote("iris", version_id(1), store, registry, policy=LARGE)
     tier = RecordingTier()
 
@@ -129,7 +129,7 @@ def test_a_replayed_promotion_asks_the_tier_again(store, registry):
 @pytest.mark.parametrize(("spec", "route"), [("lambda", "lambda"), ("container", "container")])
 def test_the_spec_serving_route_wins_over_the_size(store, registry, spec, route):
     store.put(spec_key("iris"), f"serving:\n  route: {spec}\n".encode())
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
     policy = LARGE if spec == "lambda" else SMALL
 
     result = promote("iris", version_id(1), store, registry, policy=policy)
@@ -140,7 +140,7 @@ def test_the_spec_serving_route_wins_over_the_size(store, registry, spec, route)
 
 def test_the_spec_serving_memory_replaces_the_estimate(store, registry):
     store.put(spec_key("iris"), b"serving:\n  memory_mb: 9000\n")
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
 
     result = promote("iris", version_id(1), store, registry, policy=SMALL)
 
@@ -150,7 +150,7 @@ def test_the_spec_serving_memory_replaces_the_estimate(store, registry):
 
 def test_an_invalid_spec_routes_by_size_and_says_so(store, registry):
     store.put(spec_key("iris"), b"serving:\n  route: gpu\n")
-    publish(store, "iris", version_id(1))
+    publish(store, registry, "iris", version_id(1))
 
     result = promote("iris", version_id(1), store, registry, policy=SMALL)
 
@@ -159,9 +159,9 @@ def test_an_invalid_spec_routes_by_size_and_says_so(store, registry):
 
 
 def test_a_rollback_carries_the_route_of_the_version_it_restores(store, registry):
-    publish(store, "iris", version_id(1), value=0.8)
+    publish(store, registry, "iris", version_id(1), value=0.8)
     promote("iris", version_id(1), store, registry, policy=LARGE)
-    publish(store, "iris", version_id(2), value=0.9)
+    publish(store, registry, "iris", version_id(2), value=0.9)
     promote("iris", version_id(2), store, registry, policy=SMALL)
     assert Catalog(registry).champion("iris").route == "lambda"
 
@@ -172,9 +172,9 @@ def test_a_rollback_carries_the_route_of_the_version_it_restores(store, registry
 
 
 def test_a_rollback_to_a_container_version_scales_the_tier_out_and_back_in(store, registry):
-    publish(store, "iris", version_id(1), value=0.8)
+    publish(store, registry, "iris", version_id(1), value=0.8)
     promote("iris", version_id(1), store, registry, policy=LARGE)
-    publish(store, "iris", version_id(2), value=0.9)
+    publish(store, registry, "iris", version_id(2), value=0.9)
     promote("iris", version_id(2), store, registry, policy=SMALL)
     tier = RecordingTier()
 

@@ -36,7 +36,7 @@ def retired_versions(store, registry) -> set[str]:
 
 
 def publish_and_promote(store, registry, n: int, value: float, keep: int = 3) -> str:
-    publish(store, "m", V[n], value=value, seed=n)
+    publish(store, registry, "m", V[n], value=value, seed=n)
     return promote("m", V[n], store, registry, keep_versions=keep).decision
 
 
@@ -105,7 +105,7 @@ def test_versions_behind_the_kept_ones_are_retired_as_promotions_go_on(store, re
 def test_promotion_reports_the_versions_it_retired(store, registry):
     for n in range(1, 3):
         publish_and_promote(store, registry, n, value=0.80 + n / 100, keep=0)
-    publish(store, "m", V[3], value=0.9, seed=3)
+    publish(store, registry, "m", V[3], value=0.9, seed=3)
 
     result = promote("m", V[3], store, registry, keep_versions=0)
 
@@ -123,7 +123,7 @@ def test_a_rejected_version_is_retired_by_its_own_promotion(store, registry):
 
 def test_a_version_that_fails_parity_is_retired(store, registry):
     publish_and_promote(store, registry, 1, value=0.9)
-    publish(store, "m", V[2], value=0.99, skew_reference=0.05)
+    publish(store, registry, "m", V[2], value=0.99, skew_reference=0.05)
 
     assert promote("m", V[2], store, registry).decision == "rejected"
     assert retired_versions(store, registry) == {V[2]}
@@ -143,7 +143,7 @@ def test_a_replayed_event_changes_nothing(store, registry):
 
 def test_a_retention_run_cut_short_is_finished_by_the_replayed_event(store, registry, monkeypatch):
     publish_and_promote(store, registry, 1, value=0.9)
-    publish(store, "m", V[2], value=0.5, seed=2)
+    publish(store, registry, "m", V[2], value=0.5, seed=2)
 
     def crash(*args, **kwargs):
         raise ConnectionError("registry unreachable")
@@ -234,7 +234,7 @@ def test_a_rollback_to_a_retired_version_whose_files_aged_out_is_refused(history
 
 def test_a_refused_rollback_to_a_retired_version_leaves_it_retired(history):
     store, registry = history
-    publish(store, "m", V[8], value=0.99, skew_reference=0.05, seed=8)
+    publish(store, registry, "m", V[8], value=0.99, skew_reference=0.05, seed=8)
     promote("m", V[8], store, registry, keep_versions=1)  # rejected: parity
 
     with pytest.raises(RollbackRefused, match="fails the parity re-check"):

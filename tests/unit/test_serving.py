@@ -45,7 +45,7 @@ def service(counted, clock) -> PredictionService:
 def release(store, registry, model: str, n: int, **kwargs) -> str:
     """Publish version n of `model` and promote it; returns the version id."""
     version = version_id(n)
-    publish(store, model, version, **kwargs)
+    publish(store, registry, model, version, **kwargs)
     assert promote(model, version, store, registry).decision == "approved"
     return version
 
@@ -377,7 +377,7 @@ def test_an_unknown_version_is_not_found(service, cancer):
 
 def test_a_rejected_version_is_never_served(service, store, registry, cancer):
     worse = version_id(2)
-    publish(store, "cancer", worse, features=FEATURES, classes=CLASSES, value=0.5)
+    publish(store, registry, "cancer", worse, features=FEATURES, classes=CLASSES, value=0.5)
     assert promote("cancer", worse, store, registry).decision == "rejected"
 
     with pytest.raises(NotFoundError, match="was rejected by promotion"):
@@ -386,7 +386,7 @@ def test_a_rejected_version_is_never_served(service, store, registry, cancer):
 
 def test_a_version_still_under_promotion_is_not_ready(service, store, registry, cancer):
     pending = version_id(2)
-    publish(store, "cancer", pending, features=FEATURES, classes=CLASSES)
+    publish(store, registry, "cancer", pending, features=FEATURES, classes=CLASSES)
     Catalog(registry).record_version(
         VersionRecord(model="cancer", version=pending, job_id="j", decision="pending")
     )
@@ -433,7 +433,9 @@ def test_the_champion_pointer_is_trusted_until_the_ttl_expires(
     counted_registry.calls.clear()
     clock.advance(0.2)
     assert service.predict("cancer", ROWS)["version"] == newer
-    assert counted_registry.calls == {"get": 1}  # the pointer; the card and model are new
+    # The pointer, and the new version's record (the digests its files must match); the
+    # card and model are new.
+    assert counted_registry.calls == {"get": 2}
 
 
 def test_after_a_refresh_the_pointer_is_cached_again(service, counted, clock, cancer):
@@ -576,7 +578,7 @@ def release_large(store, registry, model: str = "large", n: int = 1) -> str:
     from dropflow.vocabulary.routing import RoutePolicy
 
     version = version_id(n)
-    publish(store, model, version, features=FEATURES, classes=CLASSES)
+    publish(store, registry, model, version, features=FEATURES, classes=CLASSES)
     policy = RoutePolicy(max_model_mb=0.0001)  # every test graph is "large"
     assert promote(model, version, store, registry, policy=policy).route == "container"
     return version

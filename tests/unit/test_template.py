@@ -24,6 +24,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from dropflow.observability import SERVICE
+from dropflow.records.catalog import MODELS_PK, model_pk
+from dropflow.records.jobs import jobs_pk
+from dropflow.serving.service import FILE_MISMATCH_METRIC
 from dropflow_dev.invoke import describe_function, function_ids, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,22 +357,48 @@ def test_the_training_role_reads_its_inputs_and_writes_only_jobs_and_models(temp
         ("s3:GetObject", f"{BUCKET}/code/*"),
         ("s3:GetObject", f"{BUCKET}/jobs/*"),
         ("s3:PutObject", f"{BUCKET}/jobs/*"),
-        ("s3:DeleteObject", f"{BUCKET}/jobs/*"),
-        ("s3:GetObject", f"{BUCKET}/models/*"),
-        ("s3:PutObject", f"{BUCKET}/models/*"),
-        ("s3:ListBucket", BUCKET),
+        # Pruning old checkpoints is the only delete.
+        ("s3:DeleteObject", f"{BUCKET}/jobs/*/*/checkpoints/step-*.pt"),
+        # The four files a job publishes, and a look at the model it uploaded.
         *(
-            (f"dynamodb:{action}", "${RegistryTable.Arn}")
-            for action in (
-                "GetItem",
-                "PutItem",
-                "UpdateItem",
-                "DeleteItem",
-                "Query",
-                "ConditionCheckItem",
-            )
+            ("s3:PutObject", f"{BUCKET}/models/*/*/{name}")
+            for name in ("model.onnx", "reference.npz", "curve.png", "card.json")
         ),
+        ("s3:GetObject", f"{BUCKET}/models/*/*/model.onnx"),
+        ("s3:ListBucket", BUCKET),
+        ("dynamodb:GetItem", "${RegistryTable.Arn}"),
+        ("dynamodb:PutItem", "${RegistryTable.Arn}"),
     }
+
+
+def test_the_training_role_touches_only_job_records_in_the_registry(template):
+    (policy,) = template["Resources"]["TrainingRole"]["Properties"]["Policies"]
+    (statement,) = [
+        s
+        for s in policy["PolicyDocument"]["Statement"]
+        if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))
+    ]
+
+    # Every item a call touches must sit in a jobs partition (dropflow.records.jobs), never
+    # in a model's catalog: an instance cannot record a decision or move the champion.
+    assert statement["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["JOBS#*"]}
+    }
+    assert fnmatch.fnmatchcase(jobs_pk("iris"), "JOBS#*")
+    assert not fnmatch.fnmatchcase(model_pk("iris"), "JOBS#*")
+    assert not fnmatch.fnmatchcase(MODELS_PK, "JOBS#*")
+    # Conditional writes (compare-and-set) need no more than PutItem; no query, no scan.
+    assert set(as_list(statement["Action"])) == {"dynamodb:GetItem", "dynamodb:PutItem"}
+
+
+def test_the_training_role_may_list_the_bucket_so_a_missing_key_reads_as_404(template):
+    (policy,) = template["Resources"]["TrainingRole"]["Properties"]["Policies"]
+    (listing,) = [
+        s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "s3:ListBucket"
+    ]
+    # A condition on s3:prefix would make S3 answer 403 for a first attempt's missing
+    # manifest.json, which the job reads as "no checkpoint yet".
+    assert "Condition" not in listing
 
 
 def test_failed_jobs_and_abandoned_events_raise_alarms(template):
@@ -380,6 +410,19 @@ def test_failed_jobs_and_abandoned_events_raise_alarms(template):
     assert jobs["Dimensions"] == [{"Name": "service", "Value": "dropflow"}]
     assert jobs["AlarmActions"] == [{"Ref": "AlarmTopic"}] == events["AlarmActions"]
     assert events["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailedEventsQueue", "QueueName"]}
+
+
+def test_a_model_file_that_is_not_its_jobs_raises_an_alarm(template):
+    alarm = template["Resources"]["ModelFileMismatchAlarm"]["Properties"]
+
+    # What dropflow.serving.service counts, at both tiers, under the service dimension.
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("dropflow", FILE_MISMATCH_METRIC)
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
 ALARM_ACTIONS = ("AlarmActions", "OKActions", "InsufficientDataActions")
@@ -447,7 +490,12 @@ def test_every_publisher_of_the_alarm_topic_is_an_alarm_the_topic_key_admits(tem
     pattern = admitted["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].rsplit(":alarm:", 1)[1]
 
     assert referrers - alarms == {"AlarmEmailSubscription"}
-    assert alarms == {"FailedJobsAlarm", "FailedEventsAlarm", "ServingBootFailedAlarm"}
+    assert alarms == {
+        "FailedJobsAlarm",
+        "FailedEventsAlarm",
+        "ServingBootFailedAlarm",
+        "ModelFileMismatchAlarm",
+    }
     for name in alarms:
         props = resources[name]["Properties"]
         assert any({"Ref": "AlarmTopic"} in props.get(field, []) for field in ALARM_ACTIONS)

@@ -16,11 +16,35 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 SERVICE = "dropflow"
+NAMESPACE = "dropflow"
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace="dropflow", service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+def count_now(name: str, **properties: str) -> None:
+    """Publish the Count metric `name` = 1 (dimension service) at once, as one EMF line on
+    stdout with `properties` beside it (in the log line, not dimensions).
+
+    For code that runs outside a handler's log_metrics, such as the container tier's server,
+    whose stdout reaches CloudWatch Logs (the awslogs driver), where EMF lines become metrics.
+    Nothing is printed where POWERTOOLS_METRICS_DISABLED says so (the local runtime, tests).
+    """
+    if is_metrics_disabled():
+        return
+    with single_metric(
+        name=name,
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=NAMESPACE,
+        default_dimensions={"service": SERVICE},
+    ) as metric:
+        for key, value in properties.items():
+            metric.add_metadata(key=key, value=value)
 
 
 @cache

@@ -21,6 +21,12 @@ Each version that passes parity also gets its route (dropflow.vocabulary.routing
 version and written on the champion pointer, and promoting a `container` version asks the
 container tier to scale out, so that a server is on its way before the first request.
 
+Before any of this, promotion checks the version's provenance
+(dropflow.promotion.provenance): the card names a job of this model that recorded this version,
+and card.json, model.onnx and reference.npz hash to the digests it recorded. Anything else (a
+folder written by hand, a file replaced after publishing) is rejected, saying which. The
+digests go on the version's record, for serving and rollback to check the bytes they load.
+
 After each decision (and again on a replay) dropflow.promotion.retention marks the files of versions
 that are no longer worth keeping as retired, and unmarks the champion's: on S3 the bucket's
 lifecycle rule expires retired files, so old versions age out and the champion's never do.
@@ -32,6 +38,7 @@ import io
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -42,17 +49,21 @@ from pydantic import BaseModel, ValidationError
 from dropflow.errors import ConcurrentUpdate, UserInputError, brief
 from dropflow.ports import ContainerTier, EventPublisher, ObjectNotFound, ObjectStore, Registry
 from dropflow.promotion import compatibility
+from dropflow.promotion.provenance import Untrusted, check_bytes, published_digests
 from dropflow.promotion.retention import DEFAULT_KEEP, retain_or_explain
 from dropflow.promotion.tier import fit_or_explain
 from dropflow.records.catalog import Catalog, Champion, ChampionChange, VersionRecord
 from dropflow.vocabulary import parity, scoring
 from dropflow.vocabulary.card import (
+    CARD_FILE,
     INPUT_NAME,
     PREDICTION,
     PROBABILITIES,
     Card,
     InvalidCard,
     artifact_key,
+    card_key,
+    parse_card,
     read_card,
 )
 from dropflow.vocabulary.events import PROMOTED, REJECTED
@@ -153,9 +164,10 @@ def promote(
     reported in `retention_error`, and the decision stands).
 
     Returns the decision with its reason, and publishes it to `events` when it is new (not a
-    replay); a failed publish is logged and never undoes the decision. A missing or corrupt
-    artifact or a parity failure is a rejection, never an exception (without a card.json
-    nothing is recorded: there is no version yet). The decision is recorded, so a replay
+    replay); a failed publish is logged and never undoes the decision. A version that no job
+    of `model` published with these very files, a missing or corrupt artifact or a parity
+    failure is a rejection, never an exception (without a card.json nothing is recorded: there
+    is no version yet). The decision is recorded, so a replay
     returns it. Raises InvalidName for a malformed model or version, and ConcurrentUpdate
     when the champion kept changing under it (the event can be retried).
     """
@@ -186,10 +198,11 @@ def promote(
         return _settle(store, catalog, tier, keep_versions, result)
 
     card: Card | None = None
+    digests: dict[str, str] = {}
     routed: RouteDecision | None = None
     try:
-        card = _load_card(store, model, version)
-        check_parity(card, store)
+        card, digests = _load_card(store, registry, model, version)
+        check_parity(card, store, digests)
         routed = route_for(card, store, policy)
     except NothingPublished as missing:
         # No card, no version: answer without recording anything (nor making the model known),
@@ -207,7 +220,15 @@ def promote(
     except Rejected as rejected:
         champion = catalog.champion(model)
         result = _record(
-            catalog, model, version, card, "rejected", str(rejected), champion, champion
+            catalog,
+            model,
+            version,
+            card,
+            "rejected",
+            str(rejected),
+            champion,
+            champion,
+            digests=digests,
         )
         return _announce(events, _settle(store, catalog, tier, keep_versions, result))
 
@@ -217,7 +238,17 @@ def promote(
             # A previous run switched the pointer but stopped before recording the decision.
             reason = "already the champion"
             result = _record(
-                catalog, model, version, card, "approved", reason, champion, champion, None, routed
+                catalog,
+                model,
+                version,
+                card,
+                "approved",
+                reason,
+                champion,
+                champion,
+                None,
+                routed,
+                digests=digests,
             )
             return _announce(events, _settle(store, catalog, tier, keep_versions, result))
         try:
@@ -234,6 +265,7 @@ def promote(
                 champion,
                 rejected.metrics,
                 routed,
+                digests=digests,
             )
             return _announce(events, _settle(store, catalog, tier, keep_versions, result))
         # Switch first, record second: a crash in between leaves a pointer that a retry
@@ -262,6 +294,7 @@ def promote(
                 after,
                 outcome.metrics,
                 routed,
+                digests=digests,
             )
             return _announce(events, _settle(store, catalog, tier, keep_versions, result))
     raise ConcurrentUpdate(
@@ -271,13 +304,25 @@ def promote(
 
 
 # ---------------------------------------------------------------------- checks
-def _load_card(store: ObjectStore, model: str, version: str) -> Card:
+def _load_card(
+    store: ObjectStore, registry: Registry, model: str, version: str
+) -> tuple[Card, dict[str, str]]:
+    """The version's card, and the digests its job recorded; Rejected when no job of `model`
+    published this version, or card.json is not the one it published, or is unsound."""
+    key = card_key(model, version)
     try:
-        card = read_card(store, model, version)
+        raw = store.get(key)
     except ObjectNotFound:
         raise NothingPublished(f"card.json is missing under models/{model}/{version}/") from None
+    try:
+        card = parse_card(key, raw)
     except InvalidCard as exc:
         raise Rejected(f"card.json is not a valid model card: {exc.problem}") from None
+    try:
+        digests = published_digests(model, version, card.job_id, registry)
+        check_bytes(CARD_FILE, raw, digests, card.job_id)
+    except Untrusted as exc:
+        raise Rejected(str(exc)) from None
     if card.model != model or card.version != version:
         raise Rejected(
             f"card.json names {card.model} {card.version} but lies under models/{model}/{version}/"
@@ -286,7 +331,7 @@ def _load_card(store: ObjectStore, model: str, version: str) -> Card:
         raise Rejected("card.json: a classification card must list its classes")
     if card.metrics.primary not in card.metrics.holdout:
         raise Rejected(f"card.json: primary metric {card.metrics.primary!r} has no holdout value")
-    return card
+    return card, digests
 
 
 def _artifact(store: ObjectStore, card: Card, role: str, default: str) -> bytes:
@@ -297,16 +342,25 @@ def _artifact(store: ObjectStore, card: Card, role: str, default: str) -> bytes:
         raise Rejected(f"{name} is missing under models/{card.model}/{card.version}/") from None
 
 
-def check_parity(card: Card, store: ObjectStore) -> float:
+def check_parity(card: Card, store: ObjectStore, digests: Mapping[str, str]) -> float:
     """Re-run the reference inputs through onnxruntime and compare with the torch outputs.
 
-    Returns the max abs difference; raises Rejected saying what does not hold.
+    The model and reference bytes read must hash to `digests` (file name -> sha256 hex, what
+    the card's job recorded) before anything runs them. Returns the max abs difference;
+    raises Rejected saying what does not hold.
     """
     if not card.parity.passed:
         raise Rejected("the training job's own parity check failed (card.parity.passed is false)")
     output = PROBABILITIES if card.task == "classification" else PREDICTION
     model_bytes = _artifact(store, card, "model", "model.onnx")
     reference_bytes = _artifact(store, card, "reference", "reference.npz")
+    try:
+        check_bytes(card.files.get("model", "model.onnx"), model_bytes, digests, card.job_id)
+        check_bytes(
+            card.files.get("reference", "reference.npz"), reference_bytes, digests, card.job_id
+        )
+    except Untrusted as exc:
+        raise Rejected(str(exc)) from None
     try:
         session = open_session(model_bytes)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
@@ -575,6 +629,8 @@ def _record(
     after: Champion | None,
     metrics: dict[str, Any] | None = None,
     routed: RouteDecision | None = None,
+    *,
+    digests: dict[str, str] | None = None,
 ) -> PromotionResult:
     metric = card.metrics.primary if card else None
     value = card.metrics.holdout.get(metric) if card and metric else None
@@ -592,6 +648,7 @@ def _record(
             metrics=metrics or {},
             route=routed.route if routed else None,
             route_reason=routed.reason if routed else None,
+            digests=digests or {},
         )
     )
     return PromotionResult(

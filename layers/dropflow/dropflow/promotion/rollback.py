@@ -8,6 +8,11 @@ A rollback target whose files were retired (dropflow.promotion.retention) is tak
 files are unmarked before the pointer moves, so the champion never points at files about to
 expire; if they have already aged out, the rollback is refused and says so. After the switch
 the retention rule runs again (an older version may fall out of the kept set).
+
+A rollback target is served only if its files are still the ones its job published: its
+card.json, model.onnx and reference.npz must hash to the digests promotion verified and kept
+on its record (dropflow.promotion.provenance); a file replaced since, or a version never
+verified, is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pydantic import BaseModel
 from dropflow.errors import ConcurrentUpdate, DropflowError, NotFoundError
 from dropflow.ports import ContainerTier, ObjectNotFound, ObjectStore, Registry
 from dropflow.promotion.gate import Rejected, check_parity
+from dropflow.promotion.provenance import Untrusted, check_bytes
 from dropflow.promotion.retention import (
     DEFAULT_KEEP,
     mark_version,
@@ -28,7 +34,15 @@ from dropflow.promotion.retention import (
 )
 from dropflow.promotion.tier import fit_or_explain
 from dropflow.records.catalog import Catalog, ChampionChange, VersionRecord
-from dropflow.vocabulary.card import InvalidCard, read_card, version_prefix
+from dropflow.vocabulary.card import (
+    CARD_FILE,
+    InvalidCard,
+    artifact_key,
+    card_key,
+    parse_card,
+    read_card,
+    version_prefix,
+)
 from dropflow.vocabulary.names import check_model_name, check_version
 
 
@@ -102,7 +116,8 @@ def rollback(
     Without `to_version`: the version the champion replaced (the pointer's `previous`), else
     the newest approved version older than the champion. With it: that version, which must
     be recorded and either approved or (rejected by the metric gate only) still pass the
-    parity re-check; it is then recorded as approved, so that serving accepts it.
+    parity re-check; it is then recorded as approved, so that serving accepts it. Either
+    way its files must still hash to the digests promotion verified against its job.
     A retired target is taken back (its files unmarked) before the switch; one whose files
     have aged out is refused. After the switch the retention rule runs with `keep_versions`,
     and `tier` is sized to the champions (a server if the restored version is routed to the
@@ -196,22 +211,44 @@ def _take_back(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> V
 
 
 def _check_servable(catalog: Catalog, store: ObjectStore, record: VersionRecord) -> str:
-    """'' for an approved version whose card is still there; re-checks parity otherwise."""
+    """'' for an approved version whose files are still its job's; re-checks parity
+    otherwise. Refuses a version whose files differ from the digests on its record."""
+    model, version = record.model, record.version
+    if not record.digests:
+        was = f"{record.decision} ({record.reason})" if record.reason else record.decision
+        raise RollbackRefused(
+            f"cannot roll back {model} to {version}: its files were never matched to the job "
+            f"that published them (it was {was}), so it is not served"
+        )
+    key = card_key(model, version)
     try:
-        card = read_card(store, record.model, record.version)
+        raw = store.get(key)
+        card = parse_card(key, raw)
     except ObjectNotFound:
         raise RollbackRefused(
-            f"version {record.version!r} of {record.model} has no card.json any more "
+            f"version {version!r} of {model} has no card.json any more "
             "(its files aged out?): cannot serve it"
         ) from None
     except InvalidCard:
-        raise RollbackRefused(
-            f"version {record.version!r} of {record.model} has an invalid card.json"
-        ) from None
+        raise RollbackRefused(f"version {version!r} of {model} has an invalid card.json") from None
+    try:
+        check_bytes(CARD_FILE, raw, record.digests, record.job_id)
+        if record.decision == "approved":
+            names = (
+                card.files.get("model", "model.onnx"),
+                card.files.get("reference", "reference.npz"),
+            )
+            for name in names:
+                data = store.get(artifact_key(model, version, name))
+                check_bytes(name, data, record.digests, record.job_id)
+    except ObjectNotFound as exc:
+        raise RollbackRefused(f"cannot roll back {model} to {version}: {exc}") from None
+    except Untrusted as exc:
+        raise RollbackRefused(f"cannot roll back {model} to {version}: {exc}") from None
     if record.decision == "approved":
         return ""
     try:
-        check_parity(card, store)
+        check_parity(card, store, record.digests)
     except Rejected as exc:
         raise RollbackRefused(
             f"version {record.version!r} of {record.model} was {record.decision} and fails "

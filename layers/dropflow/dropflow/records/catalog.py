@@ -2,6 +2,7 @@
 
 pk MODEL#<model>: sk VERSION#<version> per version, sk CHAMPION for the pointer that serving
 follows, sk CHANGE#<time>#<version> for each switch of that pointer (promotion or rollback).
+The model's training jobs have a partition of their own (dropflow.records.jobs).
 The champion switch is a compare-and-set, so two promotions (or a promotion and a rollback)
 never both win.
 """
@@ -19,7 +20,8 @@ from dropflow.vocabulary.names import check_model_name
 from dropflow.vocabulary.routing import Route
 
 # The registry's list of models (sk: the model's name), and each model's partition, which
-# holds its versions and champion here and its training jobs (dropflow.records.jobs).
+# holds its versions and champion (and the launcher's records of the model: its active slot
+# and claims).
 MODELS_PK = "MODELS"
 
 
@@ -50,6 +52,10 @@ class VersionRecord(BaseModel):
     # which the predict function serves itself.
     route: Route | None = None
     route_reason: str | None = None
+    # The sha256 (hex) of its files by name, as its job recorded them and promotion found them
+    # (dropflow.vocabulary.digests): what serving and rollback check the bytes they load
+    # against. Empty where promotion never verified them: such a version is not served.
+    digests: dict[str, str] = Field(default_factory=dict)
     # When its files were marked retired (dropflow.promotion.retention): on S3 they then age out by
     # the
     # bucket's lifecycle rule. None: kept, its files never expire.

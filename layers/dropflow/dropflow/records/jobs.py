@@ -2,6 +2,12 @@
 
 queued -> launching -> running -> (interrupted -> launching -> running)* -> exporting ->
 published | failed. Every write is a compare-and-set, so two writers never lose an update.
+
+A model's jobs have a partition of their own (pk JOBS#<model>), apart from its catalog
+(MODEL#<model>: versions, decisions, the champion; dropflow.records.catalog). The training
+instances write job records and nothing else, and IAM can say so by partition key (the
+training role's dynamodb:LeadingKeys condition in template.yaml): an instance can never write
+a decision or the champion pointer.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from dropflow.errors import ConcurrentUpdate, DropflowError, NotFoundError
 from dropflow.ports import Registry
-from dropflow.records.catalog import MODELS_PK, model_pk
+from dropflow.records.catalog import MODELS_PK
 from dropflow.vocabulary.names import check_model_name, model_of_job
 
 
@@ -96,6 +102,11 @@ class Job(BaseModel):
     trigger: str = "drop"  # drop | schedule | follow-up | manual
     attempts: list[Attempt] = Field(default_factory=list)
     version: str | None = None  # the model version it published
+    # The sha256 (hex) of each file of `version` it wrote, by file name (model.onnx,
+    # reference.npz, card.json): recorded with `version` before card.json is written, so that
+    # promotion approves, and serving loads, only the bytes this job produced
+    # (dropflow.vocabulary.digests).
+    digests: dict[str, str] = Field(default_factory=dict)
     progress: dict[str, Any] = Field(default_factory=dict)  # heartbeat: epoch, step, loss...
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
@@ -105,8 +116,13 @@ class Job(BaseModel):
         return self.attempts[-1] if self.attempts else None
 
 
+def jobs_pk(model: str) -> str:
+    """The partition of the model's jobs."""
+    return f"JOBS#{model}"
+
+
 class JobStore:
-    """Jobs kept in the Registry under pk MODEL#<model>, sk JOB#<job id>."""
+    """Jobs kept in the Registry under pk JOBS#<model>, sk JOB#<job id>."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -118,7 +134,7 @@ class JobStore:
     def create(self, job: Job) -> Job:
         self.registry.put_if_absent(MODELS_PK, job.model, {"created_at": job.created_at})
         if not self.registry.put_if_absent(
-            model_pk(job.model), self._sk(job.job_id), job.model_dump(mode="json")
+            jobs_pk(job.model), self._sk(job.job_id), job.model_dump(mode="json")
         ):
             raise DropflowError(f"job {job.job_id} already exists")
         return job
@@ -129,7 +145,7 @@ class JobStore:
             model = model_of_job(job_id)
         except ValueError as exc:
             raise NotFoundError(str(exc)) from None
-        rec = self.registry.get(model_pk(model), self._sk(job_id))
+        rec = self.registry.get(jobs_pk(model), self._sk(job_id))
         if rec is None:
             raise NotFoundError(f"no job {job_id!r}")
         return Job.model_validate(rec.data)
@@ -137,7 +153,7 @@ class JobStore:
     def for_model(self, model: str) -> list[Job]:
         """The model's jobs, oldest first."""
         check_model_name(model)
-        recs = self.registry.query(model_pk(model), sk_prefix="JOB#")
+        recs = self.registry.query(jobs_pk(model), sk_prefix="JOB#")
         return [Job.model_validate(r.data) for r in recs]
 
     def models(self) -> list[str]:
@@ -154,7 +170,7 @@ class JobStore:
         """
         model = model_of_job(job_id)
         for _ in range(tries):
-            rec = self.registry.get(model_pk(model), self._sk(job_id))
+            rec = self.registry.get(jobs_pk(model), self._sk(job_id))
             if rec is None:
                 raise NotFoundError(f"no job {job_id!r}")
             current = Job.model_validate(rec.data)
@@ -164,7 +180,7 @@ class JobStore:
                 return current
             new.updated_at = time.time()
             if self.registry.compare_and_set(
-                model_pk(model),
+                jobs_pk(model),
                 self._sk(job_id),
                 new.model_dump(mode="json"),
                 expected_revision=rec.revision,
@@ -179,6 +195,16 @@ class JobStore:
             if job.state != to and to not in _NEXT[job.state]:
                 raise IllegalTransition(f"job {job_id}: {job.state} -> {to} is not allowed")
             return job.model_copy(update={"state": to, **changes})
+
+        return self.update(job_id, apply)
+
+    def record_publication(self, job_id: str, version: str, digests: dict[str, str]) -> Job:
+        """Record that the job is publishing `version`, whose files hash to `digests` (file
+        name -> sha256 hex). Written before the version's card.json, which starts promotion:
+        promotion trusts a version only when its job recorded it here."""
+
+        def apply(job: Job) -> Job:
+            return job.model_copy(update={"version": version, "digests": dict(digests)})
 
         return self.update(job_id, apply)
 

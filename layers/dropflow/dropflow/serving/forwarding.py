@@ -5,8 +5,9 @@ local process), seen from the predict function.
   the tier's URL and returns its answer. A tier that cannot answer (connection refused, no
   healthy server behind the load balancer, a timeout, a 5xx) is `ContainerUnavailable`: a 503
   with Retry-After for the client, never a 500. A 4xx of the tier is the client's mistake,
-  judged by the same code the predict function runs: `ContainerAnswered` carries it through
-  unchanged.
+  judged by the same code the predict function runs, and a 503 with dropflow's own error body
+  is the server declining a version (its file is not its job's): `ContainerAnswered` carries
+  either through unchanged.
 
 The tier's capacity (the ContainerTier port, which promotion sizes) is in dropflow.ports.
 """
@@ -140,7 +141,8 @@ class ContainerClient:
             raise self._unavailable(_why(reason, self.timeout)) from None
         except (HTTPException, OSError) as exc:  # a reset or a garbled answer mid-way
             raise self._unavailable(f"the connection failed ({type(exc).__name__})") from None
-        if status == HTTPStatus.SERVICE_UNAVAILABLE and path.endswith("/ready"):
+        if status == HTTPStatus.SERVICE_UNAVAILABLE and (path.endswith("/ready") or _refusal(data)):
+            # The server itself declined (a version it will not serve: the message says why).
             raise ContainerAnswered(status, data, content_type, headers)
         if status >= 500:
             # The load balancer's 502/503/504 (no healthy server yet) or the server's own fault:
@@ -157,6 +159,16 @@ class ContainerClient:
             f"yet ({why}); it is being started: retry in {self.retry_after} s",
             retry_after=self.retry_after,
         )
+
+
+def _refusal(data: bytes) -> bool:
+    """Whether a 503's body is dropflow's own error (an object under "error"), not a load
+    balancer's page: the server answered, and its reason is worth passing on."""
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and isinstance(answer.get("error"), dict | str)
 
 
 def _why(reason: Any, timeout: float) -> str:

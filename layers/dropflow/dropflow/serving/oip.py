@@ -167,6 +167,8 @@ class OpenInference:
             return tier.model_ready(model, resolved)
         try:
             self.service.cache.session(model, resolved)
+        except NotReadyError as exc:  # e.g. a file that is not its job's: logged where refused
+            return False, str(exc)
         except Exception:  # a graph that cannot load is "not ready", logged for us
             logger.exception("cannot load the model", extra={"model": model, "version": resolved})
             return False, f"version {resolved!r} of model {model!r} cannot be loaded"

@@ -4,7 +4,11 @@ A `ModelCache` lives once per execution environment: it keeps onnxruntime sessio
 (model, version) within a memory budget (least recently used first out; a single model larger
 than the budget is still served, alone), the cards, and each model's champion pointer with its
 route for `champion_ttl` seconds, so a warm request touches neither the store nor the registry
-until the pointer expires. `PredictionService` checks the client's instances against the card,
+until the pointer expires. A version's card.json and model.onnx are loaded only if they hash to
+the digests on its record (what its job published, as promotion verified it): a file changed
+since is refused with a 503 naming it, an ERROR log and the metric ModelFileMismatch, and the
+version is not served until its files are restored or the model is rolled back.
+`PredictionService` checks the client's instances against the card,
 runs the graph and maps class ids back to the target's original labels; in the predict function
 it forwards the versions routed `container` (dropflow.vocabulary.routing) to the container tier
 instead.
@@ -38,12 +42,13 @@ import numpy as np
 import onnxruntime as ort
 
 from dropflow.errors import DropflowError, NotFoundError, NotReadyError
-from dropflow.observability import logger
+from dropflow.observability import count_now, logger
 from dropflow.ports import ObjectStore, Registry
 from dropflow.records.catalog import Catalog
 from dropflow.serving.forwarding import ContainerClient, ContainerUnavailable
 from dropflow.serving.schema import describe_value, rows_problem
 from dropflow.vocabulary.card import (
+    CARD_FILE,
     INPUT_NAME,
     MISSING_CATEGORY,
     PREDICTION,
@@ -51,8 +56,10 @@ from dropflow.vocabulary.card import (
     Card,
     Feature,
     artifact_key,
-    read_card,
+    card_key,
+    parse_card,
 )
+from dropflow.vocabulary.digests import mismatch
 from dropflow.vocabulary.names import check_model_name, check_version
 from dropflow.vocabulary.onnx_session import available_cpus, open_session
 from dropflow.vocabulary.routing import (
@@ -76,6 +83,11 @@ MAX_REPORTED_PROBLEMS = 5
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # How many of a feature's categories an "unknown category" message lists.
 MAX_LISTED_CATEGORIES = 20
+# The metric counted each time a version's file is refused for not being its job's.
+FILE_MISMATCH_METRIC = "ModelFileMismatch"
+# How long a refused version is answered from memory: a model.onnx of hundreds of MB is not
+# read again for every request; after this, it is read again (it may have been restored).
+REFUSAL_HOLD_SECONDS = 30.0
 
 
 class InvalidInstances(DropflowError, ValueError):
@@ -84,6 +96,10 @@ class InvalidInstances(DropflowError, ValueError):
 
 class TooManyInstances(DropflowError, ValueError):
     """More than MAX_ROWS instances in one request (HTTP 413)."""
+
+
+class UntrustedModel(NotReadyError):
+    """A version's file is not what its job published (HTTP 503; the message names the file)."""
 
 
 def check_row_count(count: int) -> None:
@@ -146,6 +162,9 @@ class ModelCache:
         self._servable: set[tuple[str, str]] = set()
         self._routes: dict[tuple[str, str], Route] = {}
         self._sessions: OrderedDict[tuple[str, str], _Held] = OrderedDict()
+        # Per version: its job and the digests on its record, and a refusal with its time.
+        self._provenance: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
+        self._refused: dict[tuple[str, str], tuple[str, float]] = {}
 
     # ------------------------------------------------------------------ champion pointer
     def champion(self, model: str) -> str:
@@ -218,13 +237,20 @@ class ModelCache:
         return route
 
     def card(self, model: str, version: str) -> Card:
-        """The version's card (read from the store once)."""
+        """The version's card (read from the store once, and only if it is its job's).
+
+        Raises UntrustedModel when card.json is not the one its job published.
+        """
         key = (model, version)
         with self._lock:
             cached = self._cards.get(key)
         if cached is not None:
             return cached
-        card = read_card(self.store, model, version)
+        self._check_not_refused(key)
+        where = card_key(model, version)
+        raw = self.store.get(where)
+        self._check_digest(model, version, CARD_FILE, raw)
+        card = parse_card(where, raw)
         inputs = InputSchema(card.features)
         with self._lock:
             self._cards[key] = card
@@ -243,7 +269,10 @@ class ModelCache:
             return self._inputs[key]
 
     def session(self, model: str, version: str) -> ort.InferenceSession:
-        """The version's onnxruntime session, created on first use and kept (LRU, budget)."""
+        """The version's onnxruntime session, created on first use and kept (LRU, budget).
+
+        Raises UntrustedModel when its model.onnx is not the one its job published.
+        """
         key = (model, version)
         with self._lock:
             held = self._sessions.get(key)
@@ -251,7 +280,10 @@ class ModelCache:
                 self._sessions.move_to_end(key)
                 return held.session
         card = self.card(model, version)
-        data = self.store.get(artifact_key(model, version, card.files.get("model", "model.onnx")))
+        self._check_not_refused(key)
+        name = card.files.get("model", "model.onnx")
+        data = self.store.get(artifact_key(model, version, name))
+        self._check_digest(model, version, name, data)
         memory = session_memory_mb(len(data), self.memory_factor)
         with self._lock:
             self._evict(memory, adding=True)
@@ -263,6 +295,61 @@ class ModelCache:
             self._sessions.move_to_end(key)
             self._evict(0.0, adding=False, keep=key)  # two loads at once may overshoot
         return session
+
+    # ------------------------------------------------------------------ provenance
+    def _recorded(self, model: str, version: str) -> tuple[str, dict[str, str]]:
+        """(job id, digests) on the version's record: what its files must hash to.
+
+        NotReadyError while the record is not there yet: promotion switches the champion
+        pointer before it records the decision, for a moment.
+        """
+        key = (model, version)
+        with self._lock:
+            known = self._provenance.get(key)
+        if known is not None:
+            return known
+        record = self.catalog.version(model, version)
+        if record is None:
+            raise NotReadyError(
+                f"version {version!r} of model {model!r} is still being recorded by promotion",
+                retry_after=NOT_READY_RETRY_AFTER,
+            )
+        known = (record.job_id, dict(record.digests))
+        with self._lock:
+            self._provenance[key] = known
+        return known
+
+    def _check_digest(self, model: str, version: str, name: str, data: bytes) -> None:
+        """Refuse `data` (the version's file `name`) unless it hashes to its record's digest:
+        an ERROR log, the FILE_MISMATCH_METRIC, and UntrustedModel naming the problem."""
+        job_id, digests = self._recorded(model, version)
+        if digests:
+            problem = mismatch(name, data, digests, f"job {job_id}")
+            if problem is None:
+                return
+            todo = (
+                "it was changed after promotion checked it: restore the file, or roll the "
+                f"model back (`dropflow models rollback {model}`)"
+            )
+        else:
+            problem = "its record carries no digests (approved before dropflow recorded them)"
+            todo = f"retrain {model}, or roll back to a version approved since"
+        message = f"version {version!r} of model {model!r} is not served: {problem}; {todo}"
+        logger.error(
+            "refused a model file that is not what its job published",
+            extra={"model": model, "version": version, "file": name, "problem": problem},
+        )
+        count_now(FILE_MISMATCH_METRIC, model=model, version=version, file=name)
+        with self._lock:
+            self._refused[(model, version)] = (message, self.clock())
+        raise UntrustedModel(message, retry_after=NOT_READY_RETRY_AFTER)
+
+    def _check_not_refused(self, key: tuple[str, str]) -> None:
+        """Raise the version's refusal again while it is recent (see REFUSAL_HOLD_SECONDS)."""
+        with self._lock:
+            refused = self._refused.get(key)
+        if refused is not None and self.clock() - refused[1] < REFUSAL_HOLD_SECONDS:
+            raise UntrustedModel(refused[0], retry_after=NOT_READY_RETRY_AFTER)
 
     @property
     def memory_used_mb(self) -> float:
@@ -388,6 +475,8 @@ class PredictionService:
                 continue
             try:
                 self.cache.session(model, champion.version)
+            except UntrustedModel:  # logged and counted where it was refused
+                continue
             except Exception:  # one broken graph must not keep the whole tier unready
                 logger.exception(
                     "cannot load the model", extra={"model": model, "version": champion.version}

@@ -46,8 +46,12 @@ def artifact_key(model: str, version: str, name: str) -> str:
     return version_prefix(model, version) + name
 
 
+# The card's own file name in the version's folder (the other files are named in `files`).
+CARD_FILE = "card.json"
+
+
 def card_key(model: str, version: str) -> str:
-    return artifact_key(model, version, "card.json")
+    return artifact_key(model, version, CARD_FILE)
 
 
 class Feature(BaseModel):
@@ -160,7 +164,13 @@ def read_card(store: ObjectStore, model: str, version: str) -> Card:
     (naming the key and the first field at fault) when it is not a valid model card.
     """
     key = card_key(model, version)
-    raw = store.get(key)
+    return parse_card(key, store.get(key))
+
+
+def parse_card(key: str, raw: bytes) -> Card:
+    """The card in `raw`, the bytes of the card.json at `key`; InvalidCard (naming the key and
+    the first field at fault) when they are not a valid model card. For readers that check
+    the bytes' digest before trusting them."""
     try:
         return Card.model_validate_json(raw)
     except ValidationError as exc:
