@@ -18,6 +18,8 @@ Errors (the protocol's `{"error": "<message>"}` body; statuses chosen by the cal
   `inputs` missing or empty, a tensor without name/shape/datatype/data of the right JSON types,
   a repeated input, or `data` that does not hold the shape's number of elements (flat, or
   nested exactly as the shape).
+- dropflow.serving.api.UnreadableBody (400): JSON that nests deeper than any inference request
+  or holds an integer longer than Python converts (the API's one JSON reader refuses it).
 - InvalidTensor (422): a well-formed request the model cannot take: an unknown input or output
   name, a datatype other than FP32, a shape other than [N >= 1, F], a value that is not a
   number, not finite or beyond float32, a null outside a nullable number column, a category
@@ -40,6 +42,7 @@ import numpy as np
 
 from dropflow.errors import DropflowError, NotReadyError
 from dropflow.observability import logger
+from dropflow.serving import api
 from dropflow.serving.service import FLOAT32_MAX, MAX_ROWS, PredictionService
 from dropflow.vocabulary.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card
 
@@ -207,15 +210,19 @@ class OpenInference:
 
 # ---------------------------------------------------------------------- request parsing
 def parse_request(body: str | None) -> dict[str, Any]:
-    """The inference request object, its structure checked (400 otherwise)."""
+    """The inference request object, its structure checked.
+
+    Raises MalformedRequest (400) or api.UnreadableBody (400: nested too deep, an integer too
+    long).
+    """
     if not body or not body.strip():
         raise MalformedRequest('a JSON inference request body is required: {"inputs": [...]}')
     try:
-        request = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise MalformedRequest(f"request body is not valid JSON: {detail}{where}") from None
+        request = api.parse_json(body)  # api.UnreadableBody goes to the routes as it is
+    except json.JSONDecodeError as exc:
+        raise MalformedRequest(
+            f"request body is not valid JSON: {exc.msg} at character {exc.pos}"
+        ) from None
     if not isinstance(request, dict):
         raise MalformedRequest("the inference request must be a JSON object")
     if "id" in request and not isinstance(request["id"], str):
