@@ -177,6 +177,17 @@ def test_a_body_that_is_not_utf8_text_is_a_400(app, champion):
     assert "not UTF-8" in answer.message
 
 
+@pytest.mark.parametrize("path", [PREDICT_PATH, "/v2/models/breast-cancer/infer"])
+def test_a_body_holding_a_raw_lone_surrogate_is_a_400(app, champion, path):
+    # The event's JSON carried "\\ud800" in the body string: no UTF-8 encoder takes the text.
+    answer = call(app, path=path, raw='{"instances": [["\ud800"]]}')
+
+    assert answer.status == HTTPStatus.BAD_REQUEST
+    error = answer.json["error"]
+    message = error if path.startswith("/v2/") else error["message"]
+    assert message == "request body is not UTF-8 text (a lone surrogate): send JSON"
+
+
 def test_the_wrong_number_of_features_is_a_422_naming_the_row(app, champion):
     answer = call(app, body={"instances": [SAMPLE_ROWS[0], SAMPLE_ROWS[1][:29]]})
 

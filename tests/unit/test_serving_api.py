@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+from http import HTTPStatus
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dropflow.serving.api import MAX_JSON_DEPTH, UnreadableBody, parse_json
+from dropflow.serving.api import MAX_JSON_DEPTH, UnreadableBody, parse_json, precheck
 
 
 def nested(depth: int, opener: str = "[", closer: str = "]") -> str:
@@ -137,3 +138,23 @@ def test_any_json_is_read_when_shallow_enough_and_refused_otherwise(value):
     else:
         with pytest.raises(UnreadableBody):
             parse_json(text)
+
+
+def _event(body: str | None, *, method: str = "POST") -> dict[str, Any]:
+    return {"httpMethod": method, "headers": {"Content-Type": "application/json"}, "body": body}
+
+
+def test_a_body_holding_a_raw_lone_surrogate_is_a_400_before_any_parsing():
+    # A proxy event's JSON can carry one (an escape in the body string); no UTF-8 encoder
+    # takes it, the client that forwards to the container tier included.
+    refused = precheck(_event('{"instances": [["\ud800"]]}'))
+
+    assert refused == (
+        HTTPStatus.BAD_REQUEST,
+        "request body is not UTF-8 text (a lone surrogate): send JSON",
+    )
+
+
+@pytest.mark.parametrize("body", ['{"instances": [["é", "漢字", "😀"]]}', '{"a": "\\ud800"}'])
+def test_text_bodies_that_are_utf8_pass_the_precheck(body):
+    assert precheck(_event(body)) is None

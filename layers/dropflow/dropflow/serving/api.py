@@ -122,7 +122,7 @@ def json_event(event: dict[str, Any]) -> dict[str, Any]:
 
 def precheck(event: Mapping[str, Any]) -> tuple[HTTPStatus, str] | None:
     """Refusals due before any parsing: an oversized body (413), a non-JSON content type
-    (415), a base64 body that is not UTF-8 text (400). None when the request may go on."""
+    (415), a body that is not UTF-8 text (400). None when the request may go on."""
     body, is_base64 = event.get("body"), bool(event.get("isBase64Encoded"))
     # A character is at most 4 bytes in UTF-8: a short body needs no encoding to be measured.
     if body and len(body) > MAX_LAMBDA_BODY_BYTES // 4:
@@ -138,7 +138,25 @@ def precheck(event: Mapping[str, Any]) -> tuple[HTTPStatus, str] | None:
         return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, problem
     if is_base64 and body and not _utf8_base64(body):
         return HTTPStatus.BAD_REQUEST, "request body is not UTF-8 text: send JSON"
+    if not is_base64 and body and not _utf8_text(body):
+        return (
+            HTTPStatus.BAD_REQUEST,
+            "request body is not UTF-8 text (a lone surrogate): send JSON",
+        )
     return None
+
+
+def _utf8_text(body: str) -> bool:
+    """Whether a text body can be UTF-8 at all: an event's JSON can carry a lone surrogate
+    (an escape such as \\ud800) that no UTF-8 encoder, the forwarding client's included,
+    accepts."""
+    if body.isascii():
+        return True
+    try:
+        body.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _utf8_base64(body: str) -> bool:
