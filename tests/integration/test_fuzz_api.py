@@ -341,6 +341,24 @@ REFUSED = {
         HTTPStatus.UNPROCESSABLE_ENTITY,
         "unknown features '\\udc00'",
     ),
+    "predict, a category of 4,000 digits": (
+        PREDICT,
+        _rows(f"[[1, 1, {'9' * 4000}]]"),
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "feature 'colour': unknown category 9999999999",
+    ),
+    "infer, a shape of 4,000 digits": (
+        INFER,
+        _tensor("[1, 1, 0]").replace("[1, 3]", f"[{'9' * 4000}, 3]"),
+        HTTPStatus.BAD_REQUEST,
+        "shape must hold non-negative int64 sizes (up to 2^63-1), got [9999999999",
+    ),
+    "infer, a shape of a million sizes": (
+        INFER,
+        _tensor("[1, 1, 0]").replace("[1, 3]", f"[{A_MILLION_ZEROS}]"),
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "input shape [0, 0, 0, 0, 0, 0, ...] does not fit the model",
+    ),
     "infer, a lone surrogate as a value": (
         INFER,
         _tensor('[1, "\\ud800", 0]'),
@@ -443,4 +461,5 @@ def test_odd_values_are_a_4xx_naming_them(door, logged, case):
 
     assert status == expected, answer
     assert says in _message(path, answer)
+    assert len(_message(path, answer)) < 300  # a client's value is quoted, never whole
     _no_traceback_and_no_error(logged)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -51,6 +52,11 @@ PLATFORM = "onnxruntime"
 FP32 = "FP32"
 # How many bad values one 422 names.
 MAX_REPORTED = 5
+# The protocol's sizes are int64.
+MAX_SIZE = 2**63 - 1
+# A client's value quoted in a message: a few elements, a few digits (a shape may be anything).
+_QUOTE = reprlib.Repr()  # python3.11's takes no settings as arguments
+_QUOTE.maxlist, _QUOTE.maxlong, _QUOTE.maxlevel = 6, 24, 2
 PREFIX = "/v2"
 
 
@@ -262,8 +268,10 @@ def _check_tensor(tensor: Any, where: str) -> None:
         if not isinstance(tensor[key], kind):
             raise MalformedRequest(f"{where}: {key} must be {what}")
     shape = tensor["shape"]
-    if not all(type(d) is int and d >= 0 for d in shape):
-        raise MalformedRequest(f"{where}: shape must hold non-negative integers, got {shape}")
+    if not all(type(d) is int and 0 <= d <= MAX_SIZE for d in shape):
+        raise MalformedRequest(
+            f"{where}: shape must hold non-negative int64 sizes (up to 2^63-1), got {_shown(shape)}"
+        )
 
 
 def _the_input(inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -327,7 +335,9 @@ def to_batch(tensor: dict[str, Any], card: Card) -> np.ndarray:
         raise InvalidTensor(f"input datatype {tensor['datatype']!r} is not accepted: {contract}")
     shape = tensor["shape"]
     if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
-        raise InvalidTensor(f"input shape {shape} does not fit the model: {contract}, N >= 1")
+        raise InvalidTensor(
+            f"input shape {_shown(shape)} does not fit the model: {contract}, N >= 1"
+        )
     if shape[0] > MAX_ROWS:
         raise TooManyRows(f"{shape[0]} rows in one request; the limit is {MAX_ROWS}")
     flat = _flatten(tensor["data"], shape)
@@ -392,6 +402,10 @@ def _raise(problems: list[str]) -> None:
     if len(problems) > MAX_REPORTED:
         message += "; and more after these"
     raise InvalidTensor(message)
+
+
+def _shown(value: Any) -> str:
+    return _QUOTE.repr(value)
 
 
 def _kind(value: Any) -> str:

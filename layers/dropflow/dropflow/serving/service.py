@@ -540,7 +540,8 @@ def _shown(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:37] + "...")
-    return repr(value)
+    shown = repr(value)  # a number: JSON allows thousands of digits
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 class _Categories:
