@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog
+from dropflow.records.jobs import Job, JobState, JobStore
+from dropflow.vocabulary.names import new_job_id
 from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import ProxyAnswer, load_handler, publish, version_id
 
@@ -282,6 +284,24 @@ def test_a_model_without_champion_is_a_503_with_retry_after(app, adapters):
     assert answer.status == HTTPStatus.SERVICE_UNAVAILABLE
     assert int(answer.headers["Retry-After"]) > 0
     assert "no champion yet" in answer.message
+
+
+def test_a_model_whose_job_failed_is_a_404_saying_why_not_a_retry(app, adapters):
+    _, registry = adapters
+    jobs = JobStore(registry)
+    failed = jobs.create(
+        Job(job_id=new_job_id("breast-cancer"), model="breast-cancer", data_version="d1")
+    )
+    jobs.transition(failed.job_id, JobState.FAILED, reason="budget 2.00 USD spent")
+
+    answer = call(app, body={"instances": SAMPLE_ROWS})
+
+    assert answer.status == HTTPStatus.NOT_FOUND
+    assert "Retry-After" not in answer.headers
+    assert answer.message == (
+        f"model 'breast-cancer' has no servable version: its last training job {failed.job_id} "
+        "failed: budget 2.00 USD spent; a new drop under datasets/breast-cancer/ trains it again"
+    )
 
 
 def test_a_non_json_content_type_is_a_415(app, champion):
