@@ -219,11 +219,12 @@ def build(service: PredictionService) -> APIGatewayRestResolver:
     @app.exception_handler(api.UnreadableBody)
     def unreadable_body(exc: api.UnreadableBody) -> Response:
         # A fuzzer's or an attacker's body, not our bug: a line for whoever watches the logs,
-        # without a traceback.
+        # without a traceback. The route's resource, not the path: nothing the client wrote
+        # goes into the log (the logger writes UTF-8, which a lone surrogate would break).
         event = app.current_event
         logger.warning(
             f"refused with 400: {exc}",
-            extra={"method": event.http_method, "path": event.path},
+            extra={"method": event.get("httpMethod"), "resource": event.get("resource")},
         )
         return error(HTTPStatus.BAD_REQUEST, str(exc))
 
