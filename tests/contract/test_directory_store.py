@@ -8,6 +8,7 @@ WARNING naming its key.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -168,6 +169,26 @@ def test_list_under_a_linked_folder_is_empty_and_warns(store, bucket, outside, w
     assert store.list("datasets/iris/") == []
     assert store.list("datasets/iris/ro") == []
     assert [m.split(":")[0] for m in warned(warnings)] == ["ignoring 'datasets/iris'"] * 2
+
+
+def test_a_link_whose_name_is_not_utf8_is_warned_about_in_escaped_form(
+    store, bucket, outside, capsys
+):
+    folder = bucket / "datasets" / "iris"
+    folder.mkdir(parents=True)
+    os.symlink(outside / "secret.txt", os.path.join(os.fsencode(folder), b"bad-\xff.csv"))
+    # The service logger's JSON lines, written as to a UTF-8 stdout.
+    output = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(logging.getLogger("dropflow").handlers[0].formatter)
+    logging.getLogger("dropflow").addHandler(handler)
+    try:
+        assert store.list("datasets/") == []
+    finally:
+        logging.getLogger("dropflow").removeHandler(handler)
+
+    assert "ignoring 'datasets/iris/bad-\\\\udcff.csv'" in output.buffer.getvalue().decode()
+    assert "Logging error" not in capsys.readouterr().err
 
 
 def test_a_link_loop_is_listed_past(store, bucket, warnings):

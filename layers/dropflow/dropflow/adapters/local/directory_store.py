@@ -232,7 +232,9 @@ class DirectoryStore:
         )
 
     def _warn_link(self, key: str) -> None:
-        logger.warning(f"ignoring {key!r}: {self._link_message(key, key)}", extra={"key": key})
+        # The key only as repr() writes it: a file name that is not UTF-8 comes back from the
+        # filesystem with lone surrogates, which the logger's UTF-8 output cannot take.
+        logger.warning(f"ignoring {key!r}: {self._link_message(key, key)}")
 
     @contextlib.contextmanager
     def _reading(self, key: str) -> Iterator[None]:
