@@ -201,6 +201,21 @@ def test_malformed_json_is_a_json_400(server):
     assert "request body is not valid JSON" in answer.json()["error"]["message"]
 
 
+def test_json_nested_1000_deep_is_a_400_logged_as_a_warning_without_a_traceback(server):
+    answer = post(
+        f"{server.url}/models/large/predict",
+        data='{"instances": ' + "[" * 1000 + "]" * 1000 + "}",
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert answer.status_code == HTTPStatus.BAD_REQUEST
+    assert "more than 32 levels deep" in answer.json()["error"]["message"]
+    server.wait_for_log("more than 32 levels deep", TIMEOUT)
+    lines = [json.loads(line) for line in server.log().splitlines() if "levels deep" in line]
+    assert [line["level"] for line in lines] == ["WARNING"]
+    assert "Traceback" not in server.log()
+
+
 def test_a_wrong_content_type_is_a_json_415(server):
     answer = post(
         f"{server.url}/models/large/predict", data="a,b\n1,2", headers={"Content-Type": "text/csv"}

@@ -20,7 +20,9 @@ import requests
 from dropflow import wiring
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog
+from dropflow.records.jobs import Job, JobState, JobStore
 from dropflow.serving.api import MAX_GATEWAY_BODY_BYTES
+from dropflow.vocabulary.names import new_job_id
 from dropflow_dev.lambda_context import LambdaContext
 from dropflow_dev.local.gateway import Gateway
 from tests.fakes_serving import load_handler, publish, version_id
@@ -97,6 +99,24 @@ def test_a_prediction_over_http_matches_the_direct_answer(serve, predict_app):
     assert answer.status_code == HTTPStatus.OK
     assert answer.headers["Content-Type"] == "application/json"
     assert answer.json() == direct
+
+
+def test_a_model_whose_job_failed_answers_why_over_http(serve, predict_app):
+    jobs = JobStore(wiring.registry())
+    failed = jobs.create(Job(job_id=new_job_id("iris"), model="iris", data_version="d1"))
+    jobs.transition(failed.job_id, JobState.FAILED, reason="datasets/iris/a.csv line 3: cut short")
+    gateway = serve(predict_app.lambda_handler)
+
+    answer = requests.post(
+        f"{gateway.url}/models/iris/predict", json={"instances": [[1]]}, timeout=TIMEOUT
+    )
+    ready = requests.get(f"{gateway.url}/v2/models/iris/ready", timeout=TIMEOUT)
+
+    assert answer.status_code == ready.status_code == HTTPStatus.NOT_FOUND
+    assert "Retry-After" not in answer.headers
+    says = f"its last training job {failed.job_id} failed: datasets/iris/a.csv line 3: cut short"
+    assert says in answer.json()["error"]["message"]
+    assert says in ready.json()["error"]
 
 
 def test_client_errors_keep_their_status_and_headers_over_http(serve, predict_app):

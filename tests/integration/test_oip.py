@@ -16,8 +16,10 @@ import pytest
 
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog, VersionRecord
+from dropflow.records.jobs import Job, JobState, JobStore
 from dropflow.vocabulary.card import Feature, artifact_key
 from dropflow.vocabulary.digests import sha256_hex
+from dropflow.vocabulary.names import new_job_id
 from dropflow_dev.lambda_context import LambdaContext
 from dropflow_dev.local.gateway import Gateway
 from tests.fakes_serving import ProxyAnswer, expected_output, load_handler, publish, version_id
@@ -255,6 +257,35 @@ def test_a_model_without_champion_is_503(app, models):
         assert answer.status == HTTPStatus.SERVICE_UNAVAILABLE
         assert int(answer.headers["Retry-After"]) > 0
         assert "no champion" in answer.message
+
+
+def test_a_model_whose_job_failed_is_404_with_the_failure_on_every_route(
+    app, adapters, monkeypatch
+):
+    _, registry = adapters
+    jobs = JobStore(registry)
+    failed = jobs.create(Job(job_id=new_job_id("iris"), model="iris", data_version="d1"))
+    jobs.transition(failed.job_id, JobState.FAILED, reason="no column named 'species'")
+
+    answers = [
+        call(app, "GET", "/v2/models/iris"),
+        call(app, "GET", "/v2/models/iris/ready"),
+        call(app, "POST", "/v2/models/iris/infer", infer_body(rows(1, 3))),
+    ]
+
+    for answer in answers:
+        assert answer.status == HTTPStatus.NOT_FOUND
+        assert "Retry-After" not in answer.headers
+        assert answer.message == (
+            f"model 'iris' has no servable version: its last training job {failed.job_id} "
+            "failed: no column named 'species'; a new drop under datasets/iris/ trains it again"
+        )
+
+    jobs.create(Job(job_id=new_job_id("iris"), model="iris", data_version="d2"))  # a new drop
+    monkeypatch.setattr(app.SERVICE.cache, "champion_ttl", 0.0)  # the cached answer is stale
+    ready = call(app, "GET", "/v2/models/iris/ready")
+    assert ready.status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert int(ready.headers["Retry-After"]) > 0
 
 
 def test_a_wrong_method_is_405_with_allow(app, models):

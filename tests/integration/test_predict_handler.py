@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog
+from dropflow.records.jobs import Job, JobState, JobStore
+from dropflow.vocabulary.names import new_job_id
 from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import ProxyAnswer, load_handler, publish, version_id
 
@@ -177,6 +179,17 @@ def test_a_body_that_is_not_utf8_text_is_a_400(app, champion):
     assert "not UTF-8" in answer.message
 
 
+@pytest.mark.parametrize("path", [PREDICT_PATH, "/v2/models/breast-cancer/infer"])
+def test_a_body_holding_a_raw_lone_surrogate_is_a_400(app, champion, path):
+    # The event's JSON carried "\\ud800" in the body string: no UTF-8 encoder takes the text.
+    answer = call(app, path=path, raw='{"instances": [["\ud800"]]}')
+
+    assert answer.status == HTTPStatus.BAD_REQUEST
+    error = answer.json["error"]
+    message = error if path.startswith("/v2/") else error["message"]
+    assert message == "request body is not UTF-8 text (a lone surrogate): send JSON"
+
+
 def test_the_wrong_number_of_features_is_a_422_naming_the_row(app, champion):
     answer = call(app, body={"instances": [SAMPLE_ROWS[0], SAMPLE_ROWS[1][:29]]})
 
@@ -271,6 +284,24 @@ def test_a_model_without_champion_is_a_503_with_retry_after(app, adapters):
     assert answer.status == HTTPStatus.SERVICE_UNAVAILABLE
     assert int(answer.headers["Retry-After"]) > 0
     assert "no champion yet" in answer.message
+
+
+def test_a_model_whose_job_failed_is_a_404_saying_why_not_a_retry(app, adapters):
+    _, registry = adapters
+    jobs = JobStore(registry)
+    failed = jobs.create(
+        Job(job_id=new_job_id("breast-cancer"), model="breast-cancer", data_version="d1")
+    )
+    jobs.transition(failed.job_id, JobState.FAILED, reason="budget 2.00 USD spent")
+
+    answer = call(app, body={"instances": SAMPLE_ROWS})
+
+    assert answer.status == HTTPStatus.NOT_FOUND
+    assert "Retry-After" not in answer.headers
+    assert answer.message == (
+        f"model 'breast-cancer' has no servable version: its last training job {failed.job_id} "
+        "failed: budget 2.00 USD spent; a new drop under datasets/breast-cancer/ trains it again"
+    )
 
 
 def test_a_non_json_content_type_is_a_415(app, champion):

@@ -11,14 +11,17 @@ from pydantic import ValidationError
 from dropflow.errors import InvalidName, NotFoundError, NotReadyError
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog, VersionRecord
+from dropflow.records.jobs import Job, JobState, JobStore
 from dropflow.serving.service import (
     InputSchema,
     InvalidInstances,
     ModelCache,
+    NoServableVersion,
     PredictionService,
     available_cpus,
 )
 from dropflow.vocabulary.card import MISSING_CATEGORY, Feature
+from dropflow.vocabulary.names import new_job_id
 from tests.fakes_serving import Counting, ManualClock, expected_output, publish, version_id
 
 FEATURES = ["mean radius", "mean texture", "mean area", "worst smoothness"]
@@ -393,6 +396,154 @@ def test_a_version_still_under_promotion_is_not_ready(service, store, registry, 
 
     with pytest.raises(NotReadyError):
         service.predict("cancer", ROWS, version=pending)
+
+
+# ------------------------------------------------------------------ a model with nothing to serve
+STEPS = {
+    JobState.QUEUED: [],
+    JobState.LAUNCHING: [JobState.LAUNCHING],
+    JobState.RUNNING: [JobState.LAUNCHING, JobState.RUNNING],
+    JobState.INTERRUPTED: [JobState.LAUNCHING, JobState.INTERRUPTED],
+    JobState.EXPORTING: [JobState.LAUNCHING, JobState.RUNNING, JobState.EXPORTING],
+    JobState.PUBLISHED: [JobState.LAUNCHING, JobState.RUNNING, JobState.EXPORTING],
+    JobState.FAILED: [],
+}
+
+
+def job(registry, model: str, state: JobState, at: float, **changes) -> Job:
+    """A job of `model` created at `at` (epoch seconds), taken through the lifecycle to `state`."""
+    jobs = JobStore(registry)
+    created = jobs.create(
+        Job(job_id=new_job_id(model, at), model=model, data_version=f"d{at}", created_at=at)
+    )
+    for step in STEPS[state]:
+        jobs.transition(created.job_id, step)
+    return jobs.transition(created.job_id, state, **changes)
+
+
+def test_a_model_whose_only_job_failed_names_the_job_and_its_reason(service, registry):
+    failed = job(
+        registry, "iris", JobState.FAILED, 100.0, reason="data.csv line 7: 3 fields, 4 expected"
+    )
+
+    with pytest.raises(NoServableVersion) as caught:
+        service.predict("iris", ROWS)
+
+    assert str(caught.value) == (
+        f"model 'iris' has no servable version: its last training job {failed.job_id} failed: "
+        "data.csv line 7: 3 fields, 4 expected; a new drop under datasets/iris/ trains it again"
+    )
+    assert isinstance(caught.value, NotFoundError)  # a 404, no promise to retry
+
+
+def test_the_newest_failure_is_the_one_named(service, registry):
+    job(registry, "iris", JobState.FAILED, 100.0, reason="the old reason")
+    newest = job(registry, "iris", JobState.FAILED, 200.0, reason="the new reason")
+
+    with pytest.raises(NoServableVersion, match=f"job {newest.job_id} failed: the new reason"):
+        service.predict("iris", ROWS)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        JobState.QUEUED,
+        JobState.LAUNCHING,
+        JobState.RUNNING,
+        JobState.INTERRUPTED,
+        JobState.EXPORTING,
+    ],
+)
+def test_a_job_under_way_keeps_the_model_not_ready(service, registry, state):
+    job(registry, "iris", JobState.FAILED, 100.0, reason="broken")
+    job(registry, "iris", state, 200.0)
+
+    with pytest.raises(NotReadyError) as caught:
+        service.predict("iris", ROWS)
+
+    assert caught.value.retry_after > 0
+    assert "no champion yet" in str(caught.value)
+
+
+def test_a_version_promotion_has_not_decided_keeps_the_model_not_ready(service, registry):
+    published = job(registry, "iris", JobState.PUBLISHED, 100.0, version=version_id(1))
+    Catalog(registry).record_version(
+        VersionRecord(model="iris", version=version_id(1), job_id=published.job_id)
+    )
+
+    with pytest.raises(NotReadyError):
+        service.predict("iris", ROWS)
+
+
+def test_a_published_version_promotion_has_not_seen_yet_keeps_the_model_not_ready(
+    service, registry
+):
+    job(registry, "iris", JobState.PUBLISHED, 100.0, version=version_id(1))
+
+    with pytest.raises(NotReadyError):
+        service.predict("iris", ROWS)
+
+
+def test_a_model_whose_last_version_was_rejected_names_the_rejection(service, registry):
+    published = job(registry, "iris", JobState.PUBLISHED, 100.0, version=version_id(1))
+    Catalog(registry).record_version(
+        VersionRecord(
+            model="iris",
+            version=version_id(1),
+            job_id=published.job_id,
+            decision="rejected",
+            reason="parity check failed: max abs diff 0.3 > 0.001",
+        )
+    )
+
+    with pytest.raises(NoServableVersion) as caught:
+        service.predict("iris", ROWS)
+
+    assert str(caught.value) == (
+        f"model 'iris' has no servable version: version {version_id(1)}, published by its last "
+        f"training job {published.job_id}, was rejected by promotion: parity check failed: "
+        "max abs diff 0.3 > 0.001; a new drop under datasets/iris/ trains it again"
+    )
+
+
+def test_a_long_reason_is_cut_for_the_client(service, registry):
+    job(registry, "iris", JobState.FAILED, 100.0, reason="x" * 5000)
+
+    with pytest.raises(NoServableVersion) as caught:
+        service.predict("iris", ROWS)
+
+    assert len(str(caught.value)) < 700
+    assert "xxx..." in str(caught.value)
+
+
+def test_the_answer_for_a_failed_model_is_kept_as_long_as_a_pointer(
+    service, counted, clock, registry
+):
+    _, counting = counted
+    job(registry, "iris", JobState.FAILED, 100.0, reason="broken")
+    with pytest.raises(NoServableVersion):
+        service.predict("iris", ROWS)
+    counting.calls.clear()
+
+    with pytest.raises(NoServableVersion):
+        service.predict("iris", ROWS)
+    assert counting.total == 0  # a client retrying reads nothing
+
+    job(registry, "iris", JobState.QUEUED, 200.0)  # a new drop
+    clock.advance(5.0)
+    with pytest.raises(NotReadyError):
+        service.predict("iris", ROWS)
+
+
+def test_a_failed_model_is_served_once_a_champion_is_switched_in(service, clock, store, registry):
+    job(registry, "iris", JobState.FAILED, 100.0, reason="broken")
+    with pytest.raises(NoServableVersion):
+        service.predict("iris", ROWS)
+
+    release(store, registry, "iris", 1, features=FEATURES, classes=CLASSES)
+    clock.advance(5.0)
+
+    assert service.predict("iris", ROWS)["version"] == version_id(1)
 
 
 # ---------------------------------------------------------------------- caching

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from dropflow_dev.local.watcher import BucketWatcher
@@ -92,3 +93,52 @@ def test_temporary_and_hidden_files_and_other_model_files_are_ignored(tmp_path):
     watcher.scan()
     clock.now = 2.0
     assert watcher.scan() == ["models/iris/v1/card.json"]
+
+
+# ---------------------------------------------------------------------- symbolic links
+def _outside(tmp_path):
+    folder = tmp_path.parent / f"{tmp_path.name}-outside"
+    _write(folder / "secret.csv", b"a,b\n1,2\n")
+    _write(folder / "v9" / "card.json", b"{}")
+    return folder
+
+
+def test_links_are_never_followed_nor_reported(tmp_path):
+    outside = _outside(tmp_path)
+    watcher, clock = _watcher(tmp_path)
+    _write(tmp_path / "datasets/iris/real.csv", b"1")
+    (tmp_path / "datasets/iris/linked.csv").symlink_to(outside / "secret.csv")
+    (tmp_path / "datasets/wine").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "models/iris").mkdir(parents=True)
+    (tmp_path / "models/iris/v9").symlink_to(outside / "v9", target_is_directory=True)
+
+    watcher.scan()
+    clock.now = 2.0
+    assert watcher.scan() == ["datasets/iris/real.csv"]
+
+
+def test_a_linked_datasets_folder_reports_nothing(tmp_path):
+    outside = _outside(tmp_path)
+    (tmp_path / "datasets").symlink_to(outside, target_is_directory=True)
+    watcher, clock = _watcher(tmp_path)
+
+    watcher.scan()
+    clock.now = 2.0
+    assert watcher.scan() == []
+
+
+def test_each_link_is_named_in_one_warning(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="dropflow.watcher")
+    outside = _outside(tmp_path)
+    watcher, clock = _watcher(tmp_path)
+    (tmp_path / "datasets/iris").mkdir(parents=True)
+    (tmp_path / "datasets/iris/linked.csv").symlink_to(outside / "secret.csv")
+
+    for now in (0.0, 1.0, 2.0):
+        clock.now = now
+        watcher.scan()
+
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "dropflow.watcher"]
+    assert message.startswith("ignoring 'datasets/iris/linked.csv' in ")
+    assert "a symbolic link, never followed" in message
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in caplog.records)

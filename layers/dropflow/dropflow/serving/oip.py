@@ -18,6 +18,8 @@ Errors (the protocol's `{"error": "<message>"}` body; statuses chosen by the cal
   `inputs` missing or empty, a tensor without name/shape/datatype/data of the right JSON types,
   a repeated input, or `data` that does not hold the shape's number of elements (flat, or
   nested exactly as the shape).
+- dropflow.serving.api.UnreadableBody (400): JSON that nests deeper than any inference request
+  or holds an integer longer than Python converts (the API's one JSON reader refuses it).
 - InvalidTensor (422): a well-formed request the model cannot take: an unknown input or output
   name, a datatype other than FP32, a shape other than [N >= 1, F], a value that is not a
   number, not finite or beyond float32, a null outside a nullable number column, a category
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -40,6 +43,7 @@ import numpy as np
 
 from dropflow.errors import DropflowError, NotReadyError
 from dropflow.observability import logger
+from dropflow.serving import api
 from dropflow.serving.service import FLOAT32_MAX, MAX_ROWS, PredictionService
 from dropflow.vocabulary.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card
 
@@ -48,6 +52,11 @@ PLATFORM = "onnxruntime"
 FP32 = "FP32"
 # How many bad values one 422 names.
 MAX_REPORTED = 5
+# The protocol's sizes are int64.
+MAX_SIZE = 2**63 - 1
+# A client's value quoted in a message: a few elements, a few digits (a shape may be anything).
+_QUOTE = reprlib.Repr()  # python3.11's takes no settings as arguments
+_QUOTE.maxlist, _QUOTE.maxlong, _QUOTE.maxlevel = 6, 24, 2
 PREFIX = "/v2"
 
 
@@ -209,15 +218,19 @@ class OpenInference:
 
 # ---------------------------------------------------------------------- request parsing
 def parse_request(body: str | None) -> dict[str, Any]:
-    """The inference request object, its structure checked (400 otherwise)."""
+    """The inference request object, its structure checked.
+
+    Raises MalformedRequest (400) or api.UnreadableBody (400: nested too deep, an integer too
+    long).
+    """
     if not body or not body.strip():
         raise MalformedRequest('a JSON inference request body is required: {"inputs": [...]}')
     try:
-        request = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise MalformedRequest(f"request body is not valid JSON: {detail}{where}") from None
+        request = api.parse_json(body)  # api.UnreadableBody goes to the routes as it is
+    except json.JSONDecodeError as exc:
+        raise MalformedRequest(
+            f"request body is not valid JSON: {exc.msg} at character {exc.pos}"
+        ) from None
     if not isinstance(request, dict):
         raise MalformedRequest("the inference request must be a JSON object")
     if "id" in request and not isinstance(request["id"], str):
@@ -257,8 +270,10 @@ def _check_tensor(tensor: Any, where: str) -> None:
         if not isinstance(tensor[key], kind):
             raise MalformedRequest(f"{where}: {key} must be {what}")
     shape = tensor["shape"]
-    if not all(type(d) is int and d >= 0 for d in shape):
-        raise MalformedRequest(f"{where}: shape must hold non-negative integers, got {shape}")
+    if not all(type(d) is int and 0 <= d <= MAX_SIZE for d in shape):
+        raise MalformedRequest(
+            f"{where}: shape must hold non-negative int64 sizes (up to 2^63-1), got {_shown(shape)}"
+        )
 
 
 def _the_input(inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -322,7 +337,9 @@ def to_batch(tensor: dict[str, Any], card: Card) -> np.ndarray:
         raise InvalidTensor(f"input datatype {tensor['datatype']!r} is not accepted: {contract}")
     shape = tensor["shape"]
     if len(shape) != 2 or shape[1] != n_features or shape[0] < 1:
-        raise InvalidTensor(f"input shape {shape} does not fit the model: {contract}, N >= 1")
+        raise InvalidTensor(
+            f"input shape {_shown(shape)} does not fit the model: {contract}, N >= 1"
+        )
     if shape[0] > MAX_ROWS:
         raise TooManyRows(f"{shape[0]} rows in one request; the limit is {MAX_ROWS}")
     flat = _flatten(tensor["data"], shape)
@@ -387,6 +404,10 @@ def _raise(problems: list[str]) -> None:
     if len(problems) > MAX_REPORTED:
         message += "; and more after these"
     raise InvalidTensor(message)
+
+
+def _shown(value: Any) -> str:
+    return _QUOTE.repr(value)
 
 
 def _kind(value: Any) -> str:

@@ -100,6 +100,9 @@ def build(service: PredictionService) -> APIGatewayRestResolver:
         enable_validation=True,
         # A response that breaks its own model is our bug: a 500, never a 422 blamed on the client.
         response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+        # Every body the routes read goes through the API's one JSON reader (the Open
+        # Inference Protocol's too): what it refuses is a 400 below, never a RecursionError.
+        json_body_deserializer=api.parse_json,
     )
 
     # ---------------------------------------------------------------------- routes
@@ -212,6 +215,18 @@ def build(service: PredictionService) -> APIGatewayRestResolver:
         if syntax:
             return error(HTTPStatus.BAD_REQUEST, syntax)
         return error(HTTPStatus.UNPROCESSABLE_ENTITY, api.readable_errors(exc.errors()))
+
+    @app.exception_handler(api.UnreadableBody)
+    def unreadable_body(exc: api.UnreadableBody) -> Response:
+        # A fuzzer's or an attacker's body, not our bug: a line for whoever watches the logs,
+        # without a traceback. The route's resource, not the path: nothing the client wrote
+        # goes into the log (the logger writes UTF-8, which a lone surrogate would break).
+        event = app.current_event
+        logger.warning(
+            f"refused with 400: {exc}",
+            extra={"method": event.get("httpMethod"), "resource": event.get("resource")},
+        )
+        return error(HTTPStatus.BAD_REQUEST, str(exc))
 
     @app.exception_handler(RequestUnsupportedContentType)
     def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response:

@@ -45,6 +45,7 @@ from dropflow.errors import DropflowError, NotFoundError, NotReadyError
 from dropflow.observability import count_now, logger
 from dropflow.ports import ObjectStore, Registry
 from dropflow.records.catalog import Catalog
+from dropflow.records.jobs import Job, JobState, JobStore
 from dropflow.serving.forwarding import ContainerClient, ContainerUnavailable
 from dropflow.serving.schema import describe_value, rows_problem
 from dropflow.vocabulary.card import (
@@ -90,6 +91,11 @@ FILE_MISMATCH_METRIC = "ModelFileMismatch"
 REFUSAL_HOLD_SECONDS = 30.0
 
 
+class NoServableVersion(NotFoundError):
+    """A known model with no champion and nothing under way that could make one: its last
+    job failed, or promotion rejected what it published (HTTP 404; the message says why)."""
+
+
 class InvalidInstances(DropflowError, ValueError):
     """The client's instances do not fit the model's input schema (the message says where)."""
 
@@ -121,6 +127,40 @@ class _Pointer:
 class _Held:
     session: ort.InferenceSession
     memory_mb: float  # the estimate it is counted at against the budget
+
+
+# How much of a job's failure reason a client reads (the job's record keeps it whole).
+MAX_REASON_CHARS = 500
+
+
+def why_nothing_to_serve(model: str, jobs: Sequence[Job], catalog: Catalog) -> str | None:
+    """Why `model`, which has no champion, will have none until its data or spec changes, or
+    None while one may still come (a job queued, running or exporting; a version that
+    promotion has not decided; no job yet). Worded for a client of the API."""
+    if not jobs or any(not job.state.terminal for job in jobs):
+        return None
+    if any(record.decision == "pending" for record in catalog.versions(model)):
+        return None
+    last = max(jobs, key=lambda job: (job.created_at, job.job_id))
+    fix = f"a new drop under datasets/{model}/ trains it again"
+    if last.state == JobState.FAILED:
+        return (
+            f"model {model!r} has no servable version: its last training job {last.job_id} "
+            f"failed: {_reason(last.reason)}; {fix}"
+        )
+    record = catalog.version(model, last.version) if last.version else None
+    if record is None or record.decision != "rejected":
+        return None  # published, and promotion has not recorded it yet
+    return (
+        f"model {model!r} has no servable version: version {record.version}, published by its "
+        f"last training job {last.job_id}, was rejected by promotion: {_reason(record.reason)}; "
+        f"{fix}"
+    )
+
+
+def _reason(text: str | None) -> str:
+    line = " ".join((text or "no reason recorded").split())
+    return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 3] + "..."
 
 
 class ModelCache:
@@ -156,7 +196,11 @@ class ModelCache:
         self.budget_mb = budget_mb if budget_mb is not None else default_cache_budget_mb()
         self.memory_factor = memory_factor
         self._lock = threading.Lock()
+        self.jobs = JobStore(registry)
         self._champions: dict[str, _Pointer] = {}
+        # Why a model has nothing to serve, kept as long as a champion pointer: a client
+        # retrying a failed model must not read all of its jobs on every request.
+        self._unservable: dict[str, tuple[str, float]] = {}
         self._cards: dict[tuple[str, str], Card] = {}
         self._inputs: dict[tuple[str, str], InputSchema] = {}
         self._servable: set[tuple[str, str]] = set()
@@ -171,25 +215,36 @@ class ModelCache:
         """The champion version of `model`, re-read from the registry at most every TTL.
 
         Raises NotFoundError for a model dropflow never heard of, NotReadyError for a model
-        that has jobs or versions but no champion yet.
+        with no champion yet while a job or a promotion is under way, NoServableVersion for a
+        model with no champion whose last job failed or published a rejected version.
         """
         now = self.clock()
         with self._lock:
             pointer = self._champions.get(model)
+            unservable = self._unservable.get(model)
         if pointer is not None and now - pointer.fetched_at < self.champion_ttl:
             return pointer.version
+        if unservable is not None and now - unservable[1] < self.champion_ttl:
+            raise NoServableVersion(unservable[0])
         champion = self.catalog.champion(model)
         if champion is None:
-            # Not cached: the first champion should be served as soon as it is switched in.
-            if self.catalog.exists(model):
+            # Not cached while under way: the first champion should be served as soon as it
+            # is switched in.
+            if not self.catalog.exists(model):
+                raise NotFoundError(f"unknown model {model!r}: GET /models lists the models served")
+            why = why_nothing_to_serve(model, self.jobs.for_model(model), self.catalog)
+            if why is None:
                 raise NotReadyError(
                     f"model {model!r} has no champion yet (training or promotion is under way); "
                     f"retry in {NOT_READY_RETRY_AFTER} s",
                     retry_after=NOT_READY_RETRY_AFTER,
                 )
-            raise NotFoundError(f"unknown model {model!r}: GET /models lists the models served")
+            with self._lock:
+                self._unservable[model] = (why, now)
+            raise NoServableVersion(why)
         route = champion.route or LAMBDA  # pointers from before routing: the function's own
         with self._lock:
+            self._unservable.pop(model, None)
             self._champions[model] = _Pointer(champion.version, now)
             self._routes[(model, champion.version)] = route
         return champion.version
@@ -629,7 +684,8 @@ def _shown(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:37] + "...")
-    return repr(value)
+    shown = repr(value)  # a number: JSON allows thousands of digits
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 class _Categories:
