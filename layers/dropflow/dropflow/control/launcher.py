@@ -516,15 +516,22 @@ class Launcher:
         raise DropflowError(f"model {model}: could not release the active-job record")
 
     def recover_slots(self) -> list[str]:
-        """Free the training slots and places in line of jobs that ended without giving them
-        up (their function died in between) or that do not exist. Returns those jobs."""
+        """Free the training slots and places in line of jobs that do not exist (any more),
+        and take out of line the jobs that ended while they waited. Returns those jobs.
+
+        A job that ended holding a slot is not freed here: it gives the slot up when its
+        instance has ended (Tracker.sweep hands it over then), so that a job still
+        finishing on its instance keeps counting against the cap.
+        """
         state = self.queue.state()
         dead = []
         for job_id in [*state.running, *(j for _, j in state.waiting)]:
             try:
-                if self.jobs.get(job_id).state.terminal:
-                    dead.append(job_id)
+                job = self.jobs.get(job_id)
             except NotFoundError:
+                dead.append(job_id)
+                continue
+            if job.state.terminal and not state.holds(job_id):
                 dead.append(job_id)
         return self.queue.forget(dead) if dead else []
 

@@ -197,6 +197,11 @@ class Tracker:
                 if job.model not in holders:
                     holders[job.model] = self.launcher.active_job(job.model)
                 if holders[job.model] == job.job_id or queue.holds(job.job_id):
+                    if self._still_running(job):
+                        # A job that has published (or failed itself) holds its slots until
+                        # its instance has ended, so the cap counts instances: that end
+                        # frees them (or, its event lost, the next sweep).
+                        continue
                     # It ended without giving its slots up (its function died in between).
                     outcomes.append(self._finish(job))
                     if holders[job.model] == job.job_id:
@@ -311,6 +316,14 @@ class Tracker:
         return outcomes
 
     # ------------------------------------------------------------------ internals
+    def _still_running(self, job: Job) -> bool:
+        """Whether the instance of the job's current attempt is still pending or running."""
+        current = job.current_attempt
+        if current is None or current.instance_id is None:
+            return False
+        instance = self.compute.describe(current.instance_id)
+        return instance is not None and instance.state != InstanceState.TERMINATED
+
     def _relaunch_orphan(self, job: Job) -> TrackOutcome:
         if len(job.attempts) >= self.launcher.attempt_limit(job.model):
             return self._fail(job, f"gave up after {len(job.attempts)} attempts that never started")
