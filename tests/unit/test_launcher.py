@@ -468,7 +468,7 @@ def scheduled(store, registry):
 def _publish_and_free(launcher: Launcher, job_id: str) -> None:
     for state in (JobState.RUNNING, JobState.EXPORTING, JobState.PUBLISHED):
         launcher.jobs.transition(job_id, state)
-    launcher.release_slot("iris", job_id)
+    launcher.hand_over("iris", job_id)
 
 
 def test_the_schedule_trains_a_scheduled_model_that_never_published(scheduled):

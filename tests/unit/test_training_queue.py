@@ -175,6 +175,23 @@ def test_a_published_job_holds_its_slot_until_its_instance_has_ended(
     assert len(compute.launches) == 2
 
 
+def test_a_job_that_ended_while_it_waited_is_taken_out_of_line_not_launched(
+    store, registry, compute, clock
+):
+    tracker = _tracker(store, registry, compute, clock, cap=1)
+    first = tracker.launcher.request_training("m1")
+    second = tracker.launcher.request_training("m2")
+    third = tracker.launcher.request_training("m3")
+    tracker.jobs.transition(second.job_id, JobState.FAILED, reason="failed by hand")
+
+    ended = _publish(tracker, first.job_id)
+
+    assert [o.job_id for o in ended.started] == [third.job_id]
+    assert [r.model for r in compute.launches] == ["m1", "m3"]
+    state = tracker.launcher.queue.state()
+    assert list(state.running) == [third.job_id] and state.waiting == []
+
+
 def test_the_sweep_drops_a_slot_whose_job_is_gone_and_starts_the_next(two, compute):
     first, second, third, _ = (two.launcher.request_training(m) for m in MODELS)
     # A job record deleted by hand while it held a slot.

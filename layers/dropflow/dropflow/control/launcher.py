@@ -248,6 +248,8 @@ class Launcher:
                 try:
                     job = self.jobs.get(job_id)
                 except NotFoundError:
+                    job = None
+                if job is None or job.state.terminal:
                     self.queue.release(job_id)  # nothing to start: let the next one in
                     continue
                 outcomes.append(self._attempt(job))
