@@ -294,8 +294,8 @@ class Launcher:
     def _waiting_reason(self) -> str:
         cap = self.limits.max_concurrent_jobs
         return (
-            f"waiting for a training slot (at most {cap} job{'s' if cap != 1 else ''} "
-            f"train at once: {setting(MAX_JOBS_SETTING)})"
+            f"waiting for a training slot (at most {cap} "
+            f"{'jobs train' if cap != 1 else 'job trains'} at once: {setting(MAX_JOBS_SETTING)})"
         )
 
     # ------------------------------------------------------------------ one attempt
