@@ -192,16 +192,24 @@ def test_a_job_that_ended_while_it_waited_is_taken_out_of_line_not_launched(
     assert list(state.running) == [third.job_id] and state.waiting == []
 
 
-def test_the_sweep_drops_a_slot_whose_job_is_gone_and_starts_the_next(two, compute):
-    first, second, third, _ = (two.launcher.request_training(m) for m in MODELS)
-    # A job record deleted by hand while it held a slot.
-    two.launcher.registry.delete("MODEL#m1", f"JOB#{first.job_id}")
-    compute.end("fake-1", None)
+def test_the_sweep_drops_a_slot_whose_job_does_not_exist_and_starts_the_next(
+    store, registry, compute, clock
+):
+    tracker = _tracker(store, registry, compute, clock, cap=3)
+    tracker.launcher.request_training("m1")
+    tracker.launcher.request_training("m2")
+    # A slot held by a job with no record (one deleted by hand, say).
+    ghost = "m9-20261123T101500Z-abcdef"
+    tracker.launcher.queue.enqueue(ghost, 0.0)
+    assert tracker.launcher.queue.fill(3) == [ghost]
+    third = tracker.launcher.request_training("m3")
+    assert third.action == "queued"
 
-    outcomes = two.sweep()
+    outcomes = tracker.sweep()
 
-    assert ("recovered", first.job_id) in [(o.action, o.job_id) for o in outcomes]
-    assert set(two.launcher.queue.state().running) == {second.job_id, third.job_id}
+    assert ("recovered", ghost) in [(o.action, o.job_id) for o in outcomes]
+    assert tracker.launcher.queue.state().holds(third.job_id)
+    assert [r.model for r in compute.launches] == ["m1", "m2", "m3"]
 
 
 def test_a_job_given_a_slot_by_a_caller_that_died_is_launched_after_the_grace(two, compute, clock):
