@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dropflow_dev.local.runtime import DEFAULT_HOME
+from dropflow_dev.local.runtime import DEFAULT_HOME, MAX_JOBS_RULE, default_max_jobs
 
 
 def _home(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,16 @@ def _home(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_HOME,
         help=f"state folder of the local runtime (default {DEFAULT_HOME}, or $DROPFLOW_HOME)",
     )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1: at least one job must run")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the retrain schedule event every SECONDS (default: off)",
     )
     up.add_argument("--verbose", action="store_true", help="also print the handlers' JSON logs")
+    up.add_argument(
+        "--max-jobs",
+        type=_positive_int,
+        metavar="N",
+        help="training processes at once; the others wait in line, first come first served "
+        f"(default: $DROPFLOW_MAX_CONCURRENT_JOBS, else {MAX_JOBS_RULE}: "
+        f"{default_max_jobs()} on this machine)",
+    )
     up.add_argument(
         "--container-threshold-mb",
         type=float,
@@ -155,6 +173,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         container=args.container,
         container_port=args.container_port,
         container_threshold_mb=args.container_threshold_mb,
+        max_jobs=args.max_jobs,
     )
     # Ctrl-C and SIGTERM (a supervisor, a test) stop the loop, the API and the jobs cleanly,
     # also where the shell started us with SIGINT ignored (a background job).

@@ -1,7 +1,9 @@
 """What `dropflow status` shows: every job and every model, for people and for scripts.
 
 Each job shows what it cost, what it saved against on-demand, and the seconds of work its
-interrupted attempts lost (dropflow.records.ledger has the ledger).
+interrupted attempts lost (dropflow.records.ledger has the ledger). A job waiting for a
+training slot (the cap on jobs at once, `local up --max-jobs`) shows its place in line
+(dropflow.records.training_queue).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from dropflow import wiring
 from dropflow.records.catalog import VersionRecord
 from dropflow.records.ledger import describe_usd, job_ledger
+from dropflow.records.training_queue import TrainingQueue
 
 
 def collect(now: float | None = None) -> dict[str, Any]:
@@ -19,10 +22,14 @@ def collect(now: float | None = None) -> dict[str, Any]:
 
     Each job has its cost ledger as of `now` (dropflow.records.ledger.Ledger.to_dict: cost_usd,
     on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost, and per attempt);
-    an unknown amount is null, never 0.
+    an unknown amount is null, never 0. `queue_position` is a waiting job's place in line for
+    a training slot (1: next to start), null for the others; `training_slots` says how many
+    jobs hold a slot and how many wait.
     """
     now = time.time() if now is None else now
-    jobs = sorted(wiring.jobs().all(), key=lambda j: j.created_at, reverse=True)
+    store = wiring.jobs()
+    jobs = sorted(store.all(), key=lambda j: j.created_at, reverse=True)
+    queue = TrainingQueue(store.registry).state()  # the line lives beside the jobs
     catalog = wiring.catalog()
     models = []
     decided: dict[tuple[str, str | None], VersionRecord] = {}  # (model, version) -> decision
@@ -57,11 +64,13 @@ def collect(now: float | None = None) -> dict[str, Any]:
                 "decision_reason": getattr(outcome[j.job_id], "reason", None),
                 "progress": j.progress,
                 "created_at": j.created_at,
+                "queue_position": queue.position(j.job_id),
                 "cost": job_ledger(j, now).to_dict(),
             }
             for j in jobs
         ],
         "models": models,
+        "training_slots": {"running": len(queue.running), "waiting": len(queue.waiting)},
     }
 
 
@@ -140,8 +149,20 @@ def _outcome(job: dict[str, Any]) -> str:
     return job["reason"] or ""
 
 
+def describe_place(position: int | None, slots: dict[str, int] | None) -> str:
+    """A waiting job's place in line, e.g. "number 2 of 5 in line for a training slot (3
+    training)"; "" for a job that is not waiting."""
+    if position is None:
+        return ""
+    slots = slots or {}
+    waiting = slots.get("waiting") or position
+    training = f" ({slots['running']} training)" if slots.get("running") is not None else ""
+    return f"number {position} of {waiting} in line for a training slot{training}"
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as two aligned tables."""
+    slots = report.get("training_slots")
     job_rows = [
         [
             j["job_id"],
@@ -150,7 +171,7 @@ def render(report: dict[str, Any]) -> str:
             str(j["attempts"]),
             *describe_cost(j.get("cost")),
             _age(j["created_at"]),
-            _outcome(j),
+            describe_place(j.get("queue_position"), slots) or _outcome(j),
         ]
         for j in report["jobs"]
     ]

@@ -37,6 +37,37 @@ from dropflow_dev.local.watcher import BucketWatcher
 LOCAL_BUCKET = "dropflow-local"
 DEFAULT_HOME = Path(os.environ.get("DROPFLOW_HOME", "~/.dropflow")).expanduser()
 WATCHDOG_SECONDS = 30.0
+# What one training process takes, for the default cap on processes at once: torch's threads
+# keep about two cores busy, and a process holds up to about 1.5 GiB (0.6 GiB on a small
+# table: 30 of them took 18.7 GB), so 2 GiB each leaves the rest of the machine room.
+CORES_PER_JOB = 2
+MEMORY_PER_JOB_GIB = 2.0
+MAX_JOBS_RULE = (
+    f"one per {CORES_PER_JOB} CPU cores and per {MEMORY_PER_JOB_GIB:g} GiB of memory, "
+    "whichever allows fewer, at least 1"
+)
+
+
+def machine_memory_gib() -> float | None:
+    """This machine's physical memory in GiB, None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_max_jobs(cpus: int | None = None, memory_gib: float | None = None) -> int:
+    """How many training processes `local up` runs at once unless told (--max-jobs): see
+    MAX_JOBS_RULE. `cpus` and `memory_gib` default to this machine's."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpus = os.cpu_count() or 1
+    if memory_gib is None:
+        memory_gib = machine_memory_gib()
+    by_memory = int(memory_gib // MEMORY_PER_JOB_GIB) if memory_gib else cpus
+    return max(1, min(cpus // CORES_PER_JOB, by_memory))
 
 
 def find_template(start: Path | None = None) -> Path:
@@ -208,10 +239,19 @@ class LocalRuntime:
         container: bool = True,
         container_port: int = 0,
         container_threshold_mb: float | None = None,
+        max_jobs: int | None = None,
     ) -> None:
         if container_threshold_mb is not None:
             # Read by the promote handler's settings at its (local) cold start, in start().
             os.environ["DROPFLOW_LAMBDA_MAX_MODEL_MB"] = str(container_threshold_mb)
+        if max_jobs is not None and max_jobs < 1:
+            raise ValueError(f"max_jobs must be at least 1, not {max_jobs}")
+        # The stack's TrainingMaxConcurrentJobs, locally: the same launcher and training queue
+        # hold the child processes to it. Read when the launcher is made, in start().
+        self.max_jobs = max_jobs or int(
+            os.environ.get("DROPFLOW_MAX_CONCURRENT_JOBS") or default_max_jobs()
+        )
+        os.environ["DROPFLOW_MAX_CONCURRENT_JOBS"] = str(self.max_jobs)
         self.paths = configure(home, verbose=verbose)
         self.host, self.port = host, port
         self.poll_seconds = poll_seconds
@@ -278,6 +318,10 @@ class LocalRuntime:
         self.say(f"dropflow local: home {self.paths.home}")
         self.say(f"  drop CSV/Parquet files into {self.paths.bucket / 'datasets'}/<model>/")
         self.say(f"  API on {self.url}  (POST /models/<model>/predict)")
+        self.say(
+            f"  at most {self.max_jobs} training job{'s' if self.max_jobs != 1 else ''} at once "
+            "(--max-jobs); the others wait in line (dropflow status shows their place)"
+        )
         if self.container is not None:
             threshold = os.environ.get("DROPFLOW_LAMBDA_MAX_MODEL_MB")
             above = f" above {threshold} MB" if threshold else ""

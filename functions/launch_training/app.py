@@ -1,7 +1,9 @@
 """LaunchTrainingFunction: a dataset drop or the schedule asks for training.
 
 Triggers (EventBridge): S3 "Object Created" under datasets/, and a Scheduled Event.
-Duplicates are harmless: the launcher claims each (model, data version) exactly once.
+Duplicates are harmless: the launcher claims each (model, data version) exactly once. A spec
+outside the stack owner's limits fails its job before any launch, and a job beyond the cap on
+jobs at once waits in the training queue (dropflow.control.launcher).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from aws_lambda_powertools.utilities.parser.models import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dropflow import wiring
-from dropflow.config import settings
+from dropflow.config import limit_settings, settings
 from dropflow.errors import InvalidName
 from dropflow.observability import logger, metrics, tracer
 from dropflow.vocabulary.datasets import model_of_dataset_key
 
-settings()  # fail the cold start, naming the variable, if configuration is wrong
+# Fail the cold start, naming the variable, if the configuration or the owner's limits are wrong.
+settings()
+limit_settings().limits()
 
 
 @logger.inject_lambda_context(log_event=False)

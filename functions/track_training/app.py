@@ -2,7 +2,8 @@
 
 Triggers (EventBridge, source aws.ec2): "EC2 Instance State-change Notification",
 "EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation"; and a
-schedule, the watchdog, which catches lost events, stuck attempts and orphan instances.
+schedule, the watchdog, which catches lost events, stuck attempts and orphan instances, frees
+the training slots of jobs that died holding one and starts the queued jobs they let start.
 An instance that belongs to no dropflow job is ignored.
 """
 
@@ -16,12 +17,14 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dropflow import wiring
-from dropflow.config import settings
+from dropflow.config import limit_settings, settings
 from dropflow.control.tracker import TrackOutcome
 from dropflow.observability import logger, metrics, tracer
 from dropflow.ports import InstanceState
 
-settings()  # fail the cold start, naming the variable, if configuration is wrong
+# Fail the cold start, naming the variable, if the configuration or the owner's limits are wrong.
+settings()
+limit_settings().limits()
 
 ENDED = {"shutting-down", "terminated", "stopping", "stopped"}
 NOTICES = {

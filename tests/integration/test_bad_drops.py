@@ -41,7 +41,7 @@ def serving(store, registry):
     assert code == ExitCode.OK
     version = launcher.jobs.get(job_id).version
     assert promote(MODEL, version, store, registry).decision == "approved"
-    launcher.release_slot(MODEL, job_id)
+    launcher.hand_over(MODEL, job_id)
     service = PredictionService(ModelCache(store, registry, champion_ttl=0))
     assert service.predict(MODEL, [ROW])["version"] == version
     return launcher, service, version
@@ -74,13 +74,8 @@ CUT_CSV = "\n".join([HEADER, FIRST_ROW, ",".join(_cells[:7])[:-2]]).encode()
             b"target: diagnosys\n",
             ["'diagnosys'", "diagnosis"],
         ),
-        (
-            f"datasets/{MODEL}/dropflow.yaml",
-            b"training:\n  epochs: -3\n",
-            ["dropflow.yaml", "training.epochs"],
-        ),
     ],
-    ids=["broken-csv-row", "csv-cut-mid-row", "unknown-target", "invalid-spec"],
+    ids=["broken-csv-row", "csv-cut-mid-row", "unknown-target"],
 )
 def test_a_bad_drop_fails_with_the_problem_named_and_the_champion_keeps_serving(
     serving, store, registry, key, content, expected
@@ -100,3 +95,23 @@ def test_a_bad_drop_fails_with_the_problem_named_and_the_champion_keeps_serving(
     answer = service.predict(MODEL, [ROW])
     assert answer["version"] == champion
     assert answer["predictions"] == [FIRST_ROW.split(",")[-1]]
+
+
+def test_an_invalid_spec_fails_its_job_before_any_launch_and_the_champion_keeps_serving(
+    serving, store
+):
+    launcher, service, champion = serving
+    store.put(f"datasets/{MODEL}/dropflow.yaml", b"training:\n  epochs: -3\n")
+
+    outcome = launcher.request_training(MODEL)
+
+    assert outcome.action == "failed"
+    assert launcher.compute.launches[-1].job_id != outcome.job_id  # no instance for a typo
+    job = launcher.jobs.get(outcome.job_id)
+    assert job.state == JobState.FAILED and job.attempts == []
+    assert (job.reason or "").startswith(
+        f"datasets/{MODEL}/dropflow.yaml: training.epochs: Input should be greater than 0"
+    )
+    published = {o.key.split("/")[2] for o in store.list(f"models/{MODEL}/")}
+    assert published == {champion}
+    assert service.predict(MODEL, [ROW])["version"] == champion

@@ -209,6 +209,23 @@ def test_request_instance_types_replace_the_defaults_and_on_demand_has_no_spot_o
     assert "SpotOptions" not in params
 
 
+def test_a_request_for_a_type_outside_the_allowlist_launches_nothing(ec2) -> None:
+    compute, _ = ec2  # no CreateFleet answer is stubbed: none may be asked for
+    request = LaunchRequest(
+        job_id=JOB, model="iris", attempt=1, instance_types=("g5.xlarge", "p5.48xlarge")
+    )
+
+    with pytest.raises(LaunchError) as caught:
+        compute.launch(request)
+
+    assert caught.value.kind == "config"
+    assert str(caught.value) == (
+        f"job {JOB} attempt 1 (spot): p5.48xlarge not launched: not among the allowed "
+        "instance types (g6.xlarge, g5.xlarge; TrainingInstanceTypes "
+        "(DROPFLOW_TRAINING_INSTANCE_TYPES))"
+    )
+
+
 def test_the_client_token_is_the_same_for_the_same_request(ec2) -> None:
     compute, _ = ec2
     # Another Lambda (another adapter), the same launch.

@@ -7,10 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dropflow.control.launcher import Launcher, remaining_work_seconds
-from dropflow.errors import InvalidName
-from dropflow.ports import ObjectInfo
+from dropflow.errors import InvalidName, UserInputError
+from dropflow.ports import InstanceState, ObjectInfo
 from dropflow.records.jobs import Attempt, Job, JobState, JobStore
 from dropflow.vocabulary.datasets import data_version, model_of_dataset_key, models_with_data
+from dropflow.vocabulary.spec import read_spec
 from tests.fakes_compute import FakeCompute
 
 CSV = b"a,b,target\n1,2,0\n3,4,1\n"
@@ -183,11 +184,25 @@ def test_the_spec_can_ask_for_on_demand_only_and_name_instance_types(store, laun
     assert tuple(compute.launches[0].instance_types) == ("g6.xlarge",)
 
 
-def test_an_invalid_spec_does_not_stop_the_launch_the_job_reports_it(store, launcher, compute):
+def test_an_invalid_spec_fails_the_job_before_any_launch_with_the_training_jobs_message(
+    store, launcher, compute
+):
     store.put("datasets/iris/data.csv", CSV)
-    store.put("datasets/iris/dropflow.yaml", b"compute: {on_demand: sometimes}\n")
+    store.put("datasets/iris/dropflow.yaml", b"compute: {on_demand: sometimes}\nepoch: 10\n")
+    # What the training job itself reads the spec with (training/job.py), and would fail with.
+    with pytest.raises(UserInputError) as raised:
+        read_spec(store, "iris")
 
-    assert launcher.request_training("iris").action == "launched"
+    outcome = launcher.request_training("iris")
+
+    assert outcome.action == "failed"
+    assert compute.tried == []  # no instance booted to find a typo
+    job = launcher.jobs.get(outcome.job_id)
+    assert job.state == JobState.FAILED and job.attempts == []
+    assert job.reason == str(raised.value)
+    assert "compute.on_demand" in job.reason and "epoch: unknown key" in job.reason
+    assert launcher.active_job("iris") is None
+    assert launcher.queue.state().running == {}
 
 
 # --------------------------------------------------------------------------- prices
@@ -263,10 +278,10 @@ def test_a_job_that_spent_its_budget_is_not_launched_again(store, registry):
 
 
 def test_a_job_whose_spend_cannot_be_known_is_not_launched_again(store, registry):
-    launcher, compute, clock = _limited(store, registry, "compute: {budget_usd: 100}\n")
-    compute.prices = {"spot": None, "on-demand": None}
-    compute.on_demand_price = None  # an attempt recorded without any price
+    launcher, compute, clock = _limited(store, registry, "compute: {budget_usd: 40}\n")
     job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+    # An attempt on record without any price (one launched before prices were recorded).
+    launcher.jobs.update_attempt(job_id, 1, price_per_hour=None, on_demand_price_per_hour=None)
 
     outcome = launcher.launch_attempt(job_id)
 
@@ -274,17 +289,40 @@ def test_a_job_whose_spend_cannot_be_known_is_not_launched_again(store, registry
     assert len(compute.launches) == 1
     reason = launcher.jobs.get(job_id).reason or ""
     assert "cannot be known (attempt 1 on fake.large ran with no recorded price)" in reason
-    assert "budget of $100.00 (compute.budget_usd)" in reason
+    assert "budget of $40.00 (compute.budget_usd)" in reason
     assert "TrainingOnDemandPrices" in reason
 
 
-def test_an_unknown_price_without_a_budget_does_not_stop_the_job(store, registry):
+def test_without_a_budget_in_the_spec_an_unknown_spend_still_stops_the_job(store, registry):
     launcher, compute, clock = _limited(store, registry, "compute: {max_attempts: 3}\n")
+    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
+    launcher.jobs.update_attempt(job_id, 1, price_per_hour=None, on_demand_price_per_hour=None)
+
+    outcome = launcher.launch_attempt(job_id)
+
+    assert outcome.action == "failed"
+    assert "its budget of $10.00 (the stack's default budget, TrainingDefaultBudgetUSD" in (
+        outcome.message
+    )
+
+
+def test_an_instance_that_comes_without_a_price_is_terminated_at_once(store, launcher, compute):
+    store.put("datasets/iris/data.csv", CSV)
     compute.prices = {"spot": None, "on-demand": None}
     compute.on_demand_price = None
-    job_id = _ran_one_hour_and_was_lost(launcher, compute, clock)
 
-    assert launcher.launch_attempt(job_id).action == "launched"
+    outcome = launcher.request_training("iris")
+
+    assert outcome.action == "failed"
+    assert compute.instances["fake-1"].state == InstanceState.TERMINATED
+    job = launcher.jobs.get(outcome.job_id)
+    assert job.state == JobState.FAILED
+    assert job.reason is not None and job.reason.startswith(
+        "attempt 1: fake-1 (fake.large) came with no price"
+    )
+    assert "TrainingOnDemandPrices" in job.reason
+    assert job.attempts[0].instance_id == "fake-1" and job.attempts[0].ended_at is not None
+    assert launcher.queue.state().running == {}
 
 
 def test_a_job_under_its_budget_is_launched_again(store, registry):
@@ -430,7 +468,7 @@ def scheduled(store, registry):
 def _publish_and_free(launcher: Launcher, job_id: str) -> None:
     for state in (JobState.RUNNING, JobState.EXPORTING, JobState.PUBLISHED):
         launcher.jobs.transition(job_id, state)
-    launcher.release_slot("iris", job_id)
+    launcher.hand_over("iris", job_id)
 
 
 def test_the_schedule_trains_a_scheduled_model_that_never_published(scheduled):

@@ -214,6 +214,16 @@ def test_a_deadline_may_be_a_utc_time(text):
         ("compute: {deadline: 0h}", "compute.deadline: '0h': a duration must be more than 0"),
         ("compute: {max_runtime: 2026-11-24T06:00:00Z}", "compute.max_runtime: "),
         ("compute: {max_runtime: 6 hours}", "compute.max_runtime: '6 hours' is not a duration"),
+        (
+            "compute: {instance_types: [P5.48XLARGE]}",
+            "compute.instance_types: 'P5.48XLARGE' is not an EC2 instance type name",
+        ),
+        ("compute: {instance_types: [g6]}", "compute.instance_types: 'g6' is not an EC2"),
+        (
+            "compute: {instance_types: [g6.xlarge, g5.xlarge, g6.xlarge]}",
+            "compute.instance_types: g6.xlarge listed twice",
+        ),
+        ("compute: {instance_types: []}", "compute.instance_types: List should have at least 1"),
     ],
 )
 def test_an_invalid_compute_limit_names_its_key(text, expected):

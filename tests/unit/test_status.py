@@ -200,3 +200,38 @@ def test_collect_reports_what_promotion_decided_for_each_jobs_version(store, reg
     assert published["decision"] == "rejected"
     assert published["decision_reason"].endswith("classes would change")
     assert by_id["iris-20261123T101502Z-000002"]["decision"] is None
+
+
+def test_a_queued_job_shows_its_place_in_line():
+    report = _report("queued", attempts=0, queue_position=2)
+    report["training_slots"] = {"running": 2, "waiting": 3}
+
+    text = render(report)
+
+    assert "queued" in text
+    assert "number 2 of 3 in line for a training slot (2 training)" in text
+
+
+def test_collect_gives_each_waiting_job_its_place_in_line(store, registry, monkeypatch):
+    from dropflow.control.launcher import Launcher
+    from dropflow.records.jobs import JobStore
+    from dropflow.vocabulary.limits import OwnerLimits
+    from tests.fakes_compute import FakeCompute
+
+    monkeypatch.setattr(wiring, "jobs", lambda: JobStore(registry))
+    monkeypatch.setattr(wiring, "catalog", lambda: Catalog(registry))
+    launcher = Launcher(store, registry, FakeCompute(), limits=OwnerLimits(max_concurrent_jobs=1))
+    for model in ("first", "second", "third"):
+        store.put(f"datasets/{model}/data.csv", b"a,target\n1,0\n2,1\n")
+        launcher.request_training(model)
+
+    report = collect()
+
+    places = {j["model"]: (j["state"], j["queue_position"]) for j in report["jobs"]}
+    assert places == {
+        "first": ("launching", None),
+        "second": ("queued", 1),
+        "third": ("queued", 2),
+    }
+    assert report["training_slots"] == {"running": 1, "waiting": 2}
+    assert "number 2 of 2 in line for a training slot (1 training)" in render(report)

@@ -28,6 +28,12 @@ from dropflow.observability import SERVICE
 from dropflow.records.catalog import MODELS_PK, model_pk
 from dropflow.records.jobs import jobs_pk
 from dropflow.serving.service import FILE_MISMATCH_METRIC
+from dropflow.vocabulary.limits import (
+    DEFAULT_BUDGET_USD,
+    DEFAULT_INSTANCE_TYPES,
+    DEFAULT_MAX_BUDGET_USD,
+    DEFAULT_MAX_CONCURRENT_JOBS,
+)
 from dropflow_dev.invoke import describe_function, function_ids, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,8 +188,13 @@ def test_launching_is_limited_to_the_training_template_and_role(template):
     policy = template["Resources"]["TrainingLauncherPolicy"]["Properties"]["PolicyDocument"]
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
 
-    run = by_sid["RunInstancesFromTheTrainingTemplate"]
-    assert "ec2:LaunchTemplate" in run["Condition"]["ArnEquals"]
+    runs = [s for s in policy["Statement"] if s["Action"] == "ec2:RunInstances"]
+    assert len(runs) == 2
+    for run in runs:
+        assert run["Condition"]["ArnEquals"]["ec2:LaunchTemplate"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:"
+            "launch-template/${TrainingLaunchTemplate}"
+        }
     fleet = by_sid["CreateFleetFromTheTrainingTemplate"]
     templates = [r for r in fleet["Resource"] if ":launch-template/" in r["Fn::Sub"]]
     assert [t["Fn::Sub"].rsplit("/", 1)[1] for t in templates] == ["${TrainingLaunchTemplate}"]
@@ -233,11 +244,20 @@ def resource_types(statement: dict[str, Any]) -> set[str]:
     return {r["Fn::Sub"].rsplit(":", 1)[1].split("/", 1)[0] for r in statement["Resource"]}
 
 
+def granted_types(policy: dict[str, Any], action: str) -> set[str]:
+    """The resource types the policy's statements allow `action` on, all together."""
+    return {
+        kind
+        for statement in policy["Statement"]
+        if action in as_list(statement["Action"])
+        for kind in resource_types(statement)
+    }
+
+
 def test_fleet_and_launch_permissions_name_only_the_actions_resource_types(template):
     policy = template["Resources"]["TrainingLauncherPolicy"]["Properties"]["PolicyDocument"]
-    by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    fleet = resource_types(by_sid["CreateFleetFromTheTrainingTemplate"])
-    run = resource_types(by_sid["RunInstancesFromTheTrainingTemplate"])
+    fleet = granted_types(policy, "ec2:CreateFleet")
+    run = granted_types(policy, "ec2:RunInstances")
 
     assert fleet <= CREATE_FLEET_TYPES
     assert {"fleet", "instance", "launch-template"} <= fleet  # fleet and instance required
@@ -245,6 +265,49 @@ def test_fleet_and_launch_permissions_name_only_the_actions_resource_types(templ
     # RunInstances' required types, and the spot request a spot launch makes.
     assert {"image", "instance", "network-interface", "security-group", "subnet"} <= run
     assert "spot-instances-request" in run
+
+
+def test_the_launcher_may_launch_only_the_owners_instance_types(template):
+    # The condition sits on the instance resource (the one type ec2:InstanceType applies
+    # to), alone in its statement, for both actions: a StringEquals on a key that a resource's
+    # request lacks denies that resource, so a mixed statement would refuse every launch.
+    policy = template["Resources"]["TrainingLauncherPolicy"]["Properties"]["PolicyDocument"]
+    launching = [
+        s
+        for s in policy["Statement"]
+        if {"ec2:CreateFleet", "ec2:RunInstances"} & set(as_list(s["Action"]))
+    ]
+    typed = [s for s in launching if "instance" in resource_types(s)]
+
+    assert sorted(as_list(s["Action"])[0] for s in typed) == ["ec2:CreateFleet", "ec2:RunInstances"]
+    for statement in typed:
+        assert resource_types(statement) == {"instance"}
+        assert statement["Condition"]["StringEquals"] == {
+            "ec2:InstanceType": {"Ref": "TrainingInstanceTypes"}
+        }
+    for statement in launching:
+        if statement not in typed:
+            assert "ec2:InstanceType" not in json.dumps(statement.get("Condition", {}))
+
+
+def test_the_launching_functions_get_the_owners_limits_and_the_defaults_agree(template):
+    params = template["Parameters"]
+    expected = {
+        "DROPFLOW_TRAINING_INSTANCE_TYPES": {"Fn::Join": [",", {"Ref": "TrainingInstanceTypes"}]},
+        "DROPFLOW_DEFAULT_BUDGET_USD": {"Ref": "TrainingDefaultBudgetUSD"},
+        "DROPFLOW_MAX_BUDGET_USD": {"Ref": "TrainingMaxBudgetUSD"},
+        "DROPFLOW_MAX_CONCURRENT_JOBS": {"Ref": "TrainingMaxConcurrentJobs"},
+    }
+    for function in ("LaunchTrainingFunction", "TrackTrainingFunction"):
+        env = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert {name: env.get(name) for name in expected} == expected
+
+    # The stack's defaults are the code's (which the local runtime uses).
+    assert tuple(params["TrainingInstanceTypes"]["Default"].split(",")) == DEFAULT_INSTANCE_TYPES
+    assert params["TrainingDefaultBudgetUSD"]["Default"] == DEFAULT_BUDGET_USD
+    assert params["TrainingMaxBudgetUSD"]["Default"] == DEFAULT_MAX_BUDGET_USD
+    assert params["TrainingMaxConcurrentJobs"]["Default"] == DEFAULT_MAX_CONCURRENT_JOBS
+    assert params["TrainingMaxConcurrentJobs"]["MinValue"] >= 1
 
 
 # Exactly what each function's role may do: a permission missing here fails the function in

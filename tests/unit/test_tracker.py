@@ -281,6 +281,26 @@ def test_the_watchdog_stops_a_job_at_its_max_runtime(limited, clock):
     assert "the max runtime is 3h (compute.max_runtime)" in outcomes[0].message
 
 
+def test_the_watchdog_stops_a_running_attempt_whose_spend_cannot_be_known_without_a_spec_budget(
+    store, registry, clock
+):
+    store.put("datasets/iris/data.csv", CSV)  # no spec: the stack's default budget holds
+    tracker = Tracker(Launcher(store, registry, FakeCompute(clock=clock), clock=clock), clock=clock)
+    job_id = _running(tracker)
+    # An attempt on record without any price (recorded before prices were).
+    tracker.jobs.update_attempt(job_id, 1, price_per_hour=None, on_demand_price_per_hour=None)
+    clock.now += 60
+    tracker.jobs.set_progress(job_id, {"stage": "training", "updated_at": clock.now})
+
+    outcomes = tracker.watchdog()
+
+    assert [o.action for o in outcomes] == ["failed"]
+    assert tracker.compute.instances["fake-1"].state == InstanceState.TERMINATED
+    reason = tracker.jobs.get(job_id).reason or ""
+    assert "cannot be known (attempt 1 on fake.large ran with no recorded price)" in reason
+    assert "budget of $10.00 (the stack's default budget, TrainingDefaultBudgetUSD" in reason
+
+
 def test_a_deadline_does_not_stop_a_running_attempt(store, registry, clock):
     store.put("datasets/iris/data.csv", CSV)
     store.put("datasets/iris/dropflow.yaml", b"compute: {deadline: 1h}\n")

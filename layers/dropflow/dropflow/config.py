@@ -24,6 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dropflow.errors import ConfigError
 from dropflow.promotion.retention import DEFAULT_KEEP
 from dropflow.serving.forwarding import DEFAULT_RETRY_AFTER, DEFAULT_TIMEOUT
+from dropflow.vocabulary.limits import (
+    DEFAULT_BUDGET_USD,
+    DEFAULT_INSTANCE_TYPES,
+    DEFAULT_MAX_BUDGET_USD,
+    DEFAULT_MAX_CONCURRENT_JOBS,
+    OwnerLimits,
+)
 from dropflow.vocabulary.routing import (
     DEFAULT_FUNCTION_MEMORY_MB,
     DEFAULT_MAX_MODEL_MB,
@@ -97,6 +104,40 @@ class PricingSettings(BaseModel):
     local_on_demand_price: float = Field(default=0.0, ge=0)
 
 
+class LimitSettings(BaseModel):
+    """The stack owner's limits on training (dropflow.vocabulary.limits), every variable
+    optional; each is a stack parameter of the same meaning.
+
+      DROPFLOW_TRAINING_INSTANCE_TYPES  comma list: the instance types training may use, which a
+                                        spec may only narrow (TrainingInstanceTypes)
+      DROPFLOW_DEFAULT_BUDGET_USD       a job's budget when its spec sets none
+                                        (TrainingDefaultBudgetUSD)
+      DROPFLOW_MAX_BUDGET_USD           the most a spec's compute.budget_usd may ask for
+                                        (TrainingMaxBudgetUSD)
+      DROPFLOW_MAX_CONCURRENT_JOBS      training jobs running at once across all models; the
+                                        rest wait in turn (TrainingMaxConcurrentJobs)
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    training_instance_types: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        default=DEFAULT_INSTANCE_TYPES, min_length=1
+    )
+    default_budget_usd: float = Field(default=DEFAULT_BUDGET_USD, gt=0)
+    max_budget_usd: float = Field(default=DEFAULT_MAX_BUDGET_USD, gt=0)
+    max_concurrent_jobs: int = Field(default=DEFAULT_MAX_CONCURRENT_JOBS, ge=1, le=1000)
+
+    def limits(self) -> OwnerLimits:
+        """These settings as the limits the launcher enforces; ConfigError when the default
+        budget is above the maximum."""
+        return OwnerLimits(
+            instance_types=self.training_instance_types,
+            default_budget_usd=self.default_budget_usd,
+            max_budget_usd=self.max_budget_usd,
+            max_concurrent_jobs=self.max_concurrent_jobs,
+        )
+
+
 def _validated(kind: type[_S]) -> _S:
     """`kind` from the environment; a ConfigError names each missing or wrong variable."""
     values: dict[str, Any] = {}
@@ -105,6 +146,12 @@ def _validated(kind: type[_S]) -> _S:
         raw = os.environ.get(var)
         if raw is None:
             continue
+        if typing.get_origin(field.annotation) is tuple:
+            # A comma list, as CloudFormation joins a CommaDelimitedList parameter.
+            items = [item.strip() for item in raw.split(",") if item.strip()]
+            if items:
+                values[name] = items
+            continue  # empty: the default
         if typing.get_origin(field.annotation) is dict:
             if not raw.strip():
                 continue  # a stack parameter left empty: no entries
@@ -133,6 +180,13 @@ def pricing_settings() -> PricingSettings:
     """The price settings from the environment, read when a compute adapter is created (once
     per execution environment); a ConfigError names each wrong variable."""
     return _validated(PricingSettings)
+
+
+def limit_settings() -> LimitSettings:
+    """The stack owner's limits from the environment, read when the launcher and the EC2
+    compute are created (once per execution environment); a ConfigError names each wrong
+    variable."""
+    return _validated(LimitSettings)
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from dropflow.adapters.local.event_log import JsonLinesEventPublisher, NullEventPublisher
-from dropflow.config import pricing_settings, settings
+from dropflow.config import limit_settings, pricing_settings, settings
 from dropflow.errors import ConfigError
 from dropflow.ports import Compute, ContainerTier, EventPublisher, ObjectStore, Registry
 from dropflow.records.catalog import Catalog
@@ -71,6 +71,7 @@ def launcher() -> Launcher:
         compute(),
         max_attempts=cfg.max_attempts,
         claim_ttl_seconds=cfg.claim_ttl_seconds,
+        limits=limit_settings().limits(),
     )
 
 
@@ -210,8 +211,9 @@ def open_registry(url: str) -> Registry:
 def open_compute(url: str) -> Compute:
     """The Compute for `process:///state-dir` (child processes) or `ec2://<launch template>`.
 
-    An EC2 compute reads its subnets and default instance types from
-    $DROPFLOW_TRAINING_SUBNET_IDS and $DROPFLOW_TRAINING_INSTANCE_TYPES (comma lists) and
+    An EC2 compute reads its subnets from $DROPFLOW_TRAINING_SUBNET_IDS (a comma list), launches
+    only the stack owner's allowed types, $DROPFLOW_TRAINING_INSTANCE_TYPES (dropflow.config.
+    LimitSettings; also its pools when a request names none), and
     tags its instances dropflow:stack=$DROPFLOW_STACK_NAME when that is set. It prices
     instance types with the stack owner's $DROPFLOW_ON_DEMAND_PRICES first, then the AWS
     Price List API (cached for $DROPFLOW_PRICE_LIST_TTL_SECONDS), and launches no type that
@@ -233,7 +235,7 @@ def open_compute(url: str) -> Compute:
             on_demand_price=prices.local_on_demand_price,
         )
     if scheme == "ec2":
-        from dropflow.adapters.aws.ec2_compute import DEFAULT_GPU_TYPES, Ec2Compute
+        from dropflow.adapters.aws.ec2_compute import Ec2Compute
         from dropflow.adapters.aws.price_list import PriceListPrices
 
         template = urlparse(url).netloc
@@ -246,7 +248,7 @@ def open_compute(url: str) -> Compute:
         return Ec2Compute(
             template,
             subnet_ids=_comma_list("DROPFLOW_TRAINING_SUBNET_IDS"),
-            instance_types=_comma_list("DROPFLOW_TRAINING_INSTANCE_TYPES") or DEFAULT_GPU_TYPES,
+            instance_types=limit_settings().training_instance_types,
             tags={"dropflow:stack": stack} if stack else None,
             on_demand_prices=prices.on_demand_prices,
             price_list=PriceListPrices(ttl_seconds=prices.price_list_ttl_seconds),

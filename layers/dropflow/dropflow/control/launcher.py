@@ -1,4 +1,5 @@
-"""Starting training jobs: exactly once per (model, data version), one at a time per model.
+"""Starting training jobs: exactly once per (model, data version), one at a time per model,
+and no more at once across all models than the stack owner allows.
 
 A drop under `datasets/<model>/` (or the schedule) asks for training. The request is
 idempotent twice over:
@@ -9,14 +10,26 @@ idempotent twice over:
   when the job ends, the tracker releases the slot and asks for one follow-up run, which
   then sees all the data that arrived meanwhile.
 
-Every attempt is checked against the spec's limits before it is launched (`stop_reason`:
-budget, max runtime, deadline) and bought spot unless the spec or the deadline says otherwise
-(`Launcher._launch`, `deadline_needs_on_demand`). Each attempt records its price and the
-on-demand equivalent, from which dropflow.records.ledger keeps the job's cost ledger.
+A new job then takes its turn in the training queue (dropflow.records.training_queue): at most
+the owner's TrainingMaxConcurrentJobs jobs hold a training slot at once; the others wait,
+first-come first-served, and are started as slots free (`drain`): when a job ends (published,
+failed, or its launch failed) and on the watchdog's sweep. A job keeps its slot across its
+relaunches.
+
+Before anything is launched, the model's spec is read and checked against the owner's limits
+(`job_compute`, dropflow.vocabulary.limits): an invalid spec, an instance type outside the
+allowlist or a budget above the maximum fails the job at once with the message that names the
+key, so no instance is ever booted to find a typo. Every attempt is checked against the
+job's limits (`stop_reason`: budget, always set; max runtime; deadline) and bought spot unless
+the spec or the deadline says otherwise (`Launcher._launch`, `deadline_needs_on_demand`). Each
+attempt records its price and the on-demand equivalent, from which dropflow.records.ledger
+keeps the job's cost ledger; an instance that comes back with no price at all is terminated at
+once, never counted at $0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,19 +48,24 @@ from dropflow.ports import (
 from dropflow.records.catalog import model_pk
 from dropflow.records.jobs import Attempt, Job, JobState, JobStore
 from dropflow.records.ledger import budget_spend, describe_usd, seconds_run, unpriced_runs
+from dropflow.records.training_queue import TrainingQueue
 from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.datasets import data_files, data_version, dataset_prefix, models_with_data
+from dropflow.vocabulary.limits import MAX_JOBS_SETTING, JobCompute, OwnerLimits, setting
 from dropflow.vocabulary.names import check_model_name, new_job_id
+from dropflow.vocabulary.prices import OWNER_PRICES_PARAMETER, OWNER_PRICES_VARIABLE
 from dropflow.vocabulary.spec import ComputeSection, read_spec, spec_key
 
 ACTIVE = "ACTIVE"
 # How long a slot taken by a request whose job record is not written yet counts as held.
 SLOT_GRACE_SECONDS = 300.0
 _REASON_CHARS = 500  # a purchase reason quoting every pool's error stays readable
+# A spec's error is kept as the training job keeps it (training/job.py): whole, within reason.
+_SPEC_REASON_CHARS = 2000
 # Launch failures that another purchase option may get past.
 FALLBACK_KINDS = frozenset({"capacity", "price", "quota"})
 
-Action = Literal["launched", "duplicate", "coalesced", "no-data", "failed", "skipped"]
+Action = Literal["launched", "queued", "duplicate", "coalesced", "no-data", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -59,15 +77,20 @@ class LaunchOutcome:
     data_version: str | None = None
     # The run that drops during a job asked for, started when that job failed to launch.
     follow_up: LaunchOutcome | None = None
+    # Jobs waiting in the training queue that this call started (or failed to) as slots freed.
+    started: tuple[LaunchOutcome, ...] = ()
 
     def jobs_failed(self) -> int:
-        """How many jobs this outcome saw fail to start: its own, and its follow-up's."""
+        """How many jobs this outcome saw fail to start: its own, its follow-up's, and those
+        of the queued jobs it started."""
         own = 1 if self.action == "failed" else 0
-        return own + (self.follow_up.jobs_failed() if self.follow_up else 0)
+        own += self.follow_up.jobs_failed() if self.follow_up else 0
+        return own + sum(o.jobs_failed() for o in self.started)
 
 
 class Launcher:
-    """Turns 'train model M' requests into at most one running job per model and data version."""
+    """Turns 'train model M' requests into at most one running job per model and data version,
+    and at most `limits.max_concurrent_jobs` running jobs in all."""
 
     def __init__(
         self,
@@ -78,18 +101,33 @@ class Launcher:
         max_attempts: int = 3,
         claim_ttl_seconds: int = 7 * 24 * 3600,
         clock: Callable[[], float] = time.time,
+        limits: OwnerLimits | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.compute = compute
         self.jobs = JobStore(registry)
+        self.queue = TrainingQueue(registry, clock)
         self.max_attempts = max_attempts
         self.claim_ttl_seconds = claim_ttl_seconds
         self.clock = clock
+        self.limits = limits if limits is not None else OwnerLimits()
 
     # ------------------------------------------------------------------ requests
     def request_training(self, model: str, *, trigger: str = "drop") -> LaunchOutcome:
-        """Start a job for the model's current data unless this data was already claimed."""
+        """Start a job for the model's current data unless this data was already claimed.
+
+        The new job waits in the training queue (outcome `queued`, with its place in line)
+        when the stack's training slots are all held; it starts when one frees.
+        """
+        outcome = self._request(model, trigger)
+        if outcome.action != "queued":
+            return outcome
+        return self._own(outcome, self.drain())
+
+    def _request(self, model: str, trigger: str) -> LaunchOutcome:
+        """Claim the data, take the model's slot and record a job that waits in line for a
+        training slot (outcome `queued`); launches nothing: the caller drains the queue."""
         check_model_name(model)
         objects = self.store.list(dataset_prefix(model))
         if not data_files(objects):
@@ -132,10 +170,12 @@ class Launcher:
                 data_version=version,
                 trigger=trigger,
                 created_at=self.clock(),  # a deadline such as `6h` counts from here
+                reason=self._waiting_reason(),
             )
         )
         logger.info("job created", extra={"job_id": job.job_id, "data_version": version})
-        return self.launch_attempt(job_id)
+        position = self.queue.enqueue(job_id, job.created_at)
+        return self._queued(job, position)
 
     def scheduled_training(self) -> list[LaunchOutcome]:
         """The retrain schedule's tick: one outcome per model with data. A model is retrained
@@ -178,20 +218,103 @@ class Launcher:
                 )
         return self.request_training(model, trigger="schedule")
 
+    # ------------------------------------------------------------------ the training queue
     def launch_attempt(self, job_id: str) -> LaunchOutcome:
-        """Launch the job's next attempt on the Compute port (first run or resume).
+        """Launch the job's next attempt (first run or resume) if it holds a training slot,
+        and start the queued jobs that free slots let start.
 
-        The job is failed instead, with the reason, when it is past its deadline, has spent
+        A job without a slot (one whose slot was recovered, or from before the cap) waits in
+        line for one: outcome `queued`. The job is failed instead, with the reason, when its
+        spec is invalid or outside the owner's limits, or it is past its deadline, has spent
         its budget or used up its max runtime (see `stop_reason`).
         """
         job = self.jobs.get(job_id)
+        if self.queue.state().holds(job_id):
+            own = self._attempt(job)
+        else:
+            own = self._queued(job, self.queue.enqueue(job_id, job.created_at))
+        return self._own(own, self.drain())
+
+    def drain(self) -> list[LaunchOutcome]:
+        """Start the jobs first in line while training slots are free: the outcome of each
+        job this call started. A job whose launch fails frees its slot for the next in line.
+
+        Each slot is handed over by one compare-and-set (TrainingQueue.fill), so however many
+        callers drain at once, each queued job is started by exactly one of them.
+        """
+        outcomes = []
+        while moved := self.queue.fill(self.limits.max_concurrent_jobs):
+            for job_id in moved:
+                try:
+                    job = self.jobs.get(job_id)
+                except NotFoundError:
+                    job = None
+                if job is None or job.state.terminal:
+                    self.queue.release(job_id)  # nothing to start: let the next one in
+                    continue
+                outcomes.append(self._attempt(job))
+        return outcomes
+
+    def _own(self, outcome: LaunchOutcome, started: list[LaunchOutcome]) -> LaunchOutcome:
+        """`outcome` as its job now is (see `_settle`), carrying the other jobs `started`."""
+        pool = list(started)
+        settled = self._settle(outcome, pool)
+        return dataclasses.replace(settled, started=tuple(pool))
+
+    def _settle(self, outcome: LaunchOutcome, pool: list[LaunchOutcome]) -> LaunchOutcome:
+        """A `queued` outcome replaced by its job's launch when `pool` has it (taken out of
+        `pool`), else told its place in line as it is now; the same for its follow-up."""
+        if outcome.action == "queued" and outcome.job_id is not None:
+            mine = next((o for o in pool if o.job_id == outcome.job_id), None)
+            if mine is not None:
+                pool.remove(mine)
+                outcome = mine
+            else:
+                position = self.queue.state().position(outcome.job_id)
+                message = self._queued_message(outcome.job_id, position)
+                outcome = dataclasses.replace(outcome, message=message)
+        if outcome.follow_up is not None:
+            outcome = dataclasses.replace(outcome, follow_up=self._settle(outcome.follow_up, pool))
+        return outcome
+
+    def _queued(self, job: Job, position: int | None) -> LaunchOutcome:
+        return LaunchOutcome(
+            "queued",
+            job.model,
+            self._queued_message(job.job_id, position),
+            job.job_id,
+            job.data_version,
+        )
+
+    def _queued_message(self, job_id: str, position: int | None) -> str:
+        if position is None:
+            return f"job {job_id} was given a training slot by a concurrent request"
+        return f"job {job_id} is number {position} in line: {self._waiting_reason()}"
+
+    def _waiting_reason(self) -> str:
+        cap = self.limits.max_concurrent_jobs
+        return (
+            f"waiting for a training slot (at most {cap} "
+            f"{'jobs train' if cap != 1 else 'job trains'} at once: {setting(MAX_JOBS_SETTING)})"
+        )
+
+    # ------------------------------------------------------------------ one attempt
+    def _attempt(self, job: Job) -> LaunchOutcome:
+        """Launch the next attempt of `job`, which holds a training slot (or fail the job,
+        which frees the slot)."""
         number = len(job.attempts) + 1
-        compute = self.compute_spec(job.model)
+        try:
+            compute = self.job_compute(job.model)
+        except UserInputError as exc:
+            # The message the training job would fail with, before any instance is booted.
+            reason = str(exc)[:_SPEC_REASON_CHARS]
+            logger.warning("job refused before launch", extra={"job_id": job.job_id})
+            return self._failed(job, reason)
         now = self.clock()
         refusal = stop_reason(job, compute, now, launching=True)
         if refusal is not None:
             reason = f"attempt {number} not launched: {refusal}"
-            logger.warning("job stopped", extra={"job_id": job_id, "reason": reason})
+            logger.warning("job stopped", extra={"job_id": job.job_id, "reason": reason})
             return self._failed(job, reason)
 
         def add_attempt(j: Job) -> Job:
@@ -202,16 +325,16 @@ class Launcher:
                 }
             )
 
-        self.jobs.transition(job_id, JobState.LAUNCHING)
-        self.jobs.update(job_id, add_attempt)
+        self.jobs.transition(job.job_id, JobState.LAUNCHING)
+        self.jobs.update(job.job_id, add_attempt)
         try:
             instance, purchase_reason = self._launch(job, number, compute, now)
         except (LaunchError, OSError) as exc:
             reason = f"attempt {number} could not start: {exc}"
-            self.jobs.update_attempt(job_id, number, ended_at=self.clock(), exit_reason=reason)
+            self.jobs.update_attempt(job.job_id, number, ended_at=self.clock(), exit_reason=reason)
             return self._failed(job, reason)
         self.jobs.update_attempt(
-            job_id,
+            job.job_id,
             number,
             instance_id=instance.instance_id,
             instance_type=instance.instance_type,
@@ -223,30 +346,54 @@ class Launcher:
             launched_at=instance.launched_at,
             started_at=instance.launched_at,
         )
-        logger.info("attempt launched", extra={"job_id": job_id, "attempt": number})
+        if instance.price_per_hour is None and instance.on_demand_price_per_hour is None:
+            return self._unpriced(job, number, instance)
+        logger.info("attempt launched", extra={"job_id": job.job_id, "attempt": number})
         return LaunchOutcome(
             "launched",
             job.model,
             f"attempt {number} started on {instance.instance_id}"
             + (f" ({instance.lifecycle}: {purchase_reason})" if purchase_reason else ""),
-            job_id,
+            job.job_id,
             job.data_version,
         )
 
-    def compute_spec(self, model: str) -> ComputeSection:
-        """The model's compute section; defaults when the spec is absent or invalid (the job
-        itself then fails on the invalid spec, naming the key)."""
+    def _unpriced(self, job: Job, number: int, instance: Instance) -> LaunchOutcome:
+        """An instance that came with no price: its hours could not count against the budget
+        (never as $0), so it is stopped at once and the job fails saying how to price it."""
+        self.compute.terminate(instance.instance_id)
+        reason = (
+            f"attempt {number}: {instance.instance_id} ({instance.instance_type or 'type unknown'})"
+            " came with no price, so what it costs could not count against the job's budget; it "
+            f"was terminated at once. Price that instance type with the stack parameter "
+            f"{OWNER_PRICES_PARAMETER} ({OWNER_PRICES_VARIABLE})"
+        )
+        self.jobs.update_attempt(job.job_id, number, ended_at=self.clock(), exit_reason=reason)
+        logger.warning("unpriced instance terminated", extra={"job_id": job.job_id})
+        return self._failed(job, reason)
+
+    def job_compute(self, model: str) -> JobCompute:
+        """What a job of `model` may use: its spec's compute section within the owner's limits
+        (dropflow.vocabulary.limits). Raises UserInputError, with the message the training job
+        would give, for an invalid spec, and naming the key and the allowed values for one
+        outside the limits."""
+        return self.limits.bound(read_spec(self.store, model).compute, source=spec_key(model))
+
+    def enforced_compute(self, model: str) -> JobCompute:
+        """The limits the watchdog holds a running job of `model` to: job_compute, or, for a
+        spec that turned invalid since the launch, the owner's defaults (the default budget):
+        a job is never unbounded."""
         try:
-            return read_spec(self.store, model).compute
+            return self.job_compute(model)
         except UserInputError:
-            return ComputeSection()
+            return self.limits.bound(ComputeSection(), source=spec_key(model))
 
     def attempt_limit(self, model: str) -> int:
         """Failed attempts a job of `model` may have before it is failed."""
-        return self.compute_spec(model).max_attempts or self.max_attempts
+        return self.enforced_compute(model).max_attempts or self.max_attempts
 
     def _launch(
-        self, job: Job, attempt: int, compute: ComputeSection, now: float
+        self, job: Job, attempt: int, compute: JobCompute, now: float
     ) -> tuple[Instance, str | None]:
         """Spot first; on-demand when spot has no capacity (or cannot meet the deadline) and
         the spec allows it. Returns the instance and why it runs on-demand (None on spot)."""
@@ -268,7 +415,8 @@ class Launcher:
                 job_id=job.job_id,
                 model=job.model,
                 attempt=attempt,
-                instance_types=tuple(compute.instance_types or ()),
+                # Always the list the limits allow: the spec's, else the owner's whole allowlist.
+                instance_types=compute.instance_types,
                 lifecycle=lifecycle,
             )
             try:
@@ -328,29 +476,35 @@ class Launcher:
         return rec.data.get("job_id") if rec else None
 
     def _failed(self, job: Job, reason: str) -> LaunchOutcome:
-        """Fail the job with `reason` and hand its slot over (see `hand_over`); the outcome is
-        this job's, carrying the follow-up's."""
+        """Fail the job with `reason`, free its training slot and its model's slot, and put
+        the follow-up it owes in line (the caller's drain starts it); the outcome is this
+        job's, carrying the follow-up's."""
         self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
-        _, follow_up = self.hand_over(job.model, job.job_id)
+        self.queue.release(job.job_id)
+        follow_up = None
+        if self.release_slot(job.model, job.job_id):
+            follow_up = self._request(job.model, "follow-up")
         return LaunchOutcome(
             "failed", job.model, reason, job.job_id, job.data_version, follow_up=follow_up
         )
 
-    def hand_over(self, model: str, job_id: str) -> tuple[bool | None, LaunchOutcome | None]:
-        """Free the slot of the ended job `job_id` and start the follow-up run that drops
-        during it asked for. Returns release_slot's answer and the follow-up's outcome (None
-        when none was owed)."""
+    def hand_over(self, model: str, job_id: str) -> Handover:
+        """The ended job `job_id` gives up its training slot and its model's slot: the
+        follow-up run that drops during it asked for is requested, and the queued jobs that
+        the free slot lets start are started (the follow-up among them, in its turn)."""
+        self.queue.release(job_id)
         released = self.release_slot(model, job_id)
-        if not released:
-            return released, None
-        follow_up = self.request_training(model, trigger="follow-up")
-        logger.info("follow-up requested", extra={"job_id": job_id, "outcome": follow_up.message})
-        return released, follow_up
+        follow_up = self._request(model, "follow-up") if released else None
+        started = self.drain()
+        if follow_up is not None:
+            logger.info("follow-up requested", extra={"job_id": job_id})
+            follow_up = self._settle(follow_up, started)
+        return Handover(released, follow_up, tuple(started))
 
     def release_slot(self, model: str, job_id: str) -> bool | None:
         """Free the slot held by `job_id`. Returns True when a follow-up run was requested
-        while it ran (the caller then calls request_training once), False when there was
-        none, and None when `job_id` did not hold the slot (already freed: nothing to do)."""
+        while it ran (the caller then requests it once), False when there was none, and None
+        when `job_id` did not hold the slot (already freed: nothing to do)."""
         pk = model_pk(model)
         for _ in range(50):
             rec = self.registry.get(pk, ACTIVE)
@@ -362,6 +516,37 @@ class Launcher:
             ):
                 return follow_up
         raise DropflowError(f"model {model}: could not release the active-job record")
+
+    def recover_slots(self) -> list[str]:
+        """Free the training slots and places in line of jobs that do not exist (any more),
+        and take out of line the jobs that ended while they waited. Returns those jobs.
+
+        A job that ended holding a slot is not freed here: it gives the slot up when its
+        instance has ended (Tracker.sweep hands it over then), so that a job still
+        finishing on its instance keeps counting against the cap.
+        """
+        state = self.queue.state()
+        dead = []
+        for job_id in [*state.running, *(j for _, j in state.waiting)]:
+            try:
+                job = self.jobs.get(job_id)
+            except NotFoundError:
+                dead.append(job_id)
+                continue
+            if job.state.terminal and not state.holds(job_id):
+                dead.append(job_id)
+        return self.queue.forget(dead) if dead else []
+
+
+@dataclass(frozen=True)
+class Handover:
+    """What the end of a job set going: `released` is release_slot's answer for the model's
+    slot, `follow_up` the follow-up run's outcome (None when none was owed), `started` the
+    outcomes of the other queued jobs started."""
+
+    released: bool | None
+    follow_up: LaunchOutcome | None
+    started: tuple[LaunchOutcome, ...] = ()
 
 
 # ---------------------------------------------------------------------- budget and deadline
@@ -402,7 +587,7 @@ def remaining_work_seconds(job: Job) -> float | None:
     return (steps - step) * useful / step
 
 
-def deadline_needs_on_demand(job: Job, compute: ComputeSection, now: float) -> str | None:
+def deadline_needs_on_demand(job: Job, compute: JobCompute, now: float) -> str | None:
     """Why the next attempt must run on-demand to meet the job's deadline, or None when spot
     still can (or there is no deadline).
 
@@ -428,34 +613,31 @@ def deadline_needs_on_demand(job: Job, compute: ComputeSection, now: float) -> s
     )
 
 
-def stop_reason(job: Job, compute: ComputeSection, now: float, *, launching: bool) -> str | None:
+def stop_reason(job: Job, compute: JobCompute, now: float, *, launching: bool) -> str | None:
     """Why the job must not run on, or None.
 
-    - budget: what it spent (ledger.budget_spend, counting the running attempt up to `now`)
-      has reached compute.budget_usd, or cannot be known because an attempt ran without a
-      price (never counted as $0);
+    - budget (every job has one: its spec's compute.budget_usd, else the stack's default):
+      what it spent (ledger.budget_spend, counting the running attempt up to `now`) has
+      reached it, or cannot be known because an attempt ran without a price (never counted
+      as $0);
     - max runtime: its attempts ran compute.max_runtime in all;
     - deadline (only when `launching` a new attempt): compute.deadline has passed. A running
       attempt is left to finish, since stopping it would throw its work away.
     """
-    if compute.budget_usd is not None:
-        spent = budget_spend(job.attempts, now)
-        if spent is None:
-            unpriced = ", ".join(
-                f"attempt {a.number} on {a.instance_type or 'an unknown type'}"
-                for a in unpriced_runs(job.attempts, now)
-            )
-            return (
-                f"what the job has spent cannot be known ({unpriced} ran with no recorded "
-                f"price), so its budget of {describe_usd(compute.budget_usd)} "
-                "(compute.budget_usd) cannot be kept; price that instance type with the stack "
-                "parameter TrainingOnDemandPrices (DROPFLOW_ON_DEMAND_PRICES)"
-            )
-        if spent >= compute.budget_usd:
-            return (
-                f"the job has spent {describe_usd(spent)} of its budget of "
-                f"{describe_usd(compute.budget_usd)} (compute.budget_usd)"
-            )
+    budget = f"{describe_usd(compute.budget_usd)} ({compute.budget_source})"
+    spent = budget_spend(job.attempts, now)
+    if spent is None:
+        unpriced = ", ".join(
+            f"attempt {a.number} on {a.instance_type or 'an unknown type'}"
+            for a in unpriced_runs(job.attempts, now)
+        )
+        return (
+            f"what the job has spent cannot be known ({unpriced} ran with no recorded "
+            f"price), so its budget of {budget} cannot be kept; price that instance type with "
+            f"the stack parameter {OWNER_PRICES_PARAMETER} ({OWNER_PRICES_VARIABLE})"
+        )
+    if spent >= compute.budget_usd:
+        return f"the job has spent {describe_usd(spent)} of its budget of {budget}"
     limit = compute.max_runtime_seconds
     if limit is not None:
         ran = sum(seconds_run(a, now) for a in job.attempts)

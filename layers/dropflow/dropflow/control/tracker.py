@@ -5,8 +5,10 @@ ends and the job is not in a final state, the attempt was lost (spot reclaim, cr
 the local runtime): the tracker starts the next attempt, which resumes, until the job's
 attempts are used up, its budget is spent, its max runtime used or its deadline past (see
 launcher.stop_reason). The watchdog also stops a running attempt once the job's spend reaches
-its budget or its max runtime. When a job reaches a final state the model's active slot is
-released, and a follow-up run starts if data arrived meanwhile.
+its budget (every job has one) or its max runtime. When a job reaches a final state its training
+slot and the model's active slot are released, a follow-up run is requested if data arrived
+meanwhile, and the jobs waiting in the training queue start as the free slots allow. A relaunch
+keeps the job's training slot: an interrupted job never goes to the back of the line.
 """
 
 from __future__ import annotations
@@ -28,9 +30,19 @@ from dropflow.records.jobs import (
     JobState,
     bootstrap_failure_key,
 )
-from dropflow.vocabulary.spec import ComputeSection
+from dropflow.vocabulary.limits import JobCompute
 
-Action = Literal["ignored", "noted", "relaunched", "failed", "finished", "terminated"]
+Action = Literal[
+    "ignored",
+    "noted",
+    "relaunched",
+    "queued",
+    "started",
+    "failed",
+    "finished",
+    "terminated",
+    "recovered",
+]
 
 # An interrupted attempt (spot reclaim, with its checkpoint) is always retried: it does not
 # count against the job's max attempts. This cap only stops a job that is reclaimed forever.
@@ -54,11 +66,15 @@ class TrackOutcome:
     # The job's final state ("failed" or "published") when this call is the one that ended
     # it, else None: duplicate events never count a job twice in the handlers' metrics.
     ended: str | None = None
+    # Jobs waiting in the training queue that this call started (or failed to start).
+    started: tuple[LaunchOutcome, ...] = ()
 
     def jobs_failed(self) -> int:
-        """How many jobs this call saw fail: the one it ended, and its follow-up's."""
+        """How many jobs this call saw fail: the one it ended, its follow-up's, and those of
+        the queued jobs it started."""
         own = 1 if self.ended == "failed" else 0
-        return own + (self.follow_up.jobs_failed() if self.follow_up else 0)
+        own += self.follow_up.jobs_failed() if self.follow_up else 0
+        return own + sum(o.jobs_failed() for o in self.started)
 
 
 def describe_exit(exit_code: int | None) -> str:
@@ -139,9 +155,7 @@ class Tracker:
         )
         outcome = self.launcher.launch_attempt(job.job_id)
         logger.info("attempt relaunched", extra={"job_id": job.job_id, "outcome": outcome.message})
-        if outcome.action == "failed":
-            return self._launch_failed(job, outcome)
-        return TrackOutcome("relaunched", outcome.message, job.job_id)
+        return self._relaunched(job, outcome)
 
     def _bootstrap_failure(self, job: Job, attempt: int) -> str | None:
         key = bootstrap_failure_key(job.model, job.job_id, attempt)
@@ -177,17 +191,33 @@ class Tracker:
         """
         outcomes = []
         holders: dict[str, str | None] = {}  # each model's slot, read once per sweep
+        queue = self.launcher.queue.state()  # the training slots, read once per sweep
         for job in self.jobs.all():
             if job.state.terminal:
                 if job.model not in holders:
                     holders[job.model] = self.launcher.active_job(job.model)
-                if holders[job.model] == job.job_id:
+                if holders[job.model] == job.job_id or queue.holds(job.job_id):
+                    if self._still_running(job):
+                        # A job that has published (or failed itself) holds its slots until
+                        # its instance has ended, so the cap counts instances: that end
+                        # frees them (or, its event lost, the next sweep).
+                        continue
+                    # It ended without giving its slots up (its function died in between).
                     outcomes.append(self._finish(job))
-                    holders[job.model] = None
+                    if holders[job.model] == job.job_id:
+                        holders[job.model] = None
                 continue
+            if queue.position(job.job_id) is not None:
+                continue  # waiting for a training slot: the queue starts it in its turn
             current = job.current_attempt
             if current is None or current.instance_id is None:
-                started = (current.started_at if current else None) or job.created_at
+                # Since the attempt started, or since the job got its slot (whoever moved it
+                # there launches it: give them the grace), or since it was created.
+                started = (
+                    (current.started_at if current else None)
+                    or queue.running.get(job.job_id)
+                    or job.created_at
+                )
                 if self.clock() - started > LAUNCH_GRACE_SECONDS:
                     outcomes.append(self._relaunch_orphan(job))
                 continue
@@ -208,6 +238,13 @@ class Tracker:
                         )
                     )
                 )
+        for job_id in self.launcher.recover_slots():
+            message = f"the training slot of {job_id}, which ended without freeing it, is free"
+            outcomes.append(TrackOutcome("recovered", message, job_id))
+        started = self.launcher.drain()  # slots freed by anything above, or left idle
+        if started:
+            message = f"{len(started)} queued job(s) started"
+            outcomes.append(TrackOutcome("started", message, started=tuple(started)))
         return outcomes
 
     def enforce_limits(self) -> list[TrackOutcome]:
@@ -217,7 +254,7 @@ class Tracker:
         the instance is terminated. A deadline does not stop a running attempt (see
         launcher.stop_reason); it only keeps the job from being relaunched."""
         now = self.clock()
-        specs: dict[str, ComputeSection] = {}
+        specs: dict[str, JobCompute] = {}
         outcomes = []
         for job in self.jobs.all():
             attempt = job.current_attempt
@@ -229,7 +266,7 @@ class Tracker:
             ):
                 continue
             if job.model not in specs:
-                specs[job.model] = self.launcher.compute_spec(job.model)
+                specs[job.model] = self.launcher.enforced_compute(job.model)
             why = stop_reason(job, specs[job.model], now, launching=False)
             if why is not None:
                 outcomes.append(self._stop(job, attempt, why, now))
@@ -279,20 +316,32 @@ class Tracker:
         return outcomes
 
     # ------------------------------------------------------------------ internals
+    def _still_running(self, job: Job) -> bool:
+        """Whether the instance of the job's current attempt is still pending or running."""
+        current = job.current_attempt
+        if current is None or current.instance_id is None:
+            return False
+        instance = self.compute.describe(current.instance_id)
+        return instance is not None and instance.state != InstanceState.TERMINATED
+
     def _relaunch_orphan(self, job: Job) -> TrackOutcome:
         if len(job.attempts) >= self.launcher.attempt_limit(job.model):
             return self._fail(job, f"gave up after {len(job.attempts)} attempts that never started")
         if job.state != JobState.QUEUED:
             self.jobs.transition(job.job_id, JobState.INTERRUPTED, reason="attempt never started")
-        outcome = self.launcher.launch_attempt(job.job_id)
-        if outcome.action == "failed":
-            return self._launch_failed(job, outcome)
-        return TrackOutcome("relaunched", outcome.message, job.job_id)
+        return self._relaunched(job, self.launcher.launch_attempt(job.job_id))
 
     @staticmethod
-    def _launch_failed(job: Job, outcome: LaunchOutcome) -> TrackOutcome:
-        # The launcher failed the job (and started the follow-up it owed): this call ended it.
-        return TrackOutcome("failed", outcome.message, job.job_id, outcome.follow_up, "failed")
+    def _relaunched(job: Job, outcome: LaunchOutcome) -> TrackOutcome:
+        """The tracker's account of a launch_attempt for `job`."""
+        if outcome.action == "failed":
+            # The launcher failed the job (and requested the follow-up it owed): this call
+            # ended it.
+            return TrackOutcome(
+                "failed", outcome.message, job.job_id, outcome.follow_up, "failed", outcome.started
+            )
+        action: Action = "queued" if outcome.action == "queued" else "relaunched"
+        return TrackOutcome(action, outcome.message, job.job_id, started=outcome.started)
 
     def _stop(self, job: Job, attempt: Attempt, why: str, now: float) -> TrackOutcome:
         instance_id = attempt.instance_id
@@ -305,18 +354,26 @@ class Tracker:
         self.compute.terminate(instance_id)
         logger.warning("job stopped", extra={"job_id": job.job_id, "reason": reason})
         finished = self._finish(failed)
-        return TrackOutcome("failed", reason, job.job_id, finished.follow_up, ended="failed")
+        return TrackOutcome(
+            "failed", reason, job.job_id, finished.follow_up, "failed", finished.started
+        )
 
     def _fail(self, job: Job, reason: str) -> TrackOutcome:
         failed = self.jobs.transition(job.job_id, JobState.FAILED, reason=reason)
         logger.warning("job failed", extra={"job_id": job.job_id, "reason": reason})
         outcome = self._finish(failed)
-        return TrackOutcome("failed", reason, job.job_id, outcome.follow_up, ended="failed")
+        return TrackOutcome(
+            "failed", reason, job.job_id, outcome.follow_up, "failed", outcome.started
+        )
 
     def _finish(self, job: Job) -> TrackOutcome:
-        """Free the ended job's slot (starting the follow-up it owes). The call that frees it
-        is the one that reports the job as ended."""
-        released, follow_up = self.launcher.hand_over(job.model, job.job_id)
+        """Free the ended job's training slot and model slot (requesting the follow-up it
+        owes, and starting the queued jobs the free slot lets start). The call that frees the
+        model slot is the one that reports the job as ended."""
+        handover = self.launcher.hand_over(job.model, job.job_id)
+        follow_up = handover.follow_up
         message = f"job {job.state}" + (f"; follow-up: {follow_up.message}" if follow_up else "")
-        ended = job.state.value if released is not None else None
-        return TrackOutcome("finished", message, job.job_id, follow_up, ended)
+        if handover.started:
+            message += f"; {len(handover.started)} queued job(s) started"
+        ended = job.state.value if handover.released is not None else None
+        return TrackOutcome("finished", message, job.job_id, follow_up, ended, handover.started)

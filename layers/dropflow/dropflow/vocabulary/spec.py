@@ -13,6 +13,7 @@ a message naming the key instead of being silently ignored. Example:
     promotion: {metric: macro_f1, tolerance: 0.01, allow_schema_change: false}
     compute: {on_demand: fallback, budget_usd: 5.0, deadline: 6h, max_runtime: 4h}
 
+The `compute` section is bounded by the stack owner's limits (dropflow.vocabulary.limits).
 Nothing here imports torch: the promote and launch functions read the spec too.
 """
 
@@ -45,6 +46,9 @@ _ALL_METRICS = tuple(m for names in METRICS_BY_TASK.values() for m in names)
 # refuses a name it has none for; the spec only checks that it is a name.
 DEFAULT_FAMILY = "tabular"
 FAMILY_NAME = r"^[a-z][a-z0-9_-]{0,39}$"
+# An EC2 instance type's shape (family.size, e.g. g6.xlarge, u-24tb1.112xlarge): which types
+# a job may use is the stack owner's allowlist to say (dropflow.vocabulary.limits).
+INSTANCE_TYPE = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
 
 
 def spec_key(model: str) -> str:
@@ -170,9 +174,14 @@ class ComputeSection(_Section):
     saying so). `deadline` is a duration from the job's creation (6h, 90m) or a UTC time
     (2026-11-24T06:00:00Z): past it the job is not relaunched. `max_runtime` (a duration)
     caps the instance time of all the job's attempts together.
+
+    The stack owner's limits bound the section (dropflow.vocabulary.limits): `instance_types`
+    may only narrow the owner's allowlist, and `budget_usd` may not exceed the owner's
+    maximum; a job without a budget gets the owner's default. Those checks need the stack's
+    settings, so the launcher makes them, before it launches anything.
     """
 
-    instance_types: list[str] | None = Field(default=None, min_length=1)
+    instance_types: list[str] | None = Field(default=None, min_length=1, max_length=50)
     on_demand: Literal["fallback", "never", "always"] = "fallback"
     # Failed attempts (crashes, lost instances) before the job fails; honoured spot
     # interruptions do not count. Default: the deployment's DROPFLOW_MAX_ATTEMPTS (3).
@@ -180,6 +189,17 @@ class ComputeSection(_Section):
     budget_usd: float | None = Field(default=None, gt=0.0)
     deadline: str | None = None
     max_runtime: str | None = None
+
+    @field_validator("instance_types")
+    @classmethod
+    def _type_names(cls, types: list[str] | None) -> list[str] | None:
+        for name in types or ():
+            if len(name) > 64 or not re.fullmatch(INSTANCE_TYPE, name):
+                raise ValueError(f"{name!r} is not an EC2 instance type name such as g6.xlarge")
+        if types is not None and len(set(types)) != len(types):
+            twice = sorted({t for t in types if types.count(t) > 1})
+            raise ValueError(f"{', '.join(twice)} listed twice")
+        return types
 
     @field_validator("deadline", mode="before")
     @classmethod

@@ -7,7 +7,9 @@ failed pools in the answer's `Errors` instead of raising, so both are read: when
 instance comes back, LaunchError lists the error code of every pool and says in `kind`
 what kind of failure it was (see ports.LaunchError and `classify`).
 
-Only instance types with a known on-demand price are launched (dropflow.vocabulary.prices:
+Only the stack owner's allowed instance types are launched (the adapter's `instance_types`,
+from DROPFLOW_TRAINING_INSTANCE_TYPES; the launching role's IAM policy allows no other), and
+of those only the types with a known on-demand price (dropflow.vocabulary.prices:
 the stack owner's DROPFLOW_ON_DEMAND_PRICES first, then the Price List API in the EC2
 client's region, dropflow.adapters.aws.price_list). An unpriced type is left out of the
 request and named; when no type is priced the launch fails (kind `config`) saying how to
@@ -58,6 +60,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dropflow.adapters.aws.price_list import PriceListPrices
 from dropflow.observability import logger
 from dropflow.ports import Instance, InstanceState, LaunchError, LaunchRequest
+from dropflow.vocabulary.limits import DEFAULT_INSTANCE_TYPES, INSTANCE_TYPES_SETTING, setting
 from dropflow.vocabulary.prices import (
     OnDemandPriceSource,
     OwnerPrices,
@@ -65,15 +68,8 @@ from dropflow.vocabulary.prices import (
     unpriced_reason,
 )
 
-# Single-GPU types of several families and generations: more pools, fewer capacity errors.
-# The same list as the template's TrainingInstanceTypes default.
-DEFAULT_GPU_TYPES: tuple[str, ...] = (
-    "g6.xlarge",
-    "g5.xlarge",
-    "g4dn.xlarge",
-    "g6.2xlarge",
-    "g5.2xlarge",
-)
+# The template's TrainingInstanceTypes default: the pools when nothing else is said.
+DEFAULT_GPU_TYPES = DEFAULT_INSTANCE_TYPES
 MANAGED_TAG = "dropflow:managed"
 JOB_TAG, MODEL_TAG, ATTEMPT_TAG = "DROPFLOW_JOB_ID", "DROPFLOW_MODEL", "DROPFLOW_ATTEMPT"
 LIFECYCLES = ("spot", "on-demand")
@@ -177,10 +173,11 @@ class Ec2Compute:
     """A Compute that launches training instances with EC2 CreateFleet.
 
     `launch_template_id` is the stack's training launch template; `subnet_ids` the subnets
-    to spread over (none: the template's network settings); `instance_types` the default
-    pool types when a request names none. `client` is a boto3 EC2 client (tests pass one);
-    by default one is created on first use. `clock` gives epoch seconds; `sleep` waits
-    between the few DescribeInstances retries after a launch (eventual consistency).
+    to spread over (none: the template's network settings); `instance_types` the stack owner's
+    allowlist: the pool types when a request names none, and the only types it launches.
+    `client` is a boto3 EC2 client (tests pass one); by default one is created on first use.
+    `clock` gives epoch seconds; `sleep` waits between the few DescribeInstances retries
+    after a launch (eventual consistency).
     `tags` are added to every instance and volume (e.g. {"dropflow:stack": name}).
     `on_demand_prices` (USD/hour per type) are the stack owner's prices (the wiring passes
     $DROPFLOW_ON_DEMAND_PRICES); the types they leave out are priced by `price_list`
@@ -238,7 +235,9 @@ class Ec2Compute:
     def launch(self, request: LaunchRequest) -> Instance:
         """One instance for `request` in any of its pools, at request.lifecycle.
 
-        Only the request's types with an on-demand price are asked for; with none priced,
+        A request naming a type outside the allowlist (`instance_types`) launches nothing:
+        LaunchError (kind config) names it. Only the request's types with an on-demand price
+        are asked for; with none priced,
         LaunchError (kind config) names the unpriced types and how to price them. Raises
         LaunchError (with `kind`) when no instance came back; its message names the error
         code of each pool that failed, and for a vCPU quota the quota and the command that
@@ -253,6 +252,15 @@ class Ec2Compute:
             )
         what = f"job {request.job_id} attempt {request.attempt} ({request.lifecycle})"
         types = self._types(request)
+        refused = [t for t in types if t not in self.instance_types]
+        if refused:
+            # The launcher checks the spec first; this is the adapter's own line, as the IAM
+            # policy's ec2:InstanceType condition is AWS's.
+            raise LaunchError(
+                f"{what}: {', '.join(refused)} not launched: not among the allowed instance "
+                f"types ({', '.join(self.instance_types)}; {setting(INSTANCE_TYPES_SETTING)})",
+                kind="config",
+            )
         quote = self.prices.on_demand_prices(self.region, types)
         priced = quote.priced(types)
         if not priced:
