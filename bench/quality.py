@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import math
 import os
 import platform
 import subprocess
@@ -459,10 +460,10 @@ def _value(outcome: Outcome, who: str, which: str) -> str:
     if scores is None:
         return "-"
     value = getattr(scores, which)
-    # RMSE is in the target's units: four significant digits, whatever its scale.
-    return (
-        f"{value:.4g}" if which == "secondary" and outcome.task == "regression" else f"{value:.4f}"
-    )
+    if which == "secondary" and outcome.task == "regression" and math.isfinite(value) and value:
+        # RMSE is in the target's units: four significant digits, whatever its scale.
+        return f"{value:.{max(0, 3 - math.floor(math.log10(abs(value))))}f}"
+    return f"{value:.4f}"
 
 
 def table(outcomes: Sequence[Outcome]) -> str:

@@ -238,3 +238,15 @@ def test_an_unknown_dataset_is_a_usage_error_naming_the_known_ones(capsys):
     assert stopped.value.code == 2
     message = capsys.readouterr().err
     assert "unknown dataset(s) titanic; known: iris, wine, breast-cancer" in message
+
+
+def test_rmse_is_shown_with_four_significant_digits_whatever_its_scale():
+    rows = [
+        outcome("r1", 0.5, 0.4, 0.4, task="regression", losses=(54.7, 60.2, 1234.5)),
+        outcome("r2", 0.5, 0.4, 0.4, task="regression", losses=(0.98781, 0.05, 0.0)),
+    ]
+
+    lines = table(rows).splitlines()
+
+    assert "| RMSE | 54.70 | 60.20 | 1234 |" in lines[2]
+    assert "| RMSE | 0.9878 | 0.05000 | 0.0000 |" in lines[3]
