@@ -510,7 +510,7 @@ def timing_text(outcomes: Sequence[Outcome], datasets_seconds: float, total: flo
     parts = {
         "building the datasets": datasets_seconds,
         "dropflow jobs (drop to published)": sum(o.seconds.get("job", 0.0) for o in outcomes),
-        "of which training loops": sum(
+        "of which training stages": sum(
             o.scores["dropflow"].train_seconds for o in outcomes if "dropflow" in o.scores
         ),
         "promotion": sum(o.seconds.get("promote", 0.0) for o in outcomes),
