@@ -69,7 +69,14 @@ from dropflow.serving.service import (
     count_unknown_values,
     missing_value_warning,
 )
-from dropflow.vocabulary.card import INPUT_NAME, MISSING_CATEGORY, PREDICTION, PROBABILITIES, Card
+from dropflow.vocabulary.card import (
+    INPUT_NAME,
+    MISSING_CATEGORY,
+    PREDICTION,
+    PROBABILITIES,
+    REJECT,
+    Card,
+)
 
 SERVER_NAME = "dropflow"
 PLATFORM = "onnxruntime"
@@ -494,7 +501,7 @@ def to_batch(tensor: dict[str, Any], card: Card) -> Encoded:
             "not a finite float32 number"
         )
     warned: dict[int, list[dict[str, Any]]] = {}
-    reject = card.unknown_categories == "reject"
+    reject = card.unknown_categories == REJECT
     for column, feature in enumerate(features):
         if len(problems) > MAX_REPORTED:
             break
