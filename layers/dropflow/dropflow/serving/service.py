@@ -498,8 +498,10 @@ class PredictionService:
         """Predict for `instances` (rows as lists or as {feature: value} objects).
 
         Returns {"model", "version", "predictions", "probabilities" (classification only),
-        "served_by"}; predictions are labels in the target's original values. A version routed
-        to the container tier is answered by it (served_by "container").
+        "warnings" (only when some value was sent to the graph as unknown: per row, a list of
+        warnings or None), "served_by"}; predictions are labels in the target's original
+        values. A version routed to the container tier is answered by it (served_by
+        "container").
         Raises InvalidName, NotFoundError, NotReadyError (ContainerUnavailable included),
         TooManyInstances, InvalidInstances, or ContainerAnswered (the tier's 4xx, to pass on).
         """
