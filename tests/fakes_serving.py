@@ -45,29 +45,59 @@ def linear_weights(n_features: int, n_out: int, seed: int) -> tuple[np.ndarray, 
     return weights, bias
 
 
-def classifier_onnx(weights: np.ndarray, bias: np.ndarray) -> bytes:
-    """softmax(x @ W + b) with a dynamic batch axis."""
+def _unknown_as_zero(unknown_columns: np.ndarray | None) -> tuple[list, list, str]:
+    """The nodes and initializers that set NaN to 0 in `unknown_columns` (bool [F]), as the
+    real graph's one-hot gives a category column's NaN no category; and the name of the
+    cleaned input. No nodes when there are no such columns."""
+    if unknown_columns is None or not unknown_columns.any():
+        return [], [], "input"
+    nodes = [
+        helper.make_node("IsNaN", ["input"], ["isnan"]),
+        helper.make_node("And", ["isnan", "unknown_columns"], ["unknown"]),
+        helper.make_node("Where", ["unknown", "zero", "input"], ["known_input"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(unknown_columns.astype(bool), "unknown_columns"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+    ]
+    return nodes, initializers, "known_input"
+
+
+def classifier_onnx(
+    weights: np.ndarray, bias: np.ndarray, unknown_columns: np.ndarray | None = None
+) -> bytes:
+    """softmax(x @ W + b) with a dynamic batch axis; NaN in `unknown_columns` counts as 0."""
     n_features, n_classes = weights.shape
+    nodes, initializers, x = _unknown_as_zero(unknown_columns)
     graph = helper.make_graph(
         [
-            helper.make_node("MatMul", ["input", "W"], ["logits0"]),
+            *nodes,
+            helper.make_node("MatMul", [x, "W"], ["logits0"]),
             helper.make_node("Add", ["logits0", "b"], ["logits"]),
             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
         ],
         "classifier",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_features])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_classes])],
-        initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+        initializer=[
+            numpy_helper.from_array(weights, "W"),
+            numpy_helper.from_array(bias, "b"),
+            *initializers,
+        ],
     )
     return _serialize(graph)
 
 
-def regressor_onnx(weights: np.ndarray, bias: np.ndarray) -> bytes:
-    """(x @ w + b) flattened to [batch]."""
+def regressor_onnx(
+    weights: np.ndarray, bias: np.ndarray, unknown_columns: np.ndarray | None = None
+) -> bytes:
+    """(x @ w + b) flattened to [batch]; NaN in `unknown_columns` counts as 0."""
     n_features = weights.shape[0]
+    nodes, initializers, x = _unknown_as_zero(unknown_columns)
     graph = helper.make_graph(
         [
-            helper.make_node("MatMul", ["input", "W"], ["y0"]),
+            *nodes,
+            helper.make_node("MatMul", [x, "W"], ["y0"]),
             helper.make_node("Add", ["y0", "b"], ["y1"]),
             helper.make_node("Reshape", ["y1", "flat"], ["prediction"]),
         ],
@@ -78,6 +108,7 @@ def regressor_onnx(weights: np.ndarray, bias: np.ndarray) -> bytes:
             numpy_helper.from_array(weights, "W"),
             numpy_helper.from_array(bias, "b"),
             numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat"),
+            *initializers,
         ],
     )
     return _serialize(graph)
@@ -170,27 +201,31 @@ def publish(
 
     `features` are names (number features, as cards had before categories) or Features;
     the graph is linear in the input columns whatever they hold, so a category column's
-    output depends on its code. `skew_reference` shifts the recorded torch outputs, to fake
-    a parity failure; `model_bytes` and `reference_bytes` replace the graph and the evidence
-    (e.g. with garbage) as a job would have published them. `x` replaces the
+    output depends on its code, and takes a category column's NaN (a value sent as unknown) as
+    0, the way the real graph gives it no category. `skew_reference` shifts the recorded torch
+    outputs, to fake a parity failure; `model_bytes` and `reference_bytes` replace the graph
+    and the evidence (e.g. with garbage) as a job would have published them. `x` replaces the
     random holdout rows, and `target` (their labels) is published in reference.npz when given.
     """
     features = features or [f"f{i}" for i in range(n_features)]
     n_features = len(features)
     rng = np.random.default_rng(seed + 1000)
     x = rng.normal(size=(16, n_features)).astype(np.float32) if x is None else x
+    unknown_columns = np.array(
+        [isinstance(f, Feature) and f.dtype == "category" for f in features], dtype=bool
+    )
     if task == "classification":
         classes = classes if classes is not None else ["no", "yes"]
         weights, bias = linear_weights(n_features, len(classes), seed)
         logits = x @ weights + bias
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         expected = {"probabilities": (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)}
-        graph = classifier_onnx(weights, bias)
+        graph = classifier_onnx(weights, bias, unknown_columns)
         primary = primary or "accuracy"
     else:
         weights, bias = linear_weights(n_features, 1, seed)
         expected = {"prediction": (x @ weights + bias).reshape(-1).astype(np.float32)}
-        graph = regressor_onnx(weights, bias)
+        graph = regressor_onnx(weights, bias, unknown_columns)
         primary = primary or "rmse"
     expected = {k: v + np.float32(skew_reference) for k, v in expected.items()}
     card = make_card(
@@ -243,7 +278,10 @@ def expected_output(store: ObjectStore, model: str, version: str, x: np.ndarray)
     """What the published graph computes for `x`, evaluated with numpy from its weights."""
     graph = onnx.load_from_string(store.get(artifact_key(model, version, "model.onnx"))).graph
     params = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    out = np.asarray(x, dtype=np.float32) @ params["W"] + params["b"]
+    x = np.asarray(x, dtype=np.float32)
+    if "unknown_columns" in params:
+        x = np.where(np.isnan(x) & params["unknown_columns"], np.float32(0.0), x)
+    out = x @ params["W"] + params["b"]
     if graph.output[0].name == "probabilities":
         exp = np.exp(out - out.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)

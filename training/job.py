@@ -52,7 +52,7 @@ from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.datasets import data_version, dataset_prefix
 from dropflow.vocabulary.digests import file_sha256_hex, sha256_hex
 from dropflow.vocabulary.names import new_version
-from dropflow.vocabulary.spec import read_spec, spec_hash
+from dropflow.vocabulary.spec import ServingSection, read_spec, spec_hash
 from training import heartbeat as heartbeats
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
 from training.curve import CURVE_FILE, training_curve
@@ -343,8 +343,10 @@ def train_and_publish(
         model_bytes=model_bytes,
         attempts=attempts,
         cost=ledger(records, now).to_dict(),  # up to publish: the shutdown after is not in it
-        # Extra keys (the card allows them). Promotion's metric gate reads its tolerance here.
+        # Extra keys (the card allows them). Promotion's metric gate reads its tolerance here;
+        # promotion's routing and the predict function read `serving` (never the spec itself).
         promotion=spec.promotion.model_dump(mode="json"),
+        serving=(spec.serving or ServingSection()).model_dump(mode="json"),
         training={
             "family": family.name,
             "device": placement.description,

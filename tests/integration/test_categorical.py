@@ -12,6 +12,7 @@ import io
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
@@ -30,6 +31,7 @@ from training.families.tabular import TabularFamily
 from training.job import run_job
 
 MODEL = "pets"
+STRICT = "strict-pets"
 
 
 def pets_frame(rows: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -87,6 +89,20 @@ def published(home: tuple[ObjectStore, Registry]) -> Card:
     assert job.version is not None
     assert promote(MODEL, job.version, store, registry).decision == "approved"
     return read_card(store, MODEL, job.version)
+
+
+@pytest.fixture(scope="module")
+def strict(home: tuple[ObjectStore, Registry]) -> Card:
+    """The same data under another model whose spec keeps unseen categories a 422."""
+    store, registry = home
+    drop_pets(store, STRICT)
+    spec = b"serving: {unknown_categories: reject}\ntraining: {epochs: 5}\n"
+    store.put(f"datasets/{STRICT}/dropflow.yaml", spec)
+    job = run(store, registry, STRICT)
+    assert job.state == JobState.PUBLISHED, job.reason
+    assert job.version is not None
+    assert promote(STRICT, job.version, store, registry).decision == "approved"
+    return read_card(store, STRICT, job.version)
 
 
 @pytest.fixture
@@ -167,9 +183,61 @@ def test_null_is_served_for_a_number_and_for_a_category_that_had_missing_values(
 
 
 @pytest.mark.slow
-def test_an_unknown_category_is_refused_naming_it_and_the_known_ones(published, service):
+def test_the_card_carries_the_specs_serving_section(published, strict):
+    assert published.unknown_categories == "encode"
+    assert published.model_extra["serving"]["unknown_categories"] == "encode"
+    assert strict.unknown_categories == "reject"
+
+
+@pytest.mark.slow
+def test_an_unseen_category_is_answered_with_its_warning(published, service):
+    answer = service.predict(MODEL, [[1.0, "red", True], [1.0, "purple", True]])
+
+    assert answer["warnings"][0] is None
+    ((warning,),) = answer["warnings"][1:]
+    assert (warning["feature"], warning["value"], warning["kind"]) == (
+        "color",
+        "purple",
+        "unknown_category",
+    )
+    probabilities = np.array(answer["probabilities"])
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_real_graph_answers_finitely_for_nan_in_every_column(published, home):
+    # The contract the predict path relies on: NaN in any column is missing or unknown.
+    store, _ = home
+    session = ort.InferenceSession(
+        store.get(f"models/{MODEL}/{published.version}/model.onnx"),
+        providers=["CPUExecutionProvider"],
+    )
+    (probabilities,) = session.run(
+        ["probabilities"], {"input": np.full((2, 3), np.nan, dtype=np.float32)}
+    )
+
+    assert np.isfinite(probabilities).all()
+
+
+@pytest.mark.slow
+def test_missing_spellings_are_null_and_null_without_missing_values_is_unknown(published, service):
+    answer = service.predict(MODEL, [["NA", "n/a", True], [1.0, "red", None]])
+
+    assert answer["warnings"][0] is None
+    ((warning,),) = answer["warnings"][1:]
+    assert (warning["feature"], warning["value"], warning["kind"]) == (
+        "indoor",
+        None,
+        "missing_value",
+    )
+    assert np.isfinite(np.array(answer["probabilities"])).all()
+
+
+@pytest.mark.slow
+def test_under_reject_an_unseen_category_is_refused_naming_it_and_the_known_ones(strict, service):
     with pytest.raises(InvalidInstances) as caught:
-        service.predict(MODEL, [[1.0, "red", True], [1.0, "purple", True]])
+        service.predict(STRICT, [[1.0, "red", True], [1.0, "purple", True]])
 
     assert (
         "row 1, feature 'color': unknown category 'purple'; "
@@ -178,9 +246,9 @@ def test_an_unknown_category_is_refused_naming_it_and_the_known_ones(published, 
 
 
 @pytest.mark.slow
-def test_null_is_refused_for_a_category_without_missing_values(published, service):
+def test_under_reject_null_is_refused_for_a_category_without_missing_values(strict, service):
     with pytest.raises(InvalidInstances, match="row 0, feature 'indoor': null is not accepted"):
-        service.predict(MODEL, [[1.0, "red", None]])
+        service.predict(STRICT, [[1.0, "red", None]])
 
 
 # --------------------------------------------------------------------------- failures

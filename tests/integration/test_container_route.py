@@ -21,6 +21,7 @@ import pytest
 from dropflow import wiring
 from dropflow.adapters.local.process_tier import ProcessTier, scale_out_requested_at
 from dropflow.promotion.gate import promote
+from dropflow.vocabulary.card import Feature
 from dropflow.vocabulary.routing import RoutePolicy
 from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import ProxyAnswer, expected_output, load_handler, publish, version_id
@@ -32,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = json.loads((ROOT / "events" / "apigw-predict.json").read_text())
 ROWS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
 CLASSES = ["no", "yes"]
+PETS = [
+    Feature(name="color", dtype="category", categories=["blue", "green", "red"]),
+    Feature(name="size", nullable=True),
+]
 
 
 @pytest.fixture
@@ -48,6 +53,9 @@ def large(adapters, tmp_path) -> str:
         tier=ProcessTier(tmp_path / "serving"),
     )
     assert (result.decision, result.route) == ("approved", "container")
+    serving = {"serving": {"route": "container", "unknown_categories": "encode"}}
+    publish(store, registry, "pets", version, features=PETS, classes=CLASSES, card_extra=serving)
+    assert promote("pets", version, store, registry).route == "container"
     return version
 
 
@@ -112,6 +120,24 @@ def test_a_large_model_is_served_by_the_container(app, adapters, large):
     assert answer.json["version"] == large
     expected = expected_output(store, "large", large, np.array(ROWS))
     assert answer.json["predictions"] == [CLASSES[i] for i in expected.argmax(axis=1)]
+
+
+def test_the_containers_warnings_pass_through_the_function(app):
+    rows = [["purple", 1.0], ["red", 2.0]]
+    columns = [
+        {"name": "color", "shape": [2], "datatype": "BYTES", "data": ["purple", "red"]},
+        {"name": "size", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]},
+    ]
+
+    predicted = call(app, "POST", "/models/pets/predict", {"instances": rows})
+    inferred = call(app, "POST", "/v2/models/pets/infer", {"inputs": columns})
+
+    assert predicted.status == HTTPStatus.OK, predicted.json
+    assert predicted.json["served_by"] == "container"
+    assert [w["value"] for w in predicted.json["warnings"][0]] == ["purple"]
+    assert predicted.json["warnings"][1] is None
+    assert inferred.status == HTTPStatus.OK, inferred.json
+    assert json.loads(inferred.json["parameters"]["warnings"]) == predicted.json["warnings"]
 
 
 def test_the_containers_client_errors_pass_through_unchanged(app):

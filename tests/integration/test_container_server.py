@@ -29,7 +29,7 @@ from dropflow.adapters.local.directory_store import DirectoryStore
 from dropflow.adapters.local.sqlite_registry import SqliteRegistry
 from dropflow.promotion.gate import promote
 from dropflow.serving.api import MAX_GATEWAY_BODY_BYTES, MAX_LAMBDA_BODY_BYTES
-from dropflow.vocabulary.card import artifact_key
+from dropflow.vocabulary.card import Feature, artifact_key
 from dropflow.vocabulary.routing import RoutePolicy
 from serving.asgi import MAX_HEADER_BYTES, build_app
 from serving.readiness import Preloader, Readiness
@@ -42,6 +42,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publis
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
 CLASSES = ["no", "yes"]
+PETS = [
+    Feature(name="color", dtype="category", categories=["blue", "green", "red"]),
+    Feature(name="size", nullable=True),
+]
 TIMEOUT = 30  # seconds for any one answer: generous, never waited for unless it is late
 START_SECONDS = 120  # for a server process to import, load its models and answer ready
 
@@ -58,6 +62,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         "large", version, store, registry, policy=RoutePolicy(max_model_mb=0.0001)
     )  # the lowered threshold: this graph is large
     assert result.route == "container"
+    for model, policy in (("large-pets", "encode"), ("strict-pets", "reject")):
+        serving = {"serving": {"route": "container", "unknown_categories": policy}}
+        publish(store, registry, model, version, features=PETS, classes=CLASSES, card_extra=serving)
+        assert promote(model, version, store, registry).route == "container"
     env = {
         **os.environ,
         "DROPFLOW_STORE_URL": (root / "bucket").as_uri(),
@@ -145,6 +153,57 @@ def test_a_prediction_is_served_by_the_container(server, home):
     assert answer.json()["version"] == home.version
     expected = expected_output(home.store, "large", home.version, np.array(ROWS))
     assert answer.json()["predictions"] == [CLASSES[i] for i in expected.argmax(axis=1)]
+
+
+@pytest.mark.parametrize(("model", "status"), [("large-pets", 200), ("strict-pets", 422)])
+def test_an_unseen_category_is_a_200_with_its_warning_or_a_422_under_reject(server, model, status):
+    rows = [{"color": "red", "size": 1.0}, {"color": "purple", "size": 2.0}]
+
+    answer = post(f"{server.url}/models/{model}/predict", {"instances": rows})
+
+    assert answer.status_code == status, answer.text
+    if status == HTTPStatus.OK:
+        assert answer.json()["served_by"] == "container"
+        assert answer.json()["warnings"][0] is None
+        ((warning,),) = answer.json()["warnings"][1:]
+        assert (warning["feature"], warning["value"], warning["kind"]) == (
+            "color",
+            "purple",
+            "unknown_category",
+        )
+    else:
+        assert (
+            "row 1, feature 'color': unknown category 'purple'"
+            in (answer.json()["error"]["message"])
+        )
+
+
+def test_an_unseen_category_sent_as_bytes_over_the_protocol_is_warned_about_in_parameters(
+    server,
+):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(
+        url=f"127.0.0.1:{server.port}", connection_timeout=TIMEOUT, network_timeout=TIMEOUT
+    )
+    try:
+        color = httpclient.InferInput("color", [2], "BYTES")
+        color.set_data_from_numpy(np.array(["red", "purple"], dtype=object), binary_data=False)
+        size = httpclient.InferInput("size", [2], "FP32")
+        size.set_data_from_numpy(np.array([1.0, 2.0], dtype=np.float32), binary_data=False)
+        wanted = httpclient.InferRequestedOutput("probabilities", binary_data=False)
+
+        result = client.infer("large-pets", [color, size], outputs=[wanted])
+
+        assert result.as_numpy("probabilities").shape == (2, 2)
+        warnings = json.loads(result.get_response()["parameters"]["warnings"])
+        assert warnings[0] is None
+        assert [(w["feature"], w["value"]) for w in warnings[1]] == [("color", "purple")]
+        with pytest.raises(InferenceServerException, match="unknown category 'purple'"):
+            client.infer("strict-pets", [color, size], outputs=[wanted])
+    finally:
+        client.close()
 
 
 def test_every_worker_answers_the_same(server, home):

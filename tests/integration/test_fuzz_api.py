@@ -329,23 +329,11 @@ REFUSED = {
         HTTPStatus.BAD_REQUEST,
         "input data holds 1000000 values but shape [1, 3] needs 3",
     ),
-    "predict, a lone surrogate as a category": (
-        PREDICT,
-        _rows('[[1, 1, "\\ud800"]]'),
-        HTTPStatus.UNPROCESSABLE_ENTITY,
-        "feature 'colour': unknown category '\\ud800'",
-    ),
     "predict, a lone surrogate as a feature name": (
         PREDICT,
         _rows('[{"\\udc00": 1}]'),
         HTTPStatus.UNPROCESSABLE_ENTITY,
         "unknown features '\\udc00'",
-    ),
-    "predict, a category of 4,000 digits": (
-        PREDICT,
-        _rows(f"[[1, 1, {'9' * 4000}]]"),
-        HTTPStatus.UNPROCESSABLE_ENTITY,
-        "feature 'colour': unknown category 9999999999",
     ),
     "infer, a shape of 4,000 digits": (
         INFER,
@@ -364,6 +352,26 @@ REFUSED = {
         _tensor('[1, "\\ud800", 0]'),
         HTTPStatus.UNPROCESSABLE_ENTITY,
         "feature 'weight': expected a number, got string '\\ud800'",
+    ),
+}
+
+# (route, body, the warning's value): values the model never saw, answered 200 with a warning
+# that quotes them in short, in valid UTF-8 JSON.
+WARNED = {
+    "predict, a lone surrogate as a category": (
+        PREDICT,
+        _rows('[[1, 1, "\\ud800"]]'),
+        "\\ud800",
+    ),
+    "predict, a category of 4,000 digits": (
+        PREDICT,
+        _rows(f"[[1, 1, {'9' * 4000}]]"),
+        "9" * 37 + "...",
+    ),
+    "predict, a category of a million characters": (
+        PREDICT,
+        _rows(f'[[1, 1, "{"x" * 1_000_000}"]]'),
+        "x" * 37 + "...",
     ),
 }
 
@@ -462,4 +470,23 @@ def test_odd_values_are_a_4xx_naming_them(door, logged, case):
     assert status == expected, answer
     assert says in _message(path, answer)
     assert len(_message(path, answer)) < 300  # a client's value is quoted, never whole
+    _no_traceback_and_no_error(logged)
+
+
+@pytest.mark.parametrize("case", WARNED, ids=list(WARNED))
+def test_odd_unseen_categories_are_answered_with_a_warning_quoting_them_in_short(
+    door, logged, case
+):
+    path, body, value = WARNED[case]
+
+    status, answer = door(path, body)
+
+    assert status == HTTPStatus.OK, answer
+    ((warning,),) = answer["warnings"]
+    assert (warning["feature"], warning["kind"], warning["value"]) == (
+        "colour",
+        "unknown_category",
+        value,
+    )
+    assert len(json.dumps(answer)) < 500  # a client's value is quoted, never whole
     _no_traceback_and_no_error(logged)

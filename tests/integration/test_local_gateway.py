@@ -22,6 +22,7 @@ from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog
 from dropflow.records.jobs import Job, JobState, JobStore
 from dropflow.serving.api import MAX_GATEWAY_BODY_BYTES
+from dropflow.vocabulary.card import Feature
 from dropflow.vocabulary.names import new_job_id
 from dropflow_dev.lambda_context import LambdaContext
 from dropflow_dev.local.gateway import Gateway
@@ -99,6 +100,41 @@ def test_a_prediction_over_http_matches_the_direct_answer(serve, predict_app):
     assert answer.status_code == HTTPStatus.OK
     assert answer.headers["Content-Type"] == "application/json"
     assert answer.json() == direct
+
+
+PETS = [
+    Feature(name="color", dtype="category", categories=["blue", "green", "red"]),
+    Feature(name="size", nullable=True),
+]
+
+
+@pytest.mark.parametrize(("policy", "status"), [("encode", 200), ("reject", 422)])
+def test_an_unseen_category_over_http_is_a_200_with_its_warning_or_a_422_under_reject(
+    serve, predict_app, policy, status
+):
+    store, registry = wiring.store(), wiring.registry()
+    serving = {"serving": {"route": "auto", "unknown_categories": policy}}
+    publish(store, registry, "pets", version_id(1), features=PETS, card_extra=serving)
+    promote("pets", version_id(1), store, registry)
+    gateway = serve(predict_app.lambda_handler)
+
+    answer = requests.post(
+        f"{gateway.url}/models/pets/predict",
+        data=json.dumps({"instances": [{"color": "purple", "size": 1.5}]}),
+        headers={"Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
+
+    assert answer.status_code == status, answer.text
+    if policy == "encode":
+        ((warning,),) = answer.json()["warnings"]
+        assert (warning["feature"], warning["value"]) == ("color", "purple")
+        assert len(answer.json()["predictions"]) == 1
+    else:
+        assert (
+            "row 0, feature 'color': unknown category 'purple'"
+            in (answer.json()["error"]["message"])
+        )
 
 
 def test_a_model_whose_job_failed_answers_why_over_http(serve, predict_app):

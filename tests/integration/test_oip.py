@@ -68,6 +68,17 @@ def models(adapters) -> dict[str, str]:
     promote("house-prices", version_id(1), store, registry)
     publish(store, registry, "mixed", version_id(1), features=MIXED, classes=["a", "b", "c"])
     promote("mixed", version_id(1), store, registry)
+    strict = {"serving": {"route": "auto", "unknown_categories": "reject"}}
+    publish(
+        store,
+        registry,
+        "strict",
+        version_id(1),
+        features=MIXED,
+        classes=["a", "b", "c"],
+        card_extra=strict,
+    )
+    promote("strict", version_id(1), store, registry)
     Catalog(registry).add_model("still-training")
     return versions
 
@@ -176,6 +187,7 @@ def test_version_metadata_and_category_codes_are_documented(app, models):
     assert pinned.json["parameters"]["version"] == models["old"]
     assert regression.json["outputs"] == [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
     assert "classes" not in regression.json["parameters"]
+    assert mixed.json["parameters"]["unknown_categories"] == "encode"
     features = json.loads(mixed.json["parameters"]["features"])
     assert features[2] == {
         "name": "color",
@@ -424,12 +436,196 @@ def test_category_columns_take_codes_only(app, models):
         body["inputs"][0]["data"] = [1.0, 2.0, color]
         return call(app, "POST", "/v2/models/mixed/infer", body)
 
-    for bad in (3, -1, 1.5, None, "red"):
+    for bad in (3, -1, 1.5, "red"):
         answer = send(bad)
         assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY, bad
         assert "feature 'color'" in answer.message
     assert "from 0 to 2" in send(3).message
     assert send(2).status == send(0.0).status == HTTPStatus.OK
+
+
+# ---------------------------------------------------------------------- values never seen
+def by_feature(size: list, weight: list, color: list, color_type: str = "BYTES") -> dict:
+    """An inference request with one input per feature of the mixed model."""
+    n = len(size)
+    return {
+        "inputs": [
+            {"name": "size", "shape": [n], "datatype": "FP32", "data": size},
+            {"name": "weight", "shape": [n, 1], "datatype": "FP64", "data": weight},
+            {"name": "color", "shape": [n], "datatype": color_type, "data": color},
+        ]
+    }
+
+
+def test_one_input_per_feature_takes_raw_values_as_the_predict_api_does(app, models, adapters):
+    store, _ = adapters
+
+    answer = call(
+        app, "POST", "/v2/models/mixed/infer", by_feature([1, 2], [0.5, 3], ["blue", "red"])
+    )
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    assert "parameters" not in answer.json
+    got = np.array(answer.json["outputs"][0]["data"]).reshape(2, 3)
+    codes = np.array([[1, 0.5, 2], [2, 3, 0]])  # blue is code 2, red code 0
+    expected = expected_output(store, "mixed", version_id(1), codes)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_unseen_category_as_bytes_is_a_200_with_its_warning_in_the_parameters(
+    app, models, adapters
+):
+    store, _ = adapters
+
+    answer = call(
+        app, "POST", "/v2/models/mixed/infer", by_feature([1, 2], [0.5, 3], ["purple", "red"])
+    )
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    # Parameter values are scalars, as the protocol types them: the warnings are JSON text.
+    warnings = json.loads(answer.json["parameters"]["warnings"])
+    assert warnings == [
+        [
+            {
+                "feature": "color",
+                "value": "purple",
+                "kind": "unknown_category",
+                "message": "unknown category 'purple': the training rows never had it; "
+                "predicted with the value unknown",
+            }
+        ],
+        None,
+    ]
+    got = np.array(answer.json["outputs"][0]["data"]).reshape(2, 3)
+    expected = expected_output(
+        store, "mixed", version_id(1), np.array([[1, 0.5, np.nan], [2, 3, 0]])
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_under_reject_an_unseen_category_as_bytes_is_a_422_naming_it(app, models):
+    answer = call(
+        app, "POST", "/v2/models/strict/infer", by_feature([1, 2], [0.5, 3], ["red", "purple"])
+    )
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert answer.message == (
+        "invalid input: row 1, feature 'color': unknown category 'purple'; "
+        "known categories: 'red', 'green', 'blue'"
+    )
+
+
+@pytest.mark.parametrize("model", ["mixed", "strict"])
+def test_missing_values_in_a_feature_input_are_read_as_the_predict_api_reads_them(
+    app, models, model
+):
+    # weight is nullable: "NA"-like spellings are missing. The fake graph has no median fill,
+    # so a missing weight makes its output NaN: a 422 that says so, past the input checks.
+    answer = call(app, "POST", f"/v2/models/{model}/infer", by_feature([1], [None], ["red"]))
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "output is not a finite number for row 0" in answer.message
+
+
+def test_null_for_a_category_code_without_missing_values_is_unknown_with_a_warning(app, models):
+    body = infer_body(np.zeros((2, 3), dtype=np.float32))
+    body["inputs"][0]["data"] = [1.0, 2.0, None, 1.0, 2.0, 0]
+
+    encoded = call(app, "POST", "/v2/models/mixed/infer", body)
+    strict = call(app, "POST", "/v2/models/strict/infer", body)
+
+    assert encoded.status == HTTPStatus.OK, encoded.json
+    warnings = json.loads(encoded.json["parameters"]["warnings"])
+    assert warnings[1] is None
+    assert [(w["feature"], w["value"], w["kind"]) for w in warnings[0]] == [
+        ("color", None, "missing_value")
+    ]
+    assert strict.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "row 0, feature 'color': null is not accepted: the feature had no missing values" in (
+        strict.message
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (
+            {"inputs": by_feature([1], [1], ["red"])["inputs"][:2]},
+            "no input for feature 'color'",
+        ),
+        (
+            {
+                "inputs": [
+                    *by_feature([1], [1], ["red"])["inputs"],
+                    {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]},
+                ]
+            },
+            "unknown input 'colour': the model takes one input 'input' (FP32 [-1, 3]), or one "
+            "input per feature: 'size', 'weight', 'color'",
+        ),
+        (
+            {
+                "inputs": [
+                    *infer_body(np.zeros((1, 3), dtype=np.float32))["inputs"],
+                    by_feature([1], [1], ["red"])["inputs"][0],
+                ]
+            },
+            "unknown input 'input'",
+        ),
+        (by_feature([1], [1], ["red"], color_type="STRING"), "datatype 'STRING' is not accepted"),
+        (
+            by_feature([1], [1], [3], color_type="BYTES"),
+            "row 0, input 'color': a number is not BYTES data",
+        ),
+        (by_feature([1], [1], ["red"], color_type="BOOL"), "string 'red' is not BOOL data"),
+        (by_feature(["1"], [1], ["red"]), "row 0, input 'size': string '1' is not FP32 data"),
+        (
+            {
+                "inputs": [
+                    {**by_feature([1], [1], ["red"])["inputs"][0], "shape": [1, 2], "data": [1, 2]},
+                    *by_feature([1], [1], ["red"])["inputs"][1:],
+                ]
+            },
+            "input 'size': shape [1, 2] does not fit",
+        ),
+        (
+            {
+                "inputs": [
+                    *by_feature([1, 2], [1, 2], ["red", "red"])["inputs"][:2],
+                    by_feature([1], [1], ["red"])["inputs"][2],
+                ]
+            },
+            "the inputs hold different numbers of rows: 2 in 'size', 1 in 'color'",
+        ),
+        (
+            by_feature([True], [1], ["red"], color_type="BYTES"),
+            "row 0, input 'size': true is not FP32",
+        ),
+        (by_feature([1], [1], [["red"]]), "nested"),
+        (by_feature([1e39], [1], ["red"]), "row 0, feature 'size': 1e+39 is not a finite"),
+        (by_feature([1], [1], [False], color_type="BOOL"), "row 0, feature 'color': unknown"),
+    ],
+    ids=[
+        "a feature without input",
+        "an unknown input",
+        "input beside features",
+        "an unknown datatype",
+        "a number in BYTES",
+        "text in BOOL",
+        "text in FP32",
+        "a shape of two columns",
+        "rows of different counts",
+        "a boolean in FP32",
+        "data nested deeper",
+        "a number beyond float32",
+        "under reject a boolean is no text category",
+    ],
+)
+def test_feature_inputs_the_model_cannot_take_are_named(app, models, body, needle):
+    answer = call(app, "POST", "/v2/models/strict/infer", body)
+
+    assert answer.status in (HTTPStatus.UNPROCESSABLE_ENTITY, HTTPStatus.BAD_REQUEST), answer.json
+    assert needle in answer.message
 
 
 def test_too_many_rows_is_413(app, models):

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog
 from dropflow.records.jobs import Job, JobState, JobStore
+from dropflow.vocabulary.card import MISSING_CATEGORY, Feature
 from dropflow.vocabulary.names import new_job_id
 from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import ProxyAnswer, load_handler, publish, version_id
@@ -216,6 +217,89 @@ def test_nan_is_a_422_naming_row_and_feature(app, champion):
 
     assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
     assert "row 0, feature 'mean radius': NaN is not allowed" in answer.message
+
+
+# ---------------------------------------------------------------------- values never seen
+PETS_PATH = "/models/pets/predict"
+PETS = [
+    Feature(name="color", dtype="category", categories=["blue", "green", "red"]),
+    Feature(name="size", nullable=True),
+    Feature(
+        name="flag", dtype="category", categories=[False, True, MISSING_CATEGORY], nullable=True
+    ),
+]
+
+
+def release_pets(adapters, unknown_categories: str | None = None) -> str:
+    """The pets model; `unknown_categories` as its spec's serving section set it, if at all."""
+    store, registry = adapters
+    extra = None
+    if unknown_categories is not None:
+        extra = {"serving": {"route": "auto", "unknown_categories": unknown_categories}}
+    publish(
+        store, registry, "pets", version_id(1), features=PETS, classes=CLASSES, card_extra=extra
+    )
+    assert promote("pets", version_id(1), store, registry).decision == "approved"
+    return version_id(1)
+
+
+@pytest.mark.parametrize("serving", [None, "encode"], ids=["default", "encode"])
+def test_an_unseen_category_is_a_200_with_its_warning(app, adapters, serving):
+    release_pets(adapters, serving)
+    rows = [
+        {"color": "red", "size": 1.0, "flag": True},
+        {"color": "purple", "size": 1.0, "flag": "NA"},
+    ]
+
+    answer = call(app, path=PETS_PATH, body={"instances": rows})
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    assert answer.json["warnings"][0] is None
+    ((warning,),) = answer.json["warnings"][1:]
+    assert warning == {
+        "feature": "color",
+        "value": "purple",
+        "kind": "unknown_category",
+        "message": "unknown category 'purple': the training rows never had it; "
+        "predicted with the value unknown",
+    }
+    assert len(answer.json["predictions"]) == len(answer.json["probabilities"]) == 2
+
+
+def test_under_reject_an_unseen_category_is_a_422_naming_it_and_the_known_ones(app, adapters):
+    release_pets(adapters, "reject")
+
+    answer = call(app, path=PETS_PATH, body={"instances": [["purple", 1.0, True]]})
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert answer.message == (
+        "invalid instances: row 0, feature 'color': unknown category 'purple'; "
+        "known categories: 'blue', 'green', 'red'"
+    )
+
+
+def test_an_answer_with_warnings_comes_from_the_fast_path_as_the_resolver_gives_it(app, adapters):
+    release_pets(adapters)
+    event = copy.deepcopy(sample("apigw-predict.json"))
+    event["path"] = PETS_PATH
+    event["body"] = json.dumps({"instances": [["mauve", 1.0, "maybe"], ["red", 2.0, None]]})
+
+    fast = app.predicted(copy.deepcopy(event))
+    resolved = app.resolver().resolve(copy.deepcopy(event), LambdaContext())
+
+    assert fast is not None
+    assert Answer(resolved).status == HTTPStatus.OK
+    assert json.loads(fast["body"]) == json.loads(resolved["body"])
+    assert [w["feature"] for w in json.loads(fast["body"])["warnings"][0]] == ["color", "flag"]
+
+
+def test_the_model_description_says_what_unseen_categories_get(app, adapters):
+    release_pets(adapters, "reject")
+
+    answer = call(app, "GET", "/models/pets")
+
+    assert answer.status == HTTPStatus.OK
+    assert answer.json["unknown_categories"] == "reject"
 
 
 def test_missing_and_unknown_object_keys_are_a_422_naming_them(app, champion):

@@ -35,3 +35,19 @@ def test_an_invalid_card_names_the_key_and_the_field():
 
     assert str(raised.value).startswith(f"{card_key('iris', V1)} is not a valid model card: ")
     assert raised.value.problem == "version: Field required"
+
+
+@pytest.mark.parametrize(
+    ("extra", "policy"),
+    [
+        ({}, "encode"),  # a card from before the setting: the default
+        ({"serving": {"route": "auto", "memory_mb": None}}, "encode"),
+        ({"serving": {"route": "auto", "unknown_categories": "encode"}}, "encode"),
+        ({"serving": {"route": "auto", "unknown_categories": "reject"}}, "reject"),
+    ],
+)
+def test_the_card_says_what_serving_does_with_an_unknown_category(extra, policy):
+    store = MemoryStore()
+    publish(store, None, "iris", V1, card_extra=extra)
+
+    assert read_card(store, "iris", V1).unknown_categories == policy

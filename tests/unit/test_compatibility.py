@@ -37,8 +37,11 @@ def card(
     task: str = "classification",
     allow: bool | None = None,
     n: int = 2,
+    unknown_categories: str | None = None,
 ) -> Card:
-    extra = {} if allow is None else {"promotion": {"allow_schema_change": allow}}
+    extra: dict = {} if allow is None else {"promotion": {"allow_schema_change": allow}}
+    if unknown_categories is not None:
+        extra["serving"] = {"route": "auto", "unknown_categories": unknown_categories}
     return make_card(
         "iris",
         version_id(n),
@@ -114,22 +117,47 @@ def test_a_category_the_champion_accepted_and_the_candidate_does_not_know_is_nam
     old = card([category("colour", "blue", "green", "red")], n=1)
 
     assert changes(card([category("colour", "green", "red")]), old) == [
-        "feature 'colour' would refuse 1 category the champion accepts: 'blue'"
+        "feature 'colour' would no longer know 1 category the champion accepts (they would be "
+        "predicted as unknown, with a warning): 'blue'"
     ]
+    assert changes(card([category("colour", "green", "red")], unknown_categories="reject"), old)[
+        0
+    ] == ("feature 'colour' would refuse 1 category the champion accepts: 'blue'")
 
 
 def test_a_category_that_no_longer_accepts_null_is_named_as_null():
     old = card([category("colour", "green", "red", MISSING_CATEGORY)], n=1)
 
     assert changes(card([category("colour", "green", "red")]), old) == [
+        "feature 'colour' would no longer know null, which the champion accepts (it would be "
+        "predicted as unknown, with a warning)"
+    ]
+    strict = card([category("colour", "green", "red")], unknown_categories="reject")
+    assert changes(strict, card(old.features, n=1, unknown_categories="reject")) == [
         "feature 'colour' would refuse null, which the champion accepts"
     ]
 
 
-def test_many_lost_categories_are_counted_beyond_the_first_ten():
-    old = card([category("code", *[f"c{i:02d}" for i in range(25)])], n=1)
+def test_a_candidate_that_rejects_unseen_categories_where_the_champion_encodes_them_is_named():
+    colour = [category("colour", "green", "red")]
+    old = card(colour, n=1)
 
-    (change,) = changes(card([category("code", "c00")]), old)
+    assert changes(card(colour, unknown_categories="reject"), old) == [
+        "a category value the training rows never had would be refused (422) under the spec's "
+        "serving.unknown_categories: reject, where the champion answers it with a warning"
+    ]
+    assert changes(card(colour, unknown_categories="encode"), old) == []
+    # Refusing fewer requests breaks no client; without categories there is nothing to refuse.
+    assert changes(card(colour), card(colour, n=1, unknown_categories="reject")) == []
+    assert changes(card(unknown_categories="reject")) == []
+
+
+def test_many_lost_categories_are_counted_beyond_the_first_ten():
+    old = card(
+        [category("code", *[f"c{i:02d}" for i in range(25)])], n=1, unknown_categories="reject"
+    )
+
+    (change,) = changes(card([category("code", "c00")], unknown_categories="reject"), old)
 
     assert change.startswith("feature 'code' would refuse 24 categories the champion accepts: ")
     assert change.endswith("'c10' and 14 more")

@@ -264,3 +264,37 @@ def test_allow_schema_change_left_off_keeps_the_hash_specs_had_before_it():
     assert spec_hash(Spec()) == hashlib.sha256(canonical).hexdigest()
     assert spec_hash(load_spec("promotion: {allow_schema_change: false}")) == spec_hash(Spec())
     assert spec_hash(load_spec("promotion: {allow_schema_change: true}")) != spec_hash(Spec())
+
+
+# --------------------------------------------------------------------------- serving
+def test_unknown_categories_are_encoded_unless_the_spec_says_reject():
+    assert load_spec("serving: {route: auto}").serving.unknown_categories == "encode"
+    assert load_spec("serving: {unknown_categories: reject}").serving.unknown_categories == (
+        "reject"
+    )
+
+
+def test_an_unknown_categories_policy_that_does_not_exist_is_named_with_the_choices():
+    with pytest.raises(UserInputError) as caught:
+        load_spec("serving: {unknown_categories: refuse}")
+
+    assert str(caught.value).startswith(
+        "dropflow.yaml: serving.unknown_categories: Input should be 'encode' or 'reject'"
+    )
+
+
+def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
+    # What the hash of `serving: {route: container}` was before the key existed.
+    effective = load_spec("serving: {route: container}").model_dump(mode="json")
+    del effective["family"], effective["promotion"]["allow_schema_change"]
+    del effective["serving"]["unknown_categories"]
+    canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
+    before = hashlib.sha256(canonical).hexdigest()
+
+    assert spec_hash(load_spec("serving: {route: container}")) == before
+    assert spec_hash(load_spec("serving: {route: container, unknown_categories: encode}")) == (
+        before
+    )
+    assert spec_hash(load_spec("serving: {route: container, unknown_categories: reject}")) != (
+        before
+    )

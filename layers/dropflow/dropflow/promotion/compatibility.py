@@ -7,8 +7,12 @@ Clients send rows the champion's card describes and read answers it describes
 - rows sent as lists give the values in the card's feature order: reordered features would
   take each other's values, silently;
 - a feature takes one kind of value, a number or one of its categories, and null only when it
-  is nullable: a feature of another kind, or one that no longer accepts a category or null the
-  champion accepted, turns requests that worked into 422s;
+  is nullable: a feature of another kind, or one that no longer knows a category or null the
+  champion accepted, turns requests that worked into 422s (under the candidate's
+  `serving.unknown_categories: reject`) or into predictions made with the value unknown, with a
+  warning (under `encode`, the default);
+- a champion that answers unseen categories with a warning (`encode`) and a candidate that
+  refuses them (`reject`) turn requests that worked into 422s;
 - a classifier answers one probability per class, in the card's class order, and labels from
   its classes: other classes (added, removed, reordered or of another type) change what
   clients read; another task changes the answer's shape altogether.
@@ -32,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from dropflow.vocabulary.card import MISSING_CATEGORY, Card, Feature
+from dropflow.vocabulary.card import ENCODE, MISSING_CATEGORY, REJECT, Card, Feature
 from dropflow.vocabulary.datasets import SPEC_FILE, dataset_prefix
 
 # Lists longer than this are summed up (what was added and removed) rather than spelled out.
@@ -78,6 +82,16 @@ def compare(candidate: Card, champion: Card) -> Compatibility:
             "what every answer holds"
         )
     changes += _feature_changes(candidate, champion)
+    if (
+        champion.unknown_categories == ENCODE
+        and candidate.unknown_categories == REJECT
+        and any(f.dtype == "category" for f in candidate.features)
+    ):
+        changes.append(
+            "a category value the training rows never had would be refused (422) under the "
+            "spec's serving.unknown_categories: reject, where the champion answers it with a "
+            "warning"
+        )
     if candidate.task == champion.task == "classification":
         changes += _class_changes(candidate.classes or [], champion.classes or [])
     if len(changes) > MAX_CHANGES:
@@ -115,18 +129,28 @@ def _feature_changes(candidate: Card, champion: Card) -> list[str]:
             f"the features would be reordered {order} (rows sent as lists would give values "
             "to the wrong features)"
         )
+    encodes = candidate.unknown_categories == ENCODE
     for name in kept_before:
-        changes += _one_feature(new[name], old[name])
+        changes += _one_feature(new[name], old[name], encodes)
     return changes
 
 
-def _one_feature(new: Feature, old: Feature) -> list[str]:
+def _one_feature(new: Feature, old: Feature, encodes: bool) -> list[str]:
+    """The breaking changes of one feature; `encodes`: the candidate predicts with a category
+    value it does not know (as unknown, with a warning) rather than refuse it."""
     name = new.name
     if new.dtype != old.dtype:
         return [f"feature {name!r} would be a {new.dtype} instead of a {old.dtype}"]
     changes = []
+    unknown = encodes and new.dtype == "category"
     if old.nullable and not new.nullable:
-        changes.append(f"feature {name!r} would refuse null, which the champion accepts")
+        if unknown:
+            changes.append(
+                f"feature {name!r} would no longer know null, which the champion accepts (it "
+                "would be predicted as unknown, with a warning)"
+            )
+        else:
+            changes.append(f"feature {name!r} would refuse null, which the champion accepts")
     if new.dtype == "category":
         known = {category_key(c) for c in new.categories or []}
         lost = [
@@ -134,7 +158,13 @@ def _one_feature(new: Feature, old: Feature) -> list[str]:
             for c in old.categories or []
             if c != MISSING_CATEGORY and category_key(c) not in known
         ]
-        if lost:
+        if lost and unknown:
+            changes.append(
+                f"feature {name!r} would no longer know {_count(lost, 'category', 'categories')} "
+                f"the champion accepts (they would be predicted as unknown, with a warning): "
+                f"{_values(lost)}"
+            )
+        elif lost:
             changes.append(
                 f"feature {name!r} would refuse {_count(lost, 'category', 'categories')} the "
                 f"champion accepts: {_values(lost)}"

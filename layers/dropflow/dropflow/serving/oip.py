@@ -1,15 +1,27 @@
 """The Open Inference Protocol v2 (KServe, Triton, MLServer) over JSON, on dropflow's models.
 
 No HTTP here: the predict function maps the routes onto `OpenInference` and the errors onto
-statuses. The tensor contract is the graph's own (see dropflow.vocabulary.card), stated honestly:
-- one input `input`, FP32, shape [-1, F]: one column per card feature, in card order. A number
-  feature's column carries the raw value; null there means missing and is accepted only when
-  the feature is `nullable` (the graph fills in the training median). A category feature's
-  column carries the category's code, its index in the feature's `categories` (0, 1, ...);
-  the model metadata's `parameters` list every feature with its column and categories.
-- one output: `probabilities`, FP32 [-1, C] for classification (the label is
-  classes[argmax], classes in the metadata's `parameters`), or `prediction`, FP32 [-1] for
-  regression, in the target's original units.
+statuses. A request sends its rows in one of two ways:
+- the graph's own tensor (see dropflow.vocabulary.card), stated honestly: one input `input`,
+  FP32, shape [-1, F]: one column per card feature, in card order. A number feature's column
+  carries the raw value; null (or NaN) there means missing and is accepted when the feature is
+  `nullable` (the graph fills in the training median). A category feature's column carries the
+  category's code, its index in the feature's `categories` (0, 1, ...), or null for a missing
+  value: the code of `<missing>` when the feature is nullable, else a value the training rows
+  never had (below). The model metadata's `parameters` list every feature with its column and
+  categories.
+- or one input per feature, named for it, shape [N] or [N, 1], holding the raw values as the
+  predict API takes them (dropflow.serving.service.InputSchema, the same checks and words):
+  BYTES for text (JSON strings), BOOL, or a number type (FP16/32/64, INT8-64, UINT8-64); null
+  for a missing value in any of them. This is how a client sends a category by its value.
+A category value the training rows never had (or a missing one where they had none) is what the
+card's `unknown_categories` says: with `encode` (the default) the graph takes it as unknown and
+the response's `parameters` carry `warnings`: JSON text of one entry per row, null for a row
+without any, else a list of {feature, value, kind, message}, as the predict API's `warnings`;
+with `reject` it is a 422 naming the row, the feature, the value and the categories.
+The output: `probabilities`, FP32 [-1, C] for classification (the label is classes[argmax],
+classes in the metadata's `parameters`), or `prediction`, FP32 [-1] for regression, in the
+target's original units.
 
 Metadata `parameters` values are scalars, as the protocol types them: lists are JSON text.
 
@@ -21,9 +33,12 @@ Errors (the protocol's `{"error": "<message>"}` body; statuses chosen by the cal
 - dropflow.serving.api.UnreadableBody (400): JSON that nests deeper than any inference request
   or holds an integer longer than Python converts (the API's one JSON reader refuses it).
 - InvalidTensor (422): a well-formed request the model cannot take: an unknown input or output
-  name, a datatype other than FP32, a shape other than [N >= 1, F], a value that is not a
-  number, not finite or beyond float32, a null outside a nullable number column, a category
-  code that is not one of the feature's codes.
+  name, `input` beside per-feature inputs, a feature without its input, a datatype other than
+  FP32 for `input` (or than the protocol's BYTES, BOOL and number types for a feature's), a
+  shape other than [N >= 1, F] (or [N] / [N, 1] with one N for every feature), a value that is
+  not of its tensor's datatype, not finite or beyond float32, a null in a number column that
+  is not nullable, a category code that is not one of the feature's codes, a value the feature
+  cannot take (as the predict API words it), an unseen category under `reject`.
 - TooManyRows (413): more than MAX_ROWS rows, the predict API's limit.
 The protocol itself only says "usually 400" for a failed inference; 422 and 413 follow the
 rest of dropflow's API (dropflow.serving.routes; README.md, The HTTP API), and every client
@@ -44,12 +59,34 @@ import numpy as np
 from dropflow.errors import DropflowError, NotReadyError
 from dropflow.observability import logger
 from dropflow.serving import api
-from dropflow.serving.service import FLOAT32_MAX, MAX_ROWS, PredictionService
-from dropflow.vocabulary.card import INPUT_NAME, PREDICTION, PROBABILITIES, Card
+from dropflow.serving.service import (
+    FLOAT32_MAX,
+    MAX_ROWS,
+    Encoded,
+    InputSchema,
+    InvalidInstances,
+    PredictionService,
+    count_unknown_values,
+    missing_value_warning,
+)
+from dropflow.vocabulary.card import (
+    INPUT_NAME,
+    MISSING_CATEGORY,
+    PREDICTION,
+    PROBABILITIES,
+    REJECT,
+    Card,
+)
 
 SERVER_NAME = "dropflow"
 PLATFORM = "onnxruntime"
 FP32 = "FP32"
+BYTES, BOOL = "BYTES", "BOOL"
+# The protocol's number datatypes a feature's own input may have (all JSON numbers here).
+NUMBER_TYPES = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64"}
+    | {"UINT8", "UINT16", "UINT32", "UINT64"}
+)
 # How many bad values one 422 names.
 MAX_REPORTED = 5
 # The protocol's sizes are int64.
@@ -147,8 +184,11 @@ class OpenInference:
             "input_encoding": (
                 "one column per feature, in order; a number feature carries its value (null "
                 "means missing where nullable), a category feature carries the index of its "
-                "value in the feature's categories"
+                "value in the feature's categories (null for a missing value). Or, instead of "
+                "'input', one input per feature named for it, shape [N], with its raw values: "
+                "BYTES for text, BOOL, or numbers"
             ),
+            "unknown_categories": card.unknown_categories,
         }
         if card.task == "classification":
             parameters["classes"] = json.dumps(card.classes)
@@ -196,14 +236,21 @@ class OpenInference:
             return tier.infer(model, resolved, body)
         card = self.service.cache.card(model, resolved)
         request = parse_request(body)
-        tensor = _the_input(request["inputs"])
-        batch = to_batch(tensor, card)
+        inputs = request["inputs"]
+        if _sends_codes(inputs, card):
+            encoded = to_batch(inputs[0], card)
+        else:
+            encoded = by_feature(inputs, card, self.service.cache.inputs(model, resolved))
         available = _output_meta(card)["name"]
         wanted = _requested_outputs(request.get("outputs"), available)
-        outputs = self.service.run_graph(model, resolved, batch)
+        outputs = self.service.run_graph(model, resolved, encoded.batch, encoded.warnings)
         answer: dict[str, Any] = {"model_name": model, "model_version": resolved}
         if "id" in request:
             answer["id"] = request["id"]
+        if encoded.warnings is not None:
+            # The protocol's parameter values are scalars: the list goes as JSON text.
+            answer["parameters"] = {"warnings": json.dumps(encoded.warnings)}
+            count_unknown_values(model, resolved)
         answer["outputs"] = [
             {
                 "name": name,
@@ -276,14 +323,94 @@ def _check_tensor(tensor: Any, where: str) -> None:
         )
 
 
-def _the_input(inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    unknown = [t["name"] for t in inputs if t["name"] != INPUT_NAME]
+def _sends_codes(inputs: list[dict[str, Any]], card: Card) -> bool:
+    """Whether the request sends the graph's own tensor `input` rather than one per feature."""
+    if len(inputs) != 1 or inputs[0]["name"] != INPUT_NAME:
+        return False
+    if card.feature_names != [INPUT_NAME]:
+        return True
+    # The model's only feature is called `input`: its own input is one column of values.
+    tensor = inputs[0]
+    return tensor["datatype"] == FP32 and len(tensor["shape"]) == 2 and tensor["shape"][1] == 1
+
+
+def _inputs_contract(card: Card) -> str:
+    names = ", ".join(map(repr, card.feature_names[:10]))
+    more = f" and {len(card.features) - 10} more" if len(card.features) > 10 else ""
+    return (
+        f"the model takes one input {INPUT_NAME!r} ({FP32} [-1, {len(card.features)}]), or one "
+        f"input per feature: {names}{more} (GET /v2/models/<name> describes them)"
+    )
+
+
+def by_feature(inputs: list[dict[str, Any]], card: Card, schema: InputSchema) -> Encoded:
+    """The batch from one input per feature, each [N] or [N, 1] of raw values, encoded as the
+    predict API encodes rows (`schema`, the version's InputSchema): warnings included."""
+    features = card.feature_names
+    names = [t["name"] for t in inputs]
+    unknown = [n for n in names if n not in features]
     if unknown:
         raise InvalidTensor(
-            f"unknown input {', '.join(map(repr, unknown))}: the model has one input "
-            f"{INPUT_NAME!r} (GET /v2/models/<name> describes it)"
+            f"unknown input {', '.join(map(repr, unknown[:MAX_REPORTED]))}: "
+            + _inputs_contract(card)
         )
-    return inputs[0]
+    absent = [f for f in features if f not in names]
+    if absent:
+        shown = ", ".join(map(repr, absent[:MAX_REPORTED]))
+        more = f" and {len(absent) - MAX_REPORTED} more" if len(absent) > MAX_REPORTED else ""
+        raise InvalidTensor(
+            f"no input for feature {shown}{more}: send one input per feature, or "
+            f"{INPUT_NAME!r} alone"
+        )
+    columns = {t["name"]: _column(t) for t in inputs}
+    counts = {len(column) for column in columns.values()}
+    if len(counts) > 1:
+        first = len(columns[features[0]])
+        other = next(f for f in features if len(columns[f]) != first)
+        raise InvalidTensor(
+            f"the inputs hold different numbers of rows: {first} in {features[0]!r}, "
+            f"{len(columns[other])} in {other!r}; every feature's input has one value per row"
+        )
+    rows = [list(row) for row in zip(*(columns[f] for f in features), strict=True)]
+    try:
+        return schema.encode(rows)
+    except InvalidInstances as exc:
+        message = str(exc).removeprefix("invalid instances: ")
+        raise InvalidTensor(f"invalid input: {message}") from None
+
+
+def _column(tensor: dict[str, Any]) -> list[Any]:
+    """One feature's values, from its [N] or [N, 1] tensor, each of the tensor's datatype."""
+    name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+    if datatype not in NUMBER_TYPES | {BYTES, BOOL}:
+        raise InvalidTensor(
+            f"input {name!r}: datatype {datatype!r} is not accepted: a feature's input is "
+            f"{BYTES} (text), {BOOL} or a number type such as {FP32} or INT64"
+        )
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or shape[0] < 1:
+        raise InvalidTensor(
+            f"input {name!r}: shape {_shown(shape)} does not fit: a feature's input is [N] or "
+            "[N, 1], N >= 1"
+        )
+    if shape[0] > MAX_ROWS:
+        raise TooManyRows(f"{shape[0]} rows in one request; the limit is {MAX_ROWS}")
+    values = _flatten(tensor["data"], shape)
+    problems = []
+    for row, value in enumerate(values):
+        if value is not None and not _of_datatype(value, datatype):
+            problems.append(f"row {row}, input {name!r}: {_kind(value)} is not {datatype} data")
+            if len(problems) > MAX_REPORTED:
+                break
+    _raise(problems)
+    return values
+
+
+def _of_datatype(value: Any, datatype: str) -> bool:
+    if datatype == BYTES:
+        return isinstance(value, str)
+    if datatype == BOOL:
+        return isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _requested_outputs(outputs: list[dict[str, Any]] | None, available: str) -> list[str]:
@@ -328,8 +455,9 @@ def _flatten(data: list[Any], shape: Sequence[int]) -> list[Any]:
     return flat
 
 
-def to_batch(tensor: dict[str, Any], card: Card) -> np.ndarray:
-    """The float32 [N, F] batch the graph takes, from the request's `input` tensor."""
+def to_batch(tensor: dict[str, Any], card: Card) -> Encoded:
+    """The float32 [N, F] batch the graph takes, from the request's `input` tensor (category
+    codes), with the warnings of the missing values taken as unknown."""
     features = card.features
     n_features = len(features)
     contract = f"{INPUT_NAME!r} is {FP32} [-1, {n_features}]"
@@ -344,21 +472,19 @@ def to_batch(tensor: dict[str, Any], card: Card) -> np.ndarray:
         raise TooManyRows(f"{shape[0]} rows in one request; the limit is {MAX_ROWS}")
     flat = _flatten(tensor["data"], shape)
     problems: list[str] = []
-    nulls: list[int] = []
+    nulls: set[int] = set()
     if not all(type(v) is float or type(v) is int for v in flat):
         for index, value in enumerate(flat):
             if type(value) is float or type(value) is int:
                 continue
-            feature = features[index % n_features]
-            if value is None and feature.dtype == "number" and feature.nullable:
-                nulls.append(index)
-                continue
-            row = index // n_features
             if value is None:
-                why = "null is only accepted in a nullable number feature's column"
-            else:
-                why = f"expected a number, got {_kind(value)}"
-            problems.append(f"row {row}, feature {feature.name!r}: {why}")
+                nulls.add(index)
+                continue
+            feature = features[index % n_features]
+            problems.append(
+                f"row {index // n_features}, feature {feature.name!r}: expected a number, "
+                f"got {_kind(value)}"
+            )
             if len(problems) > MAX_REPORTED:
                 break
         _raise(problems)
@@ -367,34 +493,55 @@ def to_batch(tensor: dict[str, Any], card: Card) -> np.ndarray:
         values = np.array(flat, dtype=np.float64).reshape(shape[0], n_features)
     except OverflowError:  # an integer beyond float64
         raise InvalidTensor("input holds a number beyond float32's range") from None
-    finite = np.isfinite(values) & (np.abs(values) <= FLOAT32_MAX)
-    if nulls:
-        finite.reshape(-1)[nulls] = True
-    if not finite.all():
-        for row, column in np.argwhere(~finite)[: MAX_REPORTED + 1]:
-            feature = features[column]
-            hint = feature.nullable and feature.dtype == "number"
-            problems.append(
-                f"row {row}, feature {feature.name!r}: {float(values[row, column])!r} is not a "
-                "finite float32 number" + (" (send null for a missing value)" if hint else "")
-            )
+    missing = np.isnan(values)  # null, or a NaN literal: both mean missing
+    outside = ~missing & ~(np.abs(values) <= FLOAT32_MAX)
+    for row, column in np.argwhere(outside)[: MAX_REPORTED + 1]:
+        problems.append(
+            f"row {row}, feature {features[column].name!r}: {float(values[row, column])!r} is "
+            "not a finite float32 number"
+        )
+    warned: dict[int, list[dict[str, Any]]] = {}
+    reject = card.unknown_categories == REJECT
     for column, feature in enumerate(features):
-        if feature.dtype != "category":
-            continue
-        codes = values[:, column]
-        n_codes = len(feature.categories or [])
-        bad = ~((codes == np.floor(codes)) & (codes >= 0) & (codes < n_codes))
-        bad &= finite[:, column]  # a non-finite value is reported once, above
-        for row in np.flatnonzero(bad)[: MAX_REPORTED + 1]:
+        if len(problems) > MAX_REPORTED:
+            break
+        absent = np.flatnonzero(missing[:, column])
+        if feature.dtype == "category":
+            codes = values[:, column]
+            n_codes = len(feature.categories or [])
+            bad = ~((codes == np.floor(codes)) & (codes >= 0) & (codes < n_codes))
+            bad &= ~missing[:, column] & ~outside[:, column]  # reported apart
+            for row in np.flatnonzero(bad)[: MAX_REPORTED + 1]:
+                problems.append(
+                    f"row {row}, feature {feature.name!r}: {float(values[row, column])!r} is not "
+                    f"a category code (an integer from 0 to {n_codes - 1}: the index of the "
+                    "value in the feature's categories, or null for a missing value)"
+                )
+            if feature.nullable:
+                values[absent, column] = (feature.categories or []).index(MISSING_CATEGORY)
+                continue
+        elif feature.nullable:
+            continue  # the graph fills in the training median
+        for row in absent:
+            sent = None if row * n_features + column in nulls else math.nan
+            if feature.dtype == "category" and not reject:
+                warned.setdefault(int(row), []).append(missing_value_warning(feature.name, sent))
+                continue
+            if feature.dtype == "category":
+                why = "is not accepted: the feature had no missing values in training"
+            elif sent is None:
+                why = "is not accepted: this version fills in no missing number"
+            else:
+                why = "is not a finite float32 number (this version fills in no missing number)"
+            shown = "null" if sent is None else "NaN"
+            problems.append(f"row {row}, feature {feature.name!r}: {shown} {why}")
             if len(problems) > MAX_REPORTED:
                 break
-            problems.append(
-                f"row {row}, feature {feature.name!r}: {float(values[row, column])!r} is not a "
-                f"category code (an integer from 0 to {n_codes - 1}: the index of the value "
-                "in the feature's categories)"
-            )
     _raise(problems)
-    return values.astype(np.float32)
+    batch = values.astype(np.float32)
+    if not warned:
+        return Encoded(batch)
+    return Encoded(batch, [warned.get(row) for row in range(shape[0])])
 
 
 def _raise(problems: list[str]) -> None:
@@ -417,4 +564,8 @@ def _kind(value: Any) -> str:
         return f"string {value[:20]!r}"
     if isinstance(value, dict):
         return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int | float):
+        return "a number"
     return type(value).__name__

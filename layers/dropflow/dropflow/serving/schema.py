@@ -7,9 +7,9 @@ powertools resolves these annotations at run time.
 
 from http import HTTPStatus
 from numbers import Real
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dropflow.serving import api
 from dropflow.vocabulary.names import check_version
@@ -50,20 +50,37 @@ class PredictRequest(BaseModel):
         return f"PredictRequest(instances=<{len(self.instances)} rows>, version={self.version!r})"
 
 
+class InputWarning(BaseModel):
+    """A value of a row that the model took as unknown rather than refuse the request."""
+
+    feature: str
+    value: Any = Field(description="the value sent, text over 40 characters cut short")
+    kind: Literal["unknown_category", "missing_value"] = Field(
+        description="unknown_category: a category the training rows never had; missing_value: "
+        'a missing value (null, NaN, "NA"...) where the training rows had none'
+    )
+    message: str
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
 class PredictResponse(BaseModel):
     model: str
     version: str
     predictions: list[Any]
-    probabilities: list[list[float]] | None = None
+    # Regression answers carry no probabilities at all rather than a null, and answers without
+    # a value taken as unknown no warnings (excluded per field: a model serializer costs the
+    # predict function's fast path more than the rest of this model together).
+    probabilities: list[list[float]] | None = Field(default=None, exclude_if=_absent)
+    warnings: list[list[InputWarning] | None] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="only when some value was taken as unknown (the spec's "
+        "serving.unknown_categories: encode): one entry per row, null for a row without any",
+    )
     served_by: str
-
-    @model_serializer(mode="wrap")
-    def _without_empty_probabilities(self, handler: Any) -> dict[str, Any]:
-        # Regression answers carry no probabilities at all rather than a null.
-        data = handler(self)
-        if data.get("probabilities") is None:
-            data.pop("probabilities", None)
-        return data
 
 
 class ModelSummary(_Lazy):
@@ -98,6 +115,11 @@ class ModelDescription(_Lazy):
     classes: list[Any] | None = None
     metrics: dict[str, Any] | None = None
     created_at: str | None = None
+    unknown_categories: Literal["encode", "reject"] | None = Field(
+        default=None,
+        description="what a category value the training rows never had gets: encode (a "
+        "prediction with a warning) or reject (422)",
+    )
 
 
 class Health(_Lazy):

@@ -14,16 +14,27 @@ it forwards the versions routed `container` (dropflow.vocabulary.routing) to the
 instead.
 
 What a client may send for a feature (checked by `InputSchema`, against the card's Feature):
+- a missing value: null, NaN, or a text that training reads as missing in a data file
+  (dropflow.vocabulary.datasets.MISSING_TEXT: "", "NA", "N/A", "NaN", "null", "None", in any
+  case, spaces around them trimmed), all alike.
 - a number feature: a JSON number, finite and within float32 (booleans and numeric strings
-  are refused). null means missing and is accepted when the feature is `nullable` (the graph
-  then fills in the training median); NaN and Infinity are refused: a missing value is null.
+  are refused). A missing value is accepted when the feature is `nullable`, as every number
+  feature is since the graph fills in the training median (a card from before imputation
+  refuses it); Infinity is refused.
 - a category feature: one of its `categories`, as the raw value. Text compares exactly, after
   trimming surrounding spaces (`Red` is not `red`). A JSON number matches the category that
   spells it (3 and 3.0 match `3` or `3.0`), since a CSV column of mostly words can hold some
   numbers. A boolean category takes true/false, or the strings "true"/"false" in any case,
-  as training read them. null means missing, accepted only when training saw missing values
-  (the feature is `nullable` and `<missing>` is a category). Anything else is a 422 naming
-  the row, the feature, the value and the known categories.
+  as training read them. A missing value is the category `<missing>` when training saw
+  missing values (the feature is `nullable`). Lists and objects are a 422.
+- a value the training rows never had, for a category feature (an unseen category, or a
+  missing value where training had none): what the card's `unknown_categories` says (the
+  spec's `serving.unknown_categories`, see dropflow.vocabulary.card). `encode` (the default)
+  sends it to the graph as NaN, which every graph takes as "none of the known categories",
+  and the answer carries a warning for the row naming the feature and the value (`Encoded`);
+  `reject` refuses the request with a 422 naming the row, the feature, the value and the
+  known categories.
+Anything else a feature cannot take is a 422 naming the row, the feature and the value.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from numbers import Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -50,16 +61,20 @@ from dropflow.serving.forwarding import ContainerClient, ContainerUnavailable
 from dropflow.serving.schema import describe_value, rows_problem
 from dropflow.vocabulary.card import (
     CARD_FILE,
+    ENCODE,
     INPUT_NAME,
     MISSING_CATEGORY,
     PREDICTION,
     PROBABILITIES,
+    REJECT,
     Card,
     Feature,
+    UnknownCategories,
     artifact_key,
     card_key,
     parse_card,
 )
+from dropflow.vocabulary.datasets import is_missing_text
 from dropflow.vocabulary.digests import mismatch
 from dropflow.vocabulary.names import check_model_name, check_version
 from dropflow.vocabulary.onnx_session import available_cpus, open_session
@@ -89,6 +104,9 @@ FILE_MISMATCH_METRIC = "ModelFileMismatch"
 # How long a refused version is answered from memory: a model.onnx of hundreds of MB is not
 # read again for every request; after this, it is read again (it may have been restored).
 REFUSAL_HOLD_SECONDS = 30.0
+# The metric counted for each answer that sent values to the graph as unknown (warnings): a
+# data owner's sign that clients send values the model never learnt, time to retrain.
+UNKNOWN_VALUES_METRIC = "UnknownInputValues"
 
 
 class NoServableVersion(NotFoundError):
@@ -306,7 +324,7 @@ class ModelCache:
         raw = self.store.get(where)
         self._check_digest(model, version, CARD_FILE, raw)
         card = parse_card(where, raw)
-        inputs = InputSchema(card.features)
+        inputs = InputSchema(card.features, card.unknown_categories)
         with self._lock:
             self._cards[key] = card
             self._inputs[key] = inputs
@@ -480,8 +498,10 @@ class PredictionService:
         """Predict for `instances` (rows as lists or as {feature: value} objects).
 
         Returns {"model", "version", "predictions", "probabilities" (classification only),
-        "served_by"}; predictions are labels in the target's original values. A version routed
-        to the container tier is answered by it (served_by "container").
+        "warnings" (only when some value was sent to the graph as unknown: per row, a list of
+        warnings or None), "served_by"}; predictions are labels in the target's original
+        values. A version routed to the container tier is answered by it (served_by
+        "container").
         Raises InvalidName, NotFoundError, NotReadyError (ContainerUnavailable included),
         TooManyInstances, InvalidInstances, or ContainerAnswered (the tier's 4xx, to pass on).
         """
@@ -506,8 +526,8 @@ class PredictionService:
 
     def _run(self, model: str, version: str, instances: Sequence[Any]) -> dict[str, Any]:
         card = self.cache.card(model, version)
-        batch = self.cache.inputs(model, version).batch(instances)
-        outputs = self.run_graph(model, version, batch)
+        encoded = self.cache.inputs(model, version).encode(instances)
+        outputs = self.run_graph(model, version, encoded.batch, encoded.warnings)
         answer: dict[str, Any] = {"model": model, "version": version}
         if card.task == "classification":
             probabilities = outputs[PROBABILITIES]
@@ -516,6 +536,9 @@ class PredictionService:
             answer["probabilities"] = probabilities.astype(float).tolist()
         else:
             answer["predictions"] = outputs[PREDICTION].reshape(-1).astype(float).tolist()
+        if encoded.warnings is not None:
+            answer["warnings"] = encoded.warnings
+            count_unknown_values(model, version)
         answer["served_by"] = self.served_by
         return answer
 
@@ -553,8 +576,11 @@ class PredictionService:
         self.cache.ensure_servable(model, version)
         return version
 
-    def run_graph(self, model: str, version: str, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's raw output tensor for an already encoded float32 [N, F] `batch`.
+    def run_graph(
+        self, model: str, version: str, batch: np.ndarray, warnings: Warnings | None = None
+    ) -> dict[str, np.ndarray]:
+        """The graph's raw output tensor for an already encoded float32 [N, F] `batch`
+        (`warnings`: its rows' warnings from InputSchema.encode, for the words of a refusal).
 
         `version` must come from `servable_version`. The answer is {"probabilities": [N, C]}
         for classification, {"prediction": [N]} for regression (see dropflow.vocabulary.card).
@@ -562,7 +588,7 @@ class PredictionService:
         card = self.cache.card(model, version)
         output = PROBABILITIES if card.task == "classification" else PREDICTION
         (values,) = self.cache.session(model, version).run([output], {INPUT_NAME: batch})
-        check_finite(values)
+        check_finite(values, warnings)
         return {output: values}
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -604,16 +630,23 @@ class PredictionService:
                 "baseline": card.metrics.baseline,
             },
             created_at=card.created_at,
+            unknown_categories=card.unknown_categories,
         )
         return described
 
 
-def check_finite(output: np.ndarray) -> None:
+def count_unknown_values(model: str, version: str) -> None:
+    """Count UNKNOWN_VALUES_METRIC once for an answer that sent values to the graph as unknown."""
+    count_now(UNKNOWN_VALUES_METRIC, model=model, version=version)
+
+
+def check_finite(output: np.ndarray, warnings: Warnings | None = None) -> None:
     """Refuse a graph output holding NaN or infinity (JSON has neither), naming the rows.
 
     Valid float32 inputs far outside the training range can overflow inside the graph (and
     a graph without imputation turns a null into NaN): that answer is the client's values'
-    doing, a 422, never a 500 or a response that breaks the API's schema.
+    doing, a 422, never a 500 or a response that breaks the API's schema. `warnings` (from
+    InputSchema.encode) lets the message say when such a row held values sent as unknown.
     """
     finite = np.isfinite(output)
     if finite.all():
@@ -621,15 +654,50 @@ def check_finite(output: np.ndarray) -> None:
     rows = np.flatnonzero(~finite.reshape(len(output), -1).all(axis=1))
     shown = ", ".join(str(int(r)) for r in rows[:MAX_REPORTED_PROBLEMS])
     more = "; and more after these" if len(rows) > MAX_REPORTED_PROBLEMS else ""
+    why = "values far outside the training data's range overflow the model"
+    unknown = [w for r in rows for w in (warnings[r] or [])] if warnings is not None else []
+    if unknown:
+        # A graph from before every network answered NaN: it cannot take an unknown value.
+        named = ", ".join(f"feature {w['feature']!r}: {_shown(w['value'])}" for w in unknown[:3])
+        why = (
+            f"it holds values the training rows never had ({named}), which this version "
+            f"cannot take as unknown; or {why}"
+        )
     raise InvalidInstances(
-        f"invalid instances: the model's output is not a finite number for row {shown}{more}: "
-        "values far outside the training data's range overflow the model"
+        f"invalid instances: the model's output is not a finite number for row {shown}{more}: {why}"
     )
 
 
 # ---------------------------------------------------------------------- input checking
+# The kinds of warning a row may carry: a value the graph took as unknown (NaN).
+UNKNOWN_CATEGORY = "unknown_category"  # a category value the training rows never had
+MISSING_VALUE = "missing_value"  # missing, where the training rows never had a missing value
+# One warning: {"feature", "value" (the client's, in short), "kind", "message"}; per row, a
+# list of them or None for a row without any.
+Warnings = list[list[dict[str, Any]] | None]
+
+
 class _BadValue(Exception):
     """A value a feature cannot take; the message reads after "row i, feature 'f': "."""
+
+
+class _Unknown(Exception):
+    """A value the graph takes as unknown (NaN), answered with a warning: its kind and words."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def _is_missing(value: Any) -> bool:
+    """Whether a client's value spells a missing value: null, NaN, or a text training reads as
+    missing (dropflow.vocabulary.datasets.MISSING_TEXT: "", "NA", "null", ...)."""
+    if value is None:
+        return True
+    if type(value) is float:
+        return math.isnan(value)
+    return isinstance(value, str) and is_missing_text(value)
 
 
 def _number(value: Any, nullable: bool) -> float:
@@ -637,7 +705,7 @@ def _number(value: Any, nullable: bool) -> float:
     # The common case first; NaN fails the comparison and takes the long way.
     if (type(value) is float or type(value) is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
         return value
-    if value is None and nullable:
+    if nullable and _is_missing(value):
         return math.nan  # the graph fills in the training median
     # bool is an int subclass, but `true` for a measurement is a client mistake, not 1.0.
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -647,8 +715,8 @@ def _number(value: Any, nullable: bool) -> float:
     except OverflowError:
         raise _BadValue("number too large") from None
     if math.isnan(number):
-        hint = ", or null for a missing value" if nullable else ""
-        raise _BadValue(f"NaN is not allowed (send a finite number{hint})")
+        # Only a graph from before imputation has a feature that is not nullable.
+        raise _BadValue("NaN is not allowed (send a finite number)")
     if math.isinf(number) or abs(number) > FLOAT32_MAX:
         raise _BadValue(f"{value!r} is not a finite float32 number")
     return number
@@ -676,23 +744,53 @@ def _category_key(category: bool | int | str) -> tuple[str, Any]:
     return ("bool", category) if isinstance(category, bool) else ("text", str(category))
 
 
+# A value quoted in a message or a warning is cut to this many characters.
+MAX_QUOTED_CHARS = 40
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_QUOTED_CHARS else text[: MAX_QUOTED_CHARS - 3] + "..."
+
+
 def _shown(value: Any) -> str:
-    """A value as a client wrote it in JSON, shortened: 'red', 3, true, null."""
+    """A value as a client wrote it in JSON, shortened: 'red', 3, true, null, NaN."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
-    shown = repr(value)  # a number: JSON allows thousands of digits
-    return shown if len(shown) <= 40 else shown[:37] + "..."
+        return repr(_short(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        return _json_spelling(value)
+    return _short(repr(value))  # a number: JSON allows thousands of digits
+
+
+def _json_spelling(value: float) -> str:
+    # What Python's json writes (and reads) for the floats JSON has no number for.
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _warned_value(value: Any) -> Any:
+    """A client's value as a warning repeats it: itself when short, else its text cut short;
+    text that is not UTF-8 (a lone surrogate) escaped, as a JSON answer must be UTF-8."""
+    if isinstance(value, str):
+        text = _short(value)
+        return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, float) and not math.isfinite(value):
+        return _json_spelling(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        shown = str(value)
+        return value if len(shown) <= MAX_QUOTED_CHARS else _short(shown)
+    return value  # None, a boolean, a finite float
 
 
 class _Categories:
-    """Maps a category feature's raw values to their codes (indices in `categories`)."""
+    """Maps a category feature's raw values to their codes (indices in `categories`); a value
+    the training rows never had is NaN with a warning, or a _BadValue when `reject`."""
 
-    def __init__(self, feature: Feature) -> None:
+    def __init__(self, feature: Feature, reject: bool = False) -> None:
         categories = list(feature.categories or [])
+        self.reject = reject
         self.codes = {_category_key(c): float(i) for i, c in enumerate(categories)}
         # The card lists <missing> as a category: null stands for it.
         self.missing = (
@@ -711,19 +809,54 @@ class _Categories:
 
     def __call__(self, value: Any) -> float:
         if value is None:
-            if self.missing is None:
-                raise _BadValue(
-                    "null is not accepted: the feature had no missing values in training; "
-                    f"send one of {self.known}"
-                )
-            return self.missing
+            return self._missing(value)
         if isinstance(value, dict | list | tuple):
             raise _BadValue(f"expected a category, got {describe_value(value)}")
         for key in _spellings(value):
             code = self.codes.get(key)
             if code is not None:
                 return code
-        raise _BadValue(f"unknown category {_shown(value)}; known categories: {self.known}")
+        if _is_missing(value):
+            return self._missing(value)
+        if self.reject:
+            raise _BadValue(f"unknown category {_shown(value)}; known categories: {self.known}")
+        raise _Unknown(
+            UNKNOWN_CATEGORY,
+            f"unknown category {_shown(value)}: the training rows never had it; "
+            "predicted with the value unknown",
+        )
+
+    def _missing(self, value: Any) -> float:
+        """The code of a missing value (null, or a spelling of it such as "NA")."""
+        if self.missing is not None:
+            return self.missing
+        if self.reject:
+            raise _BadValue(
+                f"{_spelled(value)} is not accepted: the feature had no missing values in "
+                f"training; send one of {self.known}"
+            )
+        raise _Unknown(MISSING_VALUE, _missing_message(value))
+
+
+def _spelled(value: Any) -> str:
+    return "null" if value is None else f"{_shown(value)} (a missing value)"
+
+
+def _missing_message(value: Any) -> str:
+    return (
+        f"{_spelled(value)}: the feature had no missing values in training; "
+        "predicted with the value unknown"
+    )
+
+
+class Encoded(NamedTuple):
+    """A request's rows as the graph takes them, and what was sent to it as unknown (a tuple:
+    a frozen dataclass would cost the plain-number fast path a microsecond to build)."""
+
+    batch: np.ndarray  # float32 [N, F]
+    # Per row: the warnings of the values sent as unknown (NaN), or None for a row without
+    # any; None when no row has any (the usual request).
+    warnings: Warnings | None = None
 
 
 class InputSchema:
@@ -732,19 +865,31 @@ class InputSchema:
     Built once per model version: the category lookups are ready for every request.
     """
 
-    def __init__(self, features: Sequence[Feature | str]) -> None:
-        """Features from a card; a bare name means a number feature that refuses null."""
+    def __init__(
+        self,
+        features: Sequence[Feature | str],
+        unknown_categories: UnknownCategories = ENCODE,
+    ) -> None:
+        """Features from a card; a bare name means a number feature that refuses null.
+        `unknown_categories` is the card's: what a category value training never had gets."""
         self.features = [f if isinstance(f, Feature) else Feature(name=f) for f in features]
         self.names = [f.name for f in self.features]
+        self.unknown_categories = unknown_categories
         self._known = set(self.names)
+        reject = unknown_categories == REJECT
         self._encoders: list[Callable[[Any], float]] = [
-            _Categories(f) if f.dtype == "category" else _number_encoder(f.nullable)
+            _Categories(f, reject) if f.dtype == "category" else _number_encoder(f.nullable)
             for f in self.features
         ]
         self._all_numbers = all(f.dtype != "category" for f in self.features)
 
     def batch(self, instances: Sequence[Any]) -> np.ndarray:
-        """The float32 [N, F] input for `instances`, or InvalidInstances naming each problem.
+        """The float32 [N, F] input for `instances` (see `encode`), without its warnings."""
+        return self.encode(instances).batch
+
+    def encode(self, instances: Sequence[Any]) -> Encoded:
+        """The float32 [N, F] input for `instances` and the warnings of each row, or
+        InvalidInstances naming each problem.
 
         Rows are either all lists of F values in the card's feature order, or all objects
         whose keys are exactly the feature names. Problems name the row index and the feature.
@@ -757,8 +902,9 @@ class InputSchema:
         if self._all_numbers and not as_objects:
             ready = _plain_numbers(instances, n_features)
             if ready is not None:
-                return ready
+                return Encoded(ready)
         problems: list[str] = []
+        warned: dict[int, list[dict[str, Any]]] = {}
         wrong_length = False  # then the feature order is what the client needs to see
         rows: list[list[float]] = []
         for i, row in enumerate(instances):
@@ -784,13 +930,13 @@ class InputSchema:
                 values = list(row)
             try:
                 rows.append([encode(v) for encode, v in zip(self._encoders, values, strict=True)])
-            except _BadValue:
-                # The slow path, for the error message only: every bad value of the row.
-                for j, (encode, value) in enumerate(zip(self._encoders, values, strict=True)):
-                    try:
-                        encode(value)
-                    except _BadValue as bad:
-                        problems.append(f"row {i}, feature {features[j]!r}: {bad}")
+            except (_BadValue, _Unknown):
+                # The slow path, for this row only: every value of it, its problems and warnings.
+                encoded, warnings, bad = self._one_by_one(i, values)
+                problems += bad
+                if not bad:
+                    rows.append(encoded)
+                    warned[i] = warnings
             if len(problems) > MAX_REPORTED_PROBLEMS:
                 break
         if problems:
@@ -801,7 +947,39 @@ class InputSchema:
             if wrong_length:
                 message += f". Features in order: {_names(features)}"
             raise InvalidInstances(message)
-        return np.array(rows, dtype=np.float32).reshape(len(rows), n_features)
+        batch = np.array(rows, dtype=np.float32).reshape(len(rows), n_features)
+        if not warned:
+            return Encoded(batch)
+        return Encoded(batch, [warned.get(i) for i in range(len(rows))])
+
+    def _one_by_one(
+        self, i: int, values: Sequence[Any]
+    ) -> tuple[list[float], list[dict[str, Any]], list[str]]:
+        """Row `i`'s values encoded one at a time: (codes, warnings, problems)."""
+        encoded: list[float] = []
+        warnings: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for encode, name, value in zip(self._encoders, self.names, values, strict=True):
+            try:
+                encoded.append(encode(value))
+            except _Unknown as unknown:
+                encoded.append(math.nan)
+                warnings.append(warning(name, value, unknown.kind, unknown.message))
+            except _BadValue as bad:
+                problems.append(f"row {i}, feature {name!r}: {bad}")
+        return encoded, warnings, problems
+
+
+def warning(feature: str, value: Any, kind: str, message: str) -> dict[str, Any]:
+    """One warning of a row: the feature, the client's value (in short), its kind
+    (UNKNOWN_CATEGORY or MISSING_VALUE) and the words for it."""
+    return {"feature": feature, "value": _warned_value(value), "kind": kind, "message": message}
+
+
+def missing_value_warning(feature: str, value: Any) -> dict[str, Any]:
+    """The warning for a missing `value` (null or NaN) sent for a category `feature` whose
+    training rows had none, taken as unknown."""
+    return warning(feature, value, MISSING_VALUE, _missing_message(value))
 
 
 _PLAIN = frozenset({float, int})
@@ -837,9 +1015,14 @@ def _names(names: Sequence[str]) -> str:
     return ", ".join(repr(n) for n in names)
 
 
-def to_batch(instances: Sequence[Any], features: Sequence[Feature | str]) -> np.ndarray:
+def to_batch(
+    instances: Sequence[Any],
+    features: Sequence[Feature | str],
+    unknown_categories: UnknownCategories = ENCODE,
+) -> np.ndarray:
     """The float32 [N, F] input for `instances` (see InputSchema.batch), for one-off callers.
 
-    `features` are the card's Features, or bare names for number features that refuse null.
+    `features` are the card's Features, or bare names for number features that refuse null;
+    `unknown_categories` the card's.
     """
-    return InputSchema(features).batch(instances)
+    return InputSchema(features, unknown_categories).batch(instances)

@@ -12,8 +12,15 @@ What a column of `input` carries depends on its Feature:
   (only graphs whose feature says `nullable`; older ones have no such step);
 - `category`: the value's code, its index in `categories`, as a float (0.0, 1.0, ...). The graph
   one-hot encodes it. Serving turns the raw values clients send into these codes.
+- either: NaN, a missing value (null from a client) or a value the training rows never had (an
+  unseen category); every graph answers it with finite numbers (a number is imputed, a
+  category gets no category's encoding).
 All other preprocessing (imputation, standardisation, one-hot) is inside the graph, so a client
 that sends raw values through the predict API needs nothing but the card's feature names.
+
+What serving does with a value the training rows never had is the card's too: the training job
+copies the spec's `serving` section onto it (an extra key), and `Card.unknown_categories` reads
+it, so that the predict function never reads the dataset's spec at request time.
 """
 
 from __future__ import annotations
@@ -32,6 +39,13 @@ PROBABILITIES = "probabilities"
 PREDICTION = "prediction"
 # The category a missing value of a categorical feature becomes (when training saw any).
 MISSING_CATEGORY = "<missing>"
+
+# What serving does with a category value the training rows never had (the spec's
+# `serving.unknown_categories`): ENCODE sends it to the graph as unknown (NaN) and answers with
+# a warning naming it; REJECT refuses the request (422) naming the value and the categories.
+UnknownCategories = Literal["encode", "reject"]
+ENCODE: UnknownCategories = "encode"
+REJECT: UnknownCategories = "reject"
 
 # Higher is better unless listed here.
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
@@ -146,6 +160,14 @@ class Card(BaseModel):
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def unknown_categories(self) -> UnknownCategories:
+        """What serving does with a category value the training rows never had: the spec's
+        `serving.unknown_categories` as the job copied it, ENCODE on a card without it."""
+        serving = (self.model_extra or {}).get("serving")
+        policy = serving.get("unknown_categories") if isinstance(serving, dict) else None
+        return REJECT if policy == REJECT else ENCODE
 
 
 class InvalidCard(DropflowError, ValueError):

@@ -3,6 +3,9 @@
 Every .csv and .parquet object under the prefix is data; `dropflow.yaml` is the optional spec.
 The data version, a hash of every key and ETag under the prefix, identifies exactly what a
 job trained on: the launcher claims it once, and a resumed attempt checks it is unchanged.
+How a missing cell is spelled (MISSING_TEXT) is here too: training reads those cells as
+missing, and the prediction API accepts the same spellings as null, so that a row copied from
+the data file is read the same way in both.
 Kept free of heavy imports: the training job reads it too.
 """
 
@@ -15,6 +18,14 @@ from dropflow.vocabulary.names import check_model_name
 
 DATA_SUFFIXES = (".csv", ".parquet")
 SPEC_FILE = "dropflow.yaml"
+# A text cell that means "missing", compared after trimming spaces and in lower case: empty,
+# NA, N/A, NaN, null, None in any case.
+MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none"})
+
+
+def is_missing_text(text: str) -> bool:
+    """Whether the text `text` spells a missing value (see MISSING_TEXT)."""
+    return text.strip().lower() in MISSING_TEXT
 
 
 def dataset_prefix(model: str) -> str:

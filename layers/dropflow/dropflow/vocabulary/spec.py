@@ -12,6 +12,7 @@ a message naming the key instead of being silently ignored. Example:
                checkpoint_interval_seconds: 60}
     promotion: {metric: macro_f1, tolerance: 0.01, allow_schema_change: false}
     compute: {on_demand: fallback, budget_usd: 5.0, deadline: 6h, max_runtime: 4h}
+    serving: {route: auto, unknown_categories: encode}   # or reject: a 422 for unseen values
 
 The `compute` section is bounded by the stack owner's limits (dropflow.vocabulary.limits).
 Nothing here imports torch: the promote and launch functions read the spec too.
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectNotFound, ObjectStore
-from dropflow.vocabulary.card import Task
+from dropflow.vocabulary.card import ENCODE, Task, UnknownCategories
 from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.datasets import SPEC_FILE, dataset_prefix
 
@@ -233,10 +234,14 @@ class ComputeSection(_Section):
 class ServingSection(_Section):
     """Where the model is served (dropflow.vocabulary.routing): `auto` decides by size at promotion;
     `lambda` or `container` force the tier. `memory_mb` replaces the memory estimate (twice
-    the size of model.onnx) when the data owner knows better."""
+    the size of model.onnx) when the data owner knows better. `unknown_categories` says what
+    the API does with a category value the training rows never had: `encode` (the default)
+    predicts with it as unknown and names it in the answer's warnings, `reject` refuses the
+    request with a 422 naming it. The training job copies this section onto the card."""
 
     route: Literal["auto", "lambda", "container"] = "auto"
     memory_mb: int | None = Field(default=None, ge=1, le=1_000_000)
+    unknown_categories: UnknownCategories = ENCODE
 
 
 class ScheduleSection(_Section):
@@ -420,6 +425,9 @@ def spec_hash(spec: Spec) -> str:
     if not effective["promotion"]["allow_schema_change"]:
         # Nor is the default of a key added later (a job's checkpoints resume across it).
         del effective["promotion"]["allow_schema_change"]
+    serving = effective.get("serving")
+    if serving is not None and serving["unknown_categories"] == ENCODE:
+        del serving["unknown_categories"]  # the same: a default added later
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
