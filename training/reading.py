@@ -2,7 +2,7 @@
 
 A family reading a large dataset (a 600 MB CSV takes a while) tells a ReadMeter each piece of
 work it finishes; the meter turns that into a ReadProgress and hands it to `report` (the job's
-heartbeat) once the first FIRST_REPORT_SECONDS have passed, then every `every` seconds, and
+heartbeat) at the first piece done after FIRST_REPORT_SECONDS, then every `every` seconds, and
 logs the same line, so the job's log, its heartbeat and the console all show the loading stage
 moving, with a time left, long before training starts.
 
@@ -61,14 +61,15 @@ class ReadMeter:
         report: ReadReport | None = None,
         *,
         every: float = 30.0,
-        first: float = FIRST_REPORT_SECONDS,
+        first: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.report = report
         self.every = every
         self.clock = clock
         self.started = clock()
-        self.next_report = self.started + min(first, every)
+        # A read that ends within the first second tells nothing: the stage lines say enough.
+        self.next_report = self.started + (FIRST_REPORT_SECONDS if first is None else first)
         self.total = 0.0
         self.done = 0.0
         self.rows = 0
