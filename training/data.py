@@ -228,8 +228,9 @@ class _Source:
         return self.unterminated and row == self.rows - 1
 
     def blocks(self, names: list[str], meter: ReadMeter, *, first_pass: bool) -> Iterator[_Block]:
-        """The file's rows in order, as blocks whose `column` reads any of `names`; tells
-        `meter` the bytes gone through (and, in the first pass, the rows)."""
+        """The file's rows in order, as blocks whose `column` reads each of `names` (the
+        columns the pass reads); tells `meter` the bytes gone through (and, in the first pass,
+        the rows)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -309,9 +310,17 @@ class _ParquetFile(_Source):
         start = 0
         for group in range(self.parquet.metadata.num_row_groups):
             rows = self.parquet.metadata.row_group(group).num_rows
-            yield _Block(start, rows, lambda name, group=group: self._column(group, name))
+            # One file of a single row group is common: progress moves column by column.
+            share = self.size * rows / max(1, self.rows) / max(1, len(names))
+
+            def column(name: str, group: int = group, share: float = share) -> pa.ChunkedArray:
+                read = self._column(group, name)
+                meter.advance(share)
+                return read
+
+            yield _Block(start, rows, column)
             start += rows
-            meter.advance(self.size * rows / max(1, self.rows), rows=rows if first_pass else 0)
+            meter.advance(rows=rows if first_pass else 0)
 
     def _column(self, group: int, name: str) -> pa.ChunkedArray:
         assert self.parquet is not None
@@ -666,7 +675,7 @@ def _survey(
     surveys = [_Survey(name) for name in features]
     target_column = _TargetColumn(target)
     for source in sources:
-        for block in source.blocks(source.names, meter, first_pass=True):
+        for block in source.blocks([*features, target], meter, first_pass=True):
             for survey in surveys:
                 where = f"{source.key}, column {survey.name!r}"
                 survey.add(source, block.start, _cells(block.column(survey.name), where))
