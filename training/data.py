@@ -117,8 +117,9 @@ def _spellings(words: Iterable[str]) -> pa.Array:
 
 _MISSING_SPELLINGS = _spellings(MISSING)
 _BOOLEAN_SPELLINGS = _spellings(("true", "false"))
-# A feature cell that is a number, as pandas' to_numeric and pyarrow's cast both read it: inf
-# counts (and is refused later as not finite); `+nan` reads as NaN, so as no number.
+# A feature cell that is a number: what pyarrow's cast to float64 reads (as pandas' to_numeric,
+# which read the cells before, did). inf counts, and is refused later as not finite; `+nan`
+# reads as NaN, so as no number.
 _NUMBER = r"(?i)^[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[-+]?[0-9]+)?|inf(?:inity)?|nan)$"
 # A target cell that is a number: digits only (an inf or nan target is text).
 _TARGET_NUMBER = r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"

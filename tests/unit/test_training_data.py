@@ -535,6 +535,21 @@ def test_the_meter_hears_every_row_and_the_whole_read(small_blocks):
     assert len(heard) > 10  # block by block, not only at the end
 
 
+def test_a_parquet_file_of_one_row_group_reports_its_progress_column_by_column():
+    frame = pd.DataFrame({f"n{j}": [float(i + j) for i in range(20)] for j in range(5)})
+    frame["target"] = ["x", "y"] * 10
+    data = parquet(frame)
+    meter = ReadMeter(every=0.0, first=0.0)
+    heard = []
+    meter.report = heard.append
+
+    load_dataset(store_with({"d.parquet": data}), MODEL, Spec(), meter=meter)
+
+    # Fetched once, then 6 columns in the first pass and 5 features in the second.
+    assert len(heard) >= 1 + 6 + 5
+    assert meter.rows == 20 and heard[-1].fraction == pytest.approx(1.0)
+
+
 # --------------------------------------------------------------------------- split
 def classification(n_per_class: int, classes: list) -> Dataset:
     rng = np.random.default_rng(1)
