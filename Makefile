@@ -49,9 +49,12 @@ unit: venv
 	$(BIN)/pytest -q tests/unit tests/contract
 
 # Performance targets, as ratios against a baseline measured in the same run (BENCHMARKS.md).
+# bench/scale.py --baseline main puts today's code beside this tree's (BENCHMARKS.md, Data at
+# scale); make bench measures this tree alone.
 bench: venv
 	$(BIN)/python bench/training_loop.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/scale.py
 
 # Model quality: dropflow's default model through the real job and predict path against
 # HistGradientBoosting and LightGBM defaults on 12 packaged datasets, with issue 13's verdict

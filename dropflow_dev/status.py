@@ -95,10 +95,17 @@ def _age(epoch: float) -> str:
 
 
 def describe_progress(progress: dict[str, Any]) -> str:
-    """One line from a job's heartbeat: stage, epoch, loss, throughput and time left."""
+    """One line from a job's heartbeat: stage, rows read while loading, epoch, loss,
+    throughput and time left (of the read while loading, of training after)."""
     if not progress:
         return ""
     parts = [str(progress.get("stage") or "")]
+    if isinstance(progress.get("rows_read"), int | float):
+        parts.append(f"{progress['rows_read']:,.0f} rows read")
+    if isinstance(progress.get("read_fraction"), int | float):
+        parts.append(f"({progress['read_fraction']:.0%})")
+    if isinstance(progress.get("load_eta_seconds"), int | float):
+        parts.append(f"ETA {progress['load_eta_seconds']:.0f}s")
     if progress.get("epoch") is not None and progress.get("epochs"):
         parts.append(f"epoch {progress['epoch']}/{progress['epochs']}")
     if isinstance(progress.get("loss"), int | float):

@@ -20,7 +20,13 @@ from dropflow.vocabulary.card import Feature, Task
 
 @dataclass(frozen=True)
 class Examples:
-    """A dataset read by a family: inputs, targets and what they mean."""
+    """A dataset read by a family: inputs, targets and what they mean.
+
+    `x` is the one copy of the inputs the job holds (the tabular reader allocates it once, in
+    the graph's dtype, and hands it over as it is): at a million rows it is most of the job's
+    memory, so whatever splits or batches it should take rows by index rather than copy parts
+    of it.
+    """
 
     task: Task
     target: str  # the target's name, as the card records it

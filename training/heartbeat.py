@@ -1,9 +1,12 @@
 """The job's heartbeat: `jobs/<model>/<job-id>/heartbeat.json` and the job's progress record.
 
-Written at every stage change (loading, training, exporting, interrupted) and, while training,
-every HEARTBEAT_SECONDS (30, or $DROPFLOW_HEARTBEAT_SECONDS): epoch, epochs, step, steps, loss,
-samples_per_second, eta_seconds, stage, updated_at (epoch seconds) and attempt. `dropflow
-status` and the local console read the registry copy. A heartbeat that cannot be written is
+Written at every stage change (loading, training, exporting, interrupted); while loading, a
+second into the read and then every HEARTBEAT_SECONDS (30, or $DROPFLOW_HEARTBEAT_SECONDS):
+rows_read, read_fraction and load_eta_seconds (the time left reading the data, kept apart from
+eta_seconds, which is training's and which the launcher takes as the work left); while
+training, every HEARTBEAT_SECONDS: epoch, epochs, step, steps, loss, samples_per_second,
+eta_seconds. Always: stage, updated_at (epoch seconds) and attempt. `dropflow status` and the
+local console read the registry copy. A heartbeat that cannot be written is
 logged and skipped: it is not worth losing the training for.
 """
 
@@ -20,6 +23,7 @@ from dropflow.ports import ObjectStore
 from dropflow.records.jobs import Job, JobStore
 from training.checkpoint import job_prefix
 from training.loop import Progress
+from training.reading import ReadProgress
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,19 @@ class Heartbeat:
         """Record a stage change (the training figures so far stay in the record)."""
         self.stage_name = stage
         self._write({**self.last, **extra})
+
+    def loading(self, progress: ReadProgress) -> None:
+        """Record how far reading the data has got (a training.reading.ReadMeter calls this);
+        the figures go with the loading stage and are not kept past it."""
+        eta = progress.eta_seconds
+        self._write(
+            {
+                **self.last,
+                "rows_read": progress.rows,
+                "read_fraction": round(progress.fraction, 3),
+                "load_eta_seconds": None if eta is None else round(eta),
+            }
+        )
 
     def progress(self, progress: Progress) -> None:
         """Record training progress (the loop calls this every HEARTBEAT_SECONDS)."""

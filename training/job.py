@@ -65,6 +65,7 @@ from training.joblog import AttemptLog
 from training.loop import Score, train
 from training.metrics import evaluate, task_metrics
 from training.network import TaskNetwork, predict
+from training.reading import ReadMeter
 from training.stop import StopRequest, Watcher
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,11 @@ def train_and_publish(
         data_version=observed_data_version(store, model),
         spec_hash=spec_hash(spec),
     )
-    examples = family.read(store, model, spec)
+    # Rows read and the time left, in the heartbeat and the log, from the read's first second.
+    meter = ReadMeter(
+        heartbeat.loading if heartbeat is not None else None, every=heartbeats.HEARTBEAT_SECONDS
+    )
+    examples = family.read_metered(store, model, spec, meter)
     features = family.input_schema(examples)
     primary = spec.primary_metric(examples.task)
     log.info(

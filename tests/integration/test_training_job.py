@@ -28,8 +28,10 @@ from dropflow.records.jobs import Attempt, ExitCode, Job, JobState, JobStore
 from dropflow.vocabulary.card import Card, read_card
 from dropflow.wiring import open_registry, open_store
 from tests.training_jobs import launched_job
+from training import data as training_data
 from training import heartbeat as training_heartbeat
 from training import job as training_job
+from training import reading as training_reading
 from training.export import check_parity
 from training.job import run_job
 
@@ -202,6 +204,7 @@ def test_the_job_leaves_its_log_heartbeat_and_last_two_checkpoints(breast_cancer
 @pytest.mark.slow
 def test_heartbeats_report_training_progress(home, monkeypatch):
     monkeypatch.setattr(training_heartbeat, "HEARTBEAT_SECONDS", 0.0)  # at every step
+    monkeypatch.setattr(training_reading, "FIRST_REPORT_SECONDS", 3600.0)  # none while reading
     home.drop("beats", "iris.csv", load_iris(as_frame=True).frame.to_csv(index=False).encode())
     home.drop("beats", "dropflow.yaml", b"training: {epochs: 3}\n")
     code, job = home.run("beats")
@@ -213,6 +216,38 @@ def test_heartbeats_report_training_progress(home, monkeypatch):
     assert beat["stage"] == "exporting" and beat["attempt"] == 1
     assert (beat["epoch"], beat["epochs"], beat["step"], beat["steps"]) == (3, 3, 6, 6)
     assert beat["samples_per_second"] > 0 and beat["eta_seconds"] == 0
+
+
+@pytest.mark.slow
+def test_heartbeats_report_the_rows_read_and_the_time_left_while_loading(home, monkeypatch):
+    monkeypatch.setattr(training_heartbeat, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(training_reading, "FIRST_REPORT_SECONDS", 0.0)  # at every block read
+    monkeypatch.setattr(training_data, "_CSV_BLOCK_BYTES", 512)  # a large file's many blocks
+    monkeypatch.setattr(training_data, "_BLOCK_ROWS", 16)
+    home.drop("reading", "iris.csv", load_iris(as_frame=True).frame.to_csv(index=False).encode())
+    home.drop("reading", "dropflow.yaml", b"training: {epochs: 1}\n")
+    beats: list[dict[str, Any]] = []
+    put = home.store.put
+
+    def recording_put(key: str, data: bytes, **kwargs: Any) -> ObjectInfo:
+        if key.endswith("/heartbeat.json"):
+            beats.append(json.loads(data))
+        return put(key, data, **kwargs)
+
+    monkeypatch.setattr(home.store, "put", recording_put)
+    code, job = home.run("reading")
+
+    assert code == ExitCode.OK, job.reason
+    reading = [beat for beat in beats if "rows_read" in beat]
+    assert len(reading) >= 10 and {beat["stage"] for beat in reading} == {"loading"}
+    rows = [beat["rows_read"] for beat in reading]
+    fractions = [beat["read_fraction"] for beat in reading]
+    assert rows == sorted(rows) and rows[-1] == 150
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert all(isinstance(beat["load_eta_seconds"], int) for beat in reading)
+    after = beats[beats.index(reading[-1]) + 1 :]
+    assert after[0]["stage"] == "training"
+    assert not any("rows_read" in beat for beat in after)
 
 
 @pytest.mark.slow

@@ -26,6 +26,14 @@ def test_progress_reads_as_one_line():
     assert line == "training epoch 12/60 loss 0.1235 45,210 samples/s ETA 35s"
 
 
+def test_loading_progress_reads_as_rows_read_the_share_done_and_the_time_left():
+    line = describe_progress(
+        {"stage": "loading", "rows_read": 420_000, "read_fraction": 0.352, "load_eta_seconds": 22}
+    )
+
+    assert line == "loading 420,000 rows read (35%) ETA 22s"
+
+
 def test_no_heartbeat_yet_is_an_empty_progress():
     assert describe_progress({}) == ""
 

@@ -17,6 +17,7 @@ from training.heartbeat import Heartbeat
 from training.job import seconds_lost
 from training.joblog import AttemptLog
 from training.loop import Progress
+from training.reading import ReadProgress
 from training.stop import StopRequest
 
 JOB = "iris-20260101T000000Z-abcdef"
@@ -92,6 +93,36 @@ def test_a_heartbeat_goes_to_the_store_and_the_job_record(store, jobs):
     }
     assert json.loads(store.get(f"jobs/iris/{JOB}/heartbeat.json")) == expected
     assert jobs.get(JOB).progress == expected
+
+
+def test_while_loading_the_heartbeat_shows_rows_read_and_the_time_left_of_the_read(store, jobs):
+    beat = Heartbeat(store, jobs, jobs.get(JOB), 1, clock=lambda: 1234.0)
+    beat.stage("loading")
+
+    beat.loading(ReadProgress(rows=250_000, fraction=0.4, seconds=8.0))
+
+    expected = {
+        "rows_read": 250_000,
+        "read_fraction": 0.4,
+        "load_eta_seconds": 12,
+        "stage": "loading",
+        "attempt": 1,
+        "updated_at": 1234.0,
+    }
+    assert json.loads(store.get(f"jobs/iris/{JOB}/heartbeat.json")) == expected
+    assert jobs.get(JOB).progress == expected
+    # The launcher reads eta_seconds as the training left: a read's time left is not that.
+    assert "eta_seconds" not in jobs.get(JOB).progress
+
+
+def test_the_read_figures_go_when_training_starts(store, jobs):
+    beat = Heartbeat(store, jobs, jobs.get(JOB), 1, clock=lambda: 1234.0)
+    beat.stage("loading")
+    beat.loading(ReadProgress(rows=10, fraction=0.5, seconds=1.0))
+
+    beat.stage("training")
+
+    assert jobs.get(JOB).progress == {"stage": "training", "attempt": 1, "updated_at": 1234.0}
 
 
 def test_a_heartbeat_keeps_the_notice_the_tracker_recorded_for_this_attempt(store, jobs):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import tempfile
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dropflow.errors import UserInputError
@@ -15,6 +18,7 @@ from tests.unit.fakes import MemoryStore
 from training import data as data_module
 from training.data import Column, Dataset, load_dataset
 from training.examples import split
+from training.reading import ReadMeter
 
 MODEL = "m"
 
@@ -30,10 +34,17 @@ def load(files: dict[str, bytes], spec: str | None = None) -> Dataset:
     return load_dataset(store_with(files), MODEL, load_spec(spec))
 
 
-def parquet(frame: pd.DataFrame) -> bytes:
+def parquet(frame: pd.DataFrame, **options) -> bytes:
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    frame.to_parquet(buffer, index=False, **options)
     return buffer.getvalue()
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Read CSV files in blocks of a few rows, as a large file is read."""
+    monkeypatch.setattr(data_module, "_CSV_BLOCK_BYTES", 64)
+    monkeypatch.setattr(data_module, "_BLOCK_ROWS", 3)
 
 
 def error_of(files: dict[str, bytes], spec: str | None = None) -> str:
@@ -405,6 +416,138 @@ def test_a_last_line_without_line_end_whose_class_is_known_is_kept():
 
     assert data.classes == ["setosa", "versicolor", "virginica"]
     assert len(data.y) == len(IRIS_ROWS) + 1
+
+
+# --------------------------------------------------------------------------- reading at scale
+def test_the_matrix_is_float32_and_the_examples_carry_that_same_matrix():
+    data = load({"d.csv": b"a,b,target\n1,2,x\n3,4,y\n"})
+
+    examples = data.examples()
+
+    assert data.x.dtype == np.float32 and data.x.flags.c_contiguous
+    assert examples.x is data.x  # one copy of the features, handed on as it is
+
+
+def test_a_file_read_in_many_blocks_reads_as_one(small_blocks):
+    rows = [
+        f"{i},{['red', 'green', 'blue'][i % 3]},{'' if i % 5 == 4 else 'xy'[i % 2]}"
+        for i in range(40)
+    ]
+    data = load({"d.csv": ("n,colour,target\n" + "\n".join(rows) + "\n").encode()})
+
+    kept = [i for i in range(40) if i % 5 != 4]
+    assert data.dropped_rows == 8
+    assert data.x[:, 0].tolist() == [float(i) for i in kept]
+    # Categories sorted over the whole file, whatever block they first appeared in.
+    assert data.columns[1].categories == ("blue", "green", "red")
+    assert data.x[:, 1].tolist() == [float([2, 1, 0][i % 3]) for i in kept]
+    assert data.y.tolist() == [i % 2 for i in kept]
+
+
+def test_a_broken_cell_in_a_later_block_names_its_line(small_blocks):
+    rows = [f"{i},{'xy'[i % 2]}" for i in range(30)]
+    rows[23] = "oops,y"
+    message = error_of({"d.csv": ("a,target\n" + "\n".join(rows) + "\n").encode()})
+
+    assert "datasets/m/d.csv, line 25, column 'a': 'oops' is not a number" in message
+
+
+def test_a_short_row_in_a_later_block_names_its_line(small_blocks):
+    message = error_of({"d.csv": iris(*IRIS_ROWS, *IRIS_ROWS, "5.9,3.0")})
+
+    assert message.startswith("datasets/m/d.csv, line 20: 2 fields, the header has 5;")
+
+
+def test_a_class_cut_short_at_the_end_of_a_many_block_file_fails_the_job(small_blocks):
+    message = error_of({"d.csv": iris(*IRIS_ROWS, *IRIS_ROWS, "5.9,3.0,5.1,1.8,vir", end="")})
+
+    assert message.startswith("datasets/m/d.csv, line 20, column 'species': 'vir' appears")
+
+
+def test_parquet_row_groups_read_as_one_and_errors_name_the_row_in_the_file():
+    frame = pd.DataFrame(
+        {"a": [str(i) for i in range(10)], "c": list("pqrpqrpqrp"), "target": list("xyxyxyxyxy")}
+    )
+    data = load({"d.parquet": parquet(frame, row_group_size=3)})
+    assert data.x[:, 0].tolist() == [float(i) for i in range(10)]
+    assert data.columns[1].categories == ("p", "q", "r")
+    assert data.x[:, 1].tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+
+    frame.loc[7, "a"] = "seven"
+    message = error_of({"d.parquet": parquet(frame, row_group_size=3)})
+    assert "datasets/m/d.parquet, row 8, column 'a': 'seven' is not a number" in message
+
+
+def test_a_parquet_boolean_column_with_nulls_is_a_category_too():
+    # Typed as boolean by the file: a category whatever its values, nulls included.
+    frame = pd.DataFrame({"flag": [True, None, False, True], "n": [1.0, 2.0, 3.0, 4.0]})
+    frame["target"] = ["x", "y", "x", "y"]
+    data = load({"d.parquet": parquet(frame)})
+
+    assert data.columns[0] == Column("flag", "category", (False, True, MISSING_CATEGORY))
+    assert data.x[:, 0].tolist() == [1.0, 2.0, 0.0, 1.0]
+
+
+def test_a_parquet_column_that_is_neither_text_nor_numbers_is_named():
+    table = pa.table({"tags": [[1, 2], [3]], "target": ["x", "y"]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    message = error_of({"d.parquet": buffer.getvalue()})
+
+    assert message.startswith("datasets/m/d.parquet, column 'tags': values of type list<")
+    assert "features:" in message
+
+
+def test_a_value_cut_short_is_told_even_in_a_column_with_too_many_categories(monkeypatch):
+    monkeypatch.setattr(data_module, "MAX_CATEGORIES", 2)
+    message = error_of({"d.csv": b"code,target\na,x\nb,y\ncc,x\nd,y\nc,x"})
+
+    assert message.startswith("datasets/m/d.csv, line 6, column 'code': 'c' appears nowhere else")
+
+
+def test_a_byte_that_is_not_utf8_beyond_the_first_megabyte_names_its_line():
+    rows = b"".join(b"%d,x\n" % i for i in range(300_000))  # about 2 MB
+    message = error_of({"d.csv": b"a,target\n" + rows + b"1,caf\xe9\n"})
+
+    assert message.startswith("datasets/m/d.csv, line 300002: not UTF-8 text")
+
+
+def test_the_temporary_copies_are_removed_after_the_read_and_after_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    load({"d.csv": b"a,target\n1,x\n2,y\n"})
+    error_of({"d.csv": b"a,target\n1,x\noops,y\n3,x\n"})
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_meter_hears_every_row_and_the_whole_read(small_blocks):
+    rows = "".join(f"{i},{'xy'[i % 2]}\n" for i in range(50))
+    meter = ReadMeter(every=0.0, first=0.0)
+    heard = []
+    meter.report = heard.append
+
+    load_dataset(store_with({"d.csv": ("a,target\n" + rows).encode()}), MODEL, Spec(), meter=meter)
+
+    assert meter.rows == 50
+    assert meter.done == meter.total == 3 * len(("a,target\n" + rows).encode())
+    fractions = [progress.fraction for progress in heard]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert len(heard) > 10  # block by block, not only at the end
+
+
+def test_a_parquet_file_of_one_row_group_reports_its_progress_column_by_column():
+    frame = pd.DataFrame({f"n{j}": [float(i + j) for i in range(20)] for j in range(5)})
+    frame["target"] = ["x", "y"] * 10
+    data = parquet(frame)
+    meter = ReadMeter(every=0.0, first=0.0)
+    heard = []
+    meter.report = heard.append
+
+    load_dataset(store_with({"d.parquet": data}), MODEL, Spec(), meter=meter)
+
+    # Fetched once, then 6 columns in the first pass and 5 features in the second.
+    assert len(heard) >= 1 + 6 + 5
+    assert meter.rows == 20 and heard[-1].fraction == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- split

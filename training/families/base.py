@@ -31,6 +31,7 @@ from dropflow.vocabulary.spec import Spec
 from training.examples import Examples
 from training.export import export_onnx
 from training.network import TaskNetwork
+from training.reading import ReadMeter
 
 E = TypeVar("E", bound=Examples)
 
@@ -51,6 +52,14 @@ class Family(ABC, Generic[E]):
 
         Raises UserInputError naming the file and what is wrong with it.
         """
+
+    def read_metered(self, store: ObjectStore, model: str, spec: Spec, meter: ReadMeter) -> E:
+        """read(), telling `meter` how far it has got (training.reading), so that the job's
+        heartbeat, log and console show the loading stage moving while a large dataset loads.
+
+        The default reads without telling: the job then shows the loading stage alone.
+        """
+        return self.read(store, model, spec)
 
     def input_schema(self, examples: E) -> list[Feature]:
         """The card's `features`: the API's input schema, and the data serving decodes a

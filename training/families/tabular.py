@@ -17,6 +17,7 @@ from training.data import load_dataset
 from training.examples import Examples
 from training.families.base import Family
 from training.model import Network, build_network
+from training.reading import ReadMeter
 
 
 def category_counts(features: list[Feature]) -> dict[int, int]:
@@ -35,6 +36,11 @@ class TabularFamily(Family[Examples]):
 
     def read(self, store: ObjectStore, model: str, spec: Spec) -> Examples:
         return load_dataset(store, model, spec).examples()
+
+    def read_metered(
+        self, store: ObjectStore, model: str, spec: Spec, meter: ReadMeter
+    ) -> Examples:
+        return load_dataset(store, model, spec, meter=meter).examples()
 
     def build(
         self, examples: Examples, x_train: np.ndarray, y_train: np.ndarray, spec: Spec
