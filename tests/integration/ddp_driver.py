@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dropflow.adapters.local.directory_store import DirectoryStore
 from dropflow.vocabulary.spec import ModelSection, TrainingSection
-from tests.training_jobs import train_mlp
+from tests.training_jobs import train_tabular
 from training.checkpoint import CheckpointStore, Lineage
 from training.distributed import end_process, place, release
 
@@ -46,7 +46,7 @@ def dataset() -> tuple[np.ndarray, np.ndarray]:
 
 def fit(placement, **options):  # type: ignore[no-untyped-def]
     x, y = dataset()
-    return train_mlp(
+    return train_tabular(
         x,
         y,
         task="classification",

@@ -29,7 +29,7 @@ from dropflow.vocabulary.card import Card, read_card
 from dropflow.vocabulary.spec import ModelSection, TrainingSection
 from dropflow.wiring import open_registry, open_store
 from tests.net import wait_until
-from tests.training_jobs import flip_tensor_byte, launched_job, train_mlp
+from tests.training_jobs import flip_tensor_byte, launched_job, train_tabular
 from training import checkpoint as ckpt
 from training.checkpoint import CheckpointStore, Lineage
 from training.job import run_job
@@ -82,19 +82,19 @@ def test_a_stopped_and_resumed_loop_ends_with_the_uninterrupted_weights(
     x, y = breast_cancer()
     x, y = x[:455], y[:455]
     options = {"task": "classification", "n_classes": 2, "model": model, "training": training}
-    straight = train_mlp(x, y, **options)
+    straight = train_tabular(x, y, **options)
 
     store = open_store(f"file://{tmp_path}/bucket")
     lineage = Lineage(
         job_id="bc-20260101T000000Z-abcdef", attempt=1, data_version="d", spec_hash="s"
     )
     sink = CheckpointStore(store, "bc", lineage)
-    first = train_mlp(x, y, sink=sink, stop=StopAfter(stop_after), checkpoint_seconds=0, **options)
+    first = train_tabular(x, y, sink=sink, stop=StopAfter(stop_after), checkpoint_seconds=0, **options)
     assert not first.completed and first.step == stop_after
 
     found = CheckpointStore(store, "bc", lineage).latest()
     assert found is not None and found.step == stop_after
-    resumed = train_mlp(x, y, resume=found.checkpoint, **options)
+    resumed = train_tabular(x, y, resume=found.checkpoint, **options)
 
     assert resumed.completed and resumed.resumed_from == stop_after
     assert resumed.step == straight.step
