@@ -122,7 +122,9 @@ def fit_temperature(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float
     # A coarse grid of log T, then golden-section search around its best point: deterministic,
     # and robust to a mean of softmaxes not being convex in T. Sharpening is bounded (T >= 1/4):
     # a few rows that are all right would otherwise drive T towards 0, every answer certain.
-    grid = [i / 10 for i in range(-14, 31)]
+    low_end, high_end = math.log(0.25), math.log(20.0)
+    grid = [low_end + (high_end - low_end) * i / 44 for i in range(45)]
+    grid[min(range(45), key=lambda i: abs(grid[i]))] = 0.0  # T = 1 itself is a candidate
     values = [_mean_log_loss(logits, target, math.exp(t)) for t in grid]
     best = min(range(len(grid)), key=lambda i: (values[i], abs(grid[i])))
     low, high = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
