@@ -11,12 +11,14 @@ batch: the loss is the mean over the k of them.
 How long: `training.epochs` when the spec sets it, else a budget that scales with the data
 (training.budget). The rows are indices into one matrix (training.split): the loop never
 copies it. After every epoch the main rank computes the loss of the validation rows (of the
-averaged prediction, as the graph will answer); with `training.early_stopping`, training ends
-once it has not improved for training.budget.patience epochs, and the weights of the best
-epoch are put back. Then, for classification, the temperature of the head is fitted to the
-validation rows (TaskNetwork.calibrate): the exported graph carries it. The best weights so
-far, the early-stopping counters and whether calibration is done are in every checkpoint,
-so a resumed run stops at the same epoch with the same weights as an uninterrupted one.
+averaged prediction, as the graph will answer: the error rate, then the log loss once the
+temperature is fitted; for regression the mean squared error); with `training.early_stopping`,
+training ends once it has not improved for training.budget.patience epochs, and the weights
+of the best epoch are put back. Then, for classification, the temperature of the head is
+fitted to the validation rows (TaskNetwork.calibrate): the exported graph carries it. The
+best weights so far, the early-stopping counters and whether calibration is done are in every
+checkpoint, so a resumed run stops at the same epoch with the same weights as an
+uninterrupted one.
 
 Same data + same spec + same seed gives the same weights, hence the same holdout metrics: the
 seed drives the weight init and the batch order, deterministic algorithms are required, and on
@@ -295,17 +297,22 @@ class TrainingLoop:
         self.network.train()
         return torch.cat(parts)
 
-    def _validation_loss(self, scores: torch.Tensor) -> float:
-        """What early stopping minimises, from the validation rows' scores: for
-        classification the log loss of the averaged probabilities once the temperature is
-        fitted (the quality of the answers as they will be served: an epoch is not judged
-        worse for a confidence that calibration takes back), for regression the mean squared
-        error of the averaged prediction in standardised target units."""
+    def _validation_key(self, scores: torch.Tensor) -> list[float]:
+        """What early stopping minimises, from the validation rows' scores (compared as a
+        list, first element first): for classification the error rate of the averaged
+        prediction, then its log loss once the temperature is fitted (the answers as they will
+        be served: an epoch is not judged worse for a confidence that calibration takes back);
+        for regression the mean squared error of the averaged prediction in standardised
+        target units."""
         target = self.y[self.validation_rows.to(self.y.device)].cpu()
         if self.network.task == "classification":
-            return fit_temperature(scores, target)[2]
+            mean = torch.softmax(scores.double(), dim=-1)
+            mean = mean.mean(dim=1) if mean.dim() == 3 else mean
+            error = float((mean.argmax(dim=1) != target).double().mean())
+            loss = fit_temperature(scores, target)[2]
+            return [error, loss]
         values = scores.mean(dim=1) if scores.dim() == 3 else scores
-        return float(((values.double() - target.double()) ** 2).mean())
+        return [float(((values.double() - target.double()) ** 2).mean())]
 
     # ------------------------------------------------------------------ the run
     def run(self) -> Trained:
@@ -326,7 +333,8 @@ class TrainingLoop:
         # and weights, epochs since it; `stopping`: the last epoch was the last one.
         validation: list[float] = []
         best: dict[str, torch.Tensor] | None = None
-        best_loss, best_epoch, bad_epochs = math.inf, 0, 0
+        best_key: list[float] = [math.inf]
+        best_epoch, bad_epochs = 0, 0
         stopping = finished = False
         calibration: tuple[float, float] | None = None
         if self.resume is not None:
@@ -359,7 +367,7 @@ class TrainingLoop:
             validation = list(history.get("validation", []))
             if early.get("best") is not None:
                 best = {k: v.to(p.device) for k, v in early["best"].items()}
-            best_loss = float(early.get("best_loss", math.inf))
+            best_key = [float(v) for v in early.get("best_key", [math.inf])]
             best_epoch, bad_epochs = int(early.get("best_epoch", 0)), int(early.get("bad", 0))
             stopping = bool(early.get("stopping", False))
             finished = bool(state.get("finished", False))
@@ -423,7 +431,7 @@ class TrainingLoop:
                         },
                         "early_stopping": {
                             "best": best,
-                            "best_loss": best_loss,
+                            "best_key": list(best_key),
                             "best_epoch": best_epoch,
                             "bad": bad_epochs,
                             "stopping": stopping,
@@ -519,9 +527,10 @@ class TrainingLoop:
                 scores.append(float(self.score(self.network)))
                 self.network.train()
             if p.is_main and len(self.validation_rows):
-                validation.append(self._validation_loss(self._validation_scores()))
-                if validation[-1] < best_loss:
-                    best_loss, best_epoch, bad_epochs = validation[-1], epoch, 0
+                key = self._validation_key(self._validation_scores())
+                validation.append(key[-1])
+                if key < best_key:
+                    best_key, best_epoch, bad_epochs = key, epoch, 0
                     if self.early_stopping:
                         best = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
                 else:
@@ -540,7 +549,7 @@ class TrainingLoop:
                     "early stopping: no better validation loss in %d epochs; best epoch %d (%.4f)",
                     bad_epochs,
                     best_epoch,
-                    best_loss,
+                    best_key[-1],
                 )
             now = self.clock()
             want = (

@@ -14,8 +14,9 @@ buffers fitted to the training rows (build_tabm), so the exported graph needs no
 - a number: NaN (missing, in any column, seen in training or not) is filled with the training
   median; then (x - median) / spread, the spread being the interquartile range (half the range,
   or 1, when that is 0), and the smooth clip x / sqrt(1 + (x / 3)^2); then the piecewise-linear
-  embedding over the training rows' quantiles (rtdl_num_embeddings, version "B": a linear
-  embedding plus a piecewise-linear part that starts at zero). A column that had missing
+  embedding over the training rows' quantiles (at most one bin per ROWS_PER_BIN rows;
+  rtdl_num_embeddings, version "B": a linear embedding plus a piecewise-linear part that
+  starts at zero). A column that had missing
   values in training also gets a 0/1 "was missing" input, so the network can treat missing
   apart from the median;
 - a category code: compared with the codes 0..n-1 (as training.model does), which gives a
@@ -55,6 +56,8 @@ ENSEMBLE_SIZE = 16
 HIDDEN_LAYERS = (256, 256)
 DROPOUT = 0.1
 N_BINS = 48  # quantile bins per numeric feature (fewer when a column has fewer values)
+ROWS_PER_BIN = 16  # and at most one bin per this many training rows, but at least MIN_BINS
+MIN_BINS = 4
 D_EMBEDDING = 8  # numeric embedding width
 # Categories per column up to which a column is one-hot encoded; beyond, embedded.
 ONE_HOT_MAX = 8
@@ -254,7 +257,9 @@ def build_tabm(
     missing = np.isnan(numbers)
     median, center, spread = robust_scaling(numbers)
     filled = np.where(missing, median, numbers)
-    bins = quantile_bins(_smooth_clip_np((filled - center) / spread)) if numeric else []
+    # Fewer bins on a small table: a bin of a handful of rows is a place to overfit.
+    n_bins = min(N_BINS, max(MIN_BINS, len(x) // ROWS_PER_BIN))
+    bins = quantile_bins(_smooth_clip_np((filled - center) / spread), n_bins) if numeric else []
     n_outputs = n_classes if task == "classification" else 1
     network = TabMNetwork(
         task,
