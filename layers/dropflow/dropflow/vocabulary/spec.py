@@ -70,7 +70,7 @@ DEFAULT_NETWORK = "tabm"
 
 class ModelSection(_Section):
     """The network. Left out, a key takes the chosen network's own default:
-    tabm: hidden_layers [256, 256], dropout 0.1, ensemble_size 16;
+    tabm: hidden_layers [128, 128], dropout 0.1, ensemble_size 16;
     mlp: hidden_layers [64, 32], dropout 0.0 (and no ensemble)."""
 
     family: Literal["tabm", "mlp"] = DEFAULT_NETWORK
@@ -95,7 +95,7 @@ class ModelSection(_Section):
             if len(set(self.hidden_layers)) > 1:
                 raise ValueError(
                     f"hidden_layers: tabm's layers share one width, got {self.hidden_layers}; "
-                    "write e.g. [256, 256]"
+                    "write e.g. [128, 128]"
                 )
         return self
 
