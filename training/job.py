@@ -235,7 +235,9 @@ def train_and_publish(
     # Indices into the one matrix: only the holdout (for the card and parity) and the rows the
     # preprocessing is fitted on are copied out of it.
     x_holdout, y_holdout = examples.x[parts.holdout], examples.y[parts.holdout]
-    y_train = examples.y[parts.train]
+    # The card counts every row that is not held out as a training row (validation included:
+    # it shaped the model), and the majority/mean baseline learns from them.
+    y_train = examples.y[np.concatenate([parts.train, parts.validation])]
     fit = fitting_rows(parts.train, spec.training.seed)
     log.info(
         "split: %d training, %d validation, %d holdout rows",

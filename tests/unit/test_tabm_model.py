@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from dropflow.vocabulary.card import INPUT_NAME
-from dropflow.vocabulary.spec import ModelSection
+from dropflow.vocabulary.spec import ModelSection, TrainingSection
+from tests.training_jobs import train_tabular
+from training.distributed import Placement
 from training.export import check_parity, export_onnx
 from training.families.tabular import build_tabular_network
 from training.loop import reproducible
@@ -189,3 +191,25 @@ def test_nan_in_every_column_gives_a_finite_answer(family, task):
         one[0, j] = np.nan
         rows = np.vstack([rows, one])
     assert np.isfinite(predict(network, rows)).all()
+
+
+def test_the_network_trains_under_bfloat16_autocast():
+    """What a GPU run does (training.distributed: bf16 autocast), checked on the CPU's
+    autocast: mixed float32 preprocessing and bfloat16 matmuls must train and stay finite."""
+    x, y = table()
+    placement = Placement(device=torch.device("cpu"), autocast_dtype=torch.bfloat16)
+    trained = train_tabular(
+        x,
+        y,
+        task="classification",
+        n_classes=2,
+        model=ModelSection(ensemble_size=4, hidden_layers=[32, 32]),
+        training=TrainingSection(epochs=5, batch_size=32),
+        category_counts=COUNTS,
+        placement=placement,
+        rows=np.arange(90),
+        validation_rows=np.arange(90, N_ROWS),
+    )
+    assert all(np.isfinite(trained.losses)) and trained.losses[-1] < trained.losses[0]
+    assert trained.network.output.weight.dtype == torch.float32
+    assert np.isfinite(predict(trained.network, x)).all()
