@@ -258,10 +258,11 @@ class TrainingLoop:
             weight_decay=training.weight_decay,
         )
         self.n = len(self.rows)
-        self.epochs = budget.epoch_budget(self.n, training.batch_size, training.epochs)
-        self.patience = budget.patience(self.n, training.batch_size)
+        self.batch_size = budget.batch_size(self.n, training.batch_size)
+        self.epochs = budget.epoch_budget(self.n, self.batch_size, training.epochs)
+        self.patience = budget.patience(self.n, self.batch_size)
         self.early_stopping = training.early_stopping and len(self.validation_rows) > 0
-        self.steps_per_epoch = budget.steps_per_epoch(self.n, training.batch_size)
+        self.steps_per_epoch = budget.steps_per_epoch(self.n, self.batch_size)
         self.total_steps = self.epochs * self.steps_per_epoch
         schedule, total = training.lr_schedule, self.total_steps
         self.schedules = schedule != "constant"
@@ -320,7 +321,7 @@ class TrainingLoop:
         see Trained."""
         started = self.clock()
         p = self.placement
-        epochs, batch = self.epochs, self.training.batch_size
+        epochs, batch = self.epochs, self.batch_size
         order = torch.Generator().manual_seed(self.training.seed)
 
         epoch = step_in_epoch = global_step = 0

@@ -32,8 +32,9 @@ from training.distributed import end_process, place, release
 MODEL = "ddp"
 JOB_ID = "ddp-20260101T000000Z-abcdef"
 STOP_AFTER = 7  # step boundaries rank 0 lets pass before it asks to stop
-# 301 rows: 241 train in batches of 64 (the last global batch, 49 rows, splits unevenly over
-# 2 ranks), 60 are validation rows that rank 0 judges every epoch on.
+# 301 rows: 241 train in batches of 32 (a small table's batch, training.budget; the last
+# global batch, 17 rows, splits unevenly over 2 ranks), 60 are validation rows that rank 0
+# judges every epoch on.
 TRAINING = TrainingSection(epochs=3, batch_size=64, learning_rate=3e-3, seed=3)
 # The default network (tabm): its submodel axis goes through DistributedDataParallel. No
 # dropout: two ranks draw other masks than one process, and the test compares the weights.

@@ -221,12 +221,12 @@ def test_heartbeats_report_training_progress(home, monkeypatch):
     code, job = home.run("beats")
     assert code == ExitCode.OK, job.reason
     key = f"jobs/beats/{job.job_id}/heartbeat.json"
-    # loading, training, one per step (96 training rows in batches of 256: 1 an epoch), the
+    # loading, training, one per step (96 training rows in batches of 32: 3 an epoch), the
     # end, exporting
-    assert home.store.puts.count(key) == 2 + 3 + 1 + 1
+    assert home.store.puts.count(key) == 2 + 9 + 1 + 1
     beat = json.loads(home.store.get(key))
     assert beat["stage"] == "exporting" and beat["attempt"] == 1
-    assert (beat["epoch"], beat["epochs"], beat["step"], beat["steps"]) == (3, 3, 3, 3)
+    assert (beat["epoch"], beat["epochs"], beat["step"], beat["steps"]) == (3, 3, 9, 9)
     assert beat["samples_per_second"] > 0 and beat["eta_seconds"] == 0
 
 

@@ -19,24 +19,33 @@ from training.network import fit_temperature, predict
 
 
 @pytest.mark.parametrize(
-    ("rows", "epochs", "steps"),
+    ("rows", "batch", "epochs", "steps"),
     [
-        (100, 2000, 2000),
-        (400, 2000, 4000),
-        (10_000, 300, 12_000),
-        (100_000, 30, 11_730),
-        (1_000_000, 3, 11_721),
+        (100, 32, 2000, 8000),
+        (400, 64, 2000, 14_000),
+        (10_000, 256, 300, 12_000),
+        (100_000, 256, 30, 11_730),
+        (1_000_000, 256, 3, 11_721),
     ],
 )
-def test_the_budget_scales_with_the_data(rows, epochs, steps):
-    assert budget.epoch_budget(rows, 256) == epochs
-    assert epochs * budget.steps_per_epoch(rows, 256) == steps
+def test_the_budget_scales_with_the_data(rows, batch, epochs, steps):
+    assert budget.batch_size(rows, 256) == batch
+    assert budget.epoch_budget(rows, batch) == epochs
+    assert epochs * budget.steps_per_epoch(rows, batch) == steps
 
 
 def test_a_small_table_gets_enough_steps_and_iris_no_longer_stops_at_120():
     # Issue 13: 60 epochs of 120 rows at batch 64 was 120 optimizer steps.
-    per_epoch = budget.steps_per_epoch(96, 256)
-    assert budget.epoch_budget(96, 256) * per_epoch >= budget.MIN_STEPS
+    batch = budget.batch_size(96, 256)
+    assert budget.epoch_budget(96, batch) * budget.steps_per_epoch(96, batch) >= budget.MIN_STEPS
+
+
+def test_a_small_table_trains_in_smaller_batches_but_never_larger_than_asked():
+    assert budget.batch_size(96, 256) == 32  # 3 steps an epoch, not 1
+    assert budget.batch_size(365, 256) == 64
+    assert budget.batch_size(365, 16) == 16  # a smaller batch asked for is kept
+    assert budget.batch_size(5_000, 256) == 256
+    assert budget.batch_size(10, 256) == 32  # one step an epoch: nothing smaller helps
 
 
 def test_an_explicit_epoch_count_wins():

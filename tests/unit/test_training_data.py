@@ -404,4 +404,3 @@ def test_a_last_line_without_line_end_whose_class_is_known_is_kept():
 
     assert data.classes == ["setosa", "versicolor", "virginica"]
     assert len(data.y) == len(IRIS_ROWS) + 1
-

@@ -111,6 +111,8 @@ class TrainingSection(_Section):
     """
 
     epochs: int | None = Field(default=None, gt=0, le=10_000)
+    # Rows per optimizer step; a table with fewer than 4 batches' worth of training rows
+    # trains in smaller ones, a power of two of at least 32 rows (training.budget).
     batch_size: int = Field(default=256, gt=0, le=65_536)
     learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
     # constant, or cosine: from learning_rate down to a tenth of it over the whole training.
