@@ -454,6 +454,14 @@ class TrainingLoop:
             elapsed = max(now - started, 1e-9)
             running = done + (torch.stack(pending).tolist() if pending else [])
             loss = sum(running) / len(running) if running else (losses[-1] if losses else None)
+            left = self.total_steps - global_step
+            if self.early_stopping and not finished:
+                # The budget is an upper bound: early stopping ends training once `patience`
+                # epochs bring nothing better, so that is as long as it can take from here
+                # unless an epoch improves (the estimate then moves out again).
+                left = min(
+                    left, (self.patience - bad_epochs) * self.steps_per_epoch - step_in_epoch
+                )
             return Progress(
                 epoch=epoch,
                 epochs=epochs,
@@ -461,7 +469,7 @@ class TrainingLoop:
                 steps=self.total_steps,
                 loss=loss,
                 samples_per_second=samples / elapsed,
-                eta_seconds=(self.total_steps - global_step) * elapsed / ran if ran else None,
+                eta_seconds=max(0, left) * elapsed / ran if ran else None,
             )
 
         self.network.train()
