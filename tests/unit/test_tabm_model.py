@@ -213,3 +213,23 @@ def test_the_network_trains_under_bfloat16_autocast():
     assert all(np.isfinite(trained.losses)) and trained.losses[-1] < trained.losses[0]
     assert trained.network.output.weight.dtype == torch.float32
     assert np.isfinite(predict(trained.network, x)).all()
+
+
+def test_a_table_of_categories_only_and_a_column_never_seen_train_and_export(tmp_path):
+    rng = np.random.default_rng(3)
+    codes = np.column_stack([rng.integers(0, 3, 60), rng.integers(0, 20, 60)]).astype(np.float32)
+    y = (codes[:, 0] == 1).astype(np.int64)
+    with reproducible(0):
+        categories_only = build_tabm(
+            "classification", codes, y, n_classes=2, category_counts={0: 3, 1: 20}
+        )
+    assert categories_only.numeric_embedding is None
+    empty = np.column_stack([codes[:, 0], np.full(60, np.nan, dtype=np.float32)])
+    with reproducible(0):
+        never_seen = build_tabm("classification", empty, y, n_classes=2, category_counts={0: 3})
+    assert never_seen.x_median.tolist() == [0.0] and never_seen.missing_columns.tolist() == [1]
+    for network, rows in ((categories_only, codes), (never_seen, empty)):
+        network.eval()
+        path = export_onnx(network, rows, tmp_path / "model.onnx")
+        parity, _ = check_parity(path, network, rows)
+        assert parity.passed and np.isfinite(predict(network, rows)).all()
