@@ -197,3 +197,39 @@ def test_regression_has_nothing_to_calibrate():
         validation_rows=np.arange(60, 80),
     )
     assert trained.calibration is None and trained.network.temperature.item() == 1.0
+
+
+class TickClock:
+    """One second per reading: time passes only as the loop looks at it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_the_eta_counts_to_where_patience_would_stop_not_to_the_end_of_the_budget():
+    x, y = noisy_regression()
+    etas = {}
+    for early in (True, False):
+        reports: list = []
+        train_tabular(
+            x,
+            y,
+            task="regression",
+            n_classes=0,
+            model=ModelSection(family="mlp", hidden_layers=[8]),
+            training=TrainingSection(epochs=2000, batch_size=16, early_stopping=early),
+            rows=np.arange(60),
+            validation_rows=np.arange(60, 80),
+            stop=lambda reports=reports: len(reports) >= 10,  # ten reports are enough
+            on_progress=reports.append,
+            progress_seconds=0.0,
+            clock=TickClock(),
+        )
+        etas[early] = reports[5].eta_seconds
+    # 2,000 epochs of 4 steps, against a patience of 50 epochs (200 steps).
+    assert etas[True] is not None and etas[False] is not None
+    assert etas[True] * 30 < etas[False]
