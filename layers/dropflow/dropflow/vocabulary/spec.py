@@ -95,7 +95,7 @@ class ModelSection(_Section):
             if len(set(self.hidden_layers)) > 1:
                 raise ValueError(
                     f"hidden_layers: tabm's layers share one width, got {self.hidden_layers}; "
-                    "write e.g. [128, 128]"
+                    "write e.g. [128, 128], or add `family: mlp` for the MLP of earlier versions"
                 )
         return self
 
