@@ -1,4 +1,4 @@
-"""What a family's reading gives the job (training.split cuts it into parts, by index).
+"""What a family's reading gives the job, and the seeded train/holdout split of it.
 
 Whatever the kind of data (training.families), a dataset becomes examples: one input row per
 example, in the graph's own dtype (`x`: float32 columns for tables), and one target per row
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dropflow.errors import UserInputError
 from dropflow.vocabulary.card import Feature, Task
 
 
@@ -36,4 +37,57 @@ class Examples:
         return len(self.classes) if self.classes is not None else 0
 
 
-__all__ = ["Examples"]
+@dataclass(frozen=True)
+class Split:
+    """Training and holdout rows, as the network eats them (the graph's input dtype)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_holdout: np.ndarray
+    y_holdout: np.ndarray
+
+
+def holdout_mask(
+    task: Task, y: np.ndarray, n_classes: int, holdout_fraction: float, seed: int
+) -> np.ndarray:
+    """Which rows are held out (bool [rows]): seeded, stratified by class for classification.
+
+    Every class with at least two rows has at least one in each part. Raises UserInputError
+    when there are too few rows.
+    """
+    n = len(y)
+    # One permutation of all rows, then each class takes its first rows in that order: which
+    # rows are held out depends on the seed and the rows, not on how the labels sort.
+    order = np.random.default_rng(seed).permutation(n)
+    if task == "classification":
+        groups = [order[y[order] == c] for c in range(n_classes)]
+    else:
+        groups = [order]
+    holdout_parts = []
+    for group in groups:
+        if len(group) < 2:
+            continue  # a lone example is worth more in training than as a 1-row holdout
+        size = min(max(1, round(len(group) * holdout_fraction)), len(group) - 1)
+        holdout_parts.append(group[:size])
+    holdout = np.sort(np.concatenate(holdout_parts)) if holdout_parts else np.array([], int)
+    is_holdout = np.zeros(n, dtype=bool)
+    is_holdout[holdout] = True
+    if not is_holdout.any() or is_holdout.all():
+        raise UserInputError(
+            f"too few rows ({n}) to train and hold out {holdout_fraction:.0%} for evaluation"
+        )
+    return is_holdout
+
+
+def split(examples: Examples, holdout_fraction: float, seed: int) -> Split:
+    """The seeded train/holdout split of `examples` (see holdout_mask); rows keep their dtype."""
+    held = holdout_mask(examples.task, examples.y, examples.n_classes, holdout_fraction, seed)
+    return Split(
+        x_train=examples.x[~held],
+        y_train=examples.y[~held],
+        x_holdout=examples.x[held],
+        y_holdout=examples.y[held],
+    )
+
+
+__all__ = ["Examples", "Split", "holdout_mask", "split"]

@@ -9,8 +9,9 @@ the job index the one matrix the family read):
   the probabilities calibrated on them (training.loop);
 - train: the rest, what the optimizer sees.
 
-Both cuts are seeded and stratified by class for classification, so that the same data and
-seed give the same parts; which rows are held out does not depend on the validation cut.
+Both cuts are seeded and stratified by class for classification (training.examples.holdout_mask,
+which the quality benchmark also reproduces the holdout with), so that the same data and seed
+give the same parts; which rows are held out does not depend on the validation cut.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dropflow.errors import UserInputError
-from dropflow.vocabulary.card import Task
-from training.examples import Examples
+from training.examples import Examples, holdout_mask
 
 # Validation beyond this many rows tells early stopping nothing more: the rest trains.
 MAX_VALIDATION_ROWS = 50_000
@@ -45,43 +45,6 @@ class Split:
     holdout: np.ndarray
 
 
-def stratified_sample(
-    task: Task,
-    y: np.ndarray,
-    n_classes: int,
-    fraction: float,
-    seed: int | list[int],
-    *,
-    limit: int | None = None,
-) -> np.ndarray:
-    """Which of the rows `y` describes are drawn (bool [rows]): seeded, stratified by class for
-    classification, at most `limit` rows in all (classes keep their shares).
-
-    Every class with at least two rows keeps at least one row on each side; a lone example
-    stays undrawn (it is worth more in training than as a one-row sample).
-    """
-    n = len(y)
-    # One permutation of all rows, then each class takes its first rows in that order: which
-    # rows are drawn depends on the seed and the rows, not on how the labels sort.
-    order = np.random.default_rng(seed).permutation(n)
-    if limit is not None and n * fraction > limit:
-        fraction = limit / n
-    if task == "classification":
-        groups = [order[y[order] == c] for c in range(n_classes)]
-    else:
-        groups = [order]
-    parts = []
-    for group in groups:
-        if len(group) < 2:
-            continue
-        size = min(max(1, round(len(group) * fraction)), len(group) - 1)
-        parts.append(group[:size])
-    drawn = np.zeros(n, dtype=bool)
-    if parts:
-        drawn[np.concatenate(parts)] = True
-    return drawn
-
-
 def split(
     examples: Examples,
     holdout_fraction: float,
@@ -95,23 +58,19 @@ def split(
     rows (fewer than MIN_ROWS_FOR_VALIDATION), or `validation_fraction` 0, validation is empty.
     """
     task, y, n_classes = examples.task, examples.y, examples.n_classes
-    held = stratified_sample(task, y, n_classes, holdout_fraction, seed)
-    if not held.any() or held.all():
-        raise UserInputError(
-            f"too few rows ({len(y)}) to train and hold out {holdout_fraction:.0%} for evaluation"
-        )
+    # The holdout is training.examples' own (the quality benchmark reproduces it with it).
+    held = holdout_mask(task, y, n_classes, holdout_fraction, seed)
     holdout = np.flatnonzero(held)
     rest = np.flatnonzero(~held)
     validation = np.array([], dtype=np.int64)
     if validation_fraction > 0 and len(rest) >= MIN_ROWS_FOR_VALIDATION:
-        chosen = stratified_sample(
-            task,
-            y[rest],
-            n_classes,
-            validation_fraction,
-            [seed, _VALIDATION_STREAM],
-            limit=MAX_VALIDATION_ROWS,
-        )
+        fraction = min(validation_fraction, MAX_VALIDATION_ROWS / len(rest))
+        # The same stratified draw over the training part, from a generator of its own.
+        stream = [seed, _VALIDATION_STREAM]
+        try:
+            chosen = holdout_mask(task, y[rest], n_classes, fraction, stream)  # type: ignore[arg-type]
+        except UserInputError:  # no class with two rows to spare: train on them all
+            chosen = np.zeros(len(rest), dtype=bool)
         validation, rest = rest[chosen], rest[~chosen]
     return Split(
         train=rest.astype(np.int64),
@@ -136,5 +95,4 @@ __all__ = [
     "Split",
     "fitting_rows",
     "split",
-    "stratified_sample",
 ]

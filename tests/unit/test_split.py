@@ -129,3 +129,12 @@ def test_too_few_rows_to_hold_out_is_an_error():
     data = classification(1, ["a", "b"])
     with pytest.raises(UserInputError, match="too few rows"):
         split(data.examples(), 0.2, 0)
+
+
+def test_classes_too_small_to_spare_a_row_give_no_validation():
+    # 20 training rows in 20 classes: a validation row would be a class's only example.
+    y = np.repeat(np.arange(20), 2)
+    x = np.zeros((40, 1), dtype=np.float32)
+    examples = Examples("classification", "t", x, y, list(range(20)), [], [])
+    parts = split(examples, 0.5, 0, validation_fraction=0.2)
+    assert len(parts.holdout) == 20 and len(parts.validation) == 0 and len(parts.train) == 20

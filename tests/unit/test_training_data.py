@@ -14,6 +14,7 @@ from dropflow.vocabulary.spec import Spec, load_spec
 from tests.unit.fakes import MemoryStore
 from training import data as data_module
 from training.data import Column, Dataset, load_dataset
+from training.examples import split
 
 MODEL = "m"
 
@@ -404,3 +405,71 @@ def test_a_last_line_without_line_end_whose_class_is_known_is_kept():
 
     assert data.classes == ["setosa", "versicolor", "virginica"]
     assert len(data.y) == len(IRIS_ROWS) + 1
+
+
+# --------------------------------------------------------------------------- split
+def classification(n_per_class: int, classes: list) -> Dataset:
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(len(classes)), n_per_class)
+    x = rng.normal(size=(len(y), 3))
+    return Dataset(
+        task="classification",
+        target="t",
+        features=["a", "b", "c"],
+        x=x,
+        y=y,
+        classes=classes,
+        sources=[],
+        dropped_rows=0,
+    )
+
+
+def test_the_split_is_the_same_for_the_same_seed_and_differs_for_another():
+    data = classification(50, ["a", "b"]).examples()
+    first, again, other = split(data, 0.2, 0), split(data, 0.2, 0), split(data, 0.2, 1)
+    assert np.array_equal(first.x_holdout, again.x_holdout)
+    assert not np.array_equal(first.x_holdout, other.x_holdout)
+
+
+def test_the_split_is_stratified():
+    data = classification(50, ["a", "b", "c"])
+    parts = split(data.examples(), 0.2, 0)
+    assert np.bincount(parts.y_holdout).tolist() == [10, 10, 10]
+    assert len(parts.y_train) == 120
+
+
+def test_the_held_out_rows_do_not_depend_on_how_labels_sort():
+    data = classification(40, ["a", "b"])
+    relabelled = Dataset(**{**data.__dict__, "y": 1 - data.y, "classes": ["b", "a"]})
+    assert np.array_equal(
+        split(data.examples(), 0.2, 0).x_holdout, split(relabelled.examples(), 0.2, 0).x_holdout
+    )
+
+
+def test_the_split_keeps_missing_numbers_and_category_codes_for_the_network():
+    x = np.column_stack(
+        [np.arange(10.0), [1, np.nan, 3, 4, 5, np.nan, 7, 8, 9, 10], np.arange(10) % 3]
+    )
+    data = Dataset(
+        task="regression",
+        target="t",
+        features=["row", "a", "c"],
+        x=x,
+        y=np.arange(10.0),
+        classes=None,
+        sources=[],
+        dropped_rows=0,
+        columns=(Column("row"), Column("a"), Column("c", "category", ("p", "q", "r"))),
+    )
+    parts = split(data.examples(), 0.3, 0)
+    assert parts.x_train.dtype == parts.x_holdout.dtype == np.float32
+    together = np.concatenate([parts.x_train, parts.x_holdout])
+    rows = together[:, 0].astype(int)
+    # The network fills missing numbers (training.model); the split only moves rows.
+    np.testing.assert_array_equal(together, x[rows].astype(np.float32))
+
+
+def test_too_few_rows_to_hold_out_is_an_error():
+    data = classification(1, ["a", "b"])
+    with pytest.raises(UserInputError, match="too few rows"):
+        split(data.examples(), 0.2, 0)
