@@ -13,8 +13,8 @@ from dropflow.records.jobs import Attempt, Job, JobState, JobStore
 from dropflow.vocabulary.card import Task
 from dropflow.vocabulary.names import new_job_id
 from dropflow.vocabulary.spec import ModelSection, TrainingSection
+from training.families.tabular import build_tabular_network
 from training.loop import Trained, train
-from training.model import build_network
 
 
 def launched_job(
@@ -41,7 +41,7 @@ def launched_job(
     return job_id
 
 
-def train_mlp(
+def train_tabular(
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -52,16 +52,16 @@ def train_mlp(
     category_counts: Mapping[int, int] | None = None,
     **loop_options: Any,
 ) -> Trained:
-    """training.loop.train on (x, y) with the tabular family's network, built as the job builds
-    it (training.families.tabular); `loop_options` go to the TrainingLoop."""
+    """training.loop.train on (x, y) with the tabular family's network that `model` names
+    (family mlp or tabm), built as the job builds it (training.families.tabular);
+    `loop_options` go to the TrainingLoop (rows, validation_rows, sink, stop, resume...)."""
     return train(
-        lambda: build_network(
+        lambda: build_tabular_network(
             task,
             x,
             y,
             n_classes=n_classes,
-            hidden_layers=model.hidden_layers,
-            dropout=model.dropout,
+            model=model,
             category_counts=category_counts,
         ),
         x,

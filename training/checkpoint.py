@@ -19,7 +19,14 @@ with `torch.load(weights_only=True)` (no pickled code runs on load):
                       progress (replaying it gives that epoch's permutation); ranks: per rank,
                       torch CPU, CUDA (the rank's own device, or None), numpy and python
                       `random` states
-    history           loss and score per completed epoch; step_losses of the epoch in progress
+    history           loss, score and validation loss per completed epoch; step_losses of
+                      the epoch in progress
+    early_stopping    best: the weights (a state_dict) of the epoch with the lowest validation
+                      loss so far, or None; best_loss, best_epoch (1-based); bad: epochs since
+                      it; stopping: early stopping has ended the epochs
+    finished          training is over: the best weights are restored and the temperature
+                      fitted (a resume returns the network as it is)
+    calibration       [validation log loss before, after] the temperature was fitted, or None
     training_seconds  seconds of training so far, over every attempt
     data_version      hash of the dataset files read (keys and ETags), as the launcher computes it
     spec_hash         hash of the effective spec (dropflow.vocabulary.spec.spec_hash)
@@ -57,7 +64,9 @@ from dropflow.vocabulary.digests import sha256_hex
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+# 2: early stopping, the finished state and the head's temperature. A format 1 checkpoint
+# (from before them) is not resumed: its job trains again from the first step.
+FORMAT = 2
 KEEP = 2  # checkpoints kept per job: the latest, and one to fall back to
 MANIFEST = "manifest.json"
 _STEP_KEY = re.compile(r"step-(\d{9,})\.pt")
@@ -70,6 +79,8 @@ _REQUIRED = (
     "global_step",
     "rng",
     "history",
+    "early_stopping",
+    "finished",
     "data_version",
     "spec_hash",
     "saved_at",

@@ -1,10 +1,11 @@
 """One training job attempt, start to publish: what `python -m training` runs on the instance.
 
-running -> read spec and data -> split -> resume from the job's last checkpoint when it fits
--> train (checkpoints, heartbeats, a stop check at every step) -> evaluate -> exporting ->
-ONNX export and parity -> publish models/<model>/<version>/{model.onnx, reference.npz,
-curve.png, card.json}, recording the version and the sha256 of model.onnx, reference.npz and
-card.json on the job before card.json is written -> published.
+running -> read spec and data -> split (train / validation / holdout, by index) -> resume
+from the job's last checkpoint when it fits -> train (checkpoints, heartbeats, a stop check at
+every step; early stopping, best weights, calibration) -> evaluate -> exporting -> ONNX export
+and parity -> publish models/<model>/<version>/{model.onnx, reference.npz, curve.png,
+card.json}, recording the version and the sha256 of model.onnx, reference.npz and card.json on
+the job before card.json is written -> published.
 
 The spec's family (training.families) reads the data, builds the network, describes the
 graph's input for the card and exports the graph; every other stage here is the same for
@@ -57,7 +58,6 @@ from training import heartbeat as heartbeats
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
 from training.curve import CURVE_FILE, training_curve
 from training.distributed import Placement, place, release
-from training.examples import split
 from training.export import check_parity, reference_npz
 from training.families import family_for
 from training.heartbeat import Heartbeat
@@ -66,6 +66,7 @@ from training.loop import Score, train
 from training.metrics import evaluate, task_metrics
 from training.network import TaskNetwork, predict
 from training.reading import ReadMeter
+from training.split import fitting_rows, split
 from training.stop import StopRequest, Watcher
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,25 @@ def train_and_publish(
             job.data_version,
         )
     loaded = clock()
-    parts = split(examples, spec.training.holdout_fraction, spec.training.seed)
+    parts = split(
+        examples,
+        spec.training.holdout_fraction,
+        spec.training.seed,
+        validation_fraction=spec.training.validation_fraction,
+    )
+    # Indices into the one matrix: only the holdout (for the card and parity) and the rows the
+    # preprocessing is fitted on are copied out of it.
+    x_holdout, y_holdout = examples.x[parts.holdout], examples.y[parts.holdout]
+    # The card counts every row that is not held out as a training row (validation included:
+    # it shaped the model), and the majority/mean baseline learns from them.
+    y_train = examples.y[np.concatenate([parts.train, parts.validation])]
+    fit = fitting_rows(parts.train, spec.training.seed)
+    log.info(
+        "split: %d training, %d validation, %d holdout rows",
+        len(parts.train),
+        len(parts.validation),
+        len(parts.holdout),
+    )
 
     checkpoints = CheckpointStore(store, model, lineage) if main else None
     resumed = _resume_point(checkpoints) if checkpoints is not None else None
@@ -247,14 +266,16 @@ def train_and_publish(
         heartbeat.stage("training")
     log.info("training on %s", placement.description)
     trained = train(
-        lambda: family.build(examples, parts.x_train, parts.y_train, spec),
-        parts.x_train,
-        parts.y_train,
+        lambda: family.build(examples, examples.x[fit], examples.y[fit], spec),
+        examples.x,
+        examples.y,
+        rows=parts.train,
+        validation_rows=parts.validation,
         training=spec.training,
         placement=placement,
         sink=checkpoints,
         stop=stop,
-        score=_holdout_score(examples.task, primary, parts.x_holdout, parts.y_holdout),
+        score=_holdout_score(examples.task, primary, x_holdout, y_holdout),
         on_progress=heartbeat.progress if heartbeat is not None else None,
         progress_seconds=heartbeats.HEARTBEAT_SECONDS,
         resume=resume,
@@ -274,9 +295,9 @@ def train_and_publish(
     metrics = evaluate(
         examples.task,
         primary,
-        predict(network, parts.x_holdout),
-        parts.y_train,
-        parts.y_holdout,
+        predict(network, x_holdout),
+        y_train,
+        y_holdout,
         examples.n_classes,
     )
     log.info(
@@ -292,8 +313,8 @@ def train_and_publish(
     jobs.transition(job.job_id, JobState.EXPORTING)
     heartbeat.stage("exporting")
     with tempfile.TemporaryDirectory(prefix="dropflow-export-") as tmp:
-        onnx_path = family.export(network, parts.x_holdout, Path(tmp) / MODEL_FILE)
-        parity, reference = check_parity(onnx_path, network, parts.x_holdout)
+        onnx_path = family.export(network, x_holdout, Path(tmp) / MODEL_FILE)
+        parity, reference = check_parity(onnx_path, network, x_holdout)
         curve = training_curve(
             trained.losses, trained.scores, primary, title=f"{model} ({job.job_id})"
         )
@@ -308,7 +329,7 @@ def train_and_publish(
         )
         model_bytes = onnx_path.stat().st_size
         digests = {MODEL_FILE: file_sha256_hex(onnx_path)}
-    reference_bytes = reference_npz(network, parts.x_holdout, reference, target=parts.y_holdout)
+    reference_bytes = reference_npz(network, x_holdout, reference, target=y_holdout)
     store.put(
         artifact_key(model, version, REFERENCE_FILE),
         reference_bytes,
@@ -357,17 +378,36 @@ def train_and_publish(
             "device": placement.description,
             "world_size": placement.world_size,
             "epochs": len(trained.losses),
+            "epoch_budget": trained.steps // max(1, trained.steps_per_epoch),
             "steps": trained.step,
+            "rows": {
+                "train": len(parts.train),
+                "validation": len(parts.validation),
+                "holdout": len(parts.holdout),
+            },
+            # Early stopping and calibration (training.loop): the epoch whose weights were
+            # kept, and the validation log loss before and after the temperature was fitted.
+            "best_epoch": trained.best_epoch,
+            "stopped_early": trained.stopped_early,
+            "temperature": round(float(network.temperature), 6),
+            "calibration": None
+            if trained.calibration is None
+            else {
+                "log_loss_before": round(trained.calibration[0], 6),
+                "log_loss_after": round(trained.calibration[1], 6),
+            },
             "resumed_from_step": trained.resumed_from,
             "training_seconds": round(trained.training_seconds, 3),
             "samples_per_second": round(trained.samples_per_second, 1),
             "checkpoints": trained.checkpoints,
             "checkpoint_seconds": round(trained.checkpoint_seconds, 3),
             "data_version": lineage.data_version,
-            # Per epoch, what curve.png draws: mean training loss, holdout primary metric.
+            # Per epoch, what curve.png draws: mean training loss, holdout primary metric;
+            # and the validation loss early stopping watched.
             "history": {
                 "loss": [round(v, 6) for v in trained.losses],
                 primary: [round(v, 6) for v in trained.scores],
+                "validation_loss": [round(v, 6) for v in trained.validation_losses],
             },
         },
     )

@@ -1,8 +1,24 @@
-"""The training loop: Adam on shuffled mini-batches; reproducible, resumable, CPU, GPU or DDP.
+"""The training loop: AdamW on shuffled mini-batches, early stopping on validation rows, the
+best weights restored and the probabilities calibrated; reproducible, resumable, CPU, GPU or
+DDP.
 
 It trains any family's network (training.network.TaskNetwork) on its input rows: the loss is
 the task's (cross-entropy on the logits, or the mean squared error in standardised target
-units), never the family's, so a new family needs nothing here.
+units), never the family's, so a new family needs nothing here. A network whose scores have a
+submodel axis ([batch, k, ...]: an ensemble in one network) has each submodel trained on the
+batch: the loss is the mean over the k of them.
+
+How long: `training.epochs` when the spec sets it, else a budget that scales with the data
+(training.budget). The rows are indices into one matrix (training.split): the loop never
+copies it. After every epoch the main rank computes the loss of the validation rows (of the
+averaged prediction, as the graph will answer: the error rate, then the log loss once the
+temperature is fitted; for regression the mean squared error); with `training.early_stopping`,
+training ends once it has not improved for training.budget.patience epochs, and the weights
+of the best epoch are put back. Then, for classification, the temperature of the head is
+fitted to the validation rows (TaskNetwork.calibrate): the exported graph carries it. The
+best weights so far, the early-stopping counters and whether calibration is done are in every
+checkpoint, so a resumed run stops at the same epoch with the same weights as an
+uninterrupted one.
 
 Same data + same spec + same seed gives the same weights, hence the same holdout metrics: the
 seed drives the weight init and the batch order, deterministic algorithms are required, and on
@@ -20,7 +36,8 @@ When it checkpoints (`checkpoint_seconds`, from the spec's training.checkpoint_i
 - at the end of an epoch, unless the last checkpoint cost more than EPOCH_CHECKPOINT_SHARE of
   the time since it: epochs of milliseconds are not worth a checkpoint each, and this keeps
   checkpointing under ~5 % of the wall time while long epochs still get one each;
-- at the end of training (so an attempt interrupted while exporting does not train again);
+- at the end of training, after the best weights were restored and the temperature fitted
+  (`finished`: an attempt interrupted while exporting neither trains nor calibrates again);
 - at once when `stop` says so, after which the loop returns with `completed=False`.
 
 Several ranks (torchrun): every global batch is the same permutation slice on every rank, and
@@ -46,9 +63,10 @@ from torch import nn
 
 from dropflow.errors import UserInputError
 from dropflow.vocabulary.spec import TrainingSection
+from training import budget
 from training.checkpoint import capture_rng, restore_rng
 from training.distributed import Placement
-from training.network import TaskNetwork
+from training.network import TaskNetwork, fit_temperature
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +75,8 @@ log = logging.getLogger(__name__)
 EPOCH_CHECKPOINT_SHARE = 0.05
 # Cosine decay ends at this fraction of the spec's learning rate.
 COSINE_FLOOR = 0.1
+# Validation rows scored per forward pass (bounds the memory of an ensemble's scores).
+_EVAL_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -97,12 +117,18 @@ class Trained:
     scores: list[float] = field(default_factory=list)  # score() per epoch, when given one
     completed: bool = True  # False: stopped early (a checkpoint was handed to the sink)
     step: int = 0  # optimizer steps taken since the job began
-    steps: int = 0  # optimizer steps of the whole training
+    steps: int = 0  # optimizer steps of the whole budget (training.budget)
+    steps_per_epoch: int = 1
     resumed_from: int | None = None  # the step this run resumed from
     checkpoints: int = 0  # checkpoints handed to the sink by this run
     checkpoint_seconds: float = 0.0  # time spent in them
     samples: int = 0  # training rows processed by this run, all ranks together
     training_seconds: float = 0.0  # time in the loop over every attempt of the job
+    validation_losses: list[float] = field(default_factory=list)  # per epoch, when validated
+    best_epoch: int | None = None  # 1-based epoch whose weights the network has
+    stopped_early: bool = False  # early stopping ended training before the budget
+    # Validation log loss before and after the temperature was fitted (classification).
+    calibration: tuple[float, float] | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -159,9 +185,12 @@ def _stop_check(stop: StopCheck | Any | None) -> StopCheck:
 class TrainingLoop:
     """One run of the optimisation of `network` on the training rows, as the spec says.
 
-    `y_train` holds class indices (classification) or target values (regression). The
-    network must be freshly built (seeded); `resume`, a checkpoint dict, carries it on
-    from where that checkpoint was taken (it must come from the same data and spec).
+    `y_train` holds class indices (classification) or target values (regression). `rows`
+    (default: all) are the indices of the rows of `x_train` and `y_train` to train on, and
+    `validation_rows` (default: none) those early stopping and calibration use; neither is
+    copied out of the matrix. The network must be freshly built (seeded); `resume`, a
+    checkpoint dict, carries it on from where that checkpoint was taken (it must come from the
+    same data and spec).
     `sink` receives checkpoints (main rank only), `stop` is polled at every step boundary,
     `score(network)` runs on the main rank after every epoch (e.g. the holdout metric), and
     `on_progress` is called on the main rank every `progress_seconds`.
@@ -178,6 +207,8 @@ class TrainingLoop:
         y_train: np.ndarray,
         *,
         training: TrainingSection,
+        rows: np.ndarray | None = None,
+        validation_rows: np.ndarray | None = None,
         placement: Placement | None = None,
         sink: CheckpointSink | None = None,
         checkpoint_seconds: float | None = None,
@@ -205,6 +236,8 @@ class TrainingLoop:
         self.resume = resume
 
         device = self.placement.device
+        # as_input copies nothing when the matrix is already float32 and contiguous, nor does
+        # as_tensor, nor .to() on the CPU: the loop indexes the caller's matrix.
         self.x = torch.as_tensor(network.as_input(x_train)).to(device)
         if network.task == "classification":
             self.y = torch.as_tensor(y_train, dtype=torch.int64).to(device)
@@ -214,14 +247,23 @@ class TrainingLoop:
             standard = network.standardised(y_train)
             self.y = torch.as_tensor(standard, dtype=torch.float32).unsqueeze(1).to(device)
             self.loss_fn = nn.MSELoss(reduction=self._reduction)
-        self.optimizer = torch.optim.Adam(
+        every_row = np.arange(len(self.x), dtype=np.int64)
+        self.rows = torch.as_tensor(every_row if rows is None else np.asarray(rows, np.int64))
+        self.validation_rows = torch.as_tensor(
+            np.asarray([] if validation_rows is None else validation_rows, dtype=np.int64)
+        )
+        self.optimizer = torch.optim.AdamW(
             self.network.parameters(),
             lr=training.learning_rate,
             weight_decay=training.weight_decay,
         )
-        self.n = len(self.x)
-        self.steps_per_epoch = max(1, math.ceil(self.n / training.batch_size))
-        self.total_steps = training.epochs * self.steps_per_epoch
+        self.n = len(self.rows)
+        self.batch_size = budget.batch_size(self.n, training.batch_size)
+        self.epochs = budget.epoch_budget(self.n, self.batch_size, training.epochs)
+        self.patience = budget.patience(self.n, self.batch_size)
+        self.early_stopping = training.early_stopping and len(self.validation_rows) > 0
+        self.steps_per_epoch = budget.steps_per_epoch(self.n, self.batch_size)
+        self.total_steps = self.epochs * self.steps_per_epoch
         schedule, total = training.lr_schedule, self.total_steps
         self.schedules = schedule != "constant"
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -233,12 +275,53 @@ class TrainingLoop:
         # One rank: the batch mean. Several: a rank's sum, scaled in run() (module docstring).
         return "sum" if self.placement.distributed else "mean"
 
+    def _loss(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The task's loss; with a submodel axis, the mean of the submodels' losses."""
+        if scores.dim() != 3:
+            return self.loss_fn(scores, target)
+        members = scores.shape[1]
+        if self.network.task == "classification":
+            loss = self.loss_fn(scores.flatten(0, 1), target.repeat_interleave(members))
+        else:
+            loss = self.loss_fn(scores, target[:, None, :].expand(-1, members, -1))
+        # A sum (several ranks) counts each row k times: back to one row's worth.
+        return loss / members if self._reduction == "sum" else loss
+
+    def _validation_scores(self) -> torch.Tensor:
+        """The network's scores() of the validation rows (eval mode, float32, on the CPU)."""
+        self.network.eval()
+        device = self.placement.device
+        parts = []
+        with torch.inference_mode():
+            for chunk in self.validation_rows.split(_EVAL_BATCH):
+                parts.append(self.network.scores(self.x[chunk.to(device)]).float().cpu())
+        self.network.train()
+        return torch.cat(parts)
+
+    def _validation_key(self, scores: torch.Tensor) -> list[float]:
+        """What early stopping minimises, from the validation rows' scores (compared as a
+        list, first element first): for classification the error rate of the averaged
+        prediction, then its log loss once the temperature is fitted (the answers as they will
+        be served: an epoch is not judged worse for a confidence that calibration takes back);
+        for regression the mean squared error of the averaged prediction in standardised
+        target units."""
+        target = self.y[self.validation_rows.to(self.y.device)].cpu()
+        if self.network.task == "classification":
+            mean = torch.softmax(scores.double(), dim=-1)
+            mean = mean.mean(dim=1) if mean.dim() == 3 else mean
+            error = float((mean.argmax(dim=1) != target).double().mean())
+            loss = fit_temperature(scores, target)[2]
+            return [error, loss]
+        values = scores.mean(dim=1) if scores.dim() == 3 else scores
+        return [float(((values.double() - target.double()) ** 2).mean())]
+
     # ------------------------------------------------------------------ the run
     def run(self) -> Trained:
-        """Train to the last epoch, or until `stop` says so; see Trained."""
+        """Train to the end of the budget or to early stopping, or until `stop` says so;
+        see Trained."""
         started = self.clock()
         p = self.placement
-        epochs, batch = self.training.epochs, self.training.batch_size
+        epochs, batch = self.epochs, self.batch_size
         order = torch.Generator().manual_seed(self.training.seed)
 
         epoch = step_in_epoch = global_step = 0
@@ -247,6 +330,14 @@ class TrainingLoop:
         done: list[float] = []  # global mean loss of each finished step of this epoch
         prior_seconds = 0.0
         resumed_from: int | None = None
+        # Early stopping (main rank): validation loss per epoch, the best one's epoch (1-based)
+        # and weights, epochs since it; `stopping`: the last epoch was the last one.
+        validation: list[float] = []
+        best: dict[str, torch.Tensor] | None = None
+        best_key: list[float] = [math.inf]
+        best_epoch, bad_epochs = 0, 0
+        stopping = finished = False
+        calibration: tuple[float, float] | None = None
         if self.resume is not None:
             state = self.resume
             if int(state["steps_per_epoch"]) != self.steps_per_epoch:
@@ -273,6 +364,16 @@ class TrainingLoop:
             losses, scores = list(history["loss"]), list(history["score"])
             done = list(history["step_losses"])
             prior_seconds = float(state.get("training_seconds", 0.0))
+            early = state.get("early_stopping") or {}
+            validation = list(history.get("validation", []))
+            if early.get("best") is not None:
+                best = {k: v.to(p.device) for k, v in early["best"].items()}
+            best_key = [float(v) for v in early.get("best_key", [math.inf])]
+            best_epoch, bad_epochs = int(early.get("best_epoch", 0)), int(early.get("bad", 0))
+            stopping = bool(early.get("stopping", False))
+            finished = bool(state.get("finished", False))
+            if state.get("calibration") is not None:
+                calibration = tuple(state["calibration"])  # type: ignore[assignment]
 
         # One process calls scores() directly: a wrapper module's __call__ costs a few
         # percent of a small network's step.
@@ -294,6 +395,7 @@ class TrainingLoop:
         checkpoints, checkpoint_seconds = 0, 0.0
         samples = 0
         completed = True
+        rows_on_device = self.rows.to(p.device)
 
         def reduce_pending() -> None:
             if pending:
@@ -326,7 +428,17 @@ class TrainingLoop:
                             "loss": list(losses),
                             "score": list(scores),
                             "step_losses": list(done),
+                            "validation": list(validation),
                         },
+                        "early_stopping": {
+                            "best": best,
+                            "best_key": list(best_key),
+                            "best_epoch": best_epoch,
+                            "bad": bad_epochs,
+                            "stopping": stopping,
+                        },
+                        "finished": finished,
+                        "calibration": None if calibration is None else list(calibration),
                         "training_seconds": prior_seconds + (began - started),
                     }
                 )
@@ -342,6 +454,14 @@ class TrainingLoop:
             elapsed = max(now - started, 1e-9)
             running = done + (torch.stack(pending).tolist() if pending else [])
             loss = sum(running) / len(running) if running else (losses[-1] if losses else None)
+            left = self.total_steps - global_step
+            if self.early_stopping and not finished:
+                # The budget is an upper bound: early stopping ends training once `patience`
+                # epochs bring nothing better, so that is as long as it can take from here
+                # unless an epoch improves (the estimate then moves out again).
+                left = min(
+                    left, (self.patience - bad_epochs) * self.steps_per_epoch - step_in_epoch
+                )
             return Progress(
                 epoch=epoch,
                 epochs=epochs,
@@ -349,14 +469,14 @@ class TrainingLoop:
                 steps=self.total_steps,
                 loss=loss,
                 samples_per_second=samples / elapsed,
-                eta_seconds=(self.total_steps - global_step) * elapsed / ran if ran else None,
+                eta_seconds=max(0, left) * elapsed / ran if ran else None,
             )
 
         self.network.train()
-        while epoch < epochs:
+        while epoch < epochs and not stopping and not finished:
             # The state before this epoch's draw: a checkpoint stores it, a resume replays it.
             epoch_order = order.get_state()
-            permutation = torch.randperm(self.n, generator=order).to(p.device)
+            permutation = rows_on_device[torch.randperm(self.n, generator=order).to(p.device)]
             batches = permutation.split(batch)
             for i in range(step_in_epoch, len(batches)):
                 # ---- step boundary
@@ -380,9 +500,9 @@ class TrainingLoop:
                     rows = rows.tensor_split(p.world_size)[p.rank]
                 if autocast is not None:
                     with torch.autocast(device_type=p.device.type, dtype=autocast):
-                        loss = self.loss_fn(module(self.x[rows]), self.y[rows])
+                        loss = self._loss(module(self.x[rows]), self.y[rows])
                 else:
-                    loss = self.loss_fn(module(self.x[rows]), self.y[rows])
+                    loss = self._loss(module(self.x[rows]), self.y[rows])
                 if p.distributed:
                     loss = loss * (p.world_size / size)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -415,18 +535,65 @@ class TrainingLoop:
                 self.network.eval()
                 scores.append(float(self.score(self.network)))
                 self.network.train()
-            if epoch % every == 0 or epoch == epochs:
+            if p.is_main and len(self.validation_rows):
+                key = self._validation_key(self._validation_scores())
+                validation.append(key[-1])
+                if key < best_key:
+                    best_key, best_epoch, bad_epochs = key, epoch, 0
+                    if self.early_stopping:
+                        best = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+                else:
+                    bad_epochs += 1
+                stopping = self.early_stopping and bad_epochs >= self.patience
+            if p.distributed:
+                (stopping,) = p.agree(stopping)
+            last = epoch == epochs or stopping
+            if epoch % every == 0 or last:
                 shown = f" score {scores[-1]:.4f}" if self.score is not None else ""
+                if validation:
+                    shown += f" validation loss {validation[-1]:.4f}"
                 log.info("epoch %d/%d loss %.4f%s", epoch, epochs, losses[-1], shown)
+            if stopping:
+                log.info(
+                    "early stopping: no better validation loss in %d epochs; best epoch %d (%.4f)",
+                    bad_epochs,
+                    best_epoch,
+                    best_key[-1],
+                )
             now = self.clock()
-            want = self.sink is not None and (
-                epoch == epochs
-                or checkpoint_cost is None
-                or checkpoint_cost <= EPOCH_CHECKPOINT_SHARE * (now - last_checkpoint)
+            want = (
+                self.sink is not None
+                and not last
+                and (
+                    checkpoint_cost is None
+                    or checkpoint_cost <= EPOCH_CHECKPOINT_SHARE * (now - last_checkpoint)
+                )
             )
             if p.distributed:
                 (want,) = p.agree(want)
             if want and saved_step != global_step:
+                checkpoint()
+
+        if completed and not finished:
+            # ---- the end: best weights back, temperature fitted, then one last checkpoint
+            if p.is_main and best is not None:
+                self.network.load_state_dict(best)
+            if p.is_main and len(self.validation_rows):
+                validation_scores = self._validation_scores()
+                target = self.y[self.validation_rows.to(self.y.device)].cpu()
+                calibration = self.network.calibrate(validation_scores, target)
+                if self.network.task == "classification":
+                    log.info(
+                        "calibrated on %d validation rows: temperature %.3f, log loss %.4f -> %.4f",
+                        len(self.validation_rows),
+                        self.network.temperature.item(),
+                        *calibration,
+                    )
+                else:
+                    calibration = None
+            finished = True
+            if self.sink is not None or p.distributed:
+                saved_step = None  # the finished state is new even at the same step
                 checkpoint()
 
         self.network.eval()
@@ -441,11 +608,16 @@ class TrainingLoop:
             completed=completed,
             step=global_step,
             steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
             resumed_from=resumed_from,
             checkpoints=checkpoints,
             checkpoint_seconds=checkpoint_seconds,
             samples=samples,
             training_seconds=prior_seconds + (ended - started),
+            validation_losses=validation,
+            best_epoch=best_epoch if best is not None else None,
+            stopped_early=stopping,
+            calibration=calibration,
         )
 
 

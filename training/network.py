@@ -2,17 +2,23 @@
 
 A family's network (training.families) computes `scores(x)` from the graph's input, with its
 preprocessing inside; this base class puts the task's head on top, the same for every family:
-- classification: forward() is softmax(scores), float32 [batch, n_classes] (`probabilities`);
+- classification: forward() is softmax(scores / temperature), float32 [batch, n_classes]
+  (`probabilities`); the temperature is 1 until calibrate() fits it on validation rows;
 - regression: scores are [batch, 1] in standardised target units and forward() is
   `scores * y_std + y_mean`, float32 [batch] in the target's units (`prediction`).
+An ensemble in one network (training.tabm_model) returns scores [batch, k, ...], one row per
+submodel: the loss trains every submodel on the batch, and forward() averages the k
+probabilities (or predictions), so the graph still answers one row per input row.
 forward() is exactly what the exported graph computes (dropflow.vocabulary.card). The loop
 trains on scores() (cross-entropy on logits, or the mean squared error in standardised units,
 which keeps Adam's default step sizes sensible whatever the target's scale), and the target's
-mean and std are buffers, so they are checkpointed and exported with the weights.
+mean and std and the temperature are buffers, so they are checkpointed and exported with the
+weights.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -36,16 +42,23 @@ class TaskNetwork(nn.Module):
         self.task = task
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
+        self.register_buffer("temperature", torch.ones(()))
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """What the loss sees: logits [batch, n_classes], or [batch, 1] standardised values."""
+        """What the loss sees: logits [batch, n_classes], or [batch, 1] standardised values;
+        an ensemble adds a submodel axis: [batch, k, n_classes] or [batch, k, 1]."""
         raise NotImplementedError(f"{type(self).__name__} must define scores()")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = self.scores(x)
+    def head(self, scores: torch.Tensor) -> torch.Tensor:
+        """What forward() makes of scores(): probabilities or predictions (module docstring)."""
         if self.task == "classification":
-            return torch.softmax(scores, dim=1)
-        return scores[:, 0] * self.y_std + self.y_mean
+            probabilities = torch.softmax(scores / self.temperature, dim=-1)
+            return probabilities.mean(dim=1) if probabilities.dim() == 3 else probabilities
+        values = scores.mean(dim=1) if scores.dim() == 3 else scores
+        return values[:, 0] * self.y_std + self.y_mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.scores(x))
 
     @property
     def output_name(self) -> str:
@@ -56,6 +69,20 @@ class TaskNetwork(nn.Module):
         """Store the training target's mean and std (regression): forward() undoes them."""
         self.y_mean.fill_(float(mean))
         self.y_std.fill_(float(std))
+
+    def calibrate(self, scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Fit the temperature to held-out rows (classification; a no-op for regression).
+
+        `scores` are this network's scores() of those rows (eval mode), `y` their class ids.
+        Temperature scaling: one number divides every logit before the softmax, chosen to
+        minimise the rows' log loss (fit_temperature). Returns (log loss before, after); the
+        temperature stays 1 unless that lowers it.
+        """
+        if self.task != "classification" or len(y) == 0:
+            return (math.nan, math.nan)
+        temperature, before, after = fit_temperature(scores, y)
+        self.temperature.fill_(temperature)
+        return before, after
 
     def standardised(self, y: np.ndarray) -> np.ndarray:
         """Regression targets in the units scores() predicts (float64)."""
@@ -74,6 +101,49 @@ class TaskNetwork(nn.Module):
         return np.ascontiguousarray(rows, dtype=self.input_dtype)
 
 
+def _mean_log_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> float:
+    probabilities = torch.softmax(logits / temperature, dim=-1)
+    if probabilities.dim() == 3:
+        probabilities = probabilities.mean(dim=1)
+    picked = probabilities.gather(1, target[:, None]).clamp_min(1e-15)
+    return float(-picked.log().mean())
+
+
+def fit_temperature(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """The temperature that minimises the log loss of softmax(scores / T) (averaged over a
+    submodel axis when there is one) on rows with class ids `y`: (T, log loss at T = 1, log
+    loss at T). T is 1 unless another value lowers the loss, and within [1/4, 20].
+
+    One number for all logits: the class ranking of a single model does not move, so neither
+    does its accuracy; for an ensemble the average of the submodels can move a little.
+    """
+    logits = scores.detach().double().cpu()
+    target = y.detach().cpu().long()
+    # A coarse grid of log T, then golden-section search around its best point: deterministic,
+    # and robust to a mean of softmaxes not being convex in T. Sharpening is bounded (T >= 1/4):
+    # a few rows that are all right would otherwise drive T towards 0, every answer certain.
+    low_end, high_end = math.log(0.25), math.log(20.0)
+    grid = [low_end + (high_end - low_end) * i / 44 for i in range(45)]
+    grid[min(range(45), key=lambda i: abs(grid[i]))] = 0.0  # T = 1 itself is a candidate
+    values = [_mean_log_loss(logits, target, math.exp(t)) for t in grid]
+    best = min(range(len(grid)), key=lambda i: (values[i], abs(grid[i])))
+    low, high = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(25):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if _mean_log_loss(logits, target, math.exp(a)) <= _mean_log_loss(
+            logits, target, math.exp(b)
+        ):
+            high = b
+        else:
+            low = a
+    fitted = math.exp((low + high) / 2)
+    before, after = values[grid.index(0.0)], _mean_log_loss(logits, target, fitted)
+    if after < before:
+        return fitted, before, after
+    return 1.0, before, before
+
+
 def predict(network: TaskNetwork, rows: np.ndarray) -> np.ndarray:
     """The network's forward() on `rows` in eval mode, as float32 numpy (what the graph returns)."""
     network.eval()
@@ -81,4 +151,4 @@ def predict(network: TaskNetwork, rows: np.ndarray) -> np.ndarray:
         return network(torch.as_tensor(network.as_input(rows))).numpy()
 
 
-__all__ = ["TaskNetwork", "predict"]
+__all__ = ["TaskNetwork", "fit_temperature", "predict"]

@@ -87,9 +87,12 @@ def test_a_spot_interruption_is_honoured_and_the_next_attempt_resumes(tmp_path):
     prefix = home / "bucket" / "datasets" / "longer"
     prefix.mkdir(parents=True)
     # Thousands of steps (a minute or more of training), so that the notice comes mid-training
-    # however quick the machine; a checkpoint every 2 s.
+    # however quick the machine; a checkpoint every 2 s. The small MLP with every epoch run
+    # (no early stopping): the test is about the interruption, not the network.
     (prefix / "dropflow.yaml").write_text(
-        "training:\n  epochs: 3000\n  batch_size: 32\n  checkpoint_interval_seconds: 2\n"
+        "model:\n  family: mlp\n"
+        "training:\n  epochs: 3000\n  batch_size: 32\n  early_stopping: false\n"
+        "  checkpoint_interval_seconds: 2\n"
     )
     with LocalUp(home) as runtime:
         (prefix / "data.csv").write_bytes(breast_cancer_csv())

@@ -25,16 +25,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dropflow.adapters.local.directory_store import DirectoryStore
 from dropflow.vocabulary.spec import ModelSection, TrainingSection
-from tests.training_jobs import train_mlp
+from tests.training_jobs import train_tabular
 from training.checkpoint import CheckpointStore, Lineage
 from training.distributed import end_process, place, release
 
 MODEL = "ddp"
 JOB_ID = "ddp-20260101T000000Z-abcdef"
 STOP_AFTER = 7  # step boundaries rank 0 lets pass before it asks to stop
-# 301 rows, batches of 64: the last global batch (45 rows) splits unevenly over 2 ranks.
+# 301 rows: 241 train in batches of 32 (a small table's batch, training.budget; the last
+# global batch, 17 rows, splits unevenly over 2 ranks), 60 are validation rows that rank 0
+# judges every epoch on.
 TRAINING = TrainingSection(epochs=3, batch_size=64, learning_rate=3e-3, seed=3)
-MODEL_SECTION = ModelSection(hidden_layers=[16, 8])
+# The default network (tabm): its submodel axis goes through DistributedDataParallel. No
+# dropout: two ranks draw other masks than one process, and the test compares the weights.
+MODEL_SECTION = ModelSection(ensemble_size=4, hidden_layers=[16, 16], dropout=0.0)
+ROWS, VALIDATION = np.arange(241), np.arange(241, 301)
 
 
 def dataset() -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +51,7 @@ def dataset() -> tuple[np.ndarray, np.ndarray]:
 
 def fit(placement, **options):  # type: ignore[no-untyped-def]
     x, y = dataset()
-    return train_mlp(
+    return train_tabular(
         x,
         y,
         task="classification",
@@ -54,6 +59,8 @@ def fit(placement, **options):  # type: ignore[no-untyped-def]
         model=MODEL_SECTION,
         training=TRAINING,
         placement=placement,
+        rows=ROWS,
+        validation_rows=VALIDATION,
         **options,
     )
 

@@ -25,10 +25,10 @@ from dropflow.vocabulary.card import MISSING_CATEGORY, Card, Feature, read_card
 from dropflow.vocabulary.spec import load_spec
 from dropflow.wiring import open_registry, open_store
 from tests.training_jobs import launched_job
-from training.examples import split
 from training.export import check_parity
 from training.families.tabular import TabularFamily
 from training.job import run_job
+from training.split import split
 
 MODEL = "pets"
 STRICT = "strict-pets"
@@ -272,16 +272,19 @@ def test_the_exported_graph_matches_torch_on_categories_and_missing_numbers(tmp_
     """Export and parity for the tabular family's network, without the job around it."""
     store, _ = home
     drop_pets(store, "graph-only")
-    family, spec = TabularFamily(), load_spec("model: {hidden_layers: [8]}")
-    examples = family.read(store, "graph-only", spec)
-    assert any(feature.dtype == "category" for feature in examples.features)
-    parts = split(examples, 0.2, 0)
-    torch.manual_seed(0)
-    network = family.build(examples, parts.x_train, parts.y_train, spec)
-    network.eval()
-    assert np.isnan(parts.x_holdout).any()
+    family = TabularFamily()
+    for spec in (load_spec("model: {hidden_layers: [8]}"), load_spec("model: {family: mlp}")):
+        examples = family.read(store, "graph-only", spec)
+        assert any(feature.dtype == "category" for feature in examples.features)
+        parts = split(examples, 0.2, 0)
+        x_train, y_train = examples.x[parts.train], examples.y[parts.train]
+        x_holdout = examples.x[parts.holdout]
+        torch.manual_seed(0)
+        network = family.build(examples, x_train, y_train, spec)
+        network.eval()
+        assert np.isnan(x_holdout).any()
 
-    path = family.export(network, parts.x_holdout, tmp_path / "model.onnx")
-    parity, _ = check_parity(path, network, parts.x_holdout)
+        path = family.export(network, x_holdout, tmp_path / f"{spec.model.family}.onnx")
+        parity, _ = check_parity(path, network, x_holdout)
 
-    assert parity.passed and parity.rows == len(parts.x_holdout)
+        assert parity.passed and parity.rows == len(x_holdout)

@@ -93,6 +93,8 @@ def test_a_notice_on_rank_0_stops_both_ranks_at_one_step_and_they_resume_to_one_
     two_ranks = torch.load(out / "weights.pt", weights_only=True)
     assert max_weight_diff(two_ranks, single.network.state_dict()) <= TOLERANCE
     assert reports[0]["final_step"] == single.step
+    # Rank 0 judged the validation rows and fitted the temperature: the same as one process.
+    assert float(two_ranks["temperature"]) == single.network.temperature.item() != 1.0
 
 
 def final_weights(store, model: str, job_id: str) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
@@ -108,7 +110,8 @@ def test_torchrun_runs_the_job_on_two_ranks_and_rank_0_publishes_the_one_process
     registry = open_registry(f"sqlite://{tmp_path}/registry.db")
     jobs = JobStore(registry)
     data = load_breast_cancer(as_frame=True).frame.to_csv(index=False).encode()
-    spec = b"training: {epochs: 10}\n"
+    # No dropout: two ranks draw other masks than one process (the weights are compared).
+    spec = b"training: {epochs: 10}\nmodel: {dropout: 0.0}\n"
     for model in ("bc-one", "bc-two"):
         store.put(f"datasets/{model}/data.csv", data)
         store.put(f"datasets/{model}/dropflow.yaml", spec)

@@ -29,14 +29,16 @@ from dropflow.vocabulary.card import Card, read_card
 from dropflow.vocabulary.spec import ModelSection, TrainingSection
 from dropflow.wiring import open_registry, open_store
 from tests.net import wait_until
-from tests.training_jobs import flip_tensor_byte, launched_job, train_mlp
+from tests.training_jobs import flip_tensor_byte, launched_job, train_tabular
 from training import checkpoint as ckpt
 from training.checkpoint import CheckpointStore, Lineage
 from training.job import run_job
 
 REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-6
-SPEC = b"training: {epochs: 12, checkpoint_interval_seconds: 0}\n"
+# The default network (tabm) on breast cancer: 569 rows, 114 held out, 91 for validation, 364
+# to train on in 8 steps of 46 rows an epoch.
+SPEC = b"training: {epochs: 12, batch_size: 46, checkpoint_interval_seconds: 0}\n"
 
 
 def breast_cancer() -> tuple[np.ndarray, np.ndarray]:
@@ -67,39 +69,65 @@ class StopAfter:
 @pytest.mark.parametrize(
     ("model", "training", "stop_after"),
     [
-        (ModelSection(), TrainingSection(epochs=4), 13),  # inside the 2nd epoch (8 steps each)
+        # The MLP inside its 2nd epoch (8 steps each).
+        (ModelSection(family="mlp"), TrainingSection(epochs=4, batch_size=64), 13),
         (
-            ModelSection(hidden_layers=[32], dropout=0.3),  # dropout draws from the torch RNG
+            # Dropout draws from the torch RNG.
+            ModelSection(family="mlp", hidden_layers=[32], dropout=0.3),
             TrainingSection(epochs=4, lr_schedule="cosine", batch_size=50),
             10,  # at the end of the first epoch (10 steps each)
         ),
+        (
+            # The default network: its submodels, dropout, early stopping's best weights and
+            # counters, and the temperature fitted at the end.
+            ModelSection(ensemble_size=4, hidden_layers=[32, 32]),
+            TrainingSection(epochs=30, batch_size=64),
+            67,  # inside the 14th epoch (5 steps each), with a best epoch already kept
+        ),
     ],
-    ids=["mid-epoch", "dropout-cosine-epoch-end"],
+    ids=["mlp-mid-epoch", "mlp-dropout-cosine-epoch-end", "tabm-early-stopping"],
 )
 def test_a_stopped_and_resumed_loop_ends_with_the_uninterrupted_weights(
     tmp_path, model, training, stop_after
 ):
     x, y = breast_cancer()
     x, y = x[:455], y[:455]
-    options = {"task": "classification", "n_classes": 2, "model": model, "training": training}
-    straight = train_mlp(x, y, **options)
+    validation = {}
+    if model.family == "tabm":
+        validation = {"rows": np.arange(300), "validation_rows": np.arange(300, 455)}
+    options = {
+        "task": "classification",
+        "n_classes": 2,
+        "model": model,
+        "training": training,
+        **validation,
+    }
+    straight = train_tabular(x, y, **options)
 
     store = open_store(f"file://{tmp_path}/bucket")
     lineage = Lineage(
         job_id="bc-20260101T000000Z-abcdef", attempt=1, data_version="d", spec_hash="s"
     )
     sink = CheckpointStore(store, "bc", lineage)
-    first = train_mlp(x, y, sink=sink, stop=StopAfter(stop_after), checkpoint_seconds=0, **options)
+    first = train_tabular(
+        x, y, sink=sink, stop=StopAfter(stop_after), checkpoint_seconds=0, **options
+    )
     assert not first.completed and first.step == stop_after
 
     found = CheckpointStore(store, "bc", lineage).latest()
     assert found is not None and found.step == stop_after
-    resumed = train_mlp(x, y, resume=found.checkpoint, **options)
+    resumed = train_tabular(x, y, resume=found.checkpoint, **options)
 
     assert resumed.completed and resumed.resumed_from == stop_after
     assert resumed.step == straight.step
     assert max_weight_diff(resumed.network.state_dict(), straight.network.state_dict()) <= TOLERANCE
     assert resumed.losses == straight.losses
+    assert resumed.validation_losses == straight.validation_losses
+    assert resumed.best_epoch == straight.best_epoch
+    assert resumed.calibration == straight.calibration
+    if validation:
+        assert found.checkpoint["early_stopping"]["best"] is not None
+        assert straight.best_epoch is not None and straight.calibration is not None
 
 
 # --------------------------------------------------------------------------- the job

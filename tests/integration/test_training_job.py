@@ -183,9 +183,18 @@ def test_the_training_curve_is_published_and_named_in_the_card(breast_cancer, ho
     assert card.files["curve"] == "curve.png"
     png = home.store.get(f"models/breast-cancer/{job.version}/curve.png")
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    history = card.model_extra["training"]["history"]
-    assert len(history["loss"]) == len(history["accuracy"]) == 60
-    assert history["accuracy"][-1] == pytest.approx(card.metrics.holdout["accuracy"], abs=1e-6)
+    training = card.model_extra["training"]
+    history = training["history"]
+    epochs = training["epochs"]
+    assert len(history["loss"]) == len(history["accuracy"]) == epochs
+    assert len(history["validation_loss"]) == epochs
+    # The published weights are the best epoch's (then calibrated, which moves an ensemble's
+    # averaged answer by a row at most here).
+    best = training["best_epoch"]
+    assert 1 <= best <= epochs
+    assert history["accuracy"][best - 1] == pytest.approx(
+        card.metrics.holdout["accuracy"], abs=0.01
+    )
 
 
 @pytest.mark.slow
@@ -194,11 +203,16 @@ def test_the_job_leaves_its_log_heartbeat_and_last_two_checkpoints(breast_cancer
     prefix = f"jobs/breast-cancer/{job.job_id}/"
     names = {info.key.removeprefix(prefix) for info in home.store.list(prefix)}
     checkpoints = sorted(name for name in names if name.startswith("checkpoints/"))
-    # 455 training rows in batches of 64: 8 steps per epoch, 480 in 60 epochs.
-    assert len(checkpoints) == 2 and checkpoints[-1] == "checkpoints/step-000000480.pt"
+    # The last checkpoint is the finished one: the best weights, calibrated, at the last step.
+    training = home.card(job).model_extra["training"]
+    last = f"checkpoints/step-{training['steps']:09d}.pt"
+    assert len(checkpoints) == 2 and checkpoints[-1] == last
     assert {"manifest.json", "heartbeat.json", "log.txt"} <= names
     log = home.store.get(prefix + "log.txt").decode()
-    assert "===== attempt 1," in log and "epoch 60/60" in log and f"published {job.version}" in log
+    assert "===== attempt 1," in log and f"published {job.version}" in log
+    assert f"epoch {training['epochs']}/{training['epoch_budget']}" in log
+    assert "split: 365 training, 91 validation, 113 holdout rows" in log
+    assert "calibrated on 91 validation rows" in log
 
 
 @pytest.mark.slow
@@ -210,11 +224,12 @@ def test_heartbeats_report_training_progress(home, monkeypatch):
     code, job = home.run("beats")
     assert code == ExitCode.OK, job.reason
     key = f"jobs/beats/{job.job_id}/heartbeat.json"
-    # loading, training, one per step (120 rows in batches of 64: 6), the end, exporting
-    assert home.store.puts.count(key) == 2 + 6 + 1 + 1
+    # loading, training, one per step (96 training rows in batches of 32: 3 an epoch), the
+    # end, exporting
+    assert home.store.puts.count(key) == 2 + 9 + 1 + 1
     beat = json.loads(home.store.get(key))
     assert beat["stage"] == "exporting" and beat["attempt"] == 1
-    assert (beat["epoch"], beat["epochs"], beat["step"], beat["steps"]) == (3, 3, 6, 6)
+    assert (beat["epoch"], beat["epochs"], beat["step"], beat["steps"]) == (3, 3, 9, 9)
     assert beat["samples_per_second"] > 0 and beat["eta_seconds"] == 0
 
 

@@ -21,7 +21,7 @@ from dropflow.adapters.local.directory_store import DirectoryStore
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectInfo
 from dropflow.vocabulary.spec import ModelSection, TrainingSection, load_spec
-from tests.training_jobs import flip_tensor_byte, train_mlp
+from tests.training_jobs import flip_tensor_byte, train_tabular
 from training import checkpoint as ckpt
 from training.checkpoint import CheckpointStore, Lineage
 from training.loop import learning_rate_factor
@@ -67,7 +67,9 @@ def state(step: int, **extra: Any) -> dict[str, Any]:
         "step_in_epoch": step % 10,
         "global_step": step,
         "rng": {"order": torch.Generator().get_state(), "ranks": [ckpt.capture_rng()]},
-        "history": {"loss": [], "score": [], "step_losses": []},
+        "history": {"loss": [], "score": [], "step_losses": [], "validation": []},
+        "early_stopping": {"best": None, "best_loss": float("inf"), "best_epoch": 0, "bad": 0},
+        "finished": False,
         **extra,
     }
 
@@ -97,7 +99,7 @@ def test_a_checkpoint_loads_with_weights_only():
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"not a torch file", ckpt.dumps({"format": 99}), ckpt.dumps({"format": 1})],
+    [b"", b"not a torch file", ckpt.dumps({"format": 99}), ckpt.dumps({"format": ckpt.FORMAT})],
     ids=["empty", "garbage", "other-format", "incomplete"],
 )
 def test_what_is_not_a_whole_checkpoint_is_unreadable(data):
@@ -110,7 +112,9 @@ def test_rng_states_come_back_exactly():
     np.random.seed(2)
     random.seed(3)
     saved = ckpt.loads(
-        ckpt.dumps({"format": 1, **state(0), "data_version": "", "spec_hash": "", "saved_at": 0})
+        ckpt.dumps(
+            {"format": ckpt.FORMAT, **state(0), "data_version": "", "spec_hash": "", "saved_at": 0}
+        )
     )["rng"]["ranks"][0]
     expected = (torch.rand(3), np.random.rand(3), random.random())
     torch.manual_seed(9)
@@ -287,7 +291,13 @@ class ListSink:
         self.saved.append(
             ckpt.loads(
                 ckpt.dumps(
-                    {"format": 1, **state, "data_version": "", "spec_hash": "", "saved_at": 0.0}
+                    {
+                        "format": ckpt.FORMAT,
+                        **state,
+                        "data_version": "",
+                        "spec_hash": "",
+                        "saved_at": 0.0,
+                    }
                 )
             )
         )
@@ -310,7 +320,7 @@ def fit(**options: Any):  # type: ignore[no-untyped-def]
     x = rng.normal(size=(40, 3)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
     training = options.pop("training", TrainingSection(epochs=3, batch_size=10))
-    return train_mlp(
+    return train_tabular(
         x,
         y,
         task="classification",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -20,13 +21,41 @@ def test_an_absent_or_empty_spec_means_the_defaults(text):
 def test_defaults_are_the_documented_ones():
     spec = Spec()
     assert spec.task is None and spec.target is None and spec.features is None
-    assert spec.model.hidden_layers == [64, 32]
-    assert spec.model.dropout == 0.0
-    assert spec.training.batch_size == 64
-    assert spec.training.learning_rate == pytest.approx(1e-3)
+    # The network's own defaults apply (training.families.tabular): tabm unless chosen.
+    assert spec.model.family == "tabm"
+    assert spec.model.hidden_layers is None and spec.model.dropout is None
+    assert spec.model.ensemble_size is None
+    assert spec.training.epochs is None  # scaled to the data (training.budget)
+    assert spec.training.batch_size == 256
+    assert spec.training.learning_rate == pytest.approx(2e-3)
+    assert spec.training.weight_decay == pytest.approx(3e-4)
+    assert spec.training.early_stopping is True
+    assert spec.training.validation_fraction == pytest.approx(0.2)
     assert spec.training.seed == 0
     assert spec.training.holdout_fraction == pytest.approx(0.2)
     assert spec.promotion.metric is None and spec.promotion.tolerance == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: {family: xgboost}", "model.family: Input should be 'tabm' or 'mlp'"),
+        ("model: {family: mlp, ensemble_size: 8}", "ensemble_size applies to family tabm"),
+        ("model: {hidden_layers: [64, 32]}", "tabm's layers share one width"),
+        ("model: {hidden_layers: []}", "tabm needs at least one layer"),
+        ("model: {ensemble_size: 0}", "model.ensemble_size: Input should be greater"),
+        ("training: {validation_fraction: 0.9}", "training.validation_fraction: Input should"),
+        ("training: {early_stopping: 'no'}", "training.early_stopping: Input should be"),
+    ],
+)
+def test_the_network_choices_are_checked(text, message):
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        load_spec(text)
+
+
+def test_the_mlp_keeps_its_layer_list_and_tabm_its_ensemble_size():
+    assert load_spec("model: {family: mlp, hidden_layers: []}").model.hidden_layers == []
+    assert load_spec("model: {ensemble_size: 8}").model.ensemble_size == 8
 
 
 def test_a_full_spec_is_read():
@@ -162,8 +191,10 @@ def test_invalid_utf8_is_rejected():
 
 
 def test_the_hash_is_of_the_effective_spec():
-    assert spec_hash(load_spec(None)) == spec_hash(load_spec("training: {epochs: 60}"))
+    assert spec_hash(load_spec(None)) == spec_hash(load_spec("training: {batch_size: 256}"))
+    assert spec_hash(load_spec(None)) == spec_hash(load_spec("model: {family: tabm}"))
     assert spec_hash(load_spec(None)) != spec_hash(load_spec("training: {epochs: 61}"))
+    assert spec_hash(load_spec(None)) != spec_hash(load_spec("model: {family: mlp}"))
     assert len(spec_hash(Spec())) == 64
 
 

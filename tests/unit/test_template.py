@@ -1105,6 +1105,11 @@ def test_the_training_instance_requirements_leave_the_amis_torch_alone():
     assert "torch" not in pins
     assert {"onnx", "onnxscript", "onnxruntime", "pandas", "pydantic"} <= set(pins)
     assert all("==" in line for line in lines if line and not line.startswith("#"))
+    # Packages built on torch are bundled without their dependencies (no second torch).
+    on_torch = {line.split("==")[0] for line in lines if line.endswith("# on torch")}
+    assert {"tabm", "rtdl_num_embeddings"} <= on_torch
+    makefile = (ROOT / "training" / "Makefile").read_text()
+    assert "--no-deps" in makefile and "# on torch" in makefile
 
 
 def test_training_security_group_has_no_inbound_rule(template):

@@ -17,6 +17,7 @@ from training import families
 from training.examples import Examples
 from training.families.tabular import TabularFamily, category_counts
 from training.model import build_network
+from training.tabm_model import DROPOUT, ENSEMBLE_SIZE, HIDDEN_LAYERS, TabMNetwork, build_tabm
 
 TRAINING = Path(__file__).resolve().parents[2] / "training"
 # The stages every family shares (docs/architecture.md, Model families): none may know a family.
@@ -98,7 +99,7 @@ def test_the_shared_stages_import_no_family(module):
     assert not imported & FAMILY_MODULES
 
 
-def test_the_tabular_family_builds_the_network_the_job_always_built():
+def tabular_examples() -> Examples:
     x = np.array(
         [[0.5, 1.0, 2.0], [np.nan, 0.0, 1.0], [2.5, 2.0, 0.0], [1.0, 1.0, 2.0]], np.float32
     )
@@ -108,9 +109,20 @@ def test_the_tabular_family_builds_the_network_the_job_always_built():
         Feature(name="b", dtype="category", categories=["p", "q", "r"]),
         Feature(name="c", dtype="category", categories=["u", "v", "<missing>"], nullable=True),
     ]
-    examples = Examples("classification", "t", x, y, ["no", "yes"], features, [])
-    spec = load_spec("model: {hidden_layers: [4], dropout: 0.1}")
-    assert category_counts(features) == {1: 3, 2: 3}
+    return Examples("classification", "t", x, y, ["no", "yes"], features, [])
+
+
+def same_state(built: torch.nn.Module, expected: torch.nn.Module) -> None:
+    assert built.state_dict().keys() == expected.state_dict().keys()
+    for name, value in expected.state_dict().items():
+        assert torch.equal(built.state_dict()[name], value), name
+
+
+def test_model_family_mlp_builds_the_network_the_job_always_built():
+    examples = tabular_examples()
+    x, y = examples.x, examples.y
+    spec = load_spec("model: {family: mlp, hidden_layers: [4], dropout: 0.1}")
+    assert category_counts(examples.features) == {1: 3, 2: 3}
 
     torch.manual_seed(0)
     built = TabularFamily().build(examples, x, y, spec)
@@ -124,6 +136,28 @@ def test_the_tabular_family_builds_the_network_the_job_always_built():
         dropout=0.1,
         category_counts={1: 3, 2: 3},
     )
-    assert built.state_dict().keys() == expected.state_dict().keys()
-    for name, value in expected.state_dict().items():
-        assert torch.equal(built.state_dict()[name], value), name
+    same_state(built, expected)
+
+
+def test_the_default_network_is_tabm_with_its_own_defaults():
+    examples = tabular_examples()
+    x, y = examples.x, examples.y
+
+    torch.manual_seed(0)
+    built = TabularFamily().build(examples, x, y, load_spec(None))
+    torch.manual_seed(0)
+    expected = build_tabm(
+        "classification",
+        x,
+        y,
+        n_classes=2,
+        category_counts={1: 3, 2: 3},
+        ensemble_size=ENSEMBLE_SIZE,
+        hidden_layers=HIDDEN_LAYERS,
+        dropout=DROPOUT,
+    )
+    assert isinstance(built, TabMNetwork) and built.ensemble_size == 16
+    same_state(built, expected)
+    # The MLP's own defaults when it is chosen without sizes.
+    mlp = TabularFamily().build(examples, x, y, load_spec("model: {family: mlp}"))
+    assert [m.out_features for m in mlp.mlp if isinstance(m, torch.nn.Linear)] == [64, 32, 2]

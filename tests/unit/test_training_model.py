@@ -1,4 +1,5 @@
-"""The torch module: preprocessing inside, outputs in the shapes and units the card promises."""
+"""The MLP (training.model, `model: {family: mlp}`): preprocessing inside, outputs in the shapes
+and units the card promises. The default network's own tests: test_tabm_model.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from dropflow.errors import UserInputError
 from dropflow.vocabulary.spec import ModelSection, TrainingSection
-from tests.training_jobs import train_mlp
+from tests.training_jobs import train_tabular
 from training.metrics import baseline_outputs, classification_metrics, regression_metrics
 from training.model import Network, build_network, medians, predict, standardisation
 
@@ -114,13 +115,13 @@ def test_training_learns_a_regression_in_target_units():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 2))
     y = 5000.0 + 300.0 * x[:, 0] - 200.0 * x[:, 1]
-    trained = train_mlp(
+    trained = train_tabular(
         x.astype(np.float32),
         y,
         task="regression",
         n_classes=0,
-        model=ModelSection(hidden_layers=[16]),
-        training=TrainingSection(epochs=60, learning_rate=1e-2),
+        model=ModelSection(family="mlp", hidden_layers=[16]),
+        training=TrainingSection(epochs=60, batch_size=64, learning_rate=1e-2),
     )
     rmse = regression_metrics(y, predict(trained.network, x))["rmse"]
     assert rmse < 0.05 * y.std()
@@ -132,8 +133,8 @@ def test_training_twice_with_one_seed_gives_identical_weights():
     x = rng.normal(size=(100, 3)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
     settings = {"task": "classification", "n_classes": 2, "model": ModelSection()}
-    first = train_mlp(x, y, training=TrainingSection(epochs=3, seed=4), **settings)
-    again = train_mlp(x, y, training=TrainingSection(epochs=3, seed=4), **settings)
+    first = train_tabular(x, y, training=TrainingSection(epochs=3, seed=4), **settings)
+    again = train_tabular(x, y, training=TrainingSection(epochs=3, seed=4), **settings)
     for a, b in zip(
         first.network.state_dict().values(), again.network.state_dict().values(), strict=True
     ):
@@ -151,7 +152,7 @@ def test_a_diverging_run_fails_with_advice(monkeypatch):
     monkeypatch.setattr("training.loop.nn.MSELoss", _ExplodingLoss)
     x = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
     with pytest.raises(UserInputError, match=r"diverged at epoch 1 .*learning_rate"):
-        train_mlp(
+        train_tabular(
             x,
             x[:, 0].astype(np.float64),
             task="regression",

@@ -3,13 +3,13 @@
 Every key is optional and unknown keys are rejected, so a typo (`epoch: 10`) fails the job with
 a message naming the key instead of being silently ignored. Example:
 
-    family: tabular             # the kind of data and network (training.families); default tabular
+    family: tabular             # the kind of data (training.families); default tabular
     task: classification        # or regression; inferred from the target when absent
     target: diagnosis           # default: a column named `target`, else the last column
     features: [radius, texture] # default: every other column
-    model: {hidden_layers: [64, 32], dropout: 0.1}
-    training: {epochs: 60, batch_size: 64, learning_rate: 1e-3, seed: 0,
-               checkpoint_interval_seconds: 60}
+    model: {family: tabm, ensemble_size: 16}   # or {family: mlp, hidden_layers: [64, 32]}
+    training: {batch_size: 256, learning_rate: 2e-3, seed: 0, early_stopping: true,
+               checkpoint_interval_seconds: 60}   # epochs: scaled to the data unless set
     promotion: {metric: macro_f1, tolerance: 0.01, allow_schema_change: false}
     compute: {on_demand: fallback, budget_usd: 5.0, deadline: 6h, max_runtime: 4h}
     serving: {route: auto, unknown_categories: encode}   # or reject: a 422 for unseen values
@@ -62,27 +62,70 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class ModelSection(_Section):
-    """The network: an MLP on standardised features."""
+# The networks a tabular spec may choose (`model.family`; training.families.tabular builds
+# them): `tabm`, the default, an ensemble of k MLPs in one network with numeric embeddings
+# (training.tabm_model); `mlp`, the plain MLP on standardised, one-hot inputs (training.model).
+NETWORKS = ("tabm", "mlp")
+DEFAULT_NETWORK = "tabm"
 
-    # Widths of the hidden layers; [] trains a linear (logistic) model.
-    hidden_layers: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=lambda: [64, 32], max_length=8
+
+class ModelSection(_Section):
+    """The network. Left out, a key takes the chosen network's own default:
+    tabm: hidden_layers [128, 128], dropout 0.1, ensemble_size 16;
+    mlp: hidden_layers [64, 32], dropout 0.0 (and no ensemble)."""
+
+    family: Literal["tabm", "mlp"] = DEFAULT_NETWORK
+    # Widths of the hidden layers; [] trains a linear (logistic) model (mlp only: tabm's
+    # layers all have one width, the first of the list).
+    hidden_layers: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        default=None, max_length=8
     )
-    dropout: float = Field(default=0.0, ge=0.0, le=0.9)
+    dropout: float | None = Field(default=None, ge=0.0, le=0.9)
+    # tabm: how many submodels share the network's weights; their predictions are averaged.
+    ensemble_size: int | None = Field(default=None, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _fits_the_network(self) -> ModelSection:
+        if self.family == "mlp" and self.ensemble_size is not None:
+            raise ValueError("ensemble_size applies to family tabm; remove it for mlp")
+        if self.family == "tabm" and self.hidden_layers is not None:
+            if not self.hidden_layers:
+                raise ValueError(
+                    "hidden_layers: tabm needs at least one layer ([] is for family mlp)"
+                )
+            if len(set(self.hidden_layers)) > 1:
+                raise ValueError(
+                    f"hidden_layers: tabm's layers share one width, got {self.hidden_layers}; "
+                    "write e.g. [128, 128], or add `family: mlp` for the MLP of earlier versions"
+                )
+        return self
 
 
 class TrainingSection(_Section):
-    """The optimisation: Adam on shuffled mini-batches, evaluated on a seeded holdout."""
+    """The optimisation: AdamW on shuffled mini-batches, early stopping on a validation split
+    carved from the training rows, evaluated on a seeded holdout (training.loop).
 
-    epochs: int = Field(default=60, gt=0, le=10_000)
-    batch_size: int = Field(default=64, gt=0, le=65_536)
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    `epochs` left out gives a budget that scales with the data (training.budget): enough
+    optimizer steps for a small table, a bounded number of epochs for a large one. Set, it is
+    the most epochs training runs (early stopping may end it sooner; `early_stopping: false`
+    runs them all).
+    """
+
+    epochs: int | None = Field(default=None, gt=0, le=10_000)
+    # Rows per optimizer step; a table with fewer than 4 batches' worth of training rows
+    # trains in smaller ones, a power of two of at least 32 rows (training.budget).
+    batch_size: int = Field(default=256, gt=0, le=65_536)
+    learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
     # constant, or cosine: from learning_rate down to a tenth of it over the whole training.
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    # AdamW's decoupled weight decay.
+    weight_decay: float = Field(default=3e-4, ge=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     holdout_fraction: float = Field(default=0.2, ge=0.05, le=0.5)
+    # Rows of the training part (never the holdout) kept aside to stop training when they stop
+    # improving, to restore the best weights, and to calibrate the probabilities on.
+    validation_fraction: float = Field(default=0.2, ge=0.05, le=0.5)
+    early_stopping: bool = True
     # Checkpoint at a step boundary once this many seconds passed since the last one, and at
     # epoch ends (training.loop explains when those are skipped); 0: at epoch ends only.
     checkpoint_interval_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
@@ -434,7 +477,9 @@ def spec_hash(spec: Spec) -> str:
 
 __all__ = [
     "DEFAULT_FAMILY",
+    "DEFAULT_NETWORK",
     "METRICS_BY_TASK",
+    "NETWORKS",
     "SPEC_FILE",
     "ComputeSection",
     "ModelSection",
