@@ -105,12 +105,18 @@ BUNDLE := .aws-sam/build/TrainingCodeLayer
 bundle-check: build
 	rm -rf .aws-sam/bundle-check
 	"$(PY312_DIR)/python3.12" -m venv .aws-sam/bundle-check
+	# The requirements marked `# on torch` need the AMI's torch, which this venv lacks (a CPU
+	# torch for 3.12 is not on this machine): their wheels are installed without it.
+	grep -v -E '^[^#].*# on torch$$' $(BUNDLE)/code/training/requirements.txt \
+		> .aws-sam/bundle-check/requirements.txt
 	.aws-sam/bundle-check/bin/pip install -q --no-index --find-links $(BUNDLE)/wheels \
-		-r $(BUNDLE)/code/training/requirements.txt
-	# Everything but torch, which is the AMI's (a CPU torch for 3.12 is not on this machine).
+		-r .aws-sam/bundle-check/requirements.txt
+	.aws-sam/bundle-check/bin/pip install -q --no-index --find-links $(BUNDLE)/wheels --no-deps \
+		$$(grep -E '^[^#].*# on torch$$' $(BUNDLE)/code/training/requirements.txt | cut -d' ' -f1)
+	# Everything but torch and what is built on it, which need the AMI's torch.
 	cd $(BUNDLE)/code && ../../../bundle-check/bin/python -c "import dropflow.wiring, \
 		pydantic, yaml, aws_lambda_powertools, boto3, numpy, onnxruntime, onnx, onnxscript, \
-		pandas, pyarrow, matplotlib; print('training bundle: installs offline and imports')"
+		pyarrow, matplotlib; print('training bundle: installs offline and imports')"
 
 deploy: build
 	$(SAM_VENV)/bin/sam deploy --guided
