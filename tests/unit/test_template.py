@@ -1103,7 +1103,7 @@ def test_the_training_instance_requirements_leave_the_amis_torch_alone():
     pins = [line.split("==")[0].lower() for line in lines if line and not line.startswith("#")]
 
     assert "torch" not in pins
-    assert {"onnx", "onnxscript", "onnxruntime", "pandas", "pydantic"} <= set(pins)
+    assert {"onnx", "onnxscript", "onnxruntime", "pyarrow", "pydantic"} <= set(pins)
     assert all("==" in line for line in lines if line and not line.startswith("#"))
     # Packages built on torch are bundled without their dependencies (no second torch).
     on_torch = {line.split("==")[0] for line in lines if line.endswith("# on torch")}
