@@ -145,10 +145,10 @@ class TaskNetwork(nn.Module):
             self._row_bytes = max(1, sum(sizes) + example[:1].numel() * example.element_size())
         return self._row_bytes
 
-    def pass_rows(self, example: torch.Tensor, budget: int = PASS_BYTES) -> int:
+    def pass_rows(self, example: torch.Tensor, budget: int | None = None) -> int:
         """How many input rows one forward pass may take so that its activations stay within
-        `budget` bytes (row_bytes of `example`); at least 1."""
-        return max(1, budget // self.row_bytes(example))
+        `budget` bytes (default PASS_BYTES; row_bytes of `example`); at least 1."""
+        return max(1, (PASS_BYTES if budget is None else budget) // self.row_bytes(example))
 
 
 def averaged_probabilities(
@@ -214,12 +214,13 @@ def in_passes(
     *,
     rows: torch.Tensor | None = None,
     scores: bool = False,
-    budget: int = PASS_BYTES,
+    budget: int | None = None,
 ) -> torch.Tensor:
     """The network's forward() (or, with `scores`, its scores()) of the input rows `x` (on
     the network's device), or of `x[rows]` for a tensor of row indices, run pass by pass over
-    slices of at most network.pass_rows(budget) rows: float32 on the CPU, one row per input
-    row, the same as one pass over them all up to floating-point rounding.
+    slices of at most network.pass_rows(budget) rows (`budget` defaults to PASS_BYTES):
+    float32 on the CPU, one row per input row, the same as one pass over them all up to
+    floating-point rounding.
 
     Runs under inference mode in the network's current mode (the caller sets eval()); only one
     slice of `x` is copied at a time, never the whole of `x[rows]`. On the CPU the passes run
@@ -253,7 +254,7 @@ def in_passes(
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def predict(network: TaskNetwork, rows: np.ndarray, *, budget: int = PASS_BYTES) -> np.ndarray:
+def predict(network: TaskNetwork, rows: np.ndarray, *, budget: int | None = None) -> np.ndarray:
     """The network's forward() on `rows` in eval mode, as float32 numpy (what the graph returns),
     computed in passes of bounded memory (in_passes)."""
     network.eval()

@@ -60,15 +60,15 @@ def run_in_slices(
     output: str,
     inputs: np.ndarray,
     *,
-    rows: int = SLICE_ROWS,
+    rows: int | None = None,
 ) -> np.ndarray:
     """The graph's `output` for every row of `inputs` (fed as the graph's input,
-    dropflow.vocabulary.card.INPUT_NAME), run `rows` rows at a time (at least 1): the array
-    one run over all rows gives, up to floating-point rounding, with the memory of one slice.
-    Raises whatever onnxruntime raises."""
+    dropflow.vocabulary.card.INPUT_NAME), run `rows` rows at a time (default SLICE_ROWS, at
+    least 1): the array one run over all rows gives, up to floating-point rounding, with the
+    memory of one slice. Raises whatever onnxruntime raises."""
     import numpy as np
 
-    step = max(1, rows)
+    step = max(1, SLICE_ROWS if rows is None else rows)
     if len(inputs) <= step:
         return session.run([output], {INPUT_NAME: inputs})[0]
     parts = [
