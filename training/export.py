@@ -24,7 +24,7 @@ import torch
 from dropflow.errors import UserInputError
 from dropflow.vocabulary import parity as parity_rule
 from dropflow.vocabulary.card import INPUT_NAME, Parity
-from dropflow.vocabulary.onnx_session import open_session
+from dropflow.vocabulary.onnx_session import open_session, run_in_slices
 from training.network import TaskNetwork, predict
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,11 @@ def check_parity(
     """Check the ONNX file against `network` on `inputs`; return (Parity, torch outputs).
 
     Validates the file with onnx.checker, its input/output names and dynamic batch axis, then
-    runs onnxruntime (CPU) on all rows at once and on a batch of one, and compares both with
-    torch by the parity rule (dropflow.vocabulary.parity; `tolerance` defaults to
-    parity_tolerance). Raises ExportCheckFailed saying what differs.
+    runs onnxruntime (CPU) on every row and on a batch of one, and compares both with torch by
+    the parity rule (dropflow.vocabulary.parity; `tolerance` defaults to parity_tolerance).
+    Both sides run in slices of the rows torch's passes take (training.network.in_passes),
+    so memory does not grow with the number of rows. Raises ExportCheckFailed saying what
+    differs.
     """
     if tolerance is None:
         tolerance = parity_tolerance(network)
@@ -136,8 +138,10 @@ def check_parity(
 
     expected = predict(network, inputs)
     session = open_session(path)
-    many = session.run(None, {INPUT_NAME: inputs})[0]
-    one = session.run(None, {INPUT_NAME: inputs[:1]})[0]
+    output = network.output_name
+    rows = network.pass_rows(torch.as_tensor(inputs[:1])) if len(inputs) else 1
+    many = run_in_slices(session, output, inputs, rows=rows)
+    one = session.run([output], {INPUT_NAME: inputs[:1]})[0]
     verdict = parity_rule.compare(
         network.task, (many, expected), (one, expected[:1]), tolerance=tolerance
     )

@@ -64,7 +64,7 @@ from training.heartbeat import Heartbeat
 from training.joblog import AttemptLog
 from training.loop import Score, train
 from training.metrics import evaluate, task_metrics
-from training.network import TaskNetwork, predict
+from training.network import TaskNetwork, in_passes, predict
 from training.reading import ReadMeter
 from training.split import fitting_rows, split
 from training.stop import StopRequest, Watcher
@@ -118,15 +118,15 @@ def _start(jobs: JobStore, job: Job, attempt: int) -> None:
 
 
 def _holdout_score(task: Task, primary: str, x: np.ndarray, y: np.ndarray) -> Score:
-    """The primary metric of a network on the holdout rows (the curve's right panel)."""
+    """The primary metric of a network on the holdout rows (the curve's right panel), computed
+    in passes of bounded memory (training.network.in_passes)."""
     on_device: dict[torch.device, torch.Tensor] = {}
 
     def score(network: TaskNetwork) -> float:
         device = next(network.parameters()).device
         if device not in on_device:
             on_device[device] = torch.as_tensor(network.as_input(x)).to(device)
-        with torch.inference_mode():
-            outputs = network(on_device[device]).float().cpu().numpy()
+        outputs = in_passes(network, on_device[device]).numpy()
         return float(task_metrics(task, y, outputs)[primary])
 
     return score

@@ -66,7 +66,7 @@ from dropflow.vocabulary.spec import TrainingSection
 from training import budget
 from training.checkpoint import capture_rng, restore_rng
 from training.distributed import Placement
-from training.network import TaskNetwork, fit_temperature
+from training.network import TaskNetwork, averaged_probabilities, fit_temperature, in_passes
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,6 @@ log = logging.getLogger(__name__)
 EPOCH_CHECKPOINT_SHARE = 0.05
 # Cosine decay ends at this fraction of the spec's learning rate.
 COSINE_FLOOR = 0.1
-# Validation rows scored per forward pass (bounds the memory of an ensemble's scores).
-_EVAL_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -290,13 +288,10 @@ class TrainingLoop:
     def _validation_scores(self) -> torch.Tensor:
         """The network's scores() of the validation rows (eval mode, float32, on the CPU)."""
         self.network.eval()
-        device = self.placement.device
-        parts = []
-        with torch.inference_mode():
-            for chunk in self.validation_rows.split(_EVAL_BATCH):
-                parts.append(self.network.scores(self.x[chunk.to(device)]).float().cpu())
+        # Passes of bounded memory (an ensemble's activations are k times a network's).
+        scores = in_passes(self.network, self.x, rows=self.validation_rows, scores=True)
         self.network.train()
-        return torch.cat(parts)
+        return scores
 
     def _validation_key(self, scores: torch.Tensor) -> list[float]:
         """What early stopping minimises, from the validation rows' scores (compared as a
@@ -307,11 +302,12 @@ class TrainingLoop:
         target units."""
         target = self.y[self.validation_rows.to(self.y.device)].cpu()
         if self.network.task == "classification":
-            mean = torch.softmax(scores.double(), dim=-1)
-            mean = mean.mean(dim=1) if mean.dim() == 3 else mean
-            error = float((mean.argmax(dim=1) != target).double().mean())
+            wrong = sum(
+                int((mean.argmax(dim=1) != target[start : start + len(mean)]).sum())
+                for start, mean in averaged_probabilities(scores)
+            )
             loss = fit_temperature(scores, target)[2]
-            return [error, loss]
+            return [wrong / len(target), loss]
         values = scores.mean(dim=1) if scores.dim() == 3 else scores
         return [float(((values.double() - target.double()) ** 2).mean())]
 

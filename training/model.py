@@ -32,23 +32,31 @@ from training.network import TaskNetwork, predict
 _MIN_STD = 1e-8
 
 
+def _mean_std(column: np.ndarray) -> tuple[float, float]:
+    data = np.asarray(column, dtype=np.float64)
+    std = float(data.std())
+    return float(data.mean()), std if std >= _MIN_STD else 1.0
+
+
+def _median(column: np.ndarray) -> float:
+    data = np.asarray(column, dtype=np.float64)
+    present = data[~np.isnan(data)]
+    return float(np.median(present)) if len(present) else 0.0
+
+
 def standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and std of `values` (float64 maths), std 1 where a column is constant."""
-    data = np.asarray(values, dtype=np.float64)
-    mean = data.mean(axis=0)
-    std = data.std(axis=0)
-    std = np.where(std < _MIN_STD, 1.0, std)
+    """Per-column mean and std of `values` (float64 maths, one column at a time: no float64
+    copy of the whole matrix), std 1 where a column is constant."""
+    n = values.shape[1]
+    mean, std = np.zeros(n), np.ones(n)
+    for j in range(n):
+        mean[j], std[j] = _mean_std(values[:, j])
     return mean, std
 
 
 def medians(values: np.ndarray) -> np.ndarray:
     """Per-column median of the values present (NaN = missing); 0 for a column with none."""
-    data = np.asarray(values, dtype=np.float64)
-    out = np.zeros(data.shape[1])
-    present = ~np.isnan(data).all(axis=0)
-    if present.any():
-        out[present] = np.nanmedian(data[:, present], axis=0)
-    return out
+    return np.array([_median(values[:, j]) for j in range(values.shape[1])], dtype=np.float64)
 
 
 class Network(TaskNetwork):
@@ -158,23 +166,29 @@ def build_network(
 
     `x_train` holds raw numbers (NaN where missing) and, in the columns `category_counts`
     names (column index -> number of categories), category codes. The numeric columns'
-    medians, then mean and std of the median-filled values, become the network's buffers.
+    medians, then mean and std of the median-filled values, become the network's buffers; they
+    are computed one column at a time (a float64 copy of one column, never of the matrix), on
+    the rows given (the job gives at most training.split.FIT_ROWS, a seeded sample of the
+    training rows on a larger table).
     Weights are drawn from torch's global generator: seed it first for a reproducible start.
     """
     counts = dict(category_counts or {})
-    x = np.asarray(x_train, dtype=np.float64)
+    x = np.asarray(x_train)
     n_outputs = n_classes if task == "classification" else 1
     network = Network(task, x.shape[1], n_outputs, hidden_layers, dropout, counts)
     for column, count in counts.items():
         codes = x[:, column]
         if not np.all((codes >= 0) & (codes < count) & (codes == np.round(codes))):
             raise ValueError(f"column {column}: category codes must be integers in [0, {count})")
-    numbers = x[:, network.numeric_columns.numpy()]
-    fill = medians(numbers)
-    x_mean, x_std = standardisation(np.where(np.isnan(numbers), fill, numbers))
+    numeric = network.numeric_columns.tolist()
+    fill, x_mean, x_std = np.zeros(len(numeric)), np.zeros(len(numeric)), np.ones(len(numeric))
+    for i, j in enumerate(numeric):
+        numbers = x[:, j].astype(np.float64)
+        fill[i] = _median(numbers)
+        x_mean[i], x_std[i] = _mean_std(np.where(np.isnan(numbers), fill[i], numbers))
     if task == "regression":
-        y_mean, y_std = standardisation(np.asarray(y_train, dtype=np.float64).reshape(-1, 1))
-        network.set_standardisation(x_mean, x_std, float(y_mean[0]), float(y_std[0]), fill)
+        y_mean, y_std = _mean_std(np.asarray(y_train, dtype=np.float64).reshape(-1))
+        network.set_standardisation(x_mean, x_std, y_mean, y_std, fill)
     else:
         network.set_standardisation(x_mean, x_std, x_median=fill)
     return network

@@ -75,33 +75,43 @@ def _smooth_clip_np(x: np.ndarray) -> np.ndarray:
     return x / np.sqrt(1 + (x / CLIP_AT) ** 2)
 
 
+def column_scaling(column: np.ndarray) -> tuple[float, float]:
+    """The median (which also fills a missing value and centres) and the spread of one
+    column's values (NaN = missing): the interquartile range, else half the range, else 1.
+    A column with no value at all gets 0 and 1."""
+    data = np.asarray(column, dtype=np.float64)
+    present = data[~np.isnan(data)]
+    if not len(present):
+        return 0.0, 1.0
+    low, q1, median, q3, high = np.quantile(present, [0.0, 0.25, 0.5, 0.75, 1.0])
+    iqr, half_range = q3 - q1, (high - low) / 2
+    return float(median), float(iqr if iqr > 0 else half_range if half_range > 0 else 1.0)
+
+
 def robust_scaling(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per column of `values` (NaN = missing): the median that fills a missing value, the
-    centre and the spread that scale it (float64). A column with no value at all gets 0 and 1.
-    """
-    data = np.asarray(values, dtype=np.float64)
-    n = data.shape[1]
+    centre and the spread that scale it (float64; column_scaling, one column at a time, so
+    that no float64 copy of the whole matrix is made)."""
+    n = values.shape[1]
     median, spread = np.zeros(n), np.ones(n)
-    present = ~np.isnan(data).all(axis=0)
-    if present.any():
-        q = np.nanquantile(data[:, present], [0.0, 0.25, 0.5, 0.75, 1.0], axis=0)
-        median[present] = q[2]
-        iqr, half_range = q[3] - q[1], (q[4] - q[0]) / 2
-        spread[present] = np.where(iqr > 0, iqr, np.where(half_range > 0, half_range, 1.0))
+    for j in range(n):
+        median[j], spread[j] = column_scaling(values[:, j])
     return median, median.copy(), spread
 
 
+def column_bins(scaled: np.ndarray, n_bins: int = N_BINS) -> torch.Tensor:
+    """The piecewise-linear embedding's bin edges for one column of scaled values (no NaN): its
+    distinct quantiles at 0, 1/n_bins, ..., 1; a column with a single value gets one bin
+    around it."""
+    edges = np.unique(np.quantile(scaled, np.linspace(0.0, 1.0, n_bins + 1)).astype(np.float32))
+    if len(edges) < 2:
+        edges = np.array([edges[0] - 1.0, edges[0] + 1.0], dtype=np.float32)
+    return torch.as_tensor(edges)
+
+
 def quantile_bins(scaled: np.ndarray, n_bins: int = N_BINS) -> list[torch.Tensor]:
-    """The piecewise-linear embedding's bin edges per column of `scaled` (no NaN): its distinct
-    quantiles at 0, 1/n_bins, ..., 1; a column with a single value gets one bin around it."""
-    edges = np.quantile(scaled, np.linspace(0.0, 1.0, n_bins + 1), axis=0)
-    bins = []
-    for j in range(scaled.shape[1]):
-        column = np.unique(edges[:, j].astype(np.float32))
-        if len(column) < 2:
-            column = np.array([column[0] - 1.0, column[0] + 1.0], dtype=np.float32)
-        bins.append(torch.as_tensor(column))
-    return bins
+    """column_bins of every column of `scaled` (no NaN), one column at a time."""
+    return [column_bins(scaled[:, j], n_bins) for j in range(scaled.shape[1])]
 
 
 class TabMNetwork(TaskNetwork):
@@ -244,8 +254,11 @@ def build_tabm(
 
     `x_train` holds raw numbers (NaN where missing) and, in the columns `category_counts`
     names, category codes. The numeric columns' medians, spreads and quantile bins become
-    buffers (the job passes at most training.split.FIT_ROWS rows). Weights are drawn from
-    torch's global generator: seed it first for a reproducible start.
+    buffers. They are fitted one column at a time (a float64 copy of one column, never of the
+    matrix), on the rows given: the job gives at most training.split.FIT_ROWS of them, a seeded
+    sample of the training rows on a larger table (quantiles and medians from a sample of a
+    couple of hundred thousand rows are standard practice: more rows would not move them).
+    Weights are drawn from torch's global generator: seed it first for a reproducible start.
     """
     counts = dict(category_counts or {})
     x = np.asarray(x_train)
@@ -254,13 +267,18 @@ def build_tabm(
         if not np.all((codes >= 0) & (codes < count) & (codes == np.round(codes))):
             raise ValueError(f"column {column}: category codes must be integers in [0, {count})")
     numeric = [j for j in range(x.shape[1]) if j not in counts]
-    numbers = x[:, numeric].astype(np.float64)
-    missing = np.isnan(numbers)
-    median, center, spread = robust_scaling(numbers)
-    filled = np.where(missing, median, numbers)
     # Fewer bins on a small table: a bin of a handful of rows is a place to overfit.
     n_bins = min(N_BINS, max(MIN_BINS, len(x) // ROWS_PER_BIN))
-    bins = quantile_bins(_smooth_clip_np((filled - center) / spread), n_bins) if numeric else []
+    median, spread = np.zeros(len(numeric)), np.ones(len(numeric))
+    bins, missing = [], []
+    for i, j in enumerate(numeric):
+        numbers = x[:, j].astype(np.float64)
+        absent = np.isnan(numbers)
+        if absent.any():
+            missing.append(j)
+        median[i], spread[i] = column_scaling(numbers)
+        filled = np.where(absent, median[i], numbers)
+        bins.append(column_bins(_smooth_clip_np((filled - median[i]) / spread[i]), n_bins))
     n_outputs = n_classes if task == "classification" else 1
     network = TabMNetwork(
         task,
@@ -268,12 +286,12 @@ def build_tabm(
         n_outputs,
         bins=bins,
         category_counts=counts,
-        missing_columns=[numeric[i] for i in np.flatnonzero(missing.any(axis=0))],
+        missing_columns=missing,
         ensemble_size=ensemble_size,
         hidden_layers=hidden_layers,
         dropout=dropout,
     )
-    network.set_scaling(median, center, spread)
+    network.set_scaling(median, median, spread)
     if task == "regression":
         y = np.asarray(y_train, dtype=np.float64)
         std = float(y.std())
@@ -281,4 +299,11 @@ def build_tabm(
     return network
 
 
-__all__ = ["TabMNetwork", "build_tabm", "quantile_bins", "robust_scaling"]
+__all__ = [
+    "TabMNetwork",
+    "build_tabm",
+    "column_bins",
+    "column_scaling",
+    "quantile_bins",
+    "robust_scaling",
+]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from dropflow.adapters.local.event_log import JsonLinesEventPublisher
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog
-from dropflow.vocabulary.card import Feature
+from dropflow.vocabulary import onnx_session
+from dropflow.vocabulary.card import INPUT_NAME, Feature
 from dropflow.vocabulary.events import PROMOTED, REJECTED
 from tests.fakes_serving import expected_output, publish, version_id
 
@@ -219,3 +221,33 @@ def test_an_unreachable_bus_does_not_undo_the_decision(store, registry):
 
     assert result.decision == "approved"
     assert Catalog(registry).champion("m").version == V1
+
+
+def test_promotion_runs_both_graphs_on_a_large_holdout_in_bounded_slices(
+    store, registry, monkeypatch
+):
+    # Issue 13: reference.npz of a 1,000,000-row table holds 200,000 holdout rows, and one
+    # onnxruntime run over them all took gigabytes; the promote function has 1,769 MB.
+    monkeypatch.setattr(onnx_session, "SLICE_ROWS", 100)
+    runs: list[int] = []
+    run = ort.InferenceSession.run
+
+    def recording(self, output_names, feed, *args, **kwargs):  # type: ignore[no-untyped-def]
+        runs.append(len(feed[INPUT_NAME]))
+        return run(self, output_names, feed, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", recording)
+    x = np.random.default_rng(8).normal(size=(1_050, 4)).astype(np.float32)
+    publish(store, registry, "m", V1, seed=0, x=x)
+    promote("m", V1, store, registry)
+    labels = expected_output(store, "m", V1, x).argmax(axis=1)
+    publish(store, registry, "m", V2, seed=1, x=x, target=labels)
+    measured = float(np.mean(expected_output(store, "m", V2, x).argmax(axis=1) == labels))
+
+    result = promote("m", V2, store, registry)
+
+    assert result.metrics["basis"] == "holdout" and result.metrics["rows"] == 1_050
+    assert result.metrics["candidate"] == pytest.approx(measured)
+    assert result.metrics["champion"] == 1.0
+    # Parity of V1, then of V2, then V2 and V1 scored: every row, 100 at a time.
+    assert runs == ([100] * 10 + [50]) * 4

@@ -68,7 +68,7 @@ from dropflow.vocabulary.card import (
 )
 from dropflow.vocabulary.events import PROMOTED, REJECTED
 from dropflow.vocabulary.names import check_model_name, check_version
-from dropflow.vocabulary.onnx_session import open_session
+from dropflow.vocabulary.onnx_session import open_session, run_in_slices
 from dropflow.vocabulary.routing import RouteDecision, RoutePolicy, decide_route
 from dropflow.vocabulary.spec import ServingSection, read_spec
 
@@ -386,7 +386,8 @@ def check_parity(card: Card, store: ObjectStore, digests: Mapping[str, str]) -> 
             f"{len(card.features)}] for the card's features"
         )
     try:
-        (actual,) = session.run([output], {INPUT_NAME: x})
+        # In slices: a large holdout in one run would need gigabytes (onnx_session.SLICE_ROWS).
+        actual = run_in_slices(session, output, x)
     except Exception as exc:
         raise Rejected(f"onnxruntime failed on the reference inputs: {brief(exc)}") from None
     # The training job's own rule (dropflow.vocabulary.parity), with the tolerance it recorded.
@@ -543,7 +544,7 @@ def _score(card: Card, store: ObjectStore, x: np.ndarray, y: np.ndarray) -> floa
     model_bytes = _artifact(store, card, "model", "model.onnx")
     try:
         session = open_session(model_bytes)
-        (outputs,) = session.run([output], {INPUT_NAME: x})
+        outputs = run_in_slices(session, output, x)
     except Exception as exc:
         raise Rejected(f"{card.version} model.onnx: {brief(exc)}") from None
     outputs = np.asarray(outputs, dtype=np.float64)
