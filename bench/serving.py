@@ -3,13 +3,15 @@ the size of what Lambda unzips for it, and the local API under load (issue 5, it
 
 The model is real and made the way the product makes it: `dropflow demo` trains the Breast
 Cancer Wisconsin classifier (569 rows x 30 features) into a temporary dropflow home, where the
-training job exports, checks and publishes the ONNX graph and promotion approves it. Then, in
+training job exports, checks and publishes the ONNX graph and promotion approves it. The
+network is whatever the default spec trains (the tabular family's default network). Then, in
 the same run:
 
 - warm latency, in process, for 1 row and for 1,000 rows per request: functions/predict/app.py
   (`lambda_handler` with API Gateway proxy events, local adapters) against (a) a minimal
   onnxruntime handler over the same model.onnx (bench/baselines/onnx_app.py) and (b) a
-  classic Lambda + torch.load handler over the job's trained weights (baselines/torch_app.py).
+  classic Lambda + torch.load handler over the job's trained network (baselines/torch_app.py;
+  rebuilt from the job's final checkpoint by rebuild_network, whatever the family built).
   The three take turns in blocks of requests, so a busy machine slows them alike.
 - cold start: a fresh python process that imports the handler and answers one event
   (bench/cold_start.py), dropflow against the torch handler, several alternating runs, medians;
@@ -21,7 +23,9 @@ the same run:
 
 Targets (issue 5): dropflow <= 3x the minimal handler at 1 row and <= 1.2x at 1,000 rows;
 >= 5x faster than the torch handler warm, and >= 5x faster from a cold start; predict +
-layers <= 150 MB unzipped; the load test without a single error.
+layers <= 150 MB unzipped; the load test without a single error. The exit status is 1 when
+one is missed (a part skipped, or the size when there is no build to measure, counts as
+neither).
 """
 
 from __future__ import annotations
@@ -87,48 +91,76 @@ def only(paths: list[Path], what: str) -> Path:
     return paths[0]
 
 
-def export_baselines(home: Path, out: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """The model directories of the two baselines, from what the job left in the store.
+def rebuild_network(bucket: Path) -> tuple[Any, dict[str, Any]]:
+    """The network the job trained, rebuilt the way the job built it, with the weights of the
+    job's final checkpoint; and the version's card.
 
-    onnx/: the published model.onnx. torch/: the state dict of the job's last checkpoint
-    (torch.save), with the network's constructor arguments. Both get the card's classes.
+    Whatever network the spec chose (training.families): the spec and the dataset are read
+    from the bucket as the job read them, split with the job's own split, the family builds a
+    fresh network on the job's fitting rows under the spec's seed (its preprocessing buffers
+    and layout are those of the trained one), and the final checkpoint's state dict (best
+    weights, fitted temperature) is loaded into it. It must reproduce reference.npz: the same
+    holdout rows in, the same answers out.
     """
-    import torch
-
+    from dropflow.adapters.local.directory_store import DirectoryStore
+    from dropflow.vocabulary.spec import read_spec
     from training.checkpoint import loads
-    from training.model import Network
+    from training.families import family_for
+    from training.loop import reproducible
+    from training.network import predict
+    from training.split import fitting_rows, split
 
-    bucket = home / "bucket"
     version_dir = only(sorted((bucket / "models" / MODEL).iterdir()), "model version")
     card = json.loads((version_dir / "card.json").read_text())
     manifest = only(sorted((bucket / "jobs" / MODEL).glob("*/manifest.json")), "job manifest")
     checkpoint = loads((bucket / json.loads(manifest.read_text())["checkpoint"]).read_bytes())
-    state = checkpoint["model"]
-    linears = [k for k in state if k.startswith("mlp.") and k.endswith(".weight")]
-    widths = [state[k].shape[0] for k in linears]
-    config = {
-        "task": card["task"],
-        "n_features": len(card["features"]),
-        "n_outputs": widths[-1],
-        "hidden_layers": widths[:-1],
-    }
-    network = Network(**config)
-    network.load_state_dict(state)
-    network.eval()
-    # The weights must be the ones the graph was exported from: same answers on the holdout.
-    reference = np.load(version_dir / "reference.npz")
-    with torch.no_grad():
-        ours = network(torch.as_tensor(reference["input"])).numpy()
-    if not np.allclose(ours, reference["probabilities"], atol=1e-5):
-        raise SystemExit("the checkpoint's weights do not reproduce reference.npz")
+    if not checkpoint.get("finished"):
+        raise SystemExit(f"{manifest}: the job's last checkpoint is not its finished state")
 
+    store = DirectoryStore(bucket)
+    spec = read_spec(store, MODEL)
+    family = family_for(spec)
+    examples = family.read(store, MODEL, spec)
+    parts = split(
+        examples,
+        spec.training.holdout_fraction,
+        spec.training.seed,
+        validation_fraction=spec.training.validation_fraction,
+    )
+    fit = fitting_rows(parts.train, spec.training.seed)
+    with reproducible(spec.training.seed):
+        network = family.build(examples, examples.x[fit], examples.y[fit], spec)
+    network.load_state_dict(checkpoint["model"])
+    network.eval()
+
+    reference = np.load(version_dir / "reference.npz")
+    holdout = network.as_input(examples.x[parts.holdout])
+    if not np.array_equal(holdout, reference["input"], equal_nan=True):
+        raise SystemExit("the job's split, redone here, does not give reference.npz's rows")
+    ours = predict(network, reference["input"])
+    if not np.allclose(ours, reference[network.output_name], atol=1e-5):
+        raise SystemExit("the checkpoint's weights do not reproduce reference.npz")
+    return network, card
+
+
+def export_baselines(home: Path, out: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """The model directories of the two baselines, from what the job left in the store.
+
+    onnx/: the published model.onnx. torch/: the trained network itself, rebuilt from the
+    job's final checkpoint (rebuild_network) and saved whole with torch.save, as a
+    torch.load handler ships a model. Both get the card's classes.
+    """
+    import torch
+
+    bucket = home / "bucket"
+    network, card = rebuild_network(bucket)
+    version_dir = bucket / "models" / MODEL / card["version"]
     onnx_dir, torch_dir = out / "onnx", out / "torch"
     for folder in (onnx_dir, torch_dir):
         folder.mkdir(parents=True)
         (folder / "classes.json").write_text(json.dumps(card["classes"]))
     shutil.copy(version_dir / "model.onnx", onnx_dir / "model.onnx")
-    torch.save(network.state_dict(), torch_dir / "model.pt")
-    (torch_dir / "config.json").write_text(json.dumps(config))
+    torch.save(network, torch_dir / "model.pt")
     return onnx_dir, torch_dir, card
 
 
@@ -592,10 +624,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("\nload: the local HTTP API (dropflow_dev.local.gateway) on 127.0.0.1")
             verdicts.append(load_test(home, args.clients, args.load_requests, results))
 
+    results["targets_met"] = sum(verdicts)
+    results["targets"] = len(verdicts)
     print(f"\nserving: {sum(verdicts)} of {len(verdicts)} targets met")
     print("json " + json.dumps(results))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    report = main()
+    sys.exit(0 if report["targets_met"] == report["targets"] else 1)

@@ -1,8 +1,10 @@
 """Baseline (b): the classic Lambda + torch.load handler.
 
-The trained network's class is imported, its state dict is torch.load-ed at cold start, and
-each request goes JSON -> torch tensor -> forward under no_grad -> JSON. BENCH_MODEL_DIR holds
-model.pt (the state dict), config.json (the constructor's arguments) and classes.json.
+The trained network was saved whole (torch.save of the module), so whatever network the job
+trained loads here the way such handlers load a model: torch.load at cold start, which imports
+the network's class (training.*, and the packages it builds on) to unpickle it. Each request
+goes JSON -> torch tensor -> forward under no_grad -> JSON. BENCH_MODEL_DIR holds model.pt and
+classes.json.
 """
 
 import json
@@ -10,17 +12,12 @@ import os
 
 import torch
 
-from training.model import Network
-
 MODEL_DIR = os.environ["BENCH_MODEL_DIR"]
-with open(os.path.join(MODEL_DIR, "config.json")) as f:
-    CONFIG = json.load(f)
 with open(os.path.join(MODEL_DIR, "classes.json")) as f:
     CLASSES = json.load(f)
-MODEL = Network(**CONFIG)
-MODEL.load_state_dict(
-    torch.load(os.path.join(MODEL_DIR, "model.pt"), map_location="cpu", weights_only=True)
-)
+# A whole module is a pickle, not weights alone: weights_only=False. The file is the one the
+# benchmark itself wrote a moment before, from the job's own checkpoint.
+MODEL = torch.load(os.path.join(MODEL_DIR, "model.pt"), map_location="cpu", weights_only=False)
 MODEL.eval()
 
 
