@@ -383,7 +383,11 @@ class TrainingLoop:
             )
         autocast = p.autocast_dtype
         every = max(1, epochs // 10)  # about ten progress lines per job
-        pending: list[torch.Tensor] = []  # this rank's loss of each step since the last reduce
+        # This rank's loss of each step of the epoch, written in place: a list of one small
+        # tensor per step, alive between big freed activations, kept glibc from giving the
+        # heap back (about 0.5 GB more resident by the end of an epoch at 1,000,000 rows).
+        step_losses: torch.Tensor | None = None
+        reduced = step_in_epoch  # steps of this epoch whose loss is already in `done`
         epoch_order = order.get_state()
         last_checkpoint = last_progress = started
         checkpoint_cost: float | None = None
@@ -394,9 +398,10 @@ class TrainingLoop:
         rows_on_device = self.rows.to(p.device)
 
         def reduce_pending() -> None:
-            if pending:
-                local = torch.stack(pending).tolist()
-                pending.clear()
+            nonlocal reduced
+            if step_losses is not None and reduced < step_in_epoch:
+                local = step_losses[reduced:step_in_epoch].tolist()
+                reduced = step_in_epoch
                 if p.distributed:
                     local = [v / p.world_size for v in p.total(local)]
                 done.extend(local)
@@ -448,7 +453,9 @@ class TrainingLoop:
         def progress(now: float) -> Progress:
             ran = global_step - (resumed_from or 0)
             elapsed = max(now - started, 1e-9)
-            running = done + (torch.stack(pending).tolist() if pending else [])
+            running = done + (
+                step_losses[reduced:step_in_epoch].tolist() if step_losses is not None else []
+            )
             loss = sum(running) / len(running) if running else (losses[-1] if losses else None)
             left = self.total_steps - global_step
             if self.early_stopping and not finished:
@@ -474,6 +481,8 @@ class TrainingLoop:
             epoch_order = order.get_state()
             permutation = rows_on_device[torch.randperm(self.n, generator=order).to(p.device)]
             batches = permutation.split(batch)
+            if step_losses is None or len(step_losses) != len(batches):
+                step_losses = torch.zeros(len(batches), device=p.device)
             for i in range(step_in_epoch, len(batches)):
                 # ---- step boundary
                 now = self.clock()
@@ -506,7 +515,7 @@ class TrainingLoop:
                 self.optimizer.step()
                 if self.schedules:  # a constant rate needs no per-step update
                     self.scheduler.step()
-                pending.append(loss.detach())
+                step_losses[i] = loss.detach()
                 step_in_epoch = i + 1
                 global_step += 1
                 samples += size
@@ -519,7 +528,7 @@ class TrainingLoop:
             losses.append(sum(v * s for v, s in zip(done, sizes, strict=True)) / self.n)
             done = []
             epoch += 1
-            step_in_epoch = 0
+            step_in_epoch = reduced = 0
             epoch_order = order.get_state()
             if not math.isfinite(losses[-1]):
                 # Deterministic, so another attempt would diverge the same way.
