@@ -87,6 +87,7 @@ def find_template(start: Path | None = None) -> Path:
 class LocalPaths:
     home: Path
     bucket: Path = field(init=False)
+    datasets: Path = field(init=False)
     registry: Path = field(init=False)
     compute: Path = field(init=False)
     serving: Path = field(init=False)
@@ -94,6 +95,7 @@ class LocalPaths:
     def __post_init__(self) -> None:
         self.home = self.home.expanduser().resolve()
         self.bucket = self.home / "bucket"
+        self.datasets = self.bucket / "datasets"
         self.registry = self.home / "registry.db"
         self.compute = self.home / "compute"
         self.serving = self.home / "serving"
@@ -113,7 +115,9 @@ class LocalPaths:
 def configure(home: Path, *, verbose: bool = False) -> LocalPaths:
     """Point this process (and the training processes it starts) at the local adapters."""
     paths = LocalPaths(home)
-    paths.bucket.mkdir(parents=True, exist_ok=True)
+    # The folder a data owner copies into exists from the first command on: `cp x.csv
+    # <home>/bucket/datasets/<model>/` then needs only the model's own folder.
+    paths.datasets.mkdir(parents=True, exist_ok=True)
     paths.compute.mkdir(parents=True, exist_ok=True)
     os.environ.update(paths.environment())
     # The console shows one line per event; the handlers' JSON logs only when asked.
@@ -316,7 +320,7 @@ class LocalRuntime:
         self.url = self.gateway.url
         self._job_states = {job.job_id: job.state.value for job in self.jobs.all()}
         self.say(f"dropflow local: home {self.paths.home}")
-        self.say(f"  drop CSV/Parquet files into {self.paths.bucket / 'datasets'}/<model>/")
+        self.say(f"  drop CSV/Parquet files into {self.paths.datasets}/<model>/")
         self.say(f"  API on {self.url}  (POST /models/<model>/predict)")
         self.say(
             f"  at most {self.max_jobs} training job{'s' if self.max_jobs != 1 else ''} at once "
