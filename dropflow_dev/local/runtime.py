@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dropflow_dev.local import events
+from dropflow_dev.local.home_lock import HomeLock
 from dropflow_dev.local.watcher import BucketWatcher
 
 LOCAL_BUCKET = "dropflow-local"
@@ -277,9 +278,28 @@ class LocalRuntime:
             checkout = self.template.parent
             self.container = ContainerProcess(checkout, self.paths.serving, host, container_port)
         self._scale_out_seen: float | None = None
+        self.lock = HomeLock(self.paths.home)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        """Take the home's lock, then start the IMDS emulator, the container tier's process,
+        the handlers and the API. Raises HomeInUse (naming the holder's PID) when another
+        runtime has this home, before starting anything. Any other failure (the API's port
+        taken, a handler that does not load) stops what had started, the lock released, and
+        is raised."""
+        self.lock.acquire()
+        if self.lock.previous_pid is not None:
+            self.say(
+                f"dropflow local: took over {self.lock.path}: PID {self.lock.previous_pid} "
+                "held it and has ended without releasing it"
+            )
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         from dropflow import wiring
         from dropflow_dev.invoke import load_function
         from dropflow_dev.local.gateway import Gateway
@@ -363,6 +383,8 @@ class LocalRuntime:
             self.imds.stop()
             self.imds = None
             os.environ.pop("DROPFLOW_LOCAL_IMDS_URL", None)
+        # Last: a new runtime may take the home once this one's processes have ended.
+        self.lock.release()
         self.say("dropflow local: stopped")
         if getattr(self, "_stdout", None) is not None:
             sys.stdout.flush()
