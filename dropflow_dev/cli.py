@@ -162,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:
+    # Said before anything slow: loading the handlers and their libraries takes seconds (tens
+    # of seconds on a first start), and a silent terminal looks like a hang.
+    print(
+        f"dropflow local: starting in {args.home.expanduser()} (loading the functions; "
+        "a first start can take a minute)",
+        flush=True,
+    )
     from dropflow_dev.local.runtime import LocalRuntime
 
     runtime = LocalRuntime(
