@@ -8,6 +8,7 @@ inherits DROPFLOW_STORE_URL pointing at its home's bucket, and each test has a h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -51,10 +52,8 @@ def home(tmp_path) -> Iterator[Path]:
     home = tmp_path / "home"
     yield home
     for pid in processes_of(home):
-        try:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture
