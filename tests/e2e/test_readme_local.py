@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.local_up import JOB_SECONDS, START_SECONDS, status
+from tests.local_up import JOB_SECONDS, START_SECONDS, LocalUp
 from tests.net import free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -68,61 +64,6 @@ def test_the_sections_commands_are_found():
     assert any(c.startswith("curl ") for c in commands), commands
 
 
-class Foreground:
-    """A README command that runs in the foreground until Ctrl-C (`local up`), in a child
-    process whose console is read line by line."""
-
-    def __init__(self, command: str, cwd: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            ["bash", "-c", f"exec {command}"],  # exec: Ctrl-C (SIGINT) reaches dropflow itself
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.console: list[str] = []
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.console.append(line.rstrip())
-            self._lines.put(line.rstrip())
-
-    def wait_for(self, pattern: str, seconds: float) -> re.Match[str]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                line = self._lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            if match := re.search(pattern, line):
-                return match
-        raise AssertionError(f"no line matching {pattern!r}; {self.output}")
-
-    @property
-    def output(self) -> str:
-        return "console:\n" + "\n".join(self.console)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-
-def _champion(home: Path, model: str) -> str | None:
-    return next((m["champion"] for m in status(home)["models"] if m["model"] == model), None)
-
-
 def test_readmes_local_section_runs_as_written(tmp_path):
     home, work, port = tmp_path / "home", tmp_path / "work", str(free_port())
     work.mkdir()
@@ -132,22 +73,25 @@ def test_readmes_local_section_runs_as_written(tmp_path):
     def as_here(command: str) -> str:
         return command.replace(README_HOME, str(home)).replace(README_PORT, port)
 
-    runtime: Foreground | None = None
+    runtime: LocalUp | None = None
     answers: list[str] = []
     try:
         for block in played_blocks():
             if any("/predict" in command for command in block):
                 # A reader asks once the model is served: wait on that state, not on a clock.
+                assert runtime is not None, "README asks for a prediction before `local up`"
                 wait_until(
-                    lambda: _champion(home, "iris"),
+                    lambda up=runtime: up.champion("iris"),
                     JOB_SECONDS,
                     interval=1.0,
-                    what=lambda up=runtime: f"iris to be served; {up.output if up else ''}",
+                    what=lambda up=runtime: f"iris to be served; {up.output}",
                 )
             for command in map(as_here, block):
                 if " local up" in command:
-                    runtime = Foreground(command, work, env)
-                    runtime.wait_for(rf"API on http://127\.0\.0\.1:{port}\b", START_SECONDS)
+                    # exec: Ctrl-C (SIGINT) reaches dropflow itself, not bash
+                    bash = ["bash", "-c", f"exec {command}"]
+                    runtime = LocalUp(home, command=bash, cwd=work, env=env)
+                    assert runtime.url == f"http://127.0.0.1:{port}", runtime.output
                     continue
                 done = subprocess.run(
                     ["bash", "-c", command],
@@ -172,7 +116,7 @@ def test_readmes_local_section_runs_as_written(tmp_path):
         # The last command (the prediction) answered with the species of README's flower
         body = json.loads(answers[-1])
         assert body["model"] == "iris", body
-        assert body["version"] == _champion(home, "iris")
+        assert body["version"] == runtime.champion("iris")
         assert body["predictions"] == ["setosa"], body
         assert len(body["probabilities"][0]) == 3
         assert runtime.stop() == 0, runtime.output
