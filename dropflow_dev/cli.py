@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--home", type=Path, help="keep the demo's state here (default: a temp dir)")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a model")
 
+    _sample_parser(sub)
+
     invoke = sub.add_parser(
         "invoke", help="run one function of template.yaml with an event file (no Docker)"
     )
@@ -132,6 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sample_parser(sub: Any) -> None:
+    from dropflow_dev.sample import DEFAULT_TARGET, SAMPLES
+
+    sample = sub.add_parser(
+        "sample",
+        help="write a small real dataset as CSV to stdout (dropflow sample iris > iris.csv)",
+        description="Datasets shipped inside scikit-learn, so no download: "
+        + "; ".join(f"{name}: {s.about}" for name, s in SAMPLES.items()),
+    )
+    sample.add_argument("name", choices=list(SAMPLES), help="which dataset")
+    sample.add_argument(
+        "--target",
+        default=DEFAULT_TARGET,
+        metavar="COLUMN",
+        help=f"name of the label column, written last (default {DEFAULT_TARGET!r}: the name "
+        "training looks for when the model's dropflow.yaml names no target)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -147,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args.data, args.target, args.home, args.timeout)
         if args.command == "invoke":
             return cmd_invoke(args)
+        if args.command == "sample":
+            return cmd_sample(args)
         if args.command == "models":
             return cmd_models(args)
     except KeyboardInterrupt:
@@ -162,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:
+    # Said before anything slow: loading the handlers and their libraries takes seconds (tens
+    # of seconds on a first start), and a silent terminal looks like a hang.
+    print(
+        f"dropflow local: starting in {args.home.expanduser()} (loading the functions; "
+        "a first start can take a minute)",
+        flush=True,
+    )
     from dropflow_dev.local.runtime import LocalRuntime
 
     runtime = LocalRuntime(
@@ -180,6 +210,21 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: runtime.request_stop())
     runtime.run()
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import os
+
+    from dropflow_dev.sample import write_sample
+
+    try:
+        write_sample(args.name, sys.stdout, target=args.target)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `dropflow sample iris | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so that the interpreter's own flush at exit has nowhere to fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -36,11 +36,23 @@ class LocalUp:
     test asserts in its body, never in a `finally`, and its first failure is the one shown.
     """
 
-    def __init__(self, home: Path, *flags: str) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *flags: str,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`command`, run in `cwd` with `env`, replaces `dropflow local up --home <home>
+        --port 0 <flags>` (README's own line through bash, say); it must run on `home`."""
         self.home = home
-        command = [*DROPFLOW, "local", "up", "--home", str(home)]
+        if command is None:
+            command = [*DROPFLOW, "local", "up", "--home", str(home), "--port", "0", *flags]
         self.proc = subprocess.Popen(
-            [*command, "--port", "0", *flags],
+            command,
+            cwd=cwd,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

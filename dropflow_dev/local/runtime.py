@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dropflow_dev.local import events
+from dropflow_dev.local.home_lock import HomeLock
 from dropflow_dev.local.watcher import BucketWatcher
 
 LOCAL_BUCKET = "dropflow-local"
@@ -87,6 +88,7 @@ def find_template(start: Path | None = None) -> Path:
 class LocalPaths:
     home: Path
     bucket: Path = field(init=False)
+    datasets: Path = field(init=False)
     registry: Path = field(init=False)
     compute: Path = field(init=False)
     serving: Path = field(init=False)
@@ -94,6 +96,7 @@ class LocalPaths:
     def __post_init__(self) -> None:
         self.home = self.home.expanduser().resolve()
         self.bucket = self.home / "bucket"
+        self.datasets = self.bucket / "datasets"
         self.registry = self.home / "registry.db"
         self.compute = self.home / "compute"
         self.serving = self.home / "serving"
@@ -113,7 +116,9 @@ class LocalPaths:
 def configure(home: Path, *, verbose: bool = False) -> LocalPaths:
     """Point this process (and the training processes it starts) at the local adapters."""
     paths = LocalPaths(home)
-    paths.bucket.mkdir(parents=True, exist_ok=True)
+    # The folder a data owner copies into exists from the first command on: `cp x.csv
+    # <home>/bucket/datasets/<model>/` then needs only the model's own folder.
+    paths.datasets.mkdir(parents=True, exist_ok=True)
     paths.compute.mkdir(parents=True, exist_ok=True)
     os.environ.update(paths.environment())
     # The console shows one line per event; the handlers' JSON logs only when asked.
@@ -273,9 +278,28 @@ class LocalRuntime:
             checkout = self.template.parent
             self.container = ContainerProcess(checkout, self.paths.serving, host, container_port)
         self._scale_out_seen: float | None = None
+        self.lock = HomeLock(self.paths.home)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        """Take the home's lock, then start the IMDS emulator, the container tier's process,
+        the handlers and the API. Raises HomeInUse (naming the holder's PID) when another
+        runtime has this home, before starting anything. Any other failure (the API's port
+        taken, a handler that does not load) stops what had started, the lock released, and
+        is raised."""
+        self.lock.acquire()
+        if self.lock.previous_pid is not None:
+            self.say(
+                f"dropflow local: took over {self.lock.path}: PID {self.lock.previous_pid} "
+                "held it and has ended without releasing it"
+            )
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         from dropflow import wiring
         from dropflow_dev.invoke import load_function
         from dropflow_dev.local.gateway import Gateway
@@ -316,7 +340,7 @@ class LocalRuntime:
         self.url = self.gateway.url
         self._job_states = {job.job_id: job.state.value for job in self.jobs.all()}
         self.say(f"dropflow local: home {self.paths.home}")
-        self.say(f"  drop CSV/Parquet files into {self.paths.bucket / 'datasets'}/<model>/")
+        self.say(f"  drop CSV/Parquet files into {self.paths.datasets}/<model>/")
         self.say(f"  API on {self.url}  (POST /models/<model>/predict)")
         self.say(
             f"  at most {self.max_jobs} training job{'s' if self.max_jobs != 1 else ''} at once "
@@ -359,6 +383,8 @@ class LocalRuntime:
             self.imds.stop()
             self.imds = None
             os.environ.pop("DROPFLOW_LOCAL_IMDS_URL", None)
+        # Last: a new runtime may take the home once this one's processes have ended.
+        self.lock.release()
         self.say("dropflow local: stopped")
         if getattr(self, "_stdout", None) is not None:
             sys.stdout.flush()
