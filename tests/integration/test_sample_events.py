@@ -9,6 +9,7 @@ them; no training process is started.
 from __future__ import annotations
 
 import json
+import math
 import os
 from http import HTTPStatus
 from pathlib import Path
@@ -157,6 +158,37 @@ def test_a_pinned_version_is_named_in_the_request(capsys, home, tmp_path):
     assert len(json.loads(json.loads(path.read_text())["body"])["instances"]) == 3
     body = json.loads(answer(capsys, home, "PredictFunction", path)["body"])
     assert body["version"] == version_id(1)
+
+
+def test_rows_with_a_missing_value_the_model_cannot_take_are_sent_last(capsys, home):
+    # Version 2's first holdout row lacks a weight, which had no missing values in training.
+    store, registry = wiring.store(), wiring.registry()
+    holdout = np.array([[1.0, 0.0, math.nan], [2.0, 1.0, 6.0], [3.0, 0.0, 7.0]], np.float32)
+    publish(store, registry, MODEL, version_id(2), features=FEATURES, x=holdout)
+
+    args = ("predict", "--model", MODEL, "--version", version_id(2), "--rows", "3")
+    code, event, _ = events(capsys, home, *args)
+
+    assert code == 0
+    assert json.loads(event["body"])["instances"] == [
+        {"length": 2.0, "colour": "green", "weight": 6.0},
+        {"length": 3.0, "colour": "red", "weight": 7.0},
+        {"length": 1.0, "colour": "red", "weight": None},
+    ]
+
+
+def test_a_version_without_readable_holdout_rows_gets_rows_made_up_and_says_so(capsys, home):
+    store, registry = wiring.store(), wiring.registry()
+    publish(store, registry, MODEL, version_id(2), features=FEATURES, reference_bytes=b"junk")
+
+    code, event, err = events(capsys, home, "predict", "--model", MODEL, "--version", version_id(2))
+
+    assert code == 0
+    assert (
+        json.loads(event["body"])["instances"]
+        == [{"length": 0.0, "colour": "red", "weight": 0.0}] * 2
+    )
+    assert "no readable holdout rows (reference.npz): the rows are made up" in err
 
 
 def test_a_model_the_home_does_not_have_is_a_404_from_the_function(capsys, home, tmp_path):
