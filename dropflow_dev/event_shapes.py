@@ -13,6 +13,10 @@ in the template, never from a list kept here:
   `anything-but`, `exists`); a value only CloudFormation knows (`!Ref DataBucket`) matches any.
 
 A function with no trigger of those types (a test's small template) takes anything.
+
+KINDS lists the kinds of event `dropflow events` makes (dropflow_dev.sample_events builds
+them) and the function each is for: a refusal names the kind to use. It never decides what a
+function takes; tests check that each kind is taken by its function.
 """
 
 from __future__ import annotations

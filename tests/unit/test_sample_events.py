@@ -4,11 +4,36 @@ test_sample_events.py fills events in from a local home and runs them through th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dropflow.errors import InvalidName
 from dropflow_dev import cli
+from dropflow_dev.event_shapes import KINDS, check
+from dropflow_dev.invoke import load_template
 from dropflow_dev.sample_events import EventError, Request, build
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = load_template(ROOT / "template.yaml")
+SCHEDULED = {"LaunchTrainingFunction", "TrackTrainingFunction"}
+# The kinds whose rows come from a published version: tests/integration/test_sample_events.py.
+NEED_STATE = {"predict", "infer"}
+
+
+@pytest.mark.parametrize("kind", sorted(set(KINDS) - NEED_STATE))
+def test_each_kind_is_taken_by_its_function_and_no_other(kind):
+    request = Request(kind, model="iris", version="v20261123T101500Z-3f9a0c", instance="i-1")
+    event, _ = build(request, None)
+
+    takers = SCHEDULED if kind.startswith("schedule-") else {KINDS[kind].function}
+    for function in (
+        "LaunchTrainingFunction",
+        "PredictFunction",
+        "PromoteModelFunction",
+        "TrackTrainingFunction",
+    ):
+        assert check(TEMPLATE, function, event).accepted is (function in takers), function
 
 
 def test_events_that_need_no_state_are_built_without_it():
