@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--env-vars", type=Path, help="JSON of environment overrides")
     _home(invoke)
 
+    _events_parser(sub)
+
     models = sub.add_parser("models", help="the model registry: versions, cards, rollback")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     listing = models_sub.add_parser("list", help="versions of a model with their decisions")
@@ -153,6 +155,43 @@ def _sample_parser(sub: Any) -> None:
     )
 
 
+def _events_parser(sub: Any) -> None:
+    from dropflow_dev.event_shapes import KINDS
+
+    listing = "\n".join(f"  {k.name:<25}{k.function:<23}{k.what}" for k in KINDS.values())
+    events = sub.add_parser(
+        "events",
+        help="write an event for one function, filled in for your models (for invoke)",
+        description="Write the event a function of template.yaml receives, filled in from the "
+        "local home (or DROPFLOW_STORE_URL/DROPFLOW_REGISTRY_URL): e.g. `dropflow events "
+        "predict --model iris > my.json && dropflow invoke PredictFunction -e my.json`.",
+        epilog=f"kinds, the function each goes to, and what it holds:\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    events.add_argument("kind", metavar="KIND", choices=list(KINDS), help="one of the kinds below")
+    events.add_argument("--model", help="the model the event is about")
+    events.add_argument(
+        "--version",
+        help="a published version (default: the champion; for card-created, the version the "
+        "model's newest job published)",
+    )
+    events.add_argument(
+        "--job", help="the job whose instance (EC2 kinds) or version (card-created) to use"
+    )
+    events.add_argument("--instance", help="the EC2 kinds' instance id, instead of a job's")
+    events.add_argument(
+        "--state", default="terminated", help="state-change only: the instance's new state"
+    )
+    events.add_argument(
+        "--rows",
+        type=_positive_int,
+        default=2,
+        help="predict and infer: how many of the version's holdout rows to send (default 2)",
+    )
+    events.add_argument("-o", "--output", type=Path, help="write the event here, not stdout")
+    _home(events)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -170,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_invoke(args)
         if args.command == "sample":
             return cmd_sample(args)
+        if args.command == "events":
+            return cmd_events(args)
         if args.command == "models":
             return cmd_models(args)
     except KeyboardInterrupt:
@@ -304,6 +345,31 @@ def cmd_models(args: argparse.Namespace) -> int:
         f"{args.model}: champion {result.champion_before} -> {result.champion_after}"
         f" ({result.reason})"
     )
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from dropflow_dev import sample_events
+
+    request = sample_events.Request(
+        args.kind,
+        model=args.model,
+        version=args.version,
+        job=args.job,
+        instance=args.instance,
+        state=args.state,
+        rows=args.rows,
+        bucket=sample_events.bucket_name(),
+    )
+    event, notes = sample_events.build(request, sample_events.open_state(args.home))
+    for note in notes:
+        print(f"dropflow events: {note}", file=sys.stderr)
+    text = json.dumps(event, indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"dropflow events: wrote {args.output}", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,11 @@ Docker.
     dropflow invoke PredictFunction -e events/apigw-health.json [--template template.yaml]
         [--env-vars env.json]
 
+Before it runs anything it checks that the function is ever sent an event of this shape (its
+`Events` in the template: a REST API proxy event, an EventBridge event its rule matches, a
+schedule's) and otherwise says what the function takes and which function takes the event
+(dropflow_dev.event_shapes); `dropflow events` makes an event of the right shape.
+
 What it emulates: the function's code directory and handler (Globals included), its
 environment variables, a Lambda context with its memory and timeout, and a cold start (the
 module is imported afresh and dropflow's cached services are reset). What it does not: the
@@ -380,6 +385,20 @@ def read_env_vars(path: str | os.PathLike[str], logical_id: str) -> dict[str, st
     return {name: "" if value is None else str(value) for name, value in merged.items()}
 
 
+def checked_event(template: Mapping[str, Any], logical_id: str, event: Any) -> Any:
+    """`event` as the function is to be invoked with it (an EventBridge envelope completed
+    where that is safe, saying so on stderr); an InvokeError when the function is never sent
+    an event of its shape, naming what it takes and what to use instead."""
+    from dropflow_dev import event_shapes
+
+    verdict = event_shapes.check(template, logical_id, event)
+    if not verdict.accepted:
+        raise InvokeError(event_shapes.refusal(logical_id, verdict))
+    for note in verdict.notes:
+        print(f"dropflow invoke: {note}", file=sys.stderr)
+    return verdict.event
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
     # The handler's logs (powertools writes to stdout) go to stderr, as with sam local invoke,
@@ -399,7 +418,8 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     """`dropflow invoke`: print the handler's result as JSON. 0 ok, 1 the function raised,
-    2 the template, event or env file could not be used."""
+    2 the template, event or env file could not be used, or the event is of a shape the
+    function is never sent (dropflow_dev.event_shapes)."""
     parser = argparse.ArgumentParser(
         prog="dropflow invoke", description="Run one function of template.yaml (no Docker)."
     )
@@ -413,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         event = read_json(args.event, "event file")
         overrides = read_env_vars(args.env_vars, args.function) if args.env_vars else {}
         info = describe_function(args.template, args.function)
+        event = checked_event(load_template(args.template), args.function, event)
         _, unresolved = environment_for(info, overrides)
         if unresolved:
             print(

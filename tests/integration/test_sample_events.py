@@ -1,0 +1,305 @@
+"""`dropflow events` fills events in for the models of a local home, and each one is taken by its
+function through `dropflow invoke`: the real handlers run against the home's adapters.
+
+The home holds one published, approved model (`pets`, with a category column and a missing
+colour in its holdout rows) and a job that runs on an instance, as `dropflow local up` leaves
+them; no training process is started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from http import HTTPStatus
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dropflow import wiring
+from dropflow.promotion.gate import promote
+from dropflow.records.jobs import Attempt, Job, JobState
+from dropflow.vocabulary.card import MISSING_CATEGORY, Feature
+from dropflow.vocabulary.names import new_job_id
+from dropflow_dev import cli
+from dropflow_dev.event_shapes import KINDS
+from dropflow_dev.local.runtime import configure
+from tests.fakes_serving import publish, version_id
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+ROOT = Path(__file__).resolve().parents[2]
+SAM_EVENTS = ROOT / "tests" / "fixtures" / "sam-events"
+MODEL = "pets"
+FEATURES = [
+    Feature(name="length", nullable=True),
+    Feature(
+        name="colour",
+        dtype="category",
+        categories=["red", "green", MISSING_CATEGORY],
+        nullable=True,
+    ),
+    Feature(name="weight"),
+]
+# The holdout rows the version publishes, as the graph reads them: colour by its code, 2 being
+# the code of a missing colour.
+HOLDOUT = np.array(
+    [[1.5, 0.0, 3.25], [2.0, 2.0, 4.0], [2.5, 1.0, 5.0]],
+    dtype=np.float32,
+)
+INSTANCE = "local-77"
+
+
+@pytest.fixture
+def home(tmp_path, restored_environ) -> Path:
+    """A local home with an approved `pets` and a running job on INSTANCE."""
+    for var in ("DROPFLOW_STORE_URL", "DROPFLOW_REGISTRY_URL", "DROPFLOW_COMPUTE_URL"):
+        os.environ.pop(var, None)
+    home = tmp_path / "home"
+    configure(home)
+    store, registry = wiring.store(), wiring.registry()
+    publish(store, registry, MODEL, version_id(1), features=FEATURES, x=HOLDOUT)
+    assert promote(MODEL, version_id(1), store, registry).decision == "approved"
+    return home
+
+
+@pytest.fixture
+def running_job(home) -> str:
+    job = Job(
+        job_id=new_job_id(MODEL),
+        model=MODEL,
+        data_version="pets-v2",
+        state=JobState.RUNNING,
+        attempts=[Attempt(number=1, instance_id=INSTANCE, lifecycle="spot")],
+    )
+    wiring.jobs().create(job)
+    return job.job_id
+
+
+def events(capsys, home: Path, *args: str) -> tuple[int, dict | None, str]:
+    code = cli.main(["events", *args, "--home", str(home)])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if code == 0 else None), captured.err
+
+
+def write_event(capsys, home: Path, tmp_path: Path, *args: str) -> Path:
+    path = tmp_path / f"{args[0]}.json"
+    code = cli.main(["events", *args, "-o", str(path), "--home", str(home)])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return path
+
+
+def invoke(capsys, home: Path, function: str, event: Path) -> tuple[int, str, str]:
+    code = cli.main(["invoke", function, "-e", str(event), "--home", str(home)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def answer(capsys, home: Path, function: str, event: Path) -> dict:
+    code, out, err = invoke(capsys, home, function, event)
+    assert code == 0, out + err
+    return json.loads(out)
+
+
+# --------------------------------------------------------------------------- predict
+def test_a_predict_event_sends_the_champions_holdout_rows_as_a_client_would(capsys, home):
+    code, event, _ = events(capsys, home, "predict", "--model", MODEL)
+
+    assert code == 0
+    assert (event["httpMethod"], event["resource"]) == ("POST", "/models/{name}/predict")
+    assert event["pathParameters"] == {"name": MODEL}
+    # Categories by their value, missing values as null, numbers as float32 printed them.
+    assert json.loads(event["body"]) == {
+        "instances": [
+            {"length": 1.5, "colour": "red", "weight": 3.25},
+            {"length": 2.0, "colour": None, "weight": 4.0},
+        ]
+    }
+
+
+def test_each_predict_function_kind_is_answered_200_by_the_predict_function(capsys, home, tmp_path):
+    for kind in ("health", "models", "model", "predict", "metadata", "infer"):
+        assert KINDS[kind].function == "PredictFunction"
+        path = write_event(capsys, home, tmp_path, kind, "--model", MODEL)
+        result = answer(capsys, home, "PredictFunction", path)
+        assert result["statusCode"] == HTTPStatus.OK, (kind, result)
+        body = json.loads(result["body"])
+        if kind == "predict":
+            assert body["version"] == version_id(1)
+            assert len(body["predictions"]) == 2
+        if kind == "infer":
+            assert body["model_name"] == MODEL
+            [output] = body["outputs"]
+            assert output["shape"][0] == 2
+
+
+def test_a_pinned_version_is_named_in_the_request(capsys, home, tmp_path):
+    path = write_event(
+        capsys, home, tmp_path, "infer", "--model", MODEL, "--version", version_id(1)
+    )
+    event = json.loads(path.read_text())
+    assert event["path"] == f"/v2/models/{MODEL}/versions/{version_id(1)}/infer"
+    assert answer(capsys, home, "PredictFunction", path)["statusCode"] == HTTPStatus.OK
+
+    path = write_event(
+        capsys,
+        home,
+        tmp_path,
+        "predict",
+        "--model",
+        MODEL,
+        "--version",
+        version_id(1),
+        "--rows",
+        "3",
+    )
+    assert len(json.loads(json.loads(path.read_text())["body"])["instances"]) == 3
+    body = json.loads(answer(capsys, home, "PredictFunction", path)["body"])
+    assert body["version"] == version_id(1)
+
+
+def test_rows_with_a_missing_value_the_model_cannot_take_are_sent_last(capsys, home):
+    # Version 2's first holdout row lacks a weight, which had no missing values in training.
+    store, registry = wiring.store(), wiring.registry()
+    holdout = np.array([[1.0, 0.0, math.nan], [2.0, 1.0, 6.0], [3.0, 0.0, 7.0]], np.float32)
+    publish(store, registry, MODEL, version_id(2), features=FEATURES, x=holdout)
+
+    args = ("predict", "--model", MODEL, "--version", version_id(2), "--rows", "3")
+    code, event, _ = events(capsys, home, *args)
+
+    assert code == 0
+    assert json.loads(event["body"])["instances"] == [
+        {"length": 2.0, "colour": "green", "weight": 6.0},
+        {"length": 3.0, "colour": "red", "weight": 7.0},
+        {"length": 1.0, "colour": "red", "weight": None},
+    ]
+
+
+def test_a_version_without_readable_holdout_rows_gets_rows_made_up_and_says_so(capsys, home):
+    store, registry = wiring.store(), wiring.registry()
+    publish(store, registry, MODEL, version_id(2), features=FEATURES, reference_bytes=b"junk")
+
+    code, event, err = events(capsys, home, "predict", "--model", MODEL, "--version", version_id(2))
+
+    assert code == 0
+    assert (
+        json.loads(event["body"])["instances"]
+        == [{"length": 0.0, "colour": "red", "weight": 0.0}] * 2
+    )
+    assert "no readable holdout rows (reference.npz): the rows are made up" in err
+
+
+def test_a_model_the_home_does_not_have_is_a_404_from_the_function(capsys, home, tmp_path):
+    path = write_event(capsys, home, tmp_path, "model", "--model", "ghost")
+    result = answer(capsys, home, "PredictFunction", path)
+    assert result["statusCode"] == HTTPStatus.NOT_FOUND
+    assert "ghost" in result["body"]
+
+
+def test_rows_for_a_model_without_champion_are_refused_saying_what_to_pass(capsys, home):
+    code, _, err = events(capsys, home, "predict", "--model", "ghost")
+
+    assert code == 2
+    assert "'ghost' has no champion" in err and "pass --version V" in err
+    assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- control plane
+def test_a_dataset_drop_event_is_taken_by_the_launch_function(capsys, home, tmp_path):
+    code, event, err = events(capsys, home, "dataset-created", "--model", MODEL)
+    assert code == 0
+    assert event["detail"]["object"]["key"] == f"datasets/{MODEL}/data.csv"
+    assert "no .csv or .parquet file under datasets/pets/" in err
+
+    path = write_event(capsys, home, tmp_path, "dataset-created", "--model", MODEL)
+    [outcome] = answer(capsys, home, "LaunchTrainingFunction", path)["results"]
+    assert (outcome["action"], outcome["model"]) == ("no-data", MODEL)
+
+
+def test_a_dataset_drop_event_names_the_newest_file_of_the_dataset(capsys, home):
+    folder = home / "bucket" / "datasets" / MODEL
+    folder.mkdir(parents=True)
+    (folder / "old.csv").write_text("a,b\n1,2\n")
+    os.utime(folder / "old.csv", (1_000_000_000, 1_000_000_000))
+    (folder / "new.csv").write_text("a,b\n3,4\n")
+
+    code, event, _ = events(capsys, home, "dataset-created", "--model", MODEL)
+
+    assert code == 0
+    assert event["detail"]["object"]["key"] == f"datasets/{MODEL}/new.csv"
+    assert event["detail"]["object"]["size"] == len("a,b\n3,4\n")
+
+
+def test_the_schedules_are_taken_by_their_functions(capsys, home, tmp_path):
+    retrain = write_event(capsys, home, tmp_path, "schedule-retrain")
+    # No model has data: the schedule has nothing to retrain.
+    assert answer(capsys, home, "LaunchTrainingFunction", retrain)["results"] == []
+    watchdog = write_event(capsys, home, tmp_path, "schedule-watchdog")
+    assert isinstance(answer(capsys, home, "TrackTrainingFunction", watchdog)["results"], list)
+
+
+def test_a_card_event_names_the_version_the_newest_job_published(capsys, home, tmp_path):
+    path = write_event(capsys, home, tmp_path, "card-created", "--model", MODEL)
+    key = json.loads(path.read_text())["detail"]["object"]["key"]
+    assert key == f"models/{MODEL}/{version_id(1)}/card.json"
+
+    result = answer(capsys, home, "PromoteModelFunction", path)
+    assert result["decision"] == "approved"
+
+
+def test_a_card_event_for_a_job_that_published_nothing_is_refused(capsys, home, running_job):
+    code, _, err = events(capsys, home, "card-created", "--job", running_job)
+
+    assert code == 2
+    assert f"job {running_job} is running and has published no version: pass --version V" in err
+
+
+@pytest.mark.parametrize("kind", ["spot-interruption", "rebalance-recommendation", "state-change"])
+def test_the_ec2_events_name_the_jobs_instance(capsys, home, tmp_path, running_job, kind):
+    path = write_event(capsys, home, tmp_path, kind, "--job", running_job)
+    event = json.loads(path.read_text())
+    assert event["detail"]["instance-id"] == INSTANCE
+
+    result = answer(capsys, home, "TrackTrainingFunction", path)
+    # The home's compute never launched INSTANCE: the tracker looked it up and let it be.
+    assert result["action"] == "ignored"
+    assert INSTANCE in result["message"]
+
+
+def test_an_ec2_event_for_a_model_finds_its_newest_jobs_instance(capsys, home, running_job):
+    code, event, err = events(capsys, home, "state-change", "--model", MODEL, "--state", "running")
+
+    assert code == 0
+    assert event["detail"] == {"instance-id": INSTANCE, "state": "running"}
+    assert f"instance {INSTANCE} of job {running_job}" in err
+
+
+# --------------------------------------------------------------------------- wrong pairings
+def test_an_event_for_another_function_is_refused_naming_the_right_one(capsys, home, tmp_path):
+    path = write_event(capsys, home, tmp_path, "predict", "--model", MODEL)
+
+    code, out, err = invoke(capsys, home, "LaunchTrainingFunction", path)
+
+    assert code == 2
+    assert out == ""
+    assert "LaunchTrainingFunction takes an EventBridge event 'Object Created' from aws.s3" in err
+    assert "this looks like an API Gateway REST (v1) proxy event (POST /models/pets/predict)" in err
+    assert "use PredictFunction, or `dropflow events dataset-created --model M`" in err
+    assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- SAM's events
+def test_sams_rest_proxy_event_reaches_the_predict_function(capsys, home):
+    result = answer(capsys, home, "PredictFunction", SAM_EVENTS / "apigateway-aws-proxy.json")
+    assert result["statusCode"] == HTTPStatus.NOT_FOUND  # POST /path/to/resource: no such route
+
+
+@pytest.mark.parametrize("function", ["TrackTrainingFunction", "LaunchTrainingFunction"])
+def test_sams_scheduled_event_without_version_runs_the_scheduled_functions(capsys, home, function):
+    code, out, err = invoke(capsys, home, function, SAM_EVENTS / "cloudwatch-scheduled-event.json")
+
+    assert code == 0, out + err
+    assert isinstance(json.loads(out)["results"], list)
+    assert 'the event has no "version"' in err
