@@ -91,9 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--rebalance", action="store_true", help="send a rebalance recommendation instead"
     )
 
-    status = sub.add_parser("status", help="jobs and models, as a table or --json")
+    status = sub.add_parser(
+        "status", help="jobs and models, as a table that fits the terminal, or --json"
+    )
+    status.add_argument(
+        "model", nargs="?", help="show only this model, its jobs in full (nothing cut)"
+    )
     _home(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--wide", action="store_true", help="rows as long as their texts: nothing cut or left out"
+    )
 
     demo = sub.add_parser("demo", help="run the loop once on a real dataset and exit")
     demo.add_argument("--data", type=Path, help="a CSV file to train on instead of the default")
@@ -211,14 +219,29 @@ def cmd_local_interrupt(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from dropflow_dev.local.runtime import configure
-    from dropflow_dev.status import collect, render
+    from dropflow_dev.status import collect, render, render_model
 
     configure(args.home)
     report = collect()
+    if args.model is not None:
+        known = sorted(
+            {m["model"] for m in report["models"]} | {j["model"] for j in report["jobs"]}
+        )
+        if args.model not in known:
+            listed = ", ".join(known) or "none yet"
+            print(
+                f"dropflow: no model {args.model!r} in {args.home} (models: {listed})",
+                file=sys.stderr,
+            )
+            return 2
+        report["jobs"] = [j for j in report["jobs"] if j["model"] == args.model]
+        report["models"] = [m for m in report["models"] if m["model"] == args.model]
     if args.json:
         print(json.dumps(report, indent=2, default=str))
+    elif args.model is not None:
+        print(render_model(report, args.model))
     else:
-        print(render(report))
+        print(render(report, wide=args.wide))
     return 0
 
 
