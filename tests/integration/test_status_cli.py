@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,8 +10,10 @@ import sys
 import pytest
 
 from dropflow import wiring
-from dropflow.records.jobs import Job, JobState, JobStore
+from dropflow.adapters.local.process_compute import ProcessCompute
+from dropflow.records.jobs import Attempt, Job, JobState, JobStore
 from dropflow_dev.local.runtime import configure
+from tests.contract.compute_helpers import JOB_ID, launch_request
 
 DROPFLOW = [sys.executable, "-m", "dropflow_dev.cli"]
 REASON = (
@@ -78,3 +81,33 @@ def test_a_reader_that_leaves_early_gets_no_broken_pipe_noise(home):
 
     assert stderr.decode() == ""
     assert proc.returncode == 141  # 128 + SIGPIPE, as a shell reports a reader leaving early
+
+
+def test_the_job_of_a_runtime_that_stopped_reads_stale_not_running(tmp_path, restored_environ):
+    # Given a running job whose process the local runtime started
+    paths = configure(tmp_path)
+    compute = ProcessCompute(paths.compute, (sys.executable, "-c", "import time; time.sleep(600)"))
+    instance = compute.launch(launch_request())
+    jobs = JobStore(wiring.registry())
+    attempt = Attempt(number=1, instance_id=instance.instance_id, started_at=instance.launched_at)
+    jobs.create(Job(job_id=JOB_ID, model="iris", data_version="d", attempts=[attempt]))
+    jobs.transition(JOB_ID, JobState.LAUNCHING)
+    jobs.transition(JOB_ID, JobState.RUNNING)
+    try:
+        before = _dropflow("status", "--home", str(tmp_path), columns=200)
+    finally:
+        # When the runtime stops, as Ctrl-C stops it: its processes end, nothing tracks them
+        compute.stop_all(grace=5.0)
+    after = _dropflow("status", "--home", str(tmp_path), columns=200)
+    as_json = _dropflow("status", "--home", str(tmp_path), "--json")
+
+    # Then the job, still `running` in the registry, reads stale
+    assert before.returncode == after.returncode == 0, (before.stderr, after.stderr)
+    row_before, row_after = (
+        next(line for line in done.stdout.splitlines() if line.startswith(JOB_ID))
+        for done in (before, after)
+    )
+    assert "running" in row_before and "stale" not in row_before
+    assert "stale (runtime stopped)" in row_after and "running" not in row_after
+    (job,) = json.loads(as_json.stdout)["jobs"]
+    assert (job["state"], job["stale"]) == ("running", True)
