@@ -42,9 +42,10 @@ def collect(now: float | None = None, *, compute: Compute | None = None) -> dict
     an unknown amount is null, never 0. `queue_position` is a waiting job's place in line for
     a training slot (1: next to start), null for the others; `training_slots` says how many
     jobs hold a slot and how many wait. `duration_seconds` is how long the job has run (an
-    active one) or took (an ended one); `resumes` counts the attempts that followed an
-    interruption; `stale` is true for an active job whose instance has ended with no tracker
-    to record it (`compute`, default the wiring's, says which instances still run).
+    active one) or took (an ended one) since it was created, its wait in line included;
+    `resumes` counts the attempts that followed an interruption; `stale` is true for an
+    active job whose instance has ended with no tracker to record it (`compute`, default the
+    wiring's, says which instances still run).
     """
     now = time.time() if now is None else now
     store = wiring.jobs()
