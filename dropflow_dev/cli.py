@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -34,10 +35,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dropflow")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dropflow",
         description="Drop data, get a fresh model served. Locally, or on AWS with SAM.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"dropflow {_version()}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -45,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     local_sub = local.add_subparsers(dest="local_command", required=True)
     up = local_sub.add_parser("up", help="watch the bucket folder, train, promote, serve HTTP")
     _home(up)
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8080)
+    up.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the API listens on (default 127.0.0.1: this machine only)",
+    )
+    up.add_argument("--port", type=int, default=8080, help="port the API listens on (default 8080)")
     up.add_argument(
         "--schedule",
         type=float,
@@ -85,15 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     interrupt = local_sub.add_parser(
         "interrupt", help="announce a spot interruption to a running job (IMDS emulator)"
     )
-    interrupt.add_argument("job_id", metavar="JOB_ID")
+    interrupt.add_argument(
+        "job_id", metavar="JOB_ID", help="the running job (its id as `dropflow status` shows it)"
+    )
     _home(interrupt)
     interrupt.add_argument(
         "--rebalance", action="store_true", help="send a rebalance recommendation instead"
     )
 
-    status = sub.add_parser("status", help="jobs and models, as a table or --json")
+    status = sub.add_parser(
+        "status", help="jobs and models, as a table that fits the terminal, or --json"
+    )
+    status.add_argument(
+        "model", nargs="?", help="show only this model, its jobs in full (nothing cut)"
+    )
     _home(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--wide", action="store_true", help="rows as long as their texts: nothing cut or left out"
+    )
 
     demo = sub.add_parser("demo", help="run the loop once on a real dataset and exit")
     demo.add_argument("--data", type=Path, help="a CSV file to train on instead of the default")
@@ -106,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     invoke = sub.add_parser(
         "invoke", help="run one function of template.yaml with an event file (no Docker)"
     )
-    invoke.add_argument("function", metavar="FunctionLogicalId")
+    invoke.add_argument(
+        "function",
+        metavar="FunctionLogicalId",
+        help="the function's logical id in template.yaml, e.g. PredictFunction",
+    )
     invoke.add_argument("-e", "--event", required=True, type=Path, help="event JSON file")
     invoke.add_argument("--template", type=Path, help="template.yaml (default: the checkout's)")
     invoke.add_argument("--env-vars", type=Path, help="JSON of environment overrides")
@@ -117,15 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the model registry: versions, cards, rollback")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     listing = models_sub.add_parser("list", help="versions of a model with their decisions")
-    listing.add_argument("model")
+    listing.add_argument("model", help="the model's name (its folder under datasets/)")
     _home(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     show = models_sub.add_parser("show", help="a version's card and decision (default: champion)")
-    show.add_argument("model")
+    show.add_argument("model", help="the model's name (its folder under datasets/)")
     show.add_argument("--version", help="the version to show (default: the champion)")
     _home(show)
+    show.add_argument("--json", action="store_true", help="the card and decision as JSON")
     back = models_sub.add_parser("rollback", help="make an earlier sound version the champion")
-    back.add_argument("model")
+    back.add_argument("model", help="the model's name (its folder under datasets/)")
     back.add_argument(
         "--to",
         dest="to_version",
@@ -195,6 +227,19 @@ def _events_parser(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        code = _run(args)
+        # Inside the try: a reader that left early is seen here, not at the interpreter's exit.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader (`dropflow status | head`) closed the pipe: it has what it wanted. Later
+        # writes, the interpreter's last flush included, go nowhere instead of failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         if args.command == "local":
             if args.local_command == "interrupt":
                 return cmd_local_interrupt(args)
@@ -218,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from dropflow.errors import DropflowError
 
+        if isinstance(exc, BrokenPipeError):
+            raise  # not the command's failure: main() handles it
         if isinstance(exc, DropflowError | OSError):
             print(f"dropflow: {exc}", file=sys.stderr)
             return 2
@@ -297,14 +344,29 @@ def cmd_local_interrupt(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from dropflow_dev.local.runtime import configure
-    from dropflow_dev.status import collect, render
+    from dropflow_dev.status import collect, render, render_model
 
     configure(args.home)
     report = collect()
+    if args.model is not None:
+        known = sorted(
+            {m["model"] for m in report["models"]} | {j["model"] for j in report["jobs"]}
+        )
+        if args.model not in known:
+            listed = ", ".join(known) or "none yet"
+            print(
+                f"dropflow: no model {args.model!r} in {args.home} (models: {listed})",
+                file=sys.stderr,
+            )
+            return 2
+        report["jobs"] = [j for j in report["jobs"] if j["model"] == args.model]
+        report["models"] = [m for m in report["models"] if m["model"] == args.model]
     if args.json:
         print(json.dumps(report, indent=2, default=str))
+    elif args.model is not None:
+        print(render_model(report, args.model))
     else:
-        print(render(report))
+        print(render(report, wide=args.wide))
     return 0
 
 
@@ -331,7 +393,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if args.models_command == "show":
         shown = show_version(args.model, wiring.store(), wiring.registry(), args.version)
-        print(json.dumps(shown, indent=2, default=str))
+        if args.json:
+            print(json.dumps(shown, indent=2, default=str))
+        else:
+            from dropflow_dev.cards import render_card
+
+            print(render_card(shown))
         return 0
     result = rollback(
         args.model,

@@ -4,27 +4,48 @@ Each job shows what it cost, what it saved against on-demand, and the seconds of
 interrupted attempts lost (dropflow.records.ledger has the ledger). A job waiting for a
 training slot (the cap on jobs at once, `local up --max-jobs`) shows its place in line
 (dropflow.records.training_queue).
+
+The table fits the terminal (rich measures it; COLUMNS or 80 where there is none): a column
+that does not fit ends with an ellipsis, and `--wide` or `dropflow status <model>` shows
+every text whole. Cost columns appear only where some job was priced (locally nothing is).
+A job the registry still calls active whose process has ended reads "stale (runtime
+stopped)": nothing is left to move it on until `dropflow local up` runs again.
 """
 
 from __future__ import annotations
 
+import io
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
 from dropflow import wiring
+from dropflow.control.tracker import INTERRUPTED_PREFIX
+from dropflow.ports import Compute, InstanceState
 from dropflow.records.catalog import VersionRecord
+from dropflow.records.jobs import Job
 from dropflow.records.ledger import describe_usd, job_ledger
 from dropflow.records.training_queue import TrainingQueue
 
+STALE = "stale (runtime stopped)"
 
-def collect(now: float | None = None) -> dict[str, Any]:
+
+def collect(now: float | None = None, *, compute: Compute | None = None) -> dict[str, Any]:
     """Jobs (newest first) and models with their champion, as plain JSON-able data.
 
     Each job has its cost ledger as of `now` (dropflow.records.ledger.Ledger.to_dict: cost_usd,
     on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost, and per attempt);
     an unknown amount is null, never 0. `queue_position` is a waiting job's place in line for
     a training slot (1: next to start), null for the others; `training_slots` says how many
-    jobs hold a slot and how many wait.
+    jobs hold a slot and how many wait. `duration_seconds` is how long the job has run (an
+    active one) or took (an ended one) since it was created, its wait in line included;
+    `resumes` counts the attempts that followed an interruption; `stale` is true for an
+    active job whose instance has ended with no tracker to record it (`compute`, default the
+    wiring's, says which instances still run).
     """
     now = time.time() if now is None else now
     store = wiring.jobs()
@@ -66,6 +87,9 @@ def collect(now: float | None = None) -> dict[str, Any]:
                 "created_at": j.created_at,
                 "queue_position": queue.position(j.job_id),
                 "cost": job_ledger(j, now).to_dict(),
+                "duration_seconds": _duration(j, now),
+                "resumes": resumes(j),
+                "stale": _stale(j, compute),
             }
             for j in jobs
         ],
@@ -77,13 +101,25 @@ def collect(now: float | None = None) -> dict[str, Any]:
 _ACTIVE = {"launching", "running", "exporting"}
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+def resumes(job: Job) -> int:
+    """How many of the job's attempts started again after an interrupted one."""
+    before = [a.exit_reason or "" for a in job.attempts[:-1]]
+    return sum(1 for reason in before if reason.startswith(INTERRUPTED_PREFIX))
+
+
+def _duration(job: Job, now: float) -> float:
+    # An ended job's record was last written when it ended; an active one runs until now.
+    end = job.updated_at if job.state.terminal else now
+    return max(0.0, end - job.created_at)
+
+
+def _stale(job: Job, compute: Compute | None) -> bool:
+    attempt = job.current_attempt
+    if job.state.value not in _ACTIVE or attempt is None or not attempt.instance_id:
+        return False
+    compute = compute if compute is not None else wiring.compute()
+    instance = compute.describe(attempt.instance_id)
+    return instance is None or instance.state == InstanceState.TERMINATED
 
 
 def _age(epoch: float) -> str:
@@ -145,8 +181,7 @@ def describe_cost(cost: dict[str, Any] | None) -> tuple[str, str, str]:
 
 def _outcome(job: dict[str, Any]) -> str:
     """The job's last column: its version (and why promotion rejected it), its progress while
-    it runs, or why it failed. Never shortened: it is the last column, and the reason is what
-    the data owner needs to read in full."""
+    it runs, or why it failed. The table may cut it to fit; `status <model>` shows it whole."""
     if job["version"]:
         if job.get("decision") == "rejected":
             return f"{job['version']} rejected: {job.get('decision_reason') or ''}".rstrip()
@@ -167,54 +202,204 @@ def describe_place(position: int | None, slots: dict[str, int] | None) -> str:
     return f"number {position} of {waiting} in line for a training slot{training}"
 
 
-def render(report: dict[str, Any]) -> str:
-    """The report as two aligned tables."""
-    slots = report.get("training_slots")
-    job_rows = [
-        [
-            j["job_id"],
-            j["model"],
-            j["state"],
-            str(j["attempts"]),
-            *describe_cost(j.get("cost")),
-            _age(j["created_at"]),
-            describe_place(j.get("queue_position"), slots) or _outcome(j),
-        ]
-        for j in report["jobs"]
-    ]
-    model_rows = [
-        [
-            m["model"],
-            m["champion"] or "(none yet)",
-            m["route"] or "",
-            str(m["versions"]),
-            f"{m['metric']}={m['value']:.4f}" if m["metric"] and m["value"] is not None else "",
-        ]
-        for m in report["models"]
-    ]
-    return "\n".join(
-        [
-            "JOBS",
-            _table(
-                [
-                    "JOB ID",
-                    "MODEL",
-                    "STATE",
-                    "ATTEMPTS",
-                    "COST",
-                    "SAVED",
-                    "LOST",
-                    "CREATED",
-                    "VERSION / PROGRESS / REASON",
-                ],
-                job_rows,
-            )
-            if job_rows
-            else "  (no jobs yet)",
-            "",
-            "MODELS",
-            _table(["MODEL", "CHAMPION", "SERVED BY", "VERSIONS", "METRIC"], model_rows)
-            if model_rows
-            else "  (no models yet)",
-        ]
+def _priced(report: dict[str, Any]) -> bool:
+    """True when some job ran at a price: locally every price is 0, and the cost columns
+    would only repeat $0.00."""
+    for job in report["jobs"]:
+        cost = job.get("cost") or {}
+        amounts = (cost.get("cost_usd"), cost.get("on_demand_equivalent_usd"))
+        if cost and any(a is None or a != 0 for a in amounts):
+            return True
+    return False
+
+
+def _state(job: dict[str, Any]) -> str:
+    return STALE if job.get("stale") else job["state"]
+
+
+def _resumed(job: dict[str, Any]) -> str:
+    """e.g. "2, lost 1m05s"; "" for a job that never resumed and lost nothing."""
+    count = int(job.get("resumes") or 0)
+    lost = float((job.get("cost") or {}).get("seconds_lost") or 0.0)
+    if not count and not lost:
+        return ""
+    return f"{count}, lost {_seconds(lost)}"
+
+
+def _detail(job: dict[str, Any], slots: dict[str, int] | None) -> str:
+    return describe_place(job.get("queue_position"), slots) or _outcome(job)
+
+
+def _console(width: int | None) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    # No colour, markup or highlighting: reasons quote file names and brackets verbatim.
+    console = Console(
+        file=buffer,
+        width=width,
+        color_system=None,
+        force_terminal=False,
+        markup=False,
+        emoji=False,
+        highlight=False,
     )
+    return console, buffer
+
+
+# The last column's least width before others give way, and the order they give it up in:
+# the model is the job id's first part, the age orders nothing the list does not.
+_DETAIL_MIN = 20
+_DROPPED_FIRST = ("CREATED", "MODEL", "SAVED")
+_WRAPPED = ("STATE", "RESUMES")
+_GAP = 2
+
+
+def render(report: dict[str, Any], *, width: int | None = None, wide: bool = False) -> str:
+    """The report as two tables that fit `width` columns (default: the terminal's, else
+    $COLUMNS, else 80). Where a row is too long, the job's age, then its model (the job id
+    begins with it) are left out, and the last column ends with an ellipsis. With `wide`,
+    nothing is cut or left out: each row is as long as its texts."""
+    slots = report.get("training_slots")
+    jobs = report["jobs"]
+    priced = _priced(report)
+    resumed = any(_resumed(j) for j in jobs)
+    console, buffer = _console(None if wide else width)
+    if wide:
+        console.width = 100_000  # rows as long as their texts; trailing blanks are cut below
+
+    columns: dict[str, list[str]] = {
+        "JOB ID": [j["job_id"] for j in jobs],
+        "MODEL": [j["model"] for j in jobs],
+        "STATE": [_state(j) for j in jobs],
+        "TIME": [_seconds(j.get("duration_seconds") or 0) for j in jobs],
+    }
+    if resumed:
+        columns["RESUMES"] = [_resumed(j) for j in jobs]
+    if priced:
+        costs = [describe_cost(j.get("cost")) for j in jobs]
+        columns["COST"] = [c[0] for c in costs]
+        columns["SAVED"] = [c[1] for c in costs]
+    columns["CREATED"] = [_age(j["created_at"]) for j in jobs]
+    detail = ("DETAIL", [_detail(j, slots) for j in jobs])
+    job_table = _fitted(columns, detail, console.width)
+
+    model_table = _fitted(
+        {
+            "MODEL": [m["model"] for m in report["models"]],
+            "CHAMPION": [m["champion"] or "(none yet)" for m in report["models"]],
+            "SERVED BY": [m["route"] or "" for m in report["models"]],
+            "VERSIONS": [str(m["versions"]) for m in report["models"]],
+        },
+        ("METRIC", [_metric(m) for m in report["models"]]),
+        console.width,
+    )
+
+    console.print("JOBS")
+    console.print(job_table if jobs else "  (no jobs yet)")
+    console.print()
+    console.print("MODELS")
+    console.print(model_table if report["models"] else "  (no models yet)")
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
+
+
+def _fitted(columns: dict[str, list[str]], last: tuple[str, list[str]], width: int) -> Table:
+    """A table of `columns` then `last`, within `width`: until `last` has _DETAIL_MIN
+    characters, the columns of _DROPPED_FIRST are left out, then those of _WRAPPED wrap at
+    their words; `last` is cut with an ellipsis. The job id is never cut: it is what
+    `dropflow local interrupt` and the logs name."""
+
+    def natural(name: str) -> int:
+        return max([len(name), *(len(c) for c in columns[name])])
+
+    def narrow(name: str) -> int:
+        words = [w for c in columns[name] for w in c.split()]
+        return max([len(name), *(len(w) for w in words)])
+
+    widths = {name: natural(name) for name in columns}
+
+    def room() -> int:
+        return width - sum(w + _GAP for w in widths.values())
+
+    for name in _DROPPED_FIRST:
+        if room() >= _DETAIL_MIN:
+            break
+        widths.pop(name, None)
+    for name in _WRAPPED:
+        if room() >= _DETAIL_MIN:
+            break
+        if name in widths:
+            widths[name] = narrow(name)
+    table = _new_table()
+    for name, size in widths.items():
+        table.add_column(name, no_wrap=name not in _WRAPPED, width=size)
+    header, cells = last
+    table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=max(len(header), room()))
+    for row in zip(*(columns[n] for n in widths), cells, strict=True):
+        table.add_row(*(Text(c) for c in row))
+    return table
+
+
+def _new_table() -> Table:
+    # Plain columns two spaces apart, as `docker ps` and `kubectl get` print them.
+    return Table(
+        box=None,
+        padding=(0, 2, 0, 0),
+        pad_edge=False,
+        show_edge=False,
+        header_style="",
+        expand=False,
+    )
+
+
+def _metric(model: dict[str, Any]) -> str:
+    if model["metric"] and model["value"] is not None:
+        return f"{model['metric']}={model['value']:.4f}"
+    return ""
+
+
+def _when(epoch: float) -> str:
+    stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp} ({_age(epoch)})"
+
+
+def render_model(report: dict[str, Any], model: str) -> str:
+    """One model in full: its champion, then each of its jobs (newest first) as a block of
+    `name  value` lines, every text whole (a terminal wraps them; nothing is cut)."""
+    found = next((m for m in report["models"] if m["model"] == model), None)
+    jobs = [j for j in report["jobs"] if j["model"] == model]
+    lines = []
+    if found is not None:
+        champion = found["champion"] or "(none yet)"
+        served = f", served by {found['route']}" if found["route"] else ""
+        metric = f", {_metric(found)}" if _metric(found) else ""
+        lines.append(
+            f"{model}: champion {champion}{served}, {found['versions']} "
+            f"version{'s' if found['versions'] != 1 else ''}{metric}"
+        )
+    priced = _priced({"jobs": jobs})
+    slots = report.get("training_slots")
+    for j in jobs:
+        ended = j["state"] in ("published", "failed")
+        fields = [
+            ("state", _state(j)),
+            ("attempts", str(j["attempts"])),
+            ("resumes", _resumed(j) or "0"),
+            ("took" if ended else "running for", _seconds(j.get("duration_seconds") or 0)),
+            ("created", _when(j["created_at"])),
+        ]
+        if priced:
+            cost, saved, _lost = describe_cost(j.get("cost"))
+            fields.append(("cost", f"{cost}, saved {saved}"))
+        if j.get("queue_position") is not None:
+            fields.append(("waiting", describe_place(j["queue_position"], slots)))
+        if j["version"]:
+            fields.append(("version", j["version"]))
+            if j.get("decision"):
+                reason = j.get("decision_reason") or ""
+                fields.append(("decision", f"{j['decision']}: {reason}".rstrip(": ")))
+        elif j["state"] in _ACTIVE and j.get("progress"):
+            fields.append(("progress", describe_progress(j["progress"])))
+        if j["reason"]:
+            fields.append(("reason", j["reason"]))
+        lines += ["", f"job {j['job_id']}"]
+        lines += [f"  {name:<12}{value}" for name, value in fields]
+    return "\n".join(lines)

@@ -109,6 +109,18 @@ def seconds_lost(previous: Attempt, resumed: Mapping[str, Any] | None, *, now: f
     return max(0.0, ended - previous.started_at)
 
 
+def resumed_epochs(resumed_from: int | None, steps_per_epoch: int) -> list[float]:
+    """Where the curve marks this run's resume, in epochs (a step count over the steps of an
+    epoch: a resume may fall mid-epoch); none for a run that started from the first step.
+
+    Only the resume of the attempt that published is known here: the checkpoint it read
+    carries the loss history, not where earlier attempts took over.
+    """
+    if not resumed_from:
+        return []
+    return [resumed_from / max(1, steps_per_epoch)]
+
+
 def _start(jobs: JobStore, job: Job, attempt: int) -> None:
     # A manual run, or a relaunch racing the tracker, may find the job before `launching`.
     if job.state in (JobState.QUEUED, JobState.INTERRUPTED):
@@ -315,13 +327,18 @@ def train_and_publish(
     with tempfile.TemporaryDirectory(prefix="dropflow-export-") as tmp:
         onnx_path = family.export(network, x_holdout, Path(tmp) / MODEL_FILE)
         parity, reference = check_parity(onnx_path, network, x_holdout)
+        version = new_version(job.job_id)
         curve = training_curve(
-            trained.losses, trained.scores, primary, title=f"{model} ({job.job_id})"
+            trained.losses,
+            trained.scores,
+            primary,
+            title=f"{model} {version}",
+            validation_losses=trained.validation_losses,
+            resumed_at=resumed_epochs(trained.resumed_from, trained.steps_per_epoch),
         )
         exported = clock()
 
         # Parity passed: from here on, only writes. card.json goes last.
-        version = new_version(job.job_id)
         store.put_file(
             artifact_key(model, version, MODEL_FILE),
             onnx_path,

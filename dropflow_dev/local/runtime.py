@@ -263,7 +263,13 @@ class LocalRuntime:
         self.schedule_seconds = schedule_seconds
         self.template = template or find_template()
         self.say = say
+        self.verbose = verbose
         self.watcher = BucketWatcher(self.paths.bucket, settle_seconds=settle_seconds)
+        # Files already in the bucket at start: their events replay decisions made before (a
+        # data version already trained, a version already decided). Those lines are quiet
+        # unless --verbose; once all are delivered, one summary line per model says where
+        # each stands.
+        self._replaying: set[str] = set()
         self._stop = threading.Event()
         self._reported_ended: set[str] = set()
         self._job_states: dict[str, str] = {}
@@ -339,6 +345,7 @@ class LocalRuntime:
         self.gateway.start()
         self.url = self.gateway.url
         self._job_states = {job.job_id: job.state.value for job in self.jobs.all()}
+        self._replaying = self.watcher.present()
         self.say(f"dropflow local: home {self.paths.home}")
         self.say(f"  drop CSV/Parquet files into {self.paths.datasets}/<model>/")
         self.say(f"  API on {self.url}  (POST /models/<model>/predict)")
@@ -426,6 +433,9 @@ class LocalRuntime:
                     "LaunchTrainingFunction", events.s3_object_created(LOCAL_BUCKET, key, size, "")
                 )
                 for outcome in (result or {}).get("results", []):
+                    if key in self._replaying and outcome["action"] == "duplicate":
+                        self._quiet(f"[{outcome['model']}] duplicate: {outcome['message']}")
+                        continue
                     self.say(f"[{outcome['model']}] {outcome['action']}: {outcome['message']}")
                 if result and result.get("skipped"):
                     self.say(f"ignored {key}: {result['skipped']}")
@@ -433,8 +443,38 @@ class LocalRuntime:
                 result = self._call(
                     "PromoteModelFunction", events.s3_object_created(LOCAL_BUCKET, key, size, "")
                 )
-                if result:
+                if result and key in self._replaying and result.get("replayed"):
+                    self._quiet(_promotion_line(result))
+                elif result:
                     self.say(_promotion_line(result))
+        if self._replaying:
+            self._replaying &= self.watcher.present()  # a file removed since is not waited for
+            self._replaying.difference_update(keys)
+            if not self._replaying:
+                self._summarise()
+
+    def _quiet(self, line: str) -> None:
+        if self.verbose:
+            self.say(line)
+
+    def _summarise(self) -> None:
+        """One line per model once the files of the last run are delivered again, e.g.
+        "iris: champion v..., 3 versions, nothing to do"."""
+        from dropflow import wiring
+
+        catalog = wiring.catalog()
+        active = {}
+        for job in self.jobs.all():
+            if not job.state.terminal:
+                active.setdefault(job.model, job)
+        for model in catalog.models():
+            champion = catalog.champion(model)
+            count = len(catalog.versions(model))
+            where = f"champion {champion.version}" if champion else "no champion yet"
+            job = active.get(model)
+            doing = f"job {job.job_id} {job.state.value}" if job else "nothing to do"
+            plural = "s" if count != 1 else ""
+            self.say(f"{model}: {where}, {count} version{plural}, {doing}")
 
     def _terminate_interrupted(self) -> None:
         """EC2's part of a spot interruption: the instance ends when its notice time comes."""

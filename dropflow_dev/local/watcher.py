@@ -106,6 +106,10 @@ class BucketWatcher:
             )
         self._links = links
 
+    def present(self) -> set[str]:
+        """The keys in the bucket now, settled or not, that a scan would report in time."""
+        return {key for key, _ in self._files(set())}
+
     def scan(self) -> list[str]:
         """Keys that settled since the last scan with content not yet reported, sorted."""
         now = self.clock()

@@ -81,7 +81,7 @@ def test_a_truncated_csv_leaves_the_champion_serving_the_same_classes(tmp_path):
             "may have been cut off mid-upload: upload it again"
         )
         assert expected in (failed["reason"] or ""), failed
-        assert expected in _dropflow("status", "--home", str(home))
+        assert expected in _dropflow("status", MODEL, "--home", str(home))  # whole, not cut
         answer = _predict(runtime.url, rows)
         assert answer["version"] == first["version"]
         assert answer["probabilities"] == before["probabilities"]
@@ -108,7 +108,9 @@ def test_a_truncated_csv_leaves_the_champion_serving_the_same_classes(tmp_path):
         assert (
             "classes would change from [benign, malignant] to [benign, mal, malignant]" in line
         ), listed
-        assert "rejected: would break the clients" in _dropflow("status", "--home", str(home))
+        assert "rejected: would break the clients" in _dropflow(
+            "status", MODEL, "--home", str(home)
+        )
 
         # And the champion still answers with the same two classes
         assert runtime.champion(MODEL) == first["version"]

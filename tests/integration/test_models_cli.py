@@ -87,3 +87,29 @@ def test_models_list_says_in_full_why_a_version_was_rejected(home, capsys):
     assert "rejected" in line
     assert line.endswith(rejected.reason)
     assert "feature 'f3' is gone; feature 'f3_renamed' is new" in line
+
+
+def test_models_show_prints_a_readable_card(home, capsys):
+    assert cli.main(["models", "show", "m", "--home", str(home)]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"m {V2} (champion)"
+    fields = {line.split()[0]: line for line in lines[1:]}
+    assert fields["decision"].split()[1] == "approved:"
+    assert "accuracy=0.95" in fields["holdout"]
+    assert "baseline" in fields
+    assert fields["features"].split()[1:3] == ["4:", "f0"]
+    assert "model.onnx" in fields["sizes"]
+    digests = dict(entry.split() for entry in fields["sha256"].split(None, 1)[1].split(", "))
+    assert "model.onnx" in digests
+    assert {len(d) for d in digests.values()} == {12}  # short: --json has them whole
+    assert not any(line.lstrip().startswith("{") for line in lines)
+
+
+def test_models_show_json_prints_the_card_and_decision_whole(home, capsys):
+    assert cli.main(["models", "show", "m", "--version", V1, "--home", str(home), "--json"]) == 0
+
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["model"], shown["version"], shown["champion"]) == ("m", V1, False)
+    assert shown["card"]["metrics"]["holdout"]["accuracy"] == pytest.approx(0.90)
+    assert all(len(d) == 64 for d in shown["record"]["digests"].values())

@@ -8,7 +8,14 @@ import pytest
 
 from dropflow import wiring
 from dropflow.records.catalog import Catalog
-from dropflow_dev.status import collect, describe_cost, describe_progress, render
+from dropflow_dev.status import (
+    collect,
+    describe_cost,
+    describe_progress,
+    render,
+    render_model,
+    resumes,
+)
 
 
 def test_progress_reads_as_one_line():
@@ -58,10 +65,12 @@ def _report(state: str, **job):
 
 
 def test_a_running_job_shows_its_progress():
-    text = render(_report("running", progress={"stage": "training", "epoch": 3, "epochs": 9}))
+    report = _report("running", progress={"stage": "training", "epoch": 3, "epochs": 9})
 
-    assert "iris-20261123T101500Z-3f9a0c  iris   running  2" in text
-    assert "training epoch 3/9" in text
+    row = render(report, width=200).splitlines()[2]
+
+    assert row.startswith("iris-20261123T101500Z-3f9a0c  iris   running")
+    assert row.endswith("training epoch 3/9")
 
 
 def test_a_failed_job_shows_its_reason():
@@ -78,17 +87,50 @@ LONG_REASON = (
 ) * 2  # longer than any column width
 
 
-def test_a_failed_job_s_reason_is_shown_whole():
-    text = render(_report("failed", reason=LONG_REASON))
+def test_with_wide_a_failed_job_s_reason_is_shown_whole():
+    text = render(_report("failed", reason=LONG_REASON), wide=True)
 
     assert LONG_REASON in text
+
+
+def test_status_of_one_model_shows_a_failed_job_s_reason_whole():
+    text = render_model(_report("failed", reason=LONG_REASON), "iris")
+
+    assert f"  reason      {LONG_REASON}" in text.splitlines()
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_the_table_fits_the_terminal_and_a_long_reason_ends_with_an_ellipsis(width):
+    text = render(_report("failed", reason=LONG_REASON), width=width)
+
+    assert max(len(line) for line in text.splitlines()) <= width
+    row = text.splitlines()[2]
+    assert row.startswith("iris-20261123T101500Z-3f9a0c")  # the job id is never cut
+    assert row.endswith("…")
+    assert LONG_REASON[: width // 4] in row  # the reason's start, cut at a column edge
+
+
+def test_a_narrow_terminal_leaves_out_the_age_before_cutting_the_reason_short():
+    wide_row, narrow_row = (
+        render(_report("failed", reason=LONG_REASON), width=w).splitlines()[1] for w in (200, 80)
+    )
+
+    assert "CREATED" in wide_row
+    assert "CREATED" not in narrow_row and "MODEL" in narrow_row
+
+
+def test_the_width_comes_from_columns_where_there_is_no_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    report = _report("failed", reason=LONG_REASON)
+
+    assert render(report) == render(report, width=80)
 
 
 def test_a_published_version_that_promotion_rejected_says_why_in_full():
     reason = "would break the clients of the champion v1: " + "feature 'x' is gone; " * 10
     report = _report("published", version="v2", decision="rejected", decision_reason=reason)
 
-    text = render(report)
+    text = render(report, wide=True)
 
     assert f"v2 rejected: {reason.rstrip()}" in text
 
@@ -113,12 +155,49 @@ def _ledger(**totals):
     }
 
 
-def test_a_job_shows_its_cost_savings_and_seconds_lost():
-    text = render(_report("published", version="v1", cost=_ledger()))
+def test_a_job_shows_its_cost_savings_resumes_and_seconds_lost():
+    text = render(_report("published", version="v1", cost=_ledger(), resumes=1), width=200)
 
     header, row = text.splitlines()[1:3]
-    assert "COST" in header and "SAVED" in header and "LOST" in header
-    assert "$0.42  $0.96 (70%)  1m05s" in row
+    assert header.split()[5:8] == ["RESUMES", "COST", "SAVED"]
+    assert "1, lost 1m05s  $0.42  $0.96 (70%)" in row
+
+
+def test_cost_columns_appear_only_where_a_cost_is_priced():
+    unpriced = _ledger(cost_usd=0.0, on_demand_equivalent_usd=0.0, savings_usd=0.0, seconds_lost=0)
+
+    header = render(_report("published", version="v1", cost=unpriced), width=200).splitlines()[1]
+
+    assert "COST" not in header and "SAVED" not in header and "$" not in header
+    assert "RESUMES" not in header  # nothing resumed, nothing lost: no column for it
+
+
+def test_an_unknown_price_still_shows_the_cost_column_as_unknown():
+    cost = _ledger(cost_usd=None, savings_usd=None, savings_percent=None, unpriced_attempts=1)
+
+    text = render(_report("published", version="v1", cost=cost), width=200)
+
+    assert "COST" in text.splitlines()[1]
+    assert "unknown" in text.splitlines()[2]
+
+
+def test_a_job_shows_how_long_it_ran_or_took():
+    running = render(_report("running", duration_seconds=125.0), width=200)
+    ended = render_model(_report("published", version="v1", duration_seconds=3725.0), "iris")
+
+    assert "TIME" in running.splitlines()[1] and "2m05s" in running.splitlines()[2]
+    assert "  took        1h02m" in ended.splitlines()
+    assert (
+        "  running for 2m05s"
+        in render_model(_report("running", duration_seconds=125.0), "iris").splitlines()
+    )
+
+
+def test_a_stale_job_reads_stale_not_running():
+    text = render(_report("running", stale=True), width=80)
+
+    assert "stale" in text and "running" not in text
+    assert "stale (runtime stopped)" in render(_report("running", stale=True), width=200)
 
 
 def test_an_unknown_cost_reads_unknown_not_zero():
@@ -214,7 +293,7 @@ def test_a_queued_job_shows_its_place_in_line():
     report = _report("queued", attempts=0, queue_position=2)
     report["training_slots"] = {"running": 2, "waiting": 3}
 
-    text = render(report)
+    text = render(report, width=200)
 
     assert "queued" in text
     assert "number 2 of 3 in line for a training slot (2 training)" in text
@@ -233,7 +312,7 @@ def test_collect_gives_each_waiting_job_its_place_in_line(store, registry, monke
         store.put(f"datasets/{model}/data.csv", b"a,target\n1,0\n2,1\n")
         launcher.request_training(model)
 
-    report = collect()
+    report = collect(compute=launcher.compute)
 
     places = {j["model"]: (j["state"], j["queue_position"]) for j in report["jobs"]}
     assert places == {
@@ -242,4 +321,45 @@ def test_collect_gives_each_waiting_job_its_place_in_line(store, registry, monke
         "third": ("queued", 2),
     }
     assert report["training_slots"] == {"running": 1, "waiting": 2}
-    assert "number 2 of 2 in line for a training slot (1 training)" in render(report)
+    assert "number 2 of 2 in line for a training slot (1 training)" in render(report, width=200)
+
+
+def test_resumes_count_the_attempts_after_an_interruption():
+    from dropflow.records.jobs import Attempt, Job
+
+    job = Job(
+        job_id="iris-20261123T101500Z-3f9a0c",
+        model="iris",
+        data_version="d",
+        attempts=[
+            Attempt(number=1, exit_reason="interrupted; a checkpoint was stored (exit 75)"),
+            Attempt(number=2, exit_reason="crashed (exit 1)"),
+            Attempt(number=3, exit_reason="interrupted: spot-interruption"),
+            Attempt(number=4),
+        ],
+    )
+
+    assert resumes(job) == 2
+
+
+def test_collect_calls_a_running_job_whose_process_ended_stale(store, registry, monkeypatch):
+    """The runtime stopped: the job's instance ended and no tracker moved the job on."""
+    from dropflow.control.launcher import Launcher
+    from dropflow.records.jobs import JobStore
+    from tests.fakes_compute import FakeCompute
+
+    monkeypatch.setattr(wiring, "jobs", lambda: JobStore(registry))
+    monkeypatch.setattr(wiring, "catalog", lambda: Catalog(registry))
+    compute = FakeCompute()
+    launcher = Launcher(store, registry, compute)
+    for model in ("alive", "gone"):
+        store.put(f"datasets/{model}/data.csv", b"a,target\n1,0\n2,1\n")
+        launcher.request_training(model)
+    (gone,) = [j for j in JobStore(registry).all() if j.model == "gone"]
+    compute.end(gone.current_attempt.instance_id, None)  # killed with the runtime
+
+    report = collect(compute=compute)
+
+    stale = {j["model"]: (j["state"], j["stale"]) for j in report["jobs"]}
+    assert stale == {"alive": ("launching", False), "gone": ("launching", True)}
+    assert "stale (runtime stopped)" in render(report, width=200)
