@@ -63,6 +63,11 @@ class ObjectStore(Protocol):
         without reading the rest; raises ObjectNotFound."""
         ...
 
+    def get_end(self, key: str, count: int) -> bytes:
+        """The object's last `count` bytes (all of it when it is shorter; b"" when empty),
+        without reading the rest; raises ObjectNotFound."""
+        ...
+
     def head(self, key: str) -> ObjectInfo | None: ...
 
     def list(self, prefix: str) -> list[ObjectInfo]:
