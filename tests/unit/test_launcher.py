@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 import pytest
 
 from dropflow.control.launcher import Launcher, remaining_work_seconds
@@ -233,6 +234,28 @@ def test_a_table_with_no_column_to_predict_fails_before_any_launch_listing_the_c
     assert "datasets/penguins/dropflow.yaml" in job.reason
     assert launcher.active_job("penguins") is None
     assert launcher.queue.state().running == {}
+
+
+def test_a_parquet_table_with_no_column_to_predict_fails_before_any_launch(
+    store, launcher, compute
+):
+    frame = pd.DataFrame({"species": ["Adelie", "Gentoo"], "year": [2007, 2008]})
+    store.put("datasets/penguins/data.parquet", frame.to_parquet(index=False))
+    with pytest.raises(UserInputError) as raised:
+        load_dataset(store, "penguins", Spec())
+
+    outcome = launcher.request_training("penguins")
+
+    assert outcome.action == "failed" and compute.tried == []
+    assert outcome.message == str(raised.value)
+    assert "available columns: species, year" in outcome.message
+
+
+def test_a_parquet_table_with_a_label_column_launches(store, launcher, compute):
+    frame = pd.DataFrame({"bill": [39.1, 46.1], "label": ["Adelie", "Gentoo"]})
+    store.put("datasets/penguins/data.parquet", frame.to_parquet(index=False))
+
+    assert launcher.request_training("penguins").action == "launched"
 
 
 def test_a_column_named_label_in_any_case_is_taken_and_the_job_launches(store, launcher, compute):

@@ -5,24 +5,19 @@ Exported tables rarely put the label last (a penguins export ends with `year`), 
 `target:` in dropflow.yaml the target is the column named target, label, class or y, in any
 case. A table with none of them, or with several, fails the job with its columns listed and
 the one line to add to the spec. The launcher applies the rule to the first data file's header
-(`csv_header`, read through ObjectStore.get_start) before it asks for any instance, and the
-training job applies it again to the files it reads, so both fail with the same message.
+(dropflow.vocabulary.data_header) before it asks for any instance, and the training job applies
+it again to the files it reads, so both fail with the same message.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 
 from dropflow.errors import UserInputError
-from dropflow.ports import ObjectInfo, ObjectStore
 from dropflow.vocabulary.datasets import SPEC_FILE, dataset_prefix
 
 # Column names taken as the target when the spec names none (compared in lower case).
 TARGET_NAMES = ("target", "label", "class", "y")
-# A header longer than this (thousands of columns) is left to the training job's reader.
-HEADER_BYTES = 256 * 1024
 _LISTED = 40  # columns quoted in a message; the rest are counted
 
 
@@ -56,27 +51,6 @@ def choose_target(columns: Sequence[str], target: str | None, *, model: str) -> 
         f"available columns: {_listed(columns)}. Add the line `target: <column>` to {spec}, "
         f"for example `target: {example}`"
     )
-
-
-def csv_header(store: ObjectStore, info: ObjectInfo) -> list[str] | None:
-    """The column names on the first line of the CSV object `info`, as the training job's
-    reader sees them (spaces around a name trimmed), read from at most HEADER_BYTES of it;
-    None when that cannot be told here (no line end within them, not UTF-8): the training
-    job's reader then says what is wrong, naming the file."""
-    start = store.get_start(info.key, min(info.size, HEADER_BYTES))
-    end = min((i for i in (start.find(b"\n"), start.find(b"\r")) if i >= 0), default=-1)
-    if end < 0:
-        if len(start) < info.size or not start:
-            return None
-        end = len(start)
-    try:
-        line = start[:end].decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return None
-    if line.count('"') % 2:
-        return None  # a quoted name with a line break inside: the reader knows best
-    names = next(csv.reader(io.StringIO(line)), [])
-    return [name.strip() for name in names] or None
 
 
 def _listed(columns: Sequence[str]) -> str:
