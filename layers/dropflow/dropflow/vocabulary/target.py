@@ -46,10 +46,10 @@ def choose_target(columns: Sequence[str], target: str | None, *, model: str) -> 
         )
     example = columns[0] if columns else "<column>"
     raise UserInputError(
-        f"which column to predict is not known: {spec} names no `target:` and no column is "
-        f"named {', '.join(TARGET_NAMES[:-1])} or {TARGET_NAMES[-1]} (in any case); "
-        f"available columns: {_listed(columns)}. Add the line `target: <column>` to {spec}, "
-        f"for example `target: {example}`"
+        f"which column to predict is not known: no column is named "
+        f"{', '.join(TARGET_NAMES[:-1])} or {TARGET_NAMES[-1]} (in any case) and no `target:` "
+        f"is set; available columns: {_listed(columns)}. Add the line `target: <column>` to "
+        f"{spec} (create the file if there is none), for example `target: {example}`"
     )
 
 
