@@ -124,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the loop once on a real dataset and exit")
     demo.add_argument("--data", type=Path, help="a CSV file to train on instead of the default")
-    demo.add_argument("--target", help="the column to predict in --data (default: the last one)")
+    demo.add_argument(
+        "--target",
+        help="the column to predict in --data (default: the one named target, label, class or y)",
+    )
     demo.add_argument("--home", type=Path, help="keep the demo's state here (default: a temp dir)")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a model")
 

@@ -9,6 +9,7 @@ predictions on 127.0.0.1, exactly as a client would.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -18,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from dropflow.vocabulary.target import TARGET_NAMES
 
 DEFAULT_MODEL = "breast-cancer"
 DEFAULT_TARGET = "diagnosis"
@@ -79,8 +82,38 @@ def _instance(row: dict[str, str], features: list[dict[str, Any]]) -> list[Any]:
     return values
 
 
+def column_to_predict(data: Path, content: bytes, target: str | None) -> str:
+    """The column of the CSV file `data` (its bytes: `content`) that the demo trains to
+    predict: `target` (--target) when given, else the one column the training job would take
+    (named target, label, class or y, in any case).
+
+    Raises ValueError with what to type instead: the file's columns, and --target, never the
+    dropflow.yaml the demo writes itself."""
+    first = content.decode("utf-8-sig", errors="replace").splitlines()[:1]
+    columns = [name.strip() for name in next(csv.reader(first), [])]
+    listed = ", ".join(columns) or "none (is the first line a header?)"
+    if target is not None:
+        if target not in columns:
+            raise ValueError(f"column {target!r} is not in {data}; its columns are: {listed}")
+        return target
+    named = [c for c in columns if c.lower() in TARGET_NAMES]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise ValueError(
+            f"{data} has several columns that could be the one to predict "
+            f"({', '.join(named)}); choose with --target, e.g. --target {named[0]}"
+        )
+    raise ValueError(
+        f"which column of {data} to predict is not known: none is named "
+        f"{', '.join(TARGET_NAMES[:-1])} or {TARGET_NAMES[-1]}; its columns are: {listed}. "
+        "Name it with --target COLUMN"
+    )
+
+
 def run_demo(data: Path | None, target: str | None, home: Path | None, timeout: float) -> int:
-    """Run the loop once; 0 when a prediction came back over HTTP, 1 when the job failed."""
+    """Run the loop once; 0 when a prediction came back over HTTP, 1 when the job failed,
+    2 when --target names no column of --data (or none can be told without it)."""
     if home is None:
         with tempfile.TemporaryDirectory(prefix="dropflow-demo-") as tmp:
             return _run(data, target, Path(tmp), timeout)
@@ -88,8 +121,6 @@ def run_demo(data: Path | None, target: str | None, home: Path | None, timeout: 
 
 
 def _run(data: Path | None, target: str | None, home: Path, timeout: float) -> int:
-    import csv
-
     from dropflow import wiring
     from dropflow_dev.local.runtime import LocalRuntime
 
@@ -100,10 +131,16 @@ def _run(data: Path | None, target: str | None, home: Path, timeout: float) -> i
             breast_cancer_csv(),
             DEFAULT_TARGET,
         )
+        predicted = DEFAULT_TARGET
         print("dataset: Breast Cancer Wisconsin (Diagnostic), UCI, via scikit-learn: 569 rows")
     else:
         model, filename, content = model_name_for(data), data.name, data.read_bytes()
-        print(f"dataset: {data} ({len(content)} bytes) -> model {model}")
+        try:
+            predicted = column_to_predict(data, content, target)
+        except ValueError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 2
+        print(f"dataset: {data} ({len(content)} bytes) -> model {model}, predicting {predicted}")
 
     runtime = LocalRuntime(home, port=0, poll_seconds=0.2, settle_seconds=0.3, say=print)
     runtime.start()
@@ -137,14 +174,13 @@ def _run(data: Path | None, target: str | None, home: Path, timeout: float) -> i
             print(f"  holdout {name:<10} {value:.4f}{extra}")
 
         table = list(csv.DictReader(io.StringIO(content.decode())))
-        target_col = target or list(table[0])[-1]
-        rows = _examples(table, target_col)
+        rows = _examples(table, predicted)
         instances = [_instance(row, card["features"]) for row in rows]
         url = f"{runtime.url}/models/{model}/predict"
         answer = _http(url, {"instances": instances})
         print(f"\nPOST {url}")
         for row, label in zip(rows, answer["predictions"], strict=True):
-            print(f"  predicted {label!s:<12} actual {row[target_col]}")
+            print(f"  predicted {label!s:<12} actual {row[predicted]}")
         print(f"served by {answer.get('served_by')}, version {answer.get('version')}")
         return 0
     finally:

@@ -9,7 +9,9 @@ The rules a data owner can rely on:
   with fewer or more fails the job, naming file and line. A file cut off mid-upload usually
   ends that way; when the cut keeps the field count, the last line's value cut short is caught
   where it can be told apart (see "cut short" below).
-- Target: the spec's `target`, else a column named `target`, else the last column.
+- Target: the spec's `target`, else the one column named target, label, class or y in any
+  case (dropflow.vocabulary.target); with none of them, or several, the job fails listing the
+  columns and the spec line to add. Never the last column by default.
 - Features: the spec's `features`, else every other column, each either numeric or
   categorical, decided per column over all files:
   - categorical when the file types it so (a Parquet boolean or dictionary column) or
@@ -84,6 +86,7 @@ from dropflow.ports import ObjectStore
 from dropflow.vocabulary.card import MISSING_CATEGORY, Feature, Task
 from dropflow.vocabulary.datasets import MISSING_TEXT, data_files, dataset_prefix
 from dropflow.vocabulary.spec import Spec
+from dropflow.vocabulary.target import choose_target
 from training.examples import Examples
 from training.reading import ReadMeter
 
@@ -1065,18 +1068,6 @@ def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- columns
-def choose_target(columns: list[str], spec: Spec) -> str:
-    """The spec's target, else `target`, else the last column; UserInputError if unknown."""
-    if spec.target is not None:
-        if spec.target not in columns:
-            raise UserInputError(
-                f"target column {spec.target!r} (from dropflow.yaml) not found; "
-                f"available columns: {', '.join(columns)}"
-            )
-        return spec.target
-    return "target" if "target" in columns else columns[-1]
-
-
 def choose_features(columns: list[str], target: str, spec: Spec) -> list[str]:
     """The spec's features, else every column but the target, in file order."""
     if spec.features is None:
@@ -1116,7 +1107,7 @@ def load_dataset(
         for source in sources:
             opened.callback(source.close)
         columns = sources[0].names
-        target_name = choose_target(columns, spec)
+        target_name = choose_target(columns, spec.target, model=model)
         features = choose_features(columns, target_name, spec)
         surveys, target = _survey(sources, features, target_name, meter)
         _first_problem(surveys)

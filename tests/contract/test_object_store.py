@@ -60,6 +60,34 @@ def test_empty_object_round_trips(store: ObjectStore) -> None:
     assert head is not None and head.size == 0
 
 
+def test_get_start_reads_only_the_first_bytes(store: ObjectStore) -> None:
+    store.put("datasets/iris/iris.csv", b"species,petal\nsetosa,1.4\n")
+
+    assert store.get_start("datasets/iris/iris.csv", 8) == b"species,"
+    assert store.get_start("datasets/iris/iris.csv", 1000) == b"species,petal\nsetosa,1.4\n"
+
+
+def test_get_end_reads_only_the_last_bytes(store: ObjectStore) -> None:
+    store.put("datasets/iris/iris.parquet", b"PAR1 columns footer PAR1")
+
+    assert store.get_end("datasets/iris/iris.parquet", 4) == b"PAR1"
+    assert store.get_end("datasets/iris/iris.parquet", 1000) == b"PAR1 columns footer PAR1"
+
+
+def test_get_start_and_end_of_an_empty_object_are_empty(store: ObjectStore) -> None:
+    # S3 refuses a range on an empty object (416 InvalidRange): the port answers b"".
+    store.put("datasets/iris/empty.csv", b"")
+
+    assert store.get_start("datasets/iris/empty.csv", 100) == b""
+    assert store.get_end("datasets/iris/empty.csv", 100) == b""
+
+
+def test_get_start_and_end_of_a_missing_key_name_the_key(store: ObjectStore) -> None:
+    for read in (store.get_start, store.get_end):
+        with pytest.raises(ObjectNotFound, match=re.escape("datasets/iris/none.csv")):
+            read("datasets/iris/none.csv", 100)
+
+
 def test_put_file_then_get_file_round_trips(store: ObjectStore, tmp_path: Path) -> None:
     source = tmp_path / "model.onnx"
     source.write_bytes(b"\x08\x07onnx" * 1000)

@@ -62,6 +62,7 @@ def test_a_truncated_csv_leaves_the_champion_serving_the_same_classes(tmp_path):
     with LocalUp(home) as runtime:
         # Given a model trained on a good drop and served
         prefix.mkdir(parents=True)
+        (prefix / "dropflow.yaml").write_text("target: diagnosis\n")  # the label's column
         (prefix / "data.csv").write_bytes(breast_cancer_csv())
         first = runtime.ended(MODEL)
         assert first["state"] == "published", (first, runtime.output)

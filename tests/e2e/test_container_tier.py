@@ -33,6 +33,7 @@ def test_a_model_over_the_lowered_threshold_is_served_by_the_container_process(t
         # Given a model whose model.onnx is over the lowered threshold (any real one is)
         target = home / "bucket" / "datasets" / "big" / "data.csv"
         target.parent.mkdir(parents=True)
+        (target.parent / "dropflow.yaml").write_text("target: diagnosis\n")  # the label's column
         target.write_bytes(breast_cancer_csv())
         job = runtime.ended("big")
         assert job["state"] == "published", runtime.output

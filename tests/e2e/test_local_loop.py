@@ -45,6 +45,8 @@ def test_a_dropped_csv_is_served_over_http_and_survives_a_restart(tmp_path):
         # Given a data owner copies a CSV into the bucket folder
         target = home / "bucket" / "datasets" / "cancer" / "data.csv"
         target.parent.mkdir(parents=True)
+        # The label's column is `diagnosis`, not a name taken as the target: the spec says so.
+        (target.parent / "dropflow.yaml").write_text("target: diagnosis\n")
         target.write_bytes(breast_cancer_csv())
 
         # When its job has trained and published a version, and that version is promoted
@@ -90,7 +92,7 @@ def test_a_spot_interruption_is_honoured_and_the_next_attempt_resumes(tmp_path):
     # however quick the machine; a checkpoint every 2 s. The small MLP with every epoch run
     # (no early stopping): the test is about the interruption, not the network.
     (prefix / "dropflow.yaml").write_text(
-        "model:\n  family: mlp\n"
+        "target: diagnosis\nmodel:\n  family: mlp\n"
         "training:\n  epochs: 3000\n  batch_size: 32\n  early_stopping: false\n"
         "  checkpoint_interval_seconds: 2\n"
     )

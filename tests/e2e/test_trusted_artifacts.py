@@ -46,6 +46,7 @@ def test_a_forged_version_folder_is_never_promoted_and_the_champion_keeps_servin
     instances = [[float(v) for v in line.split(",")[:-1]] for line in lines]
     with LocalUp(home) as runtime:
         (bucket / "datasets" / "cancer").mkdir(parents=True)
+        (bucket / "datasets" / "cancer" / "dropflow.yaml").write_text("target: diagnosis\n")
         (bucket / "datasets" / "cancer" / "data.csv").write_bytes(breast_cancer_csv())
         job = runtime.ended("cancer")
         assert job["state"] == "published", (job, runtime.output)

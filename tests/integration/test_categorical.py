@@ -55,9 +55,14 @@ def expected_kind(size: float, color: str) -> str:
     return "dog" if (color == "red") ^ (size > 0.5) else "cat"
 
 
+PETS_SPEC = "target: kind\n"
+
+
 def drop_pets(store: ObjectStore, model: str) -> None:
-    """The first 400 rows as CSV (booleans as text), the rest as Parquet (typed)."""
+    """The first 400 rows as CSV (booleans as text), the rest as Parquet (typed), and the spec
+    that names the label (`kind` is not a name taken as the target)."""
     frame = pets_frame()
+    store.put(f"datasets/{model}/dropflow.yaml", PETS_SPEC.encode())
     store.put(f"datasets/{model}/a.csv", frame.iloc[:400].to_csv(index=False).encode())
     buffer = io.BytesIO()
     frame.iloc[400:].to_parquet(buffer, index=False)
@@ -96,7 +101,7 @@ def strict(home: tuple[ObjectStore, Registry]) -> Card:
     """The same data under another model whose spec keeps unseen categories a 422."""
     store, registry = home
     drop_pets(store, STRICT)
-    spec = b"serving: {unknown_categories: reject}\ntraining: {epochs: 5}\n"
+    spec = f"{PETS_SPEC}serving: {{unknown_categories: reject}}\ntraining: {{epochs: 5}}\n".encode()
     store.put(f"datasets/{STRICT}/dropflow.yaml", spec)
     job = run(store, registry, STRICT)
     assert job.state == JobState.PUBLISHED, job.reason
@@ -273,7 +278,10 @@ def test_the_exported_graph_matches_torch_on_categories_and_missing_numbers(tmp_
     store, _ = home
     drop_pets(store, "graph-only")
     family = TabularFamily()
-    for spec in (load_spec("model: {hidden_layers: [8]}"), load_spec("model: {family: mlp}")):
+    for spec in (
+        load_spec(PETS_SPEC + "model: {hidden_layers: [8]}"),
+        load_spec(PETS_SPEC + "model: {family: mlp}"),
+    ):
         examples = family.read(store, "graph-only", spec)
         assert any(feature.dtype == "category" for feature in examples.features)
         parts = split(examples, 0.2, 0)

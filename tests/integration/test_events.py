@@ -75,6 +75,7 @@ def test_the_sample_events_drive_the_whole_loop(capsys, home, tmp_path):
     # Given the dataset the sample drop event names
     store_root = home / "bucket" / "datasets" / "breast-cancer"
     store_root.mkdir(parents=True)
+    (store_root / "dropflow.yaml").write_text("target: diagnosis\n")  # the label's column
     (store_root / "data.csv").write_bytes(breast_cancer_csv())
 
     launched = invoke(capsys, home, "s3-dataset-created.json")

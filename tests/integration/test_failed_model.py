@@ -28,8 +28,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publis
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "cancer"
-# A spec naming a target the data does not have: the job fails as a user error.
-BAD_SPEC = b"target: diagnosis_typo\n"
+# A spec naming a feature the data does not have: the job fails as a user error. (A target
+# the data does not have fails before any launch: the launcher reads the header.)
+BAD_SPEC = b"target: diagnosis\nfeatures: [mean radius, mean radiuss]\n"
 
 
 def request(app: Any, method: str, path: str, body: Any = None) -> ProxyAnswer:

@@ -111,6 +111,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
 
 @pytest.fixture(scope="module")
 def breast_cancer(home: Home) -> tuple[int, Job]:
+    # The label is `diagnosis`, not a name taken as the target: the spec says which it is.
+    home.drop("breast-cancer", "dropflow.yaml", b"target: diagnosis\n")
     home.drop("breast-cancer", "data.csv", breast_cancer_csv())
     return home.run("breast-cancer")
 
@@ -345,6 +347,19 @@ def test_an_invalid_spec_fails_the_job_naming_the_key(home, capsys):
         home, code, job, "datasets/bad-spec/dropflow.yaml: training.epochs: Input should be"
     )
     assert "training.epochs" in capsys.readouterr().err
+
+
+def test_a_table_with_no_column_to_predict_fails_the_job_listing_the_columns(home, capsys):
+    # The training job's own check, for a job that got past the launcher (or a data file
+    # replaced after the launch): nothing is guessed from the columns' order.
+    home.drop("penguins", "data.csv", b"species,bill,year\nAdelie,39.1,2007\nGentoo,46.1,2008\n")
+    code, job = home.run("penguins")
+    assert_failed_without_publishing(
+        home, code, job, "which column to predict is not known: no column is named target,"
+    )
+    assert "available columns: species, bill, year" in (job.reason or "")
+    assert "datasets/penguins/dropflow.yaml" in (job.reason or "")
+    assert "`target: <column>`" in capsys.readouterr().err
 
 
 def test_a_broken_csv_row_fails_the_job_naming_file_line_and_column(home):

@@ -54,6 +54,13 @@ class MemoryStore:
     def get_file(self, key: str, path: Path) -> None:
         Path(path).write_bytes(self.get(key))
 
+    def get_start(self, key: str, count: int) -> bytes:
+        return self.get(key)[: max(count, 0)]
+
+    def get_end(self, key: str, count: int) -> bytes:
+        data = self.get(key)
+        return data[max(len(data) - max(count, 0), 0) :]
+
     def head(self, key: str) -> ObjectInfo | None:
         check_key(key)
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 import pytest
 
 from dropflow.control.launcher import Launcher, remaining_work_seconds
@@ -11,8 +12,9 @@ from dropflow.errors import InvalidName, UserInputError
 from dropflow.ports import InstanceState, ObjectInfo
 from dropflow.records.jobs import Attempt, Job, JobState, JobStore
 from dropflow.vocabulary.datasets import data_version, model_of_dataset_key, models_with_data
-from dropflow.vocabulary.spec import read_spec
+from dropflow.vocabulary.spec import Spec, read_spec
 from tests.fakes_compute import FakeCompute
+from training.data import load_dataset
 
 CSV = b"a,b,target\n1,2,0\n3,4,1\n"
 
@@ -203,6 +205,91 @@ def test_an_invalid_spec_fails_the_job_before_any_launch_with_the_training_jobs_
     assert "compute.on_demand" in job.reason and "epoch: unknown key" in job.reason
     assert launcher.active_job("iris") is None
     assert launcher.queue.state().running == {}
+
+
+# --------------------------------------------------------------------------- the target
+PENGUINS = (
+    b"species,island,bill_length_mm,year\nAdelie,Torgersen,39.1,2007\nGentoo,Biscoe,46.1,2008\n"
+)
+
+
+def test_a_table_with_no_column_to_predict_fails_before_any_launch_listing_the_columns(
+    store, launcher, compute
+):
+    # No spec, the label first and no column named like a target: nothing is guessed.
+    store.put("datasets/penguins/data.csv", PENGUINS)
+    # What the training job's own reader fails with on the same data.
+    with pytest.raises(UserInputError) as raised:
+        load_dataset(store, "penguins", Spec())
+
+    outcome = launcher.request_training("penguins")
+
+    assert outcome.action == "failed"
+    assert compute.tried == []
+    job = launcher.jobs.get(outcome.job_id)
+    assert job.state == JobState.FAILED and job.attempts == []
+    assert job.reason == str(raised.value)
+    assert "available columns: species, island, bill_length_mm, year" in job.reason
+    assert "`target: <column>`" in job.reason
+    assert "datasets/penguins/dropflow.yaml" in job.reason
+    assert launcher.active_job("penguins") is None
+    assert launcher.queue.state().running == {}
+
+
+def test_a_parquet_table_with_no_column_to_predict_fails_before_any_launch(
+    store, launcher, compute
+):
+    frame = pd.DataFrame({"species": ["Adelie", "Gentoo"], "year": [2007, 2008]})
+    store.put("datasets/penguins/data.parquet", frame.to_parquet(index=False))
+    with pytest.raises(UserInputError) as raised:
+        load_dataset(store, "penguins", Spec())
+
+    outcome = launcher.request_training("penguins")
+
+    assert outcome.action == "failed" and compute.tried == []
+    assert outcome.message == str(raised.value)
+    assert "available columns: species, year" in outcome.message
+
+
+def test_a_parquet_table_with_a_label_column_launches(store, launcher, compute):
+    frame = pd.DataFrame({"bill": [39.1, 46.1], "label": ["Adelie", "Gentoo"]})
+    store.put("datasets/penguins/data.parquet", frame.to_parquet(index=False))
+
+    assert launcher.request_training("penguins").action == "launched"
+
+
+def test_a_column_named_label_in_any_case_is_taken_and_the_job_launches(store, launcher, compute):
+    store.put("datasets/penguins/data.csv", b"Label,bill\nAdelie,39.1\nGentoo,46.1\n")
+
+    assert launcher.request_training("penguins").action == "launched"
+
+
+def test_the_spec_s_target_lets_the_same_table_launch(store, launcher, compute):
+    store.put("datasets/penguins/data.csv", PENGUINS)
+    store.put("datasets/penguins/dropflow.yaml", b"target: species\n")
+
+    assert launcher.request_training("penguins").action == "launched"
+
+
+def test_a_spec_target_that_is_not_a_column_fails_before_any_launch(store, launcher, compute):
+    store.put("datasets/penguins/data.csv", PENGUINS)
+    store.put("datasets/penguins/dropflow.yaml", b"target: sex\n")
+
+    outcome = launcher.request_training("penguins")
+
+    assert outcome.action == "failed" and compute.tried == []
+    assert "'sex'" in outcome.message and "available columns: species, island" in outcome.message
+
+
+def test_two_columns_named_like_a_target_fail_before_any_launch_naming_both(
+    store, launcher, compute
+):
+    store.put("datasets/m/data.csv", b"Class,a,y\n0,1,1\n1,2,0\n")
+
+    outcome = launcher.request_training("m")
+
+    assert outcome.action == "failed" and compute.tried == []
+    assert "'Class', 'y'" in outcome.message
 
 
 # --------------------------------------------------------------------------- prices

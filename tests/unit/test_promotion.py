@@ -82,6 +82,91 @@ def test_for_regression_a_lower_error_is_better(store, registry):
     assert champion_of(registry, "price") == V3
 
 
+def metrics(primary: str, holdout: dict[str, float], baseline: dict[str, float]) -> dict:
+    """A card's metrics section, with the naive baseline the training job records."""
+    return {
+        "metrics": {
+            "primary": primary,
+            "holdout": holdout,
+            "baseline": baseline,
+            "holdout_rows": 30,
+            "train_rows": 120,
+        }
+    }
+
+
+def test_a_first_version_below_the_naive_baseline_is_rejected_naming_both_numbers(store, registry):
+    card = metrics(
+        "accuracy", {"accuracy": 0.52, "log_loss": 0.9}, {"accuracy": 0.55, "log_loss": 1.1}
+    )
+    publish(store, registry, "iris", V1, card_extra=card)
+
+    result = promote("iris", V1, store, registry)
+
+    assert result.decision == "rejected"
+    assert "no better than the naive baseline on its 30 holdout rows" in result.reason
+    assert "accuracy 0.52 does not beat the naive baseline's 0.55" in result.reason
+    assert result.metrics["baseline"] == {"accuracy": 0.55, "log_loss": 1.1}
+    assert champion_of(registry) is None
+
+
+def test_a_first_version_whose_log_loss_is_worse_than_the_baseline_is_rejected(store, registry):
+    # Issue 15: epochs 4000 on iris, holdout log loss 2.19 against the naive baseline's 1.10.
+    card = metrics(
+        "accuracy", {"accuracy": 0.9, "log_loss": 2.19}, {"accuracy": 0.33, "log_loss": 1.0986}
+    )
+    publish(store, registry, "iris", V1, card_extra=card)
+
+    result = promote("iris", V1, store, registry)
+
+    assert result.decision == "rejected"
+    assert "log_loss 2.19 is worse than the naive baseline's 1.099" in result.reason
+    assert "accuracy" not in result.reason  # the accuracy beats its baseline
+    assert champion_of(registry) is None
+
+
+def test_equalling_the_baseline_is_not_beating_it(store, registry):
+    card = metrics(
+        "accuracy", {"accuracy": 0.6, "log_loss": 0.6}, {"accuracy": 0.6, "log_loss": 0.7}
+    )
+    publish(store, registry, "iris", V1, card_extra=card)
+
+    assert promote("iris", V1, store, registry).decision == "rejected"
+
+
+def test_a_candidate_below_the_baseline_never_replaces_the_champion(store, registry):
+    publish(store, registry, "iris", V1, value=0.5)
+    promote("iris", V1, store, registry)
+    card = metrics(
+        "accuracy", {"accuracy": 0.7, "log_loss": 0.9}, {"accuracy": 0.75, "log_loss": 1.0}
+    )
+    publish(store, registry, "iris", V2, card_extra=card)
+
+    result = promote("iris", V2, store, registry)
+
+    assert result.decision == "rejected" and "naive baseline's 0.75" in result.reason
+    assert champion_of(registry) == V1
+
+
+def test_for_regression_the_error_must_be_below_the_mean_predictor_s(store, registry):
+    card = metrics("rmse", {"rmse": 3.2, "r2": -0.01}, {"rmse": 3.1, "r2": 0.0})
+    publish(store, registry, "price", V1, task="regression", card_extra=card)
+
+    result = promote("price", V1, store, registry)
+
+    assert result.decision == "rejected"
+    assert "rmse 3.2 does not beat the naive baseline's 3.1 (lower is better)" in result.reason
+
+
+def test_a_first_version_that_beats_the_baseline_is_approved(store, registry):
+    card = metrics(
+        "accuracy", {"accuracy": 0.95, "log_loss": 0.2}, {"accuracy": 0.33, "log_loss": 1.1}
+    )
+    publish(store, registry, "iris", V1, card_extra=card)
+
+    assert promote("iris", V1, store, registry).decision == "approved"
+
+
 def test_a_version_older_than_the_champion_is_rejected(store, registry):
     publish(store, registry, "iris", V1, value=0.99)
     publish(store, registry, "iris", V2, value=0.9)

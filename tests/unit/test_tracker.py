@@ -7,8 +7,8 @@ import time
 import pytest
 
 from dropflow.control.launcher import Launcher
-from dropflow.control.tracker import Tracker
-from dropflow.ports import InstanceState
+from dropflow.control.tracker import FINISHING_GRACE_SECONDS, Tracker
+from dropflow.ports import InstanceState, LaunchRequest
 from dropflow.records.jobs import ExitCode, JobState, bootstrap_failure_key
 from tests.fakes_compute import FakeCompute
 
@@ -124,17 +124,71 @@ def test_the_spec_sets_how_many_failed_attempts_a_job_gets(tracker, compute, sto
     assert "gave up after 1 failed attempts" in (tracker.jobs.get(job_id).reason or "")
 
 
-def test_the_watchdog_terminates_an_instance_that_serves_no_unfinished_job(tracker, compute):
+def _published(tracker: Tracker) -> str:
     job_id = _start(tracker)
     for state in (JobState.RUNNING, JobState.EXPORTING):
         tracker.jobs.transition(job_id, state)
     tracker.jobs.transition(job_id, JobState.PUBLISHED, version="v20261123T101500Z-abcdef")
-    # The instance should have shut itself down after publishing, but is still running.
+    return job_id
+
+
+@pytest.fixture
+def timed(store, registry) -> tuple[Tracker, FakeCompute, Clock]:
+    """A tracker on a clock the test moves, starting now (job records are stamped with the
+    wall clock)."""
+    store.put("datasets/iris/data.csv", CSV)
+    clock = Clock(time.time())
+    compute = FakeCompute(clock=clock)
+    return Tracker(Launcher(store, registry, compute, clock=clock), clock=clock), compute, clock
+
+
+def test_the_watchdog_leaves_a_just_published_job_s_instance_to_finish(timed):
+    tracker, compute, clock = timed
+    _published(tracker)
+    clock.now += FINISHING_GRACE_SECONDS / 2  # still recording its end and uploading its log
 
     outcomes = tracker.watchdog()
 
-    assert "terminated" in [o.action for o in outcomes]
+    assert "terminated" not in [o.action for o in outcomes]
+    assert compute.instances["fake-1"].state == InstanceState.RUNNING
+
+
+def test_the_watchdog_terminates_a_published_job_s_instance_still_there_after_the_grace(timed):
+    tracker, compute, clock = timed
+    job_id = _published(tracker)
+    # The instance should have shut itself down after publishing, but is still running.
+    clock.now += FINISHING_GRACE_SECONDS + 1
+
+    outcomes = tracker.watchdog()
+
+    assert [o.action for o in outcomes] == ["terminated"]
+    assert f"(job {job_id}, attempt 1) serves no unfinished job" in outcomes[0].message
     assert compute.instances["fake-1"].state == InstanceState.TERMINATED
+
+
+def test_the_watchdog_terminates_a_real_orphan_at_once(timed):
+    tracker, compute, _ = timed
+    _published(tracker)  # a finishing job beside it keeps its instance
+    orphan = compute.launch(LaunchRequest(job_id="job-that-never-was", model="iris", attempt=1))
+
+    outcomes = tracker.watchdog()
+
+    assert [o.action for o in outcomes] == ["terminated"]
+    assert f"orphan instance {orphan.instance_id}" in outcomes[0].message
+    assert compute.instances[orphan.instance_id].state == InstanceState.TERMINATED
+    assert compute.instances["fake-1"].state == InstanceState.RUNNING
+
+
+def test_the_watchdog_terminates_an_earlier_attempt_s_instance_at_once(timed):
+    tracker, compute, _ = timed
+    job_id = _published(tracker)
+    # An instance of the job that is not its current attempt serves nothing.
+    stray = compute.launch(LaunchRequest(job_id=job_id, model="iris", attempt=7))
+
+    outcomes = tracker.watchdog()
+
+    assert [o.action for o in outcomes] == ["terminated"]
+    assert compute.instances[stray.instance_id].state == InstanceState.TERMINATED
 
 
 def test_the_watchdog_terminates_a_stuck_attempt_so_it_resumes_elsewhere(tracker, compute):

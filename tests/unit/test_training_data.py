@@ -54,16 +54,29 @@ def error_of(files: dict[str, bytes], spec: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- target and task
-def test_the_last_column_is_the_target_by_default():
-    data = load({"d.csv": b"a,b,label\n1,2,x\n3,4,y\n"})
-    assert data.target == "label"
-    assert data.features == ["a", "b"]
-
-
-def test_a_column_named_target_wins_over_the_last_column():
+def test_a_column_named_target_is_the_target_wherever_it_is():
     data = load({"d.csv": b"target,a,b\n0,1,2\n1,3,4\n"})
     assert data.target == "target"
     assert data.features == ["a", "b"]
+
+
+def test_a_column_named_label_in_any_case_is_the_target():
+    data = load({"d.csv": b"a,Label,b\n1,x,2\n3,y,4\n"})
+    assert data.target == "Label"
+    assert data.features == ["a", "b"]
+
+
+def test_without_a_target_like_name_the_job_fails_listing_the_columns_and_the_spec_line():
+    # A penguins export: the label is first, and the last column is not a label at all.
+    message = error_of({"d.csv": b"species,bill,year\nAdelie,39.1,2007\nGentoo,46.1,2008\n"})
+    assert "available columns: species, bill, year" in message
+    assert "`target: <column>`" in message and "datasets/m/dropflow.yaml" in message
+    assert "`target: species`" in message
+
+
+def test_two_target_like_names_fail_naming_both():
+    message = error_of({"d.csv": b"class,a,y\n0,1,1\n1,3,0\n"})
+    assert "'class', 'y'" in message and "`target: class`" in message
 
 
 def test_the_spec_names_the_target_and_the_features():
@@ -80,12 +93,12 @@ def test_an_unknown_target_names_it_and_the_available_columns():
 
 
 def test_an_unknown_feature_names_it_and_the_available_columns():
-    message = error_of({"d.csv": b"a,b\n1,2\n"}, "features: [size]")
+    message = error_of({"d.csv": b"a,b\n1,2\n"}, "target: b\nfeatures: [size]")
     assert "'size'" in message and "available columns: a, b" in message
 
 
 def test_text_labels_make_a_classification_with_sorted_string_classes():
-    data = load({"d.csv": b"x,diagnosis\n1,malignant\n2,benign\n3,benign\n"})
+    data = load({"d.csv": b"x,diagnosis\n1,malignant\n2,benign\n3,benign\n"}, "target: diagnosis")
     assert data.task == "classification"
     assert data.classes == ["benign", "malignant"]
     assert data.y.tolist() == [1, 0, 0]
@@ -313,12 +326,16 @@ IRIS_ROWS = [
 ]
 
 
+# An iris export names its label `species`, so the spec says which column it is.
+IRIS_SPEC = "target: species"
+
+
 def iris(*lines: str, end: str = "\n") -> bytes:
     return ("\n".join([IRIS_HEADER, *IRIS_ROWS, *lines]) + end).encode()
 
 
 def test_a_last_line_cut_mid_row_names_file_and_line_and_says_the_upload_was_cut():
-    message = error_of({"part-2.csv": iris("5.9,3.0,5", end="")})
+    message = error_of({"part-2.csv": iris("5.9,3.0,5", end="")}, IRIS_SPEC)
 
     assert message == (
         "datasets/m/part-2.csv, line 8: 3 fields, the header has 5; the file may have been cut "
@@ -327,14 +344,14 @@ def test_a_last_line_cut_mid_row_names_file_and_line_and_says_the_upload_was_cut
 
 
 def test_a_last_line_cut_inside_quotes_is_a_short_row_too():
-    message = error_of({"d.csv": iris('5.9,"3.0', end="")})
+    message = error_of({"d.csv": iris('5.9,"3.0', end="")}, IRIS_SPEC)
 
     assert message.startswith("datasets/m/d.csv, line 8: 2 fields, the header has 5;")
     assert "cut off mid-upload" in message
 
 
 def test_a_short_row_inside_the_file_is_named_without_blaming_the_upload():
-    message = error_of({"d.csv": iris("5.9,3.0,5.1,1.8", "6.1,2.8,4.7,1.2,versicolor")})
+    message = error_of({"d.csv": iris("5.9,3.0,5.1,1.8", "6.1,2.8,4.7,1.2,versicolor")}, IRIS_SPEC)
 
     assert message.startswith("datasets/m/d.csv, line 8: 4 fields, the header has 5;")
     assert "every row needs one value per column" in message
@@ -342,7 +359,7 @@ def test_a_short_row_inside_the_file_is_named_without_blaming_the_upload():
 
 
 def test_a_row_with_too_many_fields_is_named_with_a_hint_about_quoting():
-    message = error_of({"d.csv": iris("5.9,3.0,5.1,1.8,virginica,extra")})
+    message = error_of({"d.csv": iris("5.9,3.0,5.1,1.8,virginica,extra")}, IRIS_SPEC)
 
     assert message.startswith("datasets/m/d.csv, line 8: 6 fields, the header has 5;")
     assert "must be quoted" in message
@@ -355,7 +372,7 @@ def test_too_many_fields_on_the_first_row_is_not_taken_for_an_index_column():
 
 
 def test_a_row_in_a_later_file_is_found_in_that_file():
-    message = error_of({"1.csv": iris(), "2.csv": iris("1,2,3")})
+    message = error_of({"1.csv": iris(), "2.csv": iris("1,2,3")}, IRIS_SPEC)
 
     assert message.startswith("datasets/m/2.csv, line 8: 3 fields")
 
@@ -382,7 +399,7 @@ def test_a_file_that_is_not_utf8_names_the_line():
 
 def test_a_class_cut_short_on_the_unterminated_last_line_fails_the_job():
     # The field count is right, so only the value tells: `ver` begins `versicolor`.
-    message = error_of({"part-2.csv": iris("5.9,3.0,5.1,1.8,ver", end="")})
+    message = error_of({"part-2.csv": iris("5.9,3.0,5.1,1.8,ver", end="")}, IRIS_SPEC)
 
     assert message == (
         "datasets/m/part-2.csv, line 8, column 'species': 'ver' appears nowhere else and begins "
@@ -399,20 +416,20 @@ def test_a_category_cut_short_on_the_unterminated_last_line_fails_the_job():
 
 
 def test_a_number_cut_into_text_on_the_unterminated_last_line_says_the_upload_was_cut():
-    message = error_of({"d.csv": iris("5.9,3.0,5.1,ver,virginica", end="")})
+    message = error_of({"d.csv": iris("5.9,3.0,5.1,ver,virginica", end="")}, IRIS_SPEC)
 
     assert "line 8, column 'petal_width': 'ver' is not a number" in message
     assert message.endswith("the file may have been cut off mid-upload, so upload it again")
 
 
 def test_a_rare_class_on_a_terminated_last_line_is_a_class():
-    data = load({"d.csv": iris("5.9,3.0,5.1,1.8,ver")})
+    data = load({"d.csv": iris("5.9,3.0,5.1,1.8,ver")}, IRIS_SPEC)
 
     assert data.classes == ["setosa", "ver", "versicolor", "virginica"]
 
 
 def test_a_last_line_without_line_end_whose_class_is_known_is_kept():
-    data = load({"d.csv": iris("5.9,3.0,5.1,1.8,virginica", end="")})
+    data = load({"d.csv": iris("5.9,3.0,5.1,1.8,virginica", end="")}, IRIS_SPEC)
 
     assert data.classes == ["setosa", "versicolor", "virginica"]
     assert len(data.y) == len(IRIS_ROWS) + 1
@@ -453,13 +470,15 @@ def test_a_broken_cell_in_a_later_block_names_its_line(small_blocks):
 
 
 def test_a_short_row_in_a_later_block_names_its_line(small_blocks):
-    message = error_of({"d.csv": iris(*IRIS_ROWS, *IRIS_ROWS, "5.9,3.0")})
+    message = error_of({"d.csv": iris(*IRIS_ROWS, *IRIS_ROWS, "5.9,3.0")}, IRIS_SPEC)
 
     assert message.startswith("datasets/m/d.csv, line 20: 2 fields, the header has 5;")
 
 
 def test_a_class_cut_short_at_the_end_of_a_many_block_file_fails_the_job(small_blocks):
-    message = error_of({"d.csv": iris(*IRIS_ROWS, *IRIS_ROWS, "5.9,3.0,5.1,1.8,vir", end="")})
+    message = error_of(
+        {"d.csv": iris(*IRIS_ROWS, *IRIS_ROWS, "5.9,3.0,5.1,1.8,vir", end="")}, IRIS_SPEC
+    )
 
     assert message.startswith("datasets/m/d.csv, line 20, column 'species': 'vir' appears")
 

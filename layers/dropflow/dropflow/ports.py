@@ -58,6 +58,16 @@ class ObjectStore(Protocol):
         """Write the object to `path` (atomically); raises ObjectNotFound."""
         ...
 
+    def get_start(self, key: str, count: int) -> bytes:
+        """The object's first `count` bytes (all of it when it is shorter; b"" when empty),
+        without reading the rest; raises ObjectNotFound."""
+        ...
+
+    def get_end(self, key: str, count: int) -> bytes:
+        """The object's last `count` bytes (all of it when it is shorter; b"" when empty),
+        without reading the rest; raises ObjectNotFound."""
+        ...
+
     def head(self, key: str) -> ObjectInfo | None: ...
 
     def list(self, prefix: str) -> list[ObjectInfo]:

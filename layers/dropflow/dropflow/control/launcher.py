@@ -17,14 +17,16 @@ failed, or its launch failed) and on the watchdog's sweep. A job keeps its slot 
 relaunches.
 
 Before anything is launched, the model's spec is read and checked against the owner's limits
-(`job_compute`, dropflow.vocabulary.limits): an invalid spec, an instance type outside the
-allowlist or a budget above the maximum fails the job at once with the message that names the
-key, so no instance is ever booted to find a typo. Every attempt is checked against the
-job's limits (`stop_reason`: budget, always set; max runtime; deadline) and bought spot unless
-the spec or the deadline says otherwise (`Launcher._launch`, `deadline_needs_on_demand`). Each
-attempt records its price and the on-demand equivalent, from which dropflow.records.ledger
-keeps the job's cost ledger; an instance that comes back with no price at all is terminated at
-once, never counted at $0.
+(`job_compute`, dropflow.vocabulary.limits), and the first data file's header (read by
+dropflow.vocabulary.data_header) against the target rule (`check_target`,
+dropflow.vocabulary.target): an invalid spec, an instance type outside the allowlist, a budget
+above the maximum or a table with no column to predict fails the job at once with the message
+that names the key or lists the columns, so no instance is ever booted to find a typo. Every
+attempt is checked against the job's limits (`stop_reason`: budget, always set; max runtime;
+deadline) and bought spot unless the spec or the deadline says otherwise (`Launcher._launch`,
+`deadline_needs_on_demand`). Each attempt records its price and the on-demand equivalent, from
+which dropflow.records.ledger keeps the job's cost ledger; an instance that comes back with no
+price at all is terminated at once, never counted at $0.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ from dropflow.records.jobs import Attempt, Job, JobState, JobStore
 from dropflow.records.ledger import budget_spend, describe_usd, seconds_run, unpriced_runs
 from dropflow.records.training_queue import TrainingQueue
 from dropflow.vocabulary.clock import iso_utc
+from dropflow.vocabulary.data_header import data_columns
 from dropflow.vocabulary.datasets import data_files, data_version, dataset_prefix, models_with_data
 from dropflow.vocabulary.limits import MAX_JOBS_SETTING, JobCompute, OwnerLimits, setting
 from dropflow.vocabulary.names import check_model_name, new_job_id
 from dropflow.vocabulary.prices import OWNER_PRICES_PARAMETER, OWNER_PRICES_VARIABLE
-from dropflow.vocabulary.spec import ComputeSection, read_spec, spec_key
+from dropflow.vocabulary.spec import DEFAULT_FAMILY, ComputeSection, read_spec, spec_key
+from dropflow.vocabulary.target import choose_target
 
 ACTIVE = "ACTIVE"
 # How long a slot taken by a request whose job record is not written yet counts as held.
@@ -305,6 +309,7 @@ class Launcher:
         number = len(job.attempts) + 1
         try:
             compute = self.job_compute(job.model)
+            self.check_target(job.model)
         except UserInputError as exc:
             # The message the training job would fail with, before any instance is booted.
             reason = str(exc)[:_SPEC_REASON_CHARS]
@@ -378,6 +383,24 @@ class Launcher:
         would give, for an invalid spec, and naming the key and the allowed values for one
         outside the limits."""
         return self.limits.bound(read_spec(self.store, model).compute, source=spec_key(model))
+
+    def check_target(self, model: str) -> None:
+        """Raise UserInputError, with the message the training job would give, when a table
+        model's data has no column to predict (dropflow.vocabulary.target): the spec names
+        none and no column, or several, are named target, label, class or y; or the spec's
+        target is not a column. Reads the first data file's header only (a CSV file's first
+        line, a Parquet file's footer); one that cannot be read here is left to the job."""
+        spec = read_spec(self.store, model)
+        if spec.family != DEFAULT_FAMILY:
+            return  # another family reads its data its own way
+        files = data_files(self.store.list(dataset_prefix(model)))
+        if not files:
+            return
+        # The training job takes the columns from the first file in key order.
+        first = min(files, key=lambda info: info.key)
+        columns = data_columns(self.store, first)
+        if columns is not None:
+            choose_target(columns, spec.target, model=model)
 
     def enforced_compute(self, model: str) -> JobCompute:
         """The limits the watchdog holds a running job of `model` to: job_compute, or, for a

@@ -5,10 +5,12 @@ ends and the job is not in a final state, the attempt was lost (spot reclaim, cr
 the local runtime): the tracker starts the next attempt, which resumes, until the job's
 attempts are used up, its budget is spent, its max runtime used or its deadline past (see
 launcher.stop_reason). The watchdog also stops a running attempt once the job's spend reaches
-its budget (every job has one) or its max runtime. When a job reaches a final state its training
-slot and the model's active slot are released, a follow-up run is requested if data arrived
-meanwhile, and the jobs waiting in the training queue start as the free slots allow. A relaunch
-keeps the job's training slot: an interrupted job never goes to the back of the line.
+its budget (every job has one) or its max runtime, and terminates instances that serve no
+unfinished job, except one whose job ended moments ago and is still writing its log. When a
+job reaches a final state its training slot and the model's active slot are released, a
+follow-up run is requested if data arrived meanwhile, and the jobs waiting in the training
+queue start as the free slots allow. A relaunch keeps the job's training slot: an interrupted
+job never goes to the back of the line.
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ STALE_HEARTBEAT_SECONDS = 15 * 60
 
 # An attempt that never got an instance (the launcher died in between) is retried after this.
 LAUNCH_GRACE_SECONDS = 120.0
+
+# A job marks itself published (or failed on a user error) before its process is done: it
+# then records the attempt's end and uploads its log, and its instance shuts itself down.
+# The watchdog leaves the instance of a job that ended this recently alone, and terminates it
+# once this has passed if it is still there.
+FINISHING_GRACE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -276,17 +284,23 @@ class Tracker:
         """The schedule's sweep: handle ended instances whose event was lost, stop attempts
         over their job's budget or max runtime, terminate a stuck attempt (stale heartbeat),
         and terminate every dropflow instance that serves no unfinished job, so that no
-        forgotten GPU instance bills a weekend."""
+        forgotten GPU instance bills a weekend. The instance of a job that ended less than
+        FINISHING_GRACE_SECONDS ago is left to finish (its log is still being written)."""
         outcomes = self.sweep()
         outcomes += self.enforce_limits()
         now = self.clock()
         current: dict[str, Job] = {}
+        finishing: set[str] = set()
         for job in self.jobs.all():
             attempt = job.current_attempt
-            if not job.state.terminal and attempt is not None and attempt.instance_id:
+            if attempt is None or not attempt.instance_id:
+                continue
+            if not job.state.terminal:
                 current[attempt.instance_id] = job
+            elif now - _ended_at(job, attempt) < FINISHING_GRACE_SECONDS:
+                finishing.add(attempt.instance_id)
         for instance in self.compute.list_instances():
-            if instance.state == InstanceState.TERMINATED:
+            if instance.state == InstanceState.TERMINATED or instance.instance_id in finishing:
                 continue
             job = current.get(instance.instance_id)
             if job is None:
@@ -377,3 +391,9 @@ class Tracker:
             message += f"; {len(handover.started)} queued job(s) started"
         ended = job.state.value if handover.released is not None else None
         return TrackOutcome("finished", message, job.job_id, follow_up, ended, handover.started)
+
+
+def _ended_at(job: Job, attempt: Attempt) -> float:
+    """When the ended `job` ended: the later of its last change and its attempt's recorded end
+    (the job writes its final state first, then the attempt's end)."""
+    return max(job.updated_at, attempt.ended_at or 0.0)

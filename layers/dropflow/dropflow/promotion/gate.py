@@ -8,7 +8,9 @@ that publish it, the holdout labels under `target` (class ids, or values in the 
 units). A candidate that would break the champion's clients (a feature renamed, added,
 removed, reordered or retyped, a category or null no longer accepted, other classes or task:
 dropflow.promotion.compatibility) is rejected, naming each change, unless its spec allows
-schema changes. Then the fair gate runs the candidate AND the champion on the candidate's
+schema changes. So is one that does not beat the naive baseline its card records (primary
+metric better, log loss no worse; `below_baseline`), the first version included. Then the
+fair gate runs the candidate AND the champion on the candidate's
 holdout rows (category codes translated to the champion's) and compares their primary metric
 (dropflow.vocabulary.scoring); where that cannot be done (no `target`, different features or
 classes, an unrunnable champion) it compares the metrics recorded on the cards and the reason
@@ -405,7 +407,8 @@ def promotion_tolerance(card: Card) -> float:
 
 
 def gate(card: Card, champion: Champion | None, store: ObjectStore) -> GateOutcome:
-    """The metric gate: why `card` may replace `champion`, or Rejected when it is worse.
+    """The metric gate: why `card` may replace `champion`, or Rejected when it is worse, or
+    when it does not beat the naive baseline its card records (first version included).
 
     Fair when it can be: both graphs scored on the candidate's holdout rows and labels.
     Otherwise the cards' recorded metrics, with the reason for the fallback in the reason.
@@ -421,6 +424,10 @@ def gate(card: Card, champion: Champion | None, store: ObjectStore) -> GateOutco
         "tolerance": tolerance,
         "higher_is_better": card.metrics.higher_is_better,
     }
+    below = below_baseline(card)
+    if below is not None:
+        numbers["baseline"] = dict(card.metrics.baseline)
+        raise Rejected(below, numbers)
     if champion is None:
         return GateOutcome(f"first version of {card.model} ({metric} {value:.4g})", numbers)
     if champion.version > card.version:
@@ -441,6 +448,44 @@ def gate(card: Card, champion: Champion | None, store: ObjectStore) -> GateOutco
     if fit.changes:
         outcome.reason = f"{outcome.reason}; {fit.note}"
     return outcome
+
+
+def below_baseline(card: Card) -> str | None:
+    """Why `card`'s model is no better than the naive baseline the card records on the same
+    holdout rows (the training rows' majority class with their class frequencies, or their
+    mean), or None when it is better: its primary metric must beat the baseline's, and its
+    log loss (classification) must be no worse. A model that does not is useless whatever its
+    accuracy looks like. A metric the card has no baseline for is not compared."""
+    metrics = card.metrics
+    baseline, holdout, metric = metrics.baseline, metrics.holdout, metrics.primary
+    problems = []
+    if metric in baseline:
+        value, naive = holdout[metric], baseline[metric]
+        beats = value > naive if metrics.higher_is_better else value < naive
+        if not beats:
+            direction = "higher" if metrics.higher_is_better else "lower"
+            problems.append(
+                f"{metric} {value:.4g} does not beat the naive baseline's {naive:.4g} "
+                f"({direction} is better)"
+            )
+    loss = "log_loss"
+    # `not <=`: a NaN loss is worse too.
+    if (
+        metric != loss
+        and loss in holdout
+        and loss in baseline
+        and not holdout[loss] <= baseline[loss]
+    ):
+        problems.append(
+            f"{loss} {holdout[loss]:.4g} is worse than the naive baseline's "
+            f"{baseline[loss]:.4g} (lower is better)"
+        )
+    if not problems:
+        return None
+    return (
+        f"no better than the naive baseline on its {metrics.holdout_rows} holdout rows: "
+        + "; ".join(problems)
+    )
 
 
 def _against(

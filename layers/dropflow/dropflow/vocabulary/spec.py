@@ -5,7 +5,7 @@ a message naming the key instead of being silently ignored. Example:
 
     family: tabular             # the kind of data (training.families); default tabular
     task: classification        # or regression; inferred from the target when absent
-    target: diagnosis           # default: a column named `target`, else the last column
+    target: diagnosis           # default: the column named target, label, class or y (any case)
     features: [radius, texture] # default: every other column
     model: {family: tabm, ensemble_size: 16}   # or {family: mlp, hidden_layers: [64, 32]}
     training: {batch_size: 256, learning_rate: 2e-3, seed: 0, early_stopping: true,

@@ -118,6 +118,31 @@ class S3Store:
         with resp["Body"] as body:
             return body.read()
 
+    def get_start(self, key: str, count: int) -> bytes:
+        """The object's first `count` bytes, by a ranged GetObject; raises ObjectNotFound."""
+        return self._ranged(key, f"bytes=0-{count - 1}", count)
+
+    def get_end(self, key: str, count: int) -> bytes:
+        """The object's last `count` bytes, by a suffix-ranged GetObject; raises
+        ObjectNotFound."""
+        return self._ranged(key, f"bytes=-{count}", count)
+
+    def _ranged(self, key: str, byte_range: str, count: int) -> bytes:
+        if count <= 0:
+            return b""
+        try:
+            with self._existing(key):
+                resp = self.client.get_object(
+                    Bucket=self.bucket, Key=self._full(key), Range=byte_range
+                )
+        except ClientError as exc:
+            # S3 answers 416 InvalidRange when no byte of the range exists: an empty object.
+            if _code(exc) == "InvalidRange":
+                return b""
+            raise
+        with resp["Body"] as body:
+            return body.read(count)
+
     def get_file(self, key: str, path: Path) -> None:
         """Download the object to `path` atomically (parents created); raises ObjectNotFound."""
         full = self._full(key)

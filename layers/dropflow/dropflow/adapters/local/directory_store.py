@@ -174,6 +174,22 @@ class DirectoryStore:
         with f:
             return f.read()
 
+    def get_start(self, key: str, count: int) -> bytes:
+        """The object's first `count` bytes; raises ObjectNotFound naming the key."""
+        with self._reading(key):
+            f = self._open(key)
+        with f:
+            return f.read(max(count, 0))
+
+    def get_end(self, key: str, count: int) -> bytes:
+        """The object's last `count` bytes; raises ObjectNotFound naming the key."""
+        with self._reading(key):
+            f = self._open(key)
+        with f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - max(count, 0), 0))
+            return f.read()
+
     def get_file(self, key: str, path: Path) -> None:
         """Copy the object to `path` atomically (parents created); raises ObjectNotFound."""
         with self._reading(key):
