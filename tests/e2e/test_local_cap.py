@@ -97,7 +97,8 @@ def test_twelve_drops_at_once_never_run_more_than_the_cap_and_all_are_served(tmp
     observer = Observer(home)
     with LocalUp(home, "--max-jobs", str(CAP), "--no-container") as runtime:
         observer.start()
-        assert f"at most {CAP} training jobs at once" in runtime.output
+        # The line after "API on": read by the console thread a moment after the start.
+        runtime.wait_for(f"at most {CAP} training jobs at once", 60)
 
         # Given 12 datasets dropped at once (each spec in place before its data)
         staged = tmp_path / "staged"
