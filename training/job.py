@@ -37,7 +37,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,16 +109,11 @@ def seconds_lost(previous: Attempt, resumed: Mapping[str, Any] | None, *, now: f
     return max(0.0, ended - previous.started_at)
 
 
-def resumed_epochs(resumed_from: int | None, steps_per_epoch: int) -> list[float]:
-    """Where the curve marks this run's resume, in epochs (a step count over the steps of an
-    epoch: a resume may fall mid-epoch); none for a run that started from the first step.
-
-    Only the resume of the attempt that published is known here: the checkpoint it read
-    carries the loss history, not where earlier attempts took over.
-    """
-    if not resumed_from:
-        return []
-    return [resumed_from / max(1, steps_per_epoch)]
+def resumed_epochs(resumes: Sequence[int], steps_per_epoch: int) -> list[float]:
+    """Where the curve marks the job's resumes, in epochs (a step count over the steps of an
+    epoch: a resume may fall mid-epoch), oldest first; `resumes` are the steps each run took
+    over from (training.loop.Trained.resumes). A resume from step 0 lost nothing to mark."""
+    return [step / max(1, steps_per_epoch) for step in resumes if step > 0]
 
 
 def _start(jobs: JobStore, job: Job, attempt: int) -> None:
@@ -334,7 +329,7 @@ def train_and_publish(
             primary,
             title=f"{model} {version}",
             validation_losses=trained.validation_losses,
-            resumed_at=resumed_epochs(trained.resumed_from, trained.steps_per_epoch),
+            resumed_at=resumed_epochs(trained.resumes, trained.steps_per_epoch),
         )
         exported = clock()
 

@@ -118,6 +118,8 @@ class Trained:
     steps: int = 0  # optimizer steps of the whole budget (training.budget)
     steps_per_epoch: int = 1
     resumed_from: int | None = None  # the step this run resumed from
+    # Every step the job's runs resumed from, oldest first (this run's last), for the curve.
+    resumes: list[int] = field(default_factory=list)
     checkpoints: int = 0  # checkpoints handed to the sink by this run
     checkpoint_seconds: float = 0.0  # time spent in them
     samples: int = 0  # training rows processed by this run, all ranks together
@@ -324,6 +326,7 @@ class TrainingLoop:
         losses: list[float] = []
         scores: list[float] = []
         done: list[float] = []  # global mean loss of each finished step of this epoch
+        resumes: list[int] = []  # the steps earlier runs and this one resumed from
         prior_seconds = 0.0
         resumed_from: int | None = None
         # Early stopping (main rank): validation loss per epoch, the best one's epoch (1-based)
@@ -359,6 +362,8 @@ class TrainingLoop:
             history = state["history"]
             losses, scores = list(history["loss"]), list(history["score"])
             done = list(history["step_losses"])
+            # Checkpoints before this list was kept know only of this run's resume.
+            resumes = [int(v) for v in history.get("resumes", [])] + [global_step]
             prior_seconds = float(state.get("training_seconds", 0.0))
             early = state.get("early_stopping") or {}
             validation = list(history.get("validation", []))
@@ -430,6 +435,7 @@ class TrainingLoop:
                             "score": list(scores),
                             "step_losses": list(done),
                             "validation": list(validation),
+                            "resumes": list(resumes),
                         },
                         "early_stopping": {
                             "best": best,
@@ -615,6 +621,7 @@ class TrainingLoop:
             steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch,
             resumed_from=resumed_from,
+            resumes=resumes,
             checkpoints=checkpoints,
             checkpoint_seconds=checkpoint_seconds,
             samples=samples,

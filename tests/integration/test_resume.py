@@ -119,6 +119,7 @@ def test_a_stopped_and_resumed_loop_ends_with_the_uninterrupted_weights(
     resumed = train_tabular(x, y, resume=found.checkpoint, **options)
 
     assert resumed.completed and resumed.resumed_from == stop_after
+    assert straight.resumes == [] and resumed.resumes == [stop_after]
     assert resumed.step == straight.step
     assert max_weight_diff(resumed.network.state_dict(), straight.network.state_dict()) <= TOLERANCE
     assert resumed.losses == straight.losses
@@ -391,3 +392,38 @@ def test_sigterm_stops_python_dash_m_training_with_a_checkpoint_and_exit_75(tmp_
     manifest = json.loads(local.text(f"jobs/sigterm/{job_id}/manifest.json"))
     assert manifest["step"] < 5000 * 8
     assert "SIGTERM received" in local.text(f"jobs/sigterm/{job_id}/log.txt")
+
+
+def test_a_job_interrupted_twice_remembers_both_resumes_for_its_curve(tmp_path):
+    x, y = breast_cancer()
+    options = {
+        "task": "classification",
+        "n_classes": 2,
+        "model": ModelSection(family="mlp"),
+        "training": TrainingSection(epochs=6, batch_size=64),
+    }
+    store = open_store(f"file://{tmp_path}/bucket")
+    lineage = Lineage(
+        job_id="bc-20260101T000000Z-abcdef", attempt=1, data_version="d", spec_hash="s"
+    )
+    sink = CheckpointStore(store, "bc", lineage)
+    first = train_tabular(x, y, sink=sink, stop=StopAfter(7), checkpoint_seconds=0, **options)
+    assert not first.completed and first.resumes == []
+    found = CheckpointStore(store, "bc", lineage).latest()
+    assert found is not None
+    second = train_tabular(
+        x,
+        y,
+        resume=found.checkpoint,
+        sink=sink,
+        stop=StopAfter(11),
+        checkpoint_seconds=0,
+        **options,
+    )
+    assert not second.completed and second.resumes == [7]
+    found = CheckpointStore(store, "bc", lineage).latest()
+    assert found is not None and found.step == 18
+
+    third = train_tabular(x, y, resume=found.checkpoint, **options)
+
+    assert third.completed and third.resumes == [7, 18]

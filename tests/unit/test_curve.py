@@ -85,10 +85,10 @@ def test_no_holdout_metric_says_so_and_has_no_empty_legend():
 
 
 @pytest.mark.parametrize(
-    ("resumed_from", "steps_per_epoch", "epochs"),
-    [(None, 10, []), (0, 10, []), (25, 10, [2.5]), (30, 10, [3.0])],
+    ("resumes", "steps_per_epoch", "epochs"),
+    [([], 10, []), ([0], 10, []), ([25], 10, [2.5]), ([30], 10, [3.0]), ([7, 25], 10, [0.7, 2.5])],
 )
-def test_the_job_marks_its_resume_at_the_epoch_of_the_checkpoint(
-    resumed_from, steps_per_epoch, epochs
+def test_the_job_marks_every_resume_at_the_epoch_of_its_checkpoint(
+    resumes, steps_per_epoch, epochs
 ):
-    assert resumed_epochs(resumed_from, steps_per_epoch) == epochs
+    assert resumed_epochs(resumes, steps_per_epoch) == epochs
