@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from dropflow.adapters.local.process_compute import ProcessCompute
 from dropflow.control.launcher import Launcher
 from dropflow.promotion.gate import promote
 from dropflow.records.jobs import ExitCode, JobState
@@ -125,3 +126,20 @@ def test_an_invalid_spec_fails_its_job_before_any_launch_and_the_champion_keeps_
     published = {o.key.split("/")[2] for o in store.list(f"models/{MODEL}/")}
     assert published == {champion}
     assert service.predict(MODEL, [ROW])["version"] == champion
+
+
+def test_a_spec_typo_fails_before_any_training_process_starts(store, registry, tmp_path):
+    # Issue 15: the local runtime's own Compute, a child process per launch: none is started.
+    compute = ProcessCompute(tmp_path / "compute")
+    launcher = Launcher(store, registry, compute)
+    store.put(f"datasets/{MODEL}/dropflow.yaml", b"target: diagnosis\ntrainig: {epochs: 5}\n")
+    store.put(f"datasets/{MODEL}/data.csv", CSV)
+
+    outcome = launcher.request_training(MODEL)
+
+    assert outcome.action == "failed"
+    assert compute.list_instances() == []
+    assert not any((tmp_path / "compute").iterdir())
+    job = launcher.jobs.get(outcome.job_id)
+    assert job.state == JobState.FAILED and job.attempts == []
+    assert (job.reason or "").startswith(f"datasets/{MODEL}/dropflow.yaml: trainig")

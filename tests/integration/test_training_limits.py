@@ -159,6 +159,27 @@ def test_a_spec_naming_a_type_outside_the_allowlist_fails_before_any_create_flee
 
 
 @pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        (b"trainig: {epochs: 5}\n", "trainig"),
+        (b"training: {epochs: many}\n", "training.epochs"),
+    ],
+    ids=["unknown-key", "bad-value"],
+)
+def test_a_spec_typo_fails_its_job_before_any_create_fleet(stack, launch, spec, named):
+    # Issue 15: a typo found by the training job would cost a booted GPU instance.
+    calls, _ = count_create_fleet(wiring.compute().client)
+    event = put_dataset(stack, "typo", spec)
+
+    (outcome,) = launch.lambda_handler(event, LambdaContext())["results"]
+
+    assert outcome["action"] == "failed" and calls == []
+    job = JobStore(wiring.registry()).get(outcome["job_id"])
+    assert job.state == JobState.FAILED and job.attempts == []
+    assert (job.reason or "").startswith(f"datasets/typo/dropflow.yaml: {named}")
+
+
+@pytest.mark.parametrize(
     ("spec", "types"),
     [
         (None, ["g6.xlarge", "g5.xlarge"]),
