@@ -173,6 +173,11 @@ def _mean_log_loss(logits: torch.Tensor, target: torch.Tensor, temperature: floa
     return total / len(logits)
 
 
+# fit_temperature's search: grid points over log T in [log 1/4, log 20], then golden-section turns.
+GRID_STEPS = 22
+SEARCH_TURNS = 24
+
+
 def fit_temperature(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     """The temperature that minimises the log loss of softmax(scores / T) (averaged over a
     submodel axis when there is one) on rows with class ids `y`: (T, log loss at T = 1, log
@@ -186,21 +191,27 @@ def fit_temperature(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float
     # A coarse grid of log T, then golden-section search around its best point: deterministic,
     # and robust to a mean of softmaxes not being convex in T. Sharpening is bounded (T >= 1/4):
     # a few rows that are all right would otherwise drive T towards 0, every answer certain.
+    # Every evaluation is a pass over all the rows and the job fits once per epoch to judge it
+    # (training.loop), so the grid is coarse (the search narrows a bracket of two grid steps to
+    # ~1e-5 in log T) and the search evaluates one new point per turn.
     low_end, high_end = math.log(0.25), math.log(20.0)
-    grid = [low_end + (high_end - low_end) * i / 44 for i in range(45)]
-    grid[min(range(45), key=lambda i: abs(grid[i]))] = 0.0  # T = 1 itself is a candidate
+    grid = [low_end + (high_end - low_end) * i / GRID_STEPS for i in range(GRID_STEPS + 1)]
+    grid[min(range(len(grid)), key=lambda i: abs(grid[i]))] = 0.0  # T = 1 itself is a candidate
     values = [_mean_log_loss(logits, target, math.exp(t)) for t in grid]
     best = min(range(len(grid)), key=lambda i: (values[i], abs(grid[i])))
     low, high = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
     ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(25):
-        a, b = high - ratio * (high - low), low + ratio * (high - low)
-        if _mean_log_loss(logits, target, math.exp(a)) <= _mean_log_loss(
-            logits, target, math.exp(b)
-        ):
-            high = b
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    at_a, at_b = (_mean_log_loss(logits, target, math.exp(t)) for t in (a, b))
+    for _ in range(SEARCH_TURNS):
+        if at_a <= at_b:
+            high, b, at_b = b, a, at_a
+            a = high - ratio * (high - low)
+            at_a = _mean_log_loss(logits, target, math.exp(a))
         else:
-            low = a
+            low, a, at_a = a, b, at_b
+            b = low + ratio * (high - low)
+            at_b = _mean_log_loss(logits, target, math.exp(b))
     fitted = math.exp((low + high) / 2)
     before, after = values[grid.index(0.0)], _mean_log_loss(logits, target, fitted)
     if after < before:
