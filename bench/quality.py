@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import math
 import os
@@ -56,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from bench.quality_datasets import QUICK, SUITE, Dataset, Task, load
 from dropflow.ports import ObjectStore, Registry
@@ -67,6 +69,7 @@ from dropflow.vocabulary.card import PROBABILITIES, Card, artifact_key, read_car
 from dropflow.vocabulary.datasets import SPEC_FILE, data_version, dataset_prefix
 from dropflow.vocabulary.names import new_job_id
 from dropflow.vocabulary.spec import read_spec
+from dropflow.vocabulary.target import TARGET_NAMES
 from dropflow.wiring import open_registry, open_store
 from training.examples import holdout_mask
 from training.job import run_job
@@ -175,8 +178,14 @@ class Published:
 
 
 def drop(store: ObjectStore, dataset: Dataset, spec: str | None = None) -> None:
-    """Write `dataset` as the CSV a data owner drops (and `spec` as its dropflow.yaml)."""
+    """Write `dataset` as the CSV a data owner drops (and `spec` as its dropflow.yaml). Where
+    the label's column is not named like a target (penguins' species, RAND's visits) and
+    `spec` names none, the dropflow.yaml says `target: <column>`, the one line a data owner
+    adds for such a table (the job takes no column by guessing)."""
     prefix = dataset_prefix(dataset.name)
+    named = spec is not None and "target" in (yaml.safe_load(spec) or {})
+    if not named and dataset.target.lower() not in TARGET_NAMES:
+        spec = f"target: {json.dumps(dataset.target)}\n" + (spec or "")
     if spec is not None:
         store.put(prefix + SPEC_FILE, spec.encode())
     store.put(prefix + "data.csv", dataset.frame.to_csv(index=False).encode())

@@ -13,6 +13,7 @@ from bench.quality import (
     Scores,
     boosting_inputs,
     client_rows,
+    drop,
     fit_baseline,
     main,
     table,
@@ -250,3 +251,27 @@ def test_rmse_is_shown_with_four_significant_digits_whatever_its_scale():
 
     assert "| RMSE | 54.70 | 60.20 | 1234 |" in lines[2]
     assert "| RMSE | 0.9878 | 0.05000 | 0.0000 |" in lines[3]
+
+
+@pytest.mark.parametrize(
+    ("target", "spec", "written"),
+    [
+        ("species", None, 'target: "species"\n'),
+        ("species", "training: {epochs: 3}\n", 'target: "species"\ntraining: {epochs: 3}\n'),
+        ("species", "target: island\n", "target: island\n"),
+        ("Label", None, None),
+    ],
+)
+def test_a_drop_names_its_label_where_the_job_would_not_find_it(tmp_path, target, spec, written):
+    from dropflow.adapters.local.directory_store import DirectoryStore
+    from dropflow.ports import ObjectNotFound
+
+    store = DirectoryStore(tmp_path)
+    frame = pd.DataFrame({"island": ["a", "b"], target: ["x", "y"]})
+    drop(store, Dataset("pets", "classification", target, frame, "test"), spec)
+
+    try:
+        found = store.get("datasets/pets/dropflow.yaml").decode()
+    except ObjectNotFound:
+        found = None
+    assert found == written
