@@ -230,6 +230,20 @@ def test_the_same_texts_give_the_same_tokenizer_in_another_process(tmp_path):
     assert len(digests) == 1
 
 
+def test_a_number_to_predict_from_text_trains_a_regression_graph(home):
+    frame = reviews().drop(columns=["label", "stars"])
+    frame["score"] = [4.5 if any(w in text for w in GOOD) else 1.5 for text in frame["review"]]
+    spec = SPEC + b"target: score\n"
+    home.drop("reviews-score", spec, frame)
+
+    card = home.card(home.run("reviews-score"))
+    (out,) = ort.InferenceSession(home.file(card, "model.onnx")).get_outputs()
+
+    assert card.task == "regression" and card.classes is None
+    assert out.name == "prediction"
+    assert card.metrics.holdout["rmse"] < card.metrics.baseline["rmse"]
+
+
 # --------------------------------------------------------------------------- reading
 def test_a_spec_column_names_the_text_and_the_others_are_left_out(home):
     frame = reviews().assign(note=[f"a remark that is long enough {i}" for i in range(200)])
