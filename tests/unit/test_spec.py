@@ -39,7 +39,7 @@ def test_defaults_are_the_documented_ones():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("model: {family: xgboost}", "model.family: Input should be 'tabm' or 'mlp'"),
+        ("model: {family: xgboost}", "model.family: Input should be 'tabm', 'mlp' or 'text'"),
         ("model: {family: mlp, ensemble_size: 8}", "ensemble_size applies to family tabm"),
         ("model: {hidden_layers: [64, 32]}", "tabm's layers share one width"),
         ("model: {hidden_layers: []}", "tabm needs at least one layer"),
@@ -290,11 +290,17 @@ def test_allow_schema_change_left_off_keeps_the_hash_specs_had_before_it():
     # A job's checkpoints resume only under the same hash: a new key's default is no change.
     effective = Spec().model_dump(mode="json")
     del effective["family"], effective["promotion"]["allow_schema_change"]
+    for key in TEXT_MODEL_KEYS:
+        del effective["model"][key]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
 
     assert spec_hash(Spec()) == hashlib.sha256(canonical).hexdigest()
     assert spec_hash(load_spec("promotion: {allow_schema_change: false}")) == spec_hash(Spec())
     assert spec_hash(load_spec("promotion: {allow_schema_change: true}")) != spec_hash(Spec())
+
+
+# The text family's model keys (added after the hashes above were first taken).
+TEXT_MODEL_KEYS = ("checkpoint", "pretrained", "max_length", "size")
 
 
 # --------------------------------------------------------------------------- serving
@@ -319,6 +325,8 @@ def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
     effective = load_spec("serving: {route: container}").model_dump(mode="json")
     del effective["family"], effective["promotion"]["allow_schema_change"]
     del effective["serving"]["unknown_categories"]
+    for key in TEXT_MODEL_KEYS:
+        del effective["model"][key]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
     before = hashlib.sha256(canonical).hexdigest()
 
@@ -329,3 +337,60 @@ def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
     assert spec_hash(load_spec("serving: {route: container, unknown_categories: reject}")) != (
         before
     )
+
+
+# --------------------------------------------------------------------------- text family
+def test_text_keys_left_off_keep_the_hash_tabular_specs_had_before_them():
+    effective = load_spec("model: {family: mlp}").model_dump(mode="json")
+    del effective["family"], effective["promotion"]["allow_schema_change"]
+    for key in TEXT_MODEL_KEYS:
+        assert effective["model"].pop(key) is None
+    canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
+
+    assert spec_hash(load_spec("model: {family: mlp}")) == hashlib.sha256(canonical).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "family: text",
+        "model: {family: text}",
+        "family: text\nmodel: {size: tiny}",
+    ],
+)
+def test_family_text_at_the_top_or_in_model_says_the_same(text):
+    spec = load_spec(text)
+
+    assert (spec.family, spec.model.family) == ("text", "text")
+    assert not spec.model.loads_checkpoint
+
+
+def test_a_named_checkpoint_is_loaded_unless_the_spec_says_pretrained_false():
+    spec = load_spec("family: text\nmodel: {checkpoint: google-bert/bert-base-uncased}")
+
+    assert spec.model.loads_checkpoint and spec.model.checkpoint == "google-bert/bert-base-uncased"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("family: text\nmodel: {pretrained: true}", "pretrained: true needs `checkpoint:"),
+        ("family: text\nmodel: {checkpoint: a/b, size: tiny}", "fixes the encoder's size"),
+        (
+            "family: text\nmodel: {checkpoint: a/b, pretrained: false}",
+            "is loaded only with pretrained: true",
+        ),
+        ("model: {size: tiny}", "model: size: only for family text; remove for tabm"),
+        ("family: text\nmodel: {family: mlp}", "family: text and model.family: mlp disagree"),
+        ("family: text\nfeatures: [a, b]", "a text model reads one text column"),
+        ("family: text\nmodel: {ensemble_size: 4}", "ensemble_size: only for the tabular"),
+        ("family: text\nmodel: {checkpoint: a/b..c}", "`..` is not allowed"),
+        ("family: text\nmodel: {max_length: 4096}", "model.max_length: Input should be less"),
+        ("family: text\nmodel: {size: huge}", "model.size: Input should be 'tiny', 'small'"),
+    ],
+)
+def test_text_model_keys_that_do_not_fit_are_named(text, message):
+    with pytest.raises(UserInputError) as caught:
+        load_spec(text)
+
+    assert message in str(caught.value)

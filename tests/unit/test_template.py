@@ -417,15 +417,17 @@ def test_the_training_role_reads_its_inputs_and_writes_only_jobs_and_models(temp
     assert "ManagedPolicyArns" not in role
     assert granted([policy["PolicyDocument"]]) == {
         ("s3:GetObject", f"{BUCKET}/datasets/*"),
+        # A text model's checkpoint uploaded for instances without internet.
+        ("s3:GetObject", f"{BUCKET}/weights/*"),
         ("s3:GetObject", f"{BUCKET}/code/*"),
         ("s3:GetObject", f"{BUCKET}/jobs/*"),
         ("s3:PutObject", f"{BUCKET}/jobs/*"),
         # Pruning old checkpoints is the only delete.
         ("s3:DeleteObject", f"{BUCKET}/jobs/*/*/checkpoints/step-*.pt"),
-        # The four files a job publishes, and a look at the model it uploaded.
+        # The files a job publishes, and a look at the model it uploaded.
         *(
             ("s3:PutObject", f"{BUCKET}/models/*/*/{name}")
-            for name in ("model.onnx", "reference.npz", "curve.png", "card.json")
+            for name in ("model.onnx", "reference.npz", "curve.png", "tokenizer.json", "card.json")
         ),
         ("s3:GetObject", f"{BUCKET}/models/*/*/model.onnx"),
         ("s3:ListBucket", BUCKET),

@@ -26,7 +26,7 @@ from typing import ClassVar, Generic, TypeVar
 import numpy as np
 
 from dropflow.ports import ObjectStore
-from dropflow.vocabulary.card import Feature
+from dropflow.vocabulary.card import Feature, InputSpec
 from dropflow.vocabulary.spec import Spec
 from training.examples import Examples
 from training.export import export_onnx
@@ -66,6 +66,17 @@ class Family(ABC, Generic[E]):
         client's instances into the graph's input with (names and order; a number, or a
         category coded by its index in `categories`; whether null is accepted)."""
         return list(examples.features)
+
+    def input_spec(self, examples: E) -> InputSpec | None:
+        """The card's `input`: the graph's input of an image or a text model (shape, dtype,
+        what clients send); None for a table, whose input the features describe alone."""
+        return None
+
+    def files(self, examples: E) -> dict[str, tuple[str, bytes]]:
+        """Files published beside model.onnx, by their role in the card's `files`: (file name
+        in the version's folder, bytes), e.g. a text model's tokenizer. The job records their
+        digests with model.onnx's, and promotion and serving check them the same way."""
+        return {}
 
     @abstractmethod
     def build(

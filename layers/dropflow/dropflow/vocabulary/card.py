@@ -1,8 +1,10 @@
 """The model card: `models/<model>/<version>/card.json`, written last by the training job.
 
 It is the contract between training (writer), promotion and serving (readers). The ONNX graph
-it describes always has one float32 input named `input` of shape [batch, n_features], one
-column per entry of `features`, in that order, and:
+it describes always has one input named `input`. For a table (a card without `input`, or
+`input` null) it is float32 [batch, n_features], one column per entry of `features`, in that
+order; for an image or a text model the card's `input` (InputSpec) says its shape and dtype,
+and `features` holds one feature named as the instance key clients send. Its output:
 - classification: one output `probabilities`, float32 [batch, n_classes] (softmax inside);
   the predicted label is `classes[argmax]`, in the target column's original values;
 - regression: one output `prediction`, float32 [batch], in the target's original units.
@@ -27,7 +29,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from dropflow.errors import DropflowError
 from dropflow.ports import ObjectStore
@@ -73,7 +83,9 @@ class Feature(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    dtype: Literal["number", "category"] = "number"
+    # image and text: the one feature of a model whose card has an `input` (InputSpec), named
+    # as its `field`: what a client sends is an encoded image or a string, not a number.
+    dtype: Literal["number", "category", "image", "text"] = "number"
     # category only: the values seen in training, in code order (the graph reads a value's index).
     # Booleans, or text (ints only where the data typed them so); MISSING_CATEGORY comes last
     # when training saw missing values in the column.
@@ -97,6 +109,72 @@ class Feature(BaseModel):
         elif self.categories is not None:
             raise ValueError(f"feature {self.name!r}: only category features have categories")
         return self
+
+
+# What the graph's input of each kind holds (numpy dtype names): a table's float32 columns,
+# an image's uint8 pixels, a text's int64 token ids.
+TABLE_DTYPE = "float32"
+_KIND_DTYPES = {"image": "uint8", "text": "int64"}
+_IMAGE_KEYS = ("height", "width", "channels", "dtype", "layout")
+_TEXT_KEYS = ("max_length", "tokenizer", "pad_id")
+_ARTICLES = {"image": "an image", "text": "a text"}
+
+
+class InputSpec(BaseModel):
+    """The graph's input of an image or a text model (the card's `input`; absent for tables).
+
+    image: `input` is uint8 [batch, height, width, 3], RGB, channels last (layout NHWC); the
+    client or the server resizes, the graph normalises. `field` is the instance key the
+    base64 image comes under.
+    text: `input` is int64 [batch, max_length] token ids, padded with `pad_id` and truncated
+    to max_length; the graph computes the attention mask itself (ids != pad_id). `tokenizer`
+    names the Hugging Face `tokenizers` JSON file in the version's folder (card `files`
+    "tokenizer", its digest recorded at publish like model.onnx's) whose truncation and
+    padding settings produce those ids from the string clients send under `field`.
+    Keys of the other kind are absent (null is not written).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["image", "text"]
+    field: str = Field(min_length=1)
+    height: int | None = Field(default=None, ge=1)
+    width: int | None = Field(default=None, ge=1)
+    channels: Literal[3] | None = None
+    dtype: Literal["uint8"] | None = None
+    layout: Literal["NHWC"] | None = None
+    max_length: int | None = Field(default=None, ge=1)
+    tokenizer: str | None = Field(default=None, min_length=1)
+    pad_id: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _keys_of_its_kind(self) -> InputSpec:
+        own, other = (
+            (_IMAGE_KEYS, _TEXT_KEYS) if self.kind == "image" else (_TEXT_KEYS, _IMAGE_KEYS)
+        )
+        missing = [key for key in own if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"{_ARTICLES[self.kind]} input needs {', '.join(missing)}")
+        stray = [key for key in other if getattr(self, key) is not None]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} do not apply to {_ARTICLES[self.kind]} input")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The other kind's keys are absent from the contract, not null.
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row of the graph's input: (height, width, 3) or (max_length,)."""
+        if self.kind == "image":
+            return (int(self.height or 0), int(self.width or 0), int(self.channels or 3))
+        return (int(self.max_length or 0),)
+
+    @property
+    def input_dtype(self) -> str:
+        """The numpy dtype name of the graph's input: uint8 (image) or int64 (text)."""
+        return _KIND_DTYPES[self.kind]
 
 
 def _category_key(value: bool | int | str) -> tuple[str, object]:
@@ -156,6 +234,18 @@ class Card(BaseModel):
     # on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost and per-attempt
     # lines; null amounts are unknown. None on cards from before the ledger.
     cost: dict[str, Any] | None = None
+    # An image or a text model's input (InputSpec); None for a table.
+    input: InputSpec | None = None
+
+    @property
+    def input_row_shape(self) -> tuple[int, ...]:
+        """The shape of one row of the graph's input: (n_features,) for a table."""
+        return self.input.row_shape if self.input is not None else (len(self.features),)
+
+    @property
+    def input_dtype(self) -> str:
+        """The numpy dtype name of the graph's input: float32 for a table."""
+        return self.input.input_dtype if self.input is not None else TABLE_DTYPE
 
     @property
     def feature_names(self) -> list[str]:

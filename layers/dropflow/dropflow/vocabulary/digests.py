@@ -1,7 +1,8 @@
 """SHA-256 digests of a version's files: what binds the bytes promoted and served to the job
 that produced them.
 
-The training job hashes model.onnx, reference.npz and card.json as it publishes them and
+The training job hashes model.onnx, reference.npz, card.json and the files a family publishes
+beside them (a text model's tokenizer.json, named in the card's `files`) as it publishes them and
 records the digests on its job before card.json appears (training/job.py,
 dropflow.records.jobs.Job.digests). Promotion hashes the bytes it reads and approves a version
 only when they match (dropflow.promotion.provenance), and keeps the digests on the version's

@@ -8,6 +8,8 @@ a message naming the key instead of being silently ignored. Example:
     target: diagnosis           # default: the column named target, label, class or y (any case)
     features: [radius, texture] # default: every other column
     model: {family: tabm, ensemble_size: 16}   # or {family: mlp, hidden_layers: [64, 32]}
+    # family: text: {checkpoint: distilbert-base-uncased, pretrained: true, max_length: 128}
+    #   or {pretrained: false, size: tiny | small | base} (an encoder and tokenizer from scratch)
     training: {batch_size: 256, learning_rate: 2e-3, seed: 0, early_stopping: true,
                checkpoint_interval_seconds: 60}   # epochs: scaled to the data unless set
     promotion: {metric: macro_f1, tolerance: 0.01, allow_schema_change: false}
@@ -67,6 +69,19 @@ class _Section(BaseModel):
 # (training.tabm_model); `mlp`, the plain MLP on standardised, one-hot inputs (training.model).
 NETWORKS = ("tabm", "mlp")
 DEFAULT_NETWORK = "tabm"
+# The text family (training.families.text): `model.family: text` and the top-level `family:
+# text` say the same, and either implies the other. The encoder is a pretrained Hugging Face
+# checkpoint (`checkpoint`, `pretrained: true`), or a BERT-style encoder of one of these sizes
+# with random weights and a tokenizer trained on the training texts (`pretrained: false`).
+TEXT_FAMILY = "text"
+TEXT_SIZES = ("tiny", "small", "base")
+DEFAULT_TEXT_SIZE = "small"
+DEFAULT_MAX_LENGTH = 128
+# A Hugging Face model id: a name, or owner/name (letters, digits, . _ -; no `..`, checked
+# apart: the pattern engine has no look-ahead).
+CHECKPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+_TEXT_KEYS = ("checkpoint", "pretrained", "max_length", "size")
+_TABULAR_KEYS = ("hidden_layers", "ensemble_size")
 
 
 class ModelSection(_Section):
@@ -74,7 +89,7 @@ class ModelSection(_Section):
     tabm: hidden_layers [128, 128], dropout 0.1, ensemble_size 16;
     mlp: hidden_layers [64, 32], dropout 0.0 (and no ensemble)."""
 
-    family: Literal["tabm", "mlp"] = DEFAULT_NETWORK
+    family: Literal["tabm", "mlp", "text"] = DEFAULT_NETWORK
     # Widths of the hidden layers; [] trains a linear (logistic) model (mlp only: tabm's
     # layers all have one width, the first of the list).
     hidden_layers: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
@@ -83,9 +98,36 @@ class ModelSection(_Section):
     dropout: float | None = Field(default=None, ge=0.0, le=0.9)
     # tabm: how many submodels share the network's weights; their predictions are averaged.
     ensemble_size: int | None = Field(default=None, ge=1, le=64)
+    # text only (see TEXT_FAMILY): the Hugging Face checkpoint, whether to load its weights
+    # (default: true when a checkpoint is named), the token ids kept per text, and the size of
+    # an encoder built from scratch.
+    checkpoint: str | None = Field(default=None, pattern=CHECKPOINT_NAME)
+    pretrained: bool | None = None
+    max_length: int | None = Field(default=None, ge=8, le=512)
+    size: Literal["tiny", "small", "base"] | None = None
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _no_parent_folder(cls, checkpoint: str | None) -> str | None:
+        # The name is a folder under weights/ in the bucket too.
+        if checkpoint is not None and ".." in checkpoint:
+            raise ValueError(f"checkpoint {checkpoint!r}: `..` is not allowed in a model id")
+        return checkpoint
+
+    @property
+    def loads_checkpoint(self) -> bool:
+        """text: whether the encoder and tokenizer come from `checkpoint` (pretrained)."""
+        return self.pretrained if self.pretrained is not None else self.checkpoint is not None
 
     @model_validator(mode="after")
     def _fits_the_network(self) -> ModelSection:
+        if self.family == TEXT_FAMILY:
+            return self._fits_text()
+        text_keys = [key for key in _TEXT_KEYS if getattr(self, key) is not None]
+        if text_keys:
+            raise ValueError(
+                f"{', '.join(text_keys)}: only for family text; remove for {self.family}"
+            )
         if self.family == "mlp" and self.ensemble_size is not None:
             raise ValueError("ensemble_size applies to family tabm; remove it for mlp")
         if self.family == "tabm" and self.hidden_layers is not None:
@@ -98,6 +140,31 @@ class ModelSection(_Section):
                     f"hidden_layers: tabm's layers share one width, got {self.hidden_layers}; "
                     "write e.g. [128, 128], or add `family: mlp` for the MLP of earlier versions"
                 )
+        return self
+
+    def _fits_text(self) -> ModelSection:
+        tabular = [key for key in _TABULAR_KEYS if getattr(self, key) is not None]
+        if tabular:
+            raise ValueError(
+                f"{', '.join(tabular)}: only for the tabular networks; remove for family text "
+                "(its keys: checkpoint, pretrained, max_length, size, dropout)"
+            )
+        if self.loads_checkpoint:
+            if self.checkpoint is None:
+                raise ValueError(
+                    "pretrained: true needs `checkpoint: <Hugging Face model id>` (for example "
+                    "distilbert-base-uncased), or say pretrained: false to train from scratch"
+                )
+            if self.size is not None:
+                raise ValueError(
+                    f"size: the checkpoint {self.checkpoint!r} fixes the encoder's size; remove "
+                    "size, or say pretrained: false to build an encoder of that size"
+                )
+        elif self.checkpoint is not None:
+            raise ValueError(
+                f"checkpoint {self.checkpoint!r} is loaded only with pretrained: true; remove "
+                "it to train an encoder from scratch (size: tiny, small or base)"
+            )
         return self
 
 
@@ -323,6 +390,23 @@ class Spec(_Section):
     serving: ServingSection | None = None
     schedule: ScheduleSection | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _text_family_either_way(cls, document: Any) -> Any:
+        # `family: text` and `model: {family: text}` both say it; each implies the other.
+        if not isinstance(document, dict):
+            return document
+        model = document.get("model")
+        said = model.get("family") if isinstance(model, dict) else None
+        if said == TEXT_FAMILY and "family" not in document:
+            return {**document, "family": TEXT_FAMILY}
+        if document.get("family") == TEXT_FAMILY:
+            if model is None:
+                return {**document, "model": {"family": TEXT_FAMILY}}
+            if isinstance(model, dict) and said is None:
+                return {**document, "model": {**model, "family": TEXT_FAMILY}}
+        return document
+
     @field_validator("features")
     @classmethod
     def _unique_features(cls, features: list[str] | None) -> list[str] | None:
@@ -336,6 +420,16 @@ class Spec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
+        if (self.family == TEXT_FAMILY) != (self.model.family == TEXT_FAMILY):
+            raise ValueError(
+                f"family: {self.family} and model.family: {self.model.family} disagree; "
+                "say family: text for a text model, or remove model.family"
+            )
+        if self.family == TEXT_FAMILY and self.features and len(self.features) > 1:
+            raise ValueError(
+                f"features: a text model reads one text column, got {self.features}; other "
+                "columns beside the text are not supported yet: list only the text column"
+            )
         if self.target is not None and self.features and self.target in self.features:
             raise ValueError(
                 f"features: the target {self.target!r} cannot also be a feature; remove it"
@@ -465,6 +559,9 @@ def spec_hash(spec: Spec) -> str:
     if effective["family"] == DEFAULT_FAMILY:
         # Specs from before families hash as they did: the default family is no change.
         del effective["family"]
+    for key in _TEXT_KEYS:
+        if effective["model"][key] is None:
+            del effective["model"][key]  # keys added later: older specs hash as they did
     if not effective["promotion"]["allow_schema_change"]:
         # Nor is the default of a key added later (a job's checkpoints resume across it).
         del effective["promotion"]["allow_schema_change"]
@@ -477,10 +574,14 @@ def spec_hash(spec: Spec) -> str:
 
 __all__ = [
     "DEFAULT_FAMILY",
+    "DEFAULT_MAX_LENGTH",
     "DEFAULT_NETWORK",
+    "DEFAULT_TEXT_SIZE",
     "METRICS_BY_TASK",
     "NETWORKS",
     "SPEC_FILE",
+    "TEXT_FAMILY",
+    "TEXT_SIZES",
     "ComputeSection",
     "ModelSection",
     "PromotionSection",
