@@ -53,6 +53,7 @@ from dropflow.serving.service import (
     InvalidInstances,
     PredictionService,
     TooManyInstances,
+    UnsupportedMedia,
 )
 
 # Each route and the one method it answers: a known path with another method gets a 405.
@@ -133,7 +134,11 @@ def build(service: PredictionService) -> APIGatewayRestResolver:
 
     @app.post(PREDICT, responses=answers(None, *BAD_BODY, UNKNOWN, NOT_READY))
     def predict(name: ModelName, request: Annotated[PredictRequest, Body()]) -> PredictResponse:
-        answer = service.predict(name, request.instances, version=request.version)
+        # A raw image body comes as the JSON request it stands for (api.image_event).
+        media_type = app.current_event.raw_event.get(api.RAW_IMAGE_EVENT_KEY)
+        answer = service.predict(
+            name, request.instances, version=request.version, media_type=media_type
+        )
         return PredictResponse.model_validate(answer)
 
     # ---------------------------------------------------------------------- Open Inference Protocol
@@ -239,6 +244,10 @@ def build(service: PredictionService) -> APIGatewayRestResolver:
     @app.exception_handler(TooManyInstances)
     def too_many_instances(exc: TooManyInstances) -> Response:
         return error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
+
+    @app.exception_handler(UnsupportedMedia)
+    def unsupported_media(exc: UnsupportedMedia) -> Response:
+        return error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, str(exc))
 
     @app.exception_handler([NotFoundError, InvalidName])
     def not_found(exc: Exception) -> Response:
