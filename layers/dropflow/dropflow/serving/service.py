@@ -608,6 +608,7 @@ class PredictionService:
                 continue
             try:
                 self.cache.session(model, champion.version)
+                self.cache.inputs(model, champion.version)  # a text model's tokenizer too
             except UntrustedModel:  # logged and counted where it was refused
                 continue
             except Exception:  # one broken graph must not keep the whole tier unready
