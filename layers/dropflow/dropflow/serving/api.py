@@ -36,8 +36,11 @@ PREDICT_PATH = re.compile(r"/models/([^/]+)/predict")
 # The image types a raw predict body may have (template.yaml's BinaryMediaTypes: API Gateway
 # hands such a body to the function base64-encoded, in its 6 MB payload).
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
-# A raw image arrives base64-encoded, 4 characters for 3 bytes, within Lambda's 6 MB payload.
-MAX_IMAGE_BODY_BYTES = MAX_LAMBDA_BODY_BYTES * 3 // 4
+# A raw image arrives base64-encoded, 4 characters for 3 bytes, within Lambda's 6 MB payload,
+# beside the event's other fields (headers, request context: a few kB). The same base64 text in
+# a JSON body is what a container-routed image is forwarded as, under the same 6 MB limit.
+EVENT_ALLOWANCE_BYTES = 16 * 1024
+MAX_IMAGE_BODY_BYTES = (MAX_LAMBDA_BODY_BYTES - EVENT_ALLOWANCE_BYTES) * 3 // 4
 # The key of the event that image_event marks with the raw body's media type: an event key
 # that no HTTP request can set (a header could be forged by any client).
 RAW_IMAGE_EVENT_KEY = "dropflowRawImageMediaType"
