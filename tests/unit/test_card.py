@@ -143,3 +143,13 @@ def test_an_input_that_breaks_the_contract_is_an_invalid_card_naming_it(changes,
         parse_card("k", _card_json(**changes))
 
     assert raised.value.problem == problem
+
+
+def test_an_image_input_without_its_pixel_format_gets_the_one_the_graphs_take():
+    spec = {"kind": "image", "height": 32, "width": 24, "field": "image"}
+    raw = _card_json(input=spec, features=[{"name": "image", "dtype": "image"}])
+
+    card = parse_card("k", raw)
+
+    assert card.input is not None
+    assert card.input.model_dump(exclude_none=True) == IMAGE_INPUT

@@ -163,6 +163,11 @@ class InputSpec(BaseModel):
             (_IMAGE_KEYS, _TEXT_KEYS) if self.kind == "image" else (_TEXT_KEYS, _IMAGE_KEYS)
         )
         stray = [key for key in other if getattr(self, key) is not None]
+        if self.kind == "image":
+            # The one pixel format the graphs take: stated on every card, filled in if left out.
+            self.channels = self.channels or IMAGE_CHANNELS
+            self.dtype = self.dtype or IMAGE_DTYPE
+            self.layout = self.layout or IMAGE_LAYOUT
         if stray:
             raise ValueError(f"{_a(self.kind)} input has no {', '.join(stray)}")
         absent = [key for key in own if getattr(self, key) is None]
