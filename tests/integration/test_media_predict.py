@@ -357,3 +357,14 @@ def test_a_tokenizer_changed_after_promotion_is_refused_with_a_503(app, adapters
 
     assert answer.status == HTTPStatus.SERVICE_UNAVAILABLE
     assert "tokenizer.json differs from what job" in answer.message
+
+
+def test_the_openapi_description_lists_the_raw_image_bodies_of_predict(app, photos):
+    event = json.loads((EVENTS / "apigw-predict.json").read_text())
+    event.update(httpMethod="GET", path="/openapi.json", body=None, resource="/openapi.json")
+
+    answer = Answer(app.lambda_handler(event, LambdaContext()))
+
+    body = answer.json["paths"]["/models/{name}/predict"]["post"]["requestBody"]
+    assert set(body["content"]) == {"application/json", "image/jpeg", "image/png", "image/webp"}
+    assert body["content"]["image/png"]["schema"] == {"type": "string", "format": "binary"}

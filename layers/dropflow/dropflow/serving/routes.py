@@ -12,6 +12,7 @@ app.py loads this module on the first request that needs it: powertools' event h
 OpenAPI machinery are a fair part of a cold start that a prediction does not need.
 """
 
+import json
 from functools import cache
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -85,12 +86,21 @@ VersionId = Annotated[str, Path(description="a version id, e.g. v20261123T101500
 
 def openapi_description(app: APIGatewayRestResolver) -> str:
     """The OpenAPI description (JSON text) of the resolver `build` returned."""
-    return app.get_openapi_json_schema(
-        title="dropflow",
-        version=__version__,
-        description="Predictions from dropflow's models: a simple API and the Open Inference "
-        "Protocol v2 (under /v2).",
+    described = json.loads(
+        app.get_openapi_json_schema(
+            title="dropflow",
+            version=__version__,
+            description="Predictions from dropflow's models: a simple API and the Open "
+            "Inference Protocol v2 (under /v2).",
+        )
     )
+    # The predict route also takes one raw image (an image model's), which the endpoint turns
+    # into the JSON request it stands for before the route sees it: powertools describes the
+    # JSON body only.
+    body = described["paths"]["/models/{name}/predict"]["post"]["requestBody"]
+    for media_type in sorted(api.IMAGE_MEDIA_TYPES):
+        body["content"][media_type] = {"schema": {"type": "string", "format": "binary"}}
+    return json.dumps(described)
 
 
 def build(service: PredictionService) -> APIGatewayRestResolver:
