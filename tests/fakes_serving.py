@@ -457,11 +457,13 @@ def publish_media(
     field: str | None = None,
     route: str | None = "lambda",
     approve: bool = True,
+    tokenizer: bytes | None = None,
 ) -> MediaModel:
     """Publish an image or a text model (the contract's card `input`) as the training job
     would: files, the job's record of their digests (tokenizer.json's included), then the
     card; and, with `approve`, record it approved and switch it in as champion on `route`, as
-    promotion would (promotion's own checks of these cards are not written yet)."""
+    promotion would (promotion's own checks of these cards are not written yet). `tokenizer`
+    replaces a text model's tokenizer.json."""
     classes = classes or (["cat", "dog"] if kind == "image" else ["neg", "pos"])
     rng = np.random.default_rng(seed)
     files: dict[str, bytes] = {}
@@ -487,7 +489,7 @@ def publish_media(
         field = field or "review"
         params = {"E": rng.normal(size=(len(TEXT_VOCAB), len(classes))).astype(np.float32)}
         files["model.onnx"] = text_classifier_onnx(params["E"], TEXT_PAD_ID)
-        files["tokenizer.json"] = tokenizer_json()
+        files["tokenizer.json"] = tokenizer or tokenizer_json()
         spec = {
             "kind": "text",
             "max_length": TEXT_MAX_LENGTH,

@@ -368,3 +368,24 @@ def test_the_openapi_description_lists_the_raw_image_bodies_of_predict(app, phot
     body = answer.json["paths"]["/models/{name}/predict"]["post"]["requestBody"]
     assert set(body["content"]) == {"application/json", "image/jpeg", "image/png", "image/webp"}
     assert body["content"]["image/png"]["schema"] == {"type": "string", "format": "binary"}
+
+
+def test_the_cards_length_and_padding_hold_whatever_the_tokenizer_file_says(app, adapters):
+    from tokenizers import Tokenizer
+
+    from tests.fakes_serving import tokenizer_json
+
+    store, registry = adapters
+    odd = Tokenizer.from_str(tokenizer_json().decode())
+    odd.enable_truncation(2)
+    odd.enable_padding(direction="left", pad_id=1, pad_token="[UNK]", length=3)
+    reviews = publish_media(
+        store, registry, "reviews", V1, kind="text", tokenizer=odd.to_str().encode()
+    )
+    texts = ["great product", "awful broken bad fine good great product"]
+
+    answer = call(app, "reviews", {"instances": texts})
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    expected = reviews.expected(ids_of(*texts))
+    np.testing.assert_allclose(answer.json["probabilities"], expected, atol=1e-5)

@@ -10,8 +10,9 @@ string; all the instances of a request one way or the other): `{"instances": [{"
   the uint8 [N, height, width, 3] pixels. All the images of one request hold at most
   MAX_REQUEST_PIXELS pixels as their headers declare (413 beyond: decoding is the costly part).
 - text (`TextInput`): the value is a non-empty string. The version's tokenizer (Hugging Face
-  `tokenizers` JSON) turns the strings into int64 [N, max_length] token ids, truncated to
-  max_length and padded with pad_id, as the card states (whatever the file itself says).
+  `tokenizers` JSON) turns the strings into int64 [N, max_length] token ids, special tokens
+  included, truncated to max_length and padded on the right with pad_id, as the card states
+  (whatever the file itself says).
 A value that does not fit is a 422 naming the row and the problem (InvalidInstances).
 """
 
@@ -136,7 +137,9 @@ class TextInput(MediaInput):
         # The card's length and padding, whatever the file says: the graph takes exactly these.
         tokenizer.enable_truncation(self.max_length)
         pad_token = tokenizer.id_to_token(self.pad_id) or "[PAD]"
-        tokenizer.enable_padding(length=self.max_length, pad_id=self.pad_id, pad_token=pad_token)
+        tokenizer.enable_padding(
+            direction="right", length=self.max_length, pad_id=self.pad_id, pad_token=pad_token
+        )
         self.tokenizer = tokenizer
 
     def encode(self, instances: Sequence[Any]) -> Encoded:

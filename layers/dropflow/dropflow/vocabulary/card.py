@@ -29,8 +29,10 @@ of dtype "image" or "text"):
   (bilinear with Pillow's antialiasing, no crop: the aspect ratio is not kept).
 - text: `input` is int64 [batch, max_length], token ids from the version's tokenizer file
   (Hugging Face `tokenizers` JSON, named in `files` as "tokenizer" and digest-recorded like
-  model.onnx), truncated to max_length and padded with pad_id; the attention mask is computed
-  inside the graph as ids != pad_id.
+  model.onnx), with the special tokens its post-processor adds (e.g. [CLS] ... [SEP]),
+  truncated to max_length and padded on the right with pad_id up to max_length, whatever
+  truncation and padding the file itself states; the attention mask is computed inside the
+  graph as ids != pad_id.
 
 What serving does with a value the training rows never had is the card's too: the training job
 copies the spec's `serving` section onto it (an extra key), and `Card.unknown_categories` reads
