@@ -156,12 +156,11 @@ def image_event(event: dict[str, Any]) -> dict[str, Any]:
     body = event.get("body") or ""
     if not event.get("isBase64Encoded"):  # a local text body that happened to be UTF-8
         body = base64.b64encode(body.encode("utf-8", errors="surrogatepass")).decode("ascii")
-    request: dict[str, Any] = {"instances": ["<image>"]}
+    request: dict[str, Any] = {"instances": ["".join(body.split())]}
     version = (event.get("queryStringParameters") or {}).get("version")
     if version is not None:
         request["version"] = version
-    # base64 text needs no JSON escaping: spliced in, not copied through a parser.
-    text = json.dumps(request).replace('"<image>"', f'"{"".join(body.split())}"', 1)
+    text = json.dumps(request)
     fixed = dict(event)
     fixed["body"], fixed["isBase64Encoded"] = text, False
     fixed["headers"] = {**_without_content_type(event.get("headers")), "Content-Type": JSON}
