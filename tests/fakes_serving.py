@@ -15,6 +15,7 @@ import json
 import sys
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dropflow.errors import NotFoundError
 from dropflow.ports import ObjectStore, Registry
+from dropflow.records.catalog import Catalog, VersionRecord
 from dropflow.records.jobs import Job, JobState, JobStore
 from dropflow.vocabulary.card import CARD_FILE, Card, Feature, artifact_key, card_key
 from dropflow.vocabulary.digests import sha256_hex
@@ -346,3 +348,186 @@ class ProxyAnswer:
         headers = {k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items()}
         self.headers = {**headers, **(raw.get("headers") or {})}
         self.json = json.loads(raw["body"]) if raw.get("body") else None
+
+
+# ---------------------------------------------------------------------- image and text models
+# The tiny image model's input size (the card's height and width).
+IMAGE_HEIGHT, IMAGE_WIDTH = 8, 6
+TEXT_MAX_LENGTH, TEXT_PAD_ID = 6, 0
+TEXT_VOCAB = ["[PAD]", "[UNK]", "great", "good", "fine", "bad", "awful", "broken", "product"]
+
+
+def image_classifier_onnx(weights: np.ndarray, bias: np.ndarray) -> bytes:
+    """softmax(mean RGB / 255 @ W + b) of uint8 [batch, H, W, 3] pixels (the card's image
+    input): the normalisation inside the graph, as the contract has it."""
+    n_classes = weights.shape[1]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["input"], ["pixels"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["pixels"], ["mean"], axes=[1, 2], keepdims=0),
+            helper.make_node("Div", ["mean", "scale"], ["rgb"]),
+            helper.make_node("MatMul", ["rgb", "W"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        "image_classifier",
+        [
+            helper.make_tensor_value_info(
+                "input", TensorProto.UINT8, ["batch", IMAGE_HEIGHT, IMAGE_WIDTH, 3]
+            )
+        ],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_classes])],
+        initializer=[
+            numpy_helper.from_array(weights, "W"),
+            numpy_helper.from_array(bias, "b"),
+            numpy_helper.from_array(np.array(255.0, dtype=np.float32), "scale"),
+        ],
+    )
+    return _serialize(graph)
+
+
+def text_classifier_onnx(embedding: np.ndarray, pad_id: int) -> bytes:
+    """softmax(sum of E[id] over the ids that are not pad_id) of int64 [batch, L] token ids:
+    the attention mask made inside the graph, as the contract has it."""
+    n_classes = embedding.shape[1]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "input"], ["per_token"], axis=0),
+            helper.make_node("Equal", ["input", "pad"], ["is_pad"]),
+            helper.make_node("Not", ["is_pad"], ["kept"]),
+            helper.make_node("Cast", ["kept"], ["mask0"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["mask0", "last"], ["mask"]),
+            helper.make_node("Mul", ["per_token", "mask"], ["masked"]),
+            helper.make_node("ReduceSum", ["masked", "tokens"], ["logits"], keepdims=0),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        "text_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", TEXT_MAX_LENGTH])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_classes])],
+        initializer=[
+            numpy_helper.from_array(embedding, "E"),
+            numpy_helper.from_array(np.array(pad_id, dtype=np.int64), "pad"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "last"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "tokens"),
+        ],
+    )
+    return _serialize(graph)
+
+
+def tokenizer_json(vocab: list[str] = TEXT_VOCAB) -> bytes:
+    """A word-level Hugging Face tokenizer (lower case, split on spaces and punctuation), as
+    the training job would save one; unknown words are [UNK]."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    tokenizer = Tokenizer(WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer.to_str().encode()
+
+
+@dataclass(frozen=True)
+class MediaModel:
+    """A published image or text model and what its graph computes, in numpy."""
+
+    card: Card
+    params: dict[str, np.ndarray]
+
+    def expected(self, batch: np.ndarray) -> np.ndarray:
+        """The probabilities the graph gives for `batch` (its uint8 pixels or int64 ids)."""
+        if self.card.input is not None and self.card.input.kind == "image":
+            rgb = batch.astype(np.float32).mean(axis=(1, 2)) / np.float32(255.0)
+            logits = rgb @ self.params["W"] + self.params["b"]
+        else:
+            mask = (batch != TEXT_PAD_ID).astype(np.float32)[..., None]
+            logits = (self.params["E"][batch] * mask).sum(axis=1)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def publish_media(
+    store: ObjectStore,
+    registry: Registry,
+    model: str,
+    version: str,
+    *,
+    kind: str,
+    classes: list[Any] | None = None,
+    seed: int = 0,
+    field: str | None = None,
+    route: str | None = "lambda",
+    approve: bool = True,
+    tokenizer: bytes | None = None,
+) -> MediaModel:
+    """Publish an image or a text model (the contract's card `input`) as the training job
+    would: files, the job's record of their digests (tokenizer.json's included), then the
+    card; and, with `approve`, record it approved and switch it in as champion on `route`, as
+    promotion would (promotion's own checks of these cards are not written yet). `tokenizer`
+    replaces a text model's tokenizer.json."""
+    classes = classes or (["cat", "dog"] if kind == "image" else ["neg", "pos"])
+    rng = np.random.default_rng(seed)
+    files: dict[str, bytes] = {}
+    if kind == "image":
+        field = field or "image"
+        params = {
+            "W": rng.normal(scale=4.0, size=(3, len(classes))).astype(np.float32),
+            "b": rng.normal(size=(len(classes),)).astype(np.float32),
+        }
+        files["model.onnx"] = image_classifier_onnx(params["W"], params["b"])
+        spec = {
+            "kind": "image",
+            "height": IMAGE_HEIGHT,
+            "width": IMAGE_WIDTH,
+            "channels": 3,
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "field": field,
+        }
+        x = rng.integers(0, 256, size=(4, IMAGE_HEIGHT, IMAGE_WIDTH, 3), dtype=np.uint8)
+        card_files = {"model": "model.onnx", "reference": "reference.npz"}
+    else:
+        field = field or "review"
+        params = {"E": rng.normal(size=(len(TEXT_VOCAB), len(classes))).astype(np.float32)}
+        files["model.onnx"] = text_classifier_onnx(params["E"], TEXT_PAD_ID)
+        files["tokenizer.json"] = tokenizer or tokenizer_json()
+        spec = {
+            "kind": "text",
+            "max_length": TEXT_MAX_LENGTH,
+            "tokenizer": "tokenizer.json",
+            "field": field,
+            "pad_id": TEXT_PAD_ID,
+        }
+        x = rng.integers(1, len(TEXT_VOCAB), size=(4, TEXT_MAX_LENGTH), dtype=np.int64)
+        card_files = {"model": "model.onnx", "reference": "reference.npz"}
+        card_files["tokenizer"] = "tokenizer.json"
+    published = MediaModel(
+        make_card(
+            model,
+            version,
+            features=[Feature(name=field, dtype=kind)],  # type: ignore[arg-type]
+            classes=classes,
+            extra={"input": spec, "files": card_files},
+        ),
+        params,
+    )
+    files["reference.npz"] = reference_npz(input=x, probabilities=published.expected(x))
+    for name, data in files.items():
+        store.put(artifact_key(model, version, name), data)
+    card_bytes = published.card.model_dump_json().encode()
+    job = record_publication(registry, published.card, {**files, CARD_FILE: card_bytes})
+    store.put(card_key(model, version), card_bytes)
+    if approve:
+        catalog = Catalog(registry)
+        catalog.add_model(model)
+        catalog.record_version(
+            VersionRecord(
+                model=model,
+                version=version,
+                job_id=published.card.job_id,
+                decision="approved",
+                route=route,
+                digests=dict(job.digests),
+            )
+        )
+        catalog.switch_champion(model, version, expected=catalog.champion(model), route=route)
+    return published

@@ -8,7 +8,14 @@ import pytest
 from pydantic import ValidationError
 
 from dropflow.ports import ObjectNotFound
-from dropflow.vocabulary.card import Feature, InputSpec, InvalidCard, card_key, read_card
+from dropflow.vocabulary.card import (
+    Feature,
+    InputSpec,
+    InvalidCard,
+    card_key,
+    parse_card,
+    read_card,
+)
 from tests.fakes_serving import publish, version_id
 from tests.unit.fakes import MemoryStore
 
@@ -56,15 +63,115 @@ def test_the_card_says_what_serving_does_with_an_unknown_category(extra, policy)
     assert read_card(store, "iris", V1).unknown_categories == policy
 
 
-# --------------------------------------------------------------------------- input (issue 14)
+IMAGE_INPUT = {
+    "kind": "image",
+    "height": 32,
+    "width": 24,
+    "channels": 3,
+    "dtype": "uint8",
+    "layout": "NHWC",
+    "field": "image",
+}
 TEXT_INPUT = {
+    "kind": "text",
+    "max_length": 16,
+    "tokenizer": "tokenizer.json",
+    "field": "review",
+    "pad_id": 0,
+}
+TEXT_FILES = {"model": "model.onnx", "reference": "reference.npz", "tokenizer": "tokenizer.json"}
+
+
+def _card_json(**changes) -> bytes:
+    store = MemoryStore()
+    card = publish(store, None, "m", V1).model_dump(mode="json", exclude_none=True)
+    card.update(changes)
+    return json.dumps(card).encode()
+
+
+@pytest.mark.parametrize(
+    ("spec", "feature", "files"),
+    [(IMAGE_INPUT, "image", None), (TEXT_INPUT, "review", TEXT_FILES)],
+)
+def test_an_image_or_text_card_reads_its_input_and_its_one_feature(spec, feature, files):
+    extra = {"files": files} if files else {}
+    raw = _card_json(input=spec, features=[{"name": feature, "dtype": spec["kind"]}], **extra)
+
+    card = parse_card("k", raw)
+
+    assert card.input is not None and card.input.model_dump(exclude_none=True) == spec
+    assert card.features[0].dtype == spec["kind"]
+
+
+def test_a_tabular_card_has_no_input():
+    assert parse_card("k", _card_json()).input is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {
+                "input": {**IMAGE_INPUT, "pad_id": 0},
+                "features": [{"name": "image", "dtype": "image"}],
+            },
+            "input: Value error, an image input has no pad_id",
+        ),
+        (
+            {
+                "input": {**TEXT_INPUT, "pad_id": None},
+                "features": [{"name": "review", "dtype": "text"}],
+                "files": TEXT_FILES,
+            },
+            "input: Value error, a text input states pad_id",
+        ),
+        (
+            {
+                "input": {**IMAGE_INPUT, "layout": "NCHW"},
+                "features": [{"name": "image", "dtype": "image"}],
+            },
+            "input.layout: Input should be 'NHWC'",
+        ),
+        (
+            {"input": IMAGE_INPUT, "features": [{"name": "photo", "dtype": "image"}]},
+            "card: Value error, an image model has one feature, 'image' of dtype 'image'",
+        ),
+        (
+            {"input": TEXT_INPUT, "features": [{"name": "review", "dtype": "text"}]},
+            "card: Value error, files.tokenizer must name the input's tokenizer",
+        ),
+        (
+            {"features": [{"name": "image", "dtype": "image"}]},
+            "card: Value error, feature 'image': an image or text feature needs an input",
+        ),
+    ],
+)
+def test_an_input_that_breaks_the_contract_is_an_invalid_card_naming_it(changes, problem):
+    with pytest.raises(InvalidCard) as raised:
+        parse_card("k", _card_json(**changes))
+
+    assert raised.value.problem == problem
+
+
+def test_an_image_input_without_its_pixel_format_gets_the_one_the_graphs_take():
+    spec = {"kind": "image", "height": 32, "width": 24, "field": "image"}
+    raw = _card_json(input=spec, features=[{"name": "image", "dtype": "image"}])
+
+    card = parse_card("k", raw)
+
+    assert card.input is not None
+    assert card.input.model_dump(exclude_none=True) == IMAGE_INPUT
+
+
+# --------------------------------------------------------------------------- input (issue 14)
+TEXT_INPUT_L128 = {
     "kind": "text",
     "max_length": 128,
     "tokenizer": "tokenizer.json",
     "field": "review",
     "pad_id": 0,
 }
-IMAGE_INPUT = {
+IMAGE_INPUT_64 = {
     "kind": "image",
     "height": 64,
     "width": 48,
@@ -77,7 +184,7 @@ IMAGE_INPUT = {
 
 @pytest.mark.parametrize(
     ("document", "shape", "dtype"),
-    [(TEXT_INPUT, (128,), "int64"), (IMAGE_INPUT, (64, 48, 3), "uint8")],
+    [(TEXT_INPUT_L128, (128,), "int64"), (IMAGE_INPUT_64, (64, 48, 3), "uint8")],
 )
 def test_an_input_section_round_trips_with_only_its_own_keys(document, shape, dtype):
     spec = InputSpec.model_validate(document)
@@ -89,10 +196,10 @@ def test_an_input_section_round_trips_with_only_its_own_keys(document, shape, dt
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({**TEXT_INPUT, "pad_id": None}, "a text input needs pad_id"),
-        ({**TEXT_INPUT, "height": 32}, "height do not apply to a text input"),
-        ({**IMAGE_INPUT, "layout": None}, "an image input needs layout"),
-        ({**IMAGE_INPUT, "channels": 1}, "channels"),
+        ({**TEXT_INPUT_L128, "pad_id": None}, "a text input states pad_id"),
+        ({**TEXT_INPUT_L128, "height": 32}, "a text input has no height"),
+        ({**IMAGE_INPUT_64, "height": None}, "an image input states height"),
+        ({**IMAGE_INPUT_64, "channels": 1}, "channels"),
     ],
 )
 def test_an_input_section_missing_or_mixing_keys_is_refused(document, message):

@@ -27,6 +27,7 @@ from botocore.stub import Stubber
 from dropflow.observability import SERVICE
 from dropflow.records.catalog import MODELS_PK, model_pk
 from dropflow.records.jobs import jobs_pk
+from dropflow.serving.api import IMAGE_MEDIA_TYPES
 from dropflow.serving.service import FILE_MISMATCH_METRIC
 from dropflow.vocabulary.limits import (
     DEFAULT_BUDGET_USD,
@@ -1696,3 +1697,14 @@ def test_the_launching_functions_price_from_the_price_list_or_the_owners_table(t
         env = resources[function]["Properties"]["Environment"]["Variables"]
         assert env["DROPFLOW_ON_DEMAND_PRICES"] == {"Ref": "TrainingOnDemandPrices"}
     assert template["Parameters"]["TrainingOnDemandPrices"]["Default"] == ""
+
+
+def test_the_api_passes_raw_image_bodies_base64_encoded_and_nothing_else(template):
+    # A raw image to the predict route must reach the function as bytes (base64 in the event);
+    # JSON bodies must stay text, so no wildcard.
+    body = template["Resources"]["DropflowApi"]["Properties"]["DefinitionBody"]
+
+    binary = body["x-amazon-apigateway-binary-media-types"]
+
+    assert set(binary) == IMAGE_MEDIA_TYPES
+    assert not any("*" in media_type for media_type in binary)

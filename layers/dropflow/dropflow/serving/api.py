@@ -2,7 +2,10 @@
 
 One error shape for every 4xx/5xx: {"error": {"code": <status>, "message": "..."}}, the size
 limits of the real path (API Gateway 10 MB, Lambda 6 MB synchronous payload), the checks
-that must run before any body is parsed, and the one JSON reader of request bodies
+that must run before any body is parsed, raw image bodies (`POST /models/{name}/predict` with
+Content-Type image/jpeg, image/png or image/webp: one image, pinned to a version with
+`?version=`; `image_event` turns one into the JSON request it stands for), and the one JSON
+reader of request bodies
 (`parse_json`), which refuses what no client of this API sends but a fuzzer or an attacker
 does: nesting deeper than MAX_JSON_DEPTH, integers longer than Python converts.
 """
@@ -29,6 +32,18 @@ MAX_LAMBDA_BODY_BYTES = 6 * 1024 * 1024
 # API Gateway REST's payload limit: the local gateway refuses more without calling the handler.
 MAX_GATEWAY_BODY_BYTES = 10 * 1024 * 1024
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+PREDICT_PATH = re.compile(r"/models/([^/]+)/predict")
+# The image types a raw predict body may have (template.yaml's BinaryMediaTypes: API Gateway
+# hands such a body to the function base64-encoded, in its 6 MB payload).
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+# A raw image arrives base64-encoded, 4 characters for 3 bytes, within Lambda's 6 MB payload,
+# beside the event's other fields (headers, request context: a few kB). The same base64 text in
+# a JSON body is what a container-routed image is forwarded as, under the same 6 MB limit.
+EVENT_ALLOWANCE_BYTES = 16 * 1024
+MAX_IMAGE_BODY_BYTES = (MAX_LAMBDA_BODY_BYTES - EVENT_ALLOWANCE_BYTES) * 3 // 4
+# The key of the event that image_event marks with the raw body's media type: an event key
+# that no HTTP request can set (a header could be forged by any client).
+RAW_IMAGE_EVENT_KEY = "dropflowRawImageMediaType"
 # The deepest this API's bodies nest is 5 levels ({"inputs": [{"data": [[...]]}]} in the Open
 # Inference Protocol). Far deeper is refused before any code walks the value: how deep
 # Python's json parses depends on the interpreter (python3.11 stops near 1,000 levels,
@@ -70,7 +85,10 @@ def content_type_problem(method: str, raw: str | None) -> str | None:
     media_type = _media_type(raw)
     if media_type in ("", JSON):
         return None
-    return f"Content-Type {(raw or '').strip()!r} is not supported: send the body as {JSON}"
+    images = ""
+    if media_type in IMAGE_MEDIA_TYPES:
+        images = " (a raw image body goes to POST /models/<name>/predict only)"
+    return f"Content-Type {(raw or '').strip()!r} is not supported{images}: send the body as {JSON}"
 
 
 def content_type(event: Mapping[str, Any]) -> str | None:
@@ -120,10 +138,57 @@ def json_event(event: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
+def raw_image_type(event: Mapping[str, Any]) -> str | None:
+    """The media type of a raw image body sent to POST /models/{name}/predict, else None."""
+    media_type = _media_type(content_type(event))
+    if media_type not in IMAGE_MEDIA_TYPES or str(event.get("httpMethod") or "").upper() != "POST":
+        return None
+    return media_type if PREDICT_PATH.fullmatch(str(event.get("path") or "")) else None
+
+
+def image_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event of the JSON request a raw image body stands for: {"instances": ["<base64>"]}
+    (a bare value: the model's one input field), with "version" from `?version=`, marked with
+    RAW_IMAGE_EVENT_KEY; `event` itself when it is no raw image body."""
+    media_type = raw_image_type(event)
+    if media_type is None:
+        return event
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):  # a local text body that happened to be UTF-8
+        body = base64.b64encode(body.encode("utf-8", errors="surrogatepass")).decode("ascii")
+    request: dict[str, Any] = {"instances": ["".join(body.split())]}
+    version = (event.get("queryStringParameters") or {}).get("version")
+    if version is not None:
+        request["version"] = version
+    text = json.dumps(request)
+    fixed = dict(event)
+    fixed["body"], fixed["isBase64Encoded"] = text, False
+    fixed["headers"] = {**_without_content_type(event.get("headers")), "Content-Type": JSON}
+    fixed["multiValueHeaders"] = {
+        **_without_content_type(event.get("multiValueHeaders")),
+        "Content-Type": [JSON],
+    }
+    fixed[RAW_IMAGE_EVENT_KEY] = media_type
+    return fixed
+
+
+def _without_content_type(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
+
+
 def precheck(event: Mapping[str, Any]) -> tuple[HTTPStatus, str] | None:
     """Refusals due before any parsing: an oversized body (413), a non-JSON content type
     (415), a body that is not UTF-8 text (400). None when the request may go on."""
     body, is_base64 = event.get("body"), bool(event.get("isBase64Encoded"))
+    if raw_image_type(event) is not None:
+        size = body_size(body, is_base64)
+        if size > MAX_IMAGE_BODY_BYTES:
+            return (
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"image body is {size} bytes; the limit is {MAX_IMAGE_BODY_BYTES} bytes (it "
+                "travels base64-encoded in Lambda's 6 MB payload): send the image smaller",
+            )
+        return None
     # A character is at most 4 bytes in UTF-8: a short body needs no encoding to be measured.
     if body and len(body) > MAX_LAMBDA_BODY_BYTES // 4:
         size = body_size(body, is_base64)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import importlib
 import json
-import re
 import threading
 from http import HTTPStatus
 from types import ModuleType
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 
     from dropflow.serving.service import PredictionService
 
-PREDICT_PATH = re.compile(r"/models/([^/]+)/predict")
 # powertools keeps the request being resolved on its router class, shared by every resolver
 # of the process: one resolution at a time per process. A Lambda environment has one request
 # at a time anyway; the container tier's threads wait here (the fast path does not).
@@ -65,6 +63,7 @@ class PredictEndpoint:
             if oip.is_oip_path(event.get("path")):
                 answer["body"] = json.dumps(oip.error_body(refused[1]))
             return answer
+        event = api.image_event(event)  # a raw image body is the JSON request it stands for
         answer = self.predicted(event) or self.resolve(event, context)
         if not self._settled:
             self._settle()
@@ -82,13 +81,16 @@ class PredictEndpoint:
         resolver takes the request from the start and words the answer: one place for every
         error.
         """
-        match = PREDICT_PATH.fullmatch(event.get("path") or "")
+        match = api.PREDICT_PATH.fullmatch(event.get("path") or "")
         if match is None or event.get("httpMethod") != "POST" or event.get("isBase64Encoded"):
             return None
         try:
             request = PredictRequest.model_validate_json(event.get("body") or "")
             answer = self.service.predict_in_process(
-                match[1], request.instances, version=request.version
+                match[1],
+                request.instances,
+                version=request.version,
+                media_type=event.get(api.RAW_IMAGE_EVENT_KEY),
             )
             if answer is None:
                 return None

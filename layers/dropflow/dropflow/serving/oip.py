@@ -14,6 +14,13 @@ statuses. A request sends its rows in one of two ways:
   predict API takes them (dropflow.serving.service.InputSchema, the same checks and words):
   BYTES for text (JSON strings), BOOL, or a number type (FP16/32/64, INT8-64, UINT8-64); null
   for a missing value in any of them. This is how a client sends a category by its value.
+An image or a text model (a card with `input`, dropflow.vocabulary.card.InputSpec) takes one
+input named for the card's `input.field`, BYTES, shape [N] or [N, 1]: per element, an image
+(JPEG, PNG or WebP) in base64, or a UTF-8 string, as the predict API takes them
+(dropflow.serving.media_input: the same checks and words; a bad image or an empty text is a
+422 naming its row). JSON carries no raw bytes: the protocol's binary tensor extension is not
+served, so a client base64-encodes an image itself (tritonclient: a numpy object array of the
+base64 bytes, binary_data=False).
 A category value the training rows never had (or a missing one where they had none) is what the
 card's `unknown_categories` says: with `encode` (the default) the graph takes it as unknown and
 the response's `parameters` carry `warnings`: JSON text of one entry per row, null for a row
@@ -64,8 +71,10 @@ from dropflow.serving.service import (
     MAX_ROWS,
     Encoded,
     InputSchema,
+    InstanceEncoder,
     InvalidInstances,
     PredictionService,
+    TooManyInstances,
     count_unknown_values,
     missing_value_warning,
 )
@@ -169,6 +178,8 @@ class OpenInference:
             ]
         else:
             versions = [version]
+        if card.input is not None:
+            return _media_metadata(model, versions, described, card)
         features = []
         for column, feature in enumerate(card.features):
             entry: dict[str, Any] = {"name": feature.name, "column": column, "dtype": feature.dtype}
@@ -237,7 +248,9 @@ class OpenInference:
         card = self.service.cache.card(model, resolved)
         request = parse_request(body)
         inputs = request["inputs"]
-        if _sends_codes(inputs, card):
+        if card.input is not None:
+            encoded = media_batch(inputs, card, self.service.cache.inputs(model, resolved))
+        elif _sends_codes(inputs, card):
             encoded = to_batch(inputs[0], card)
         else:
             encoded = by_feature(inputs, card, self.service.cache.inputs(model, resolved))
@@ -261,6 +274,64 @@ class OpenInference:
             for name in wanted
         ]
         return answer
+
+
+def _media_metadata(model: str, versions: list[str], version: str, card: Card) -> dict[str, Any]:
+    """An image or a text model's metadata: its one BYTES input, what an element holds."""
+    spec = card.input
+    assert spec is not None
+    if spec.kind == "image":
+        encoding = (
+            f"one element per image: the encoded image (JPEG, PNG or WebP) in base64; it is "
+            f"resized to {spec.width}x{spec.height} (width x height) before the model sees it"
+        )
+    else:
+        encoding = (
+            f"one element per text: a non-empty UTF-8 string; the model reads its first "
+            f"{spec.max_length} tokens"
+        )
+    parameters: dict[str, Any] = {
+        "version": version,
+        "task": card.task,
+        "target": card.target,
+        "input": json.dumps(spec.model_dump(exclude_none=True)),
+        "input_encoding": encoding,
+    }
+    if card.task == "classification":
+        parameters["classes"] = json.dumps(card.classes)
+        parameters["output_encoding"] = "probabilities[:, i] is the probability of classes[i]"
+    return {
+        "name": model,
+        "versions": versions,
+        "platform": PLATFORM,
+        "inputs": [{"name": spec.field, "datatype": BYTES, "shape": [-1]}],
+        "outputs": [_output_meta(card)],
+        "parameters": parameters,
+    }
+
+
+def media_batch(inputs: list[dict[str, Any]], card: Card, encoder: InstanceEncoder) -> Encoded:
+    """An image or a text model's batch from its one BYTES input (see the module docstring),
+    encoded by the version's `encoder` as the predict API encodes its values."""
+    spec = card.input
+    assert spec is not None
+    contract = f"the model takes one input {spec.field!r}, {BYTES} [-1]: " + (
+        "base64 images" if spec.kind == "image" else "UTF-8 strings"
+    )
+    names = [t["name"] for t in inputs]
+    if names != [spec.field]:
+        raise InvalidTensor(f"inputs {', '.join(map(repr, names[:MAX_REPORTED]))}: {contract}")
+    tensor = inputs[0]
+    if tensor["datatype"] != BYTES:
+        raise InvalidTensor(f"input datatype {tensor['datatype']!r} is not accepted: {contract}")
+    values = _column(tensor)
+    try:
+        return encoder.encode(values)
+    except InvalidInstances as exc:
+        message = str(exc).removeprefix("invalid instances: ")
+        raise InvalidTensor(f"invalid input: {message}") from None
+    except TooManyInstances as exc:
+        raise TooManyRows(str(exc)) from None
 
 
 # ---------------------------------------------------------------------- request parsing

@@ -12,6 +12,7 @@ app.py loads this module on the first request that needs it: powertools' event h
 OpenAPI machinery are a fair part of a cold start that a prediction does not need.
 """
 
+import json
 from functools import cache
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -53,6 +54,7 @@ from dropflow.serving.service import (
     InvalidInstances,
     PredictionService,
     TooManyInstances,
+    UnsupportedMedia,
 )
 
 # Each route and the one method it answers: a known path with another method gets a 405.
@@ -84,12 +86,21 @@ VersionId = Annotated[str, Path(description="a version id, e.g. v20261123T101500
 
 def openapi_description(app: APIGatewayRestResolver) -> str:
     """The OpenAPI description (JSON text) of the resolver `build` returned."""
-    return app.get_openapi_json_schema(
-        title="dropflow",
-        version=__version__,
-        description="Predictions from dropflow's models: a simple API and the Open Inference "
-        "Protocol v2 (under /v2).",
+    described = json.loads(
+        app.get_openapi_json_schema(
+            title="dropflow",
+            version=__version__,
+            description="Predictions from dropflow's models: a simple API and the Open "
+            "Inference Protocol v2 (under /v2).",
+        )
     )
+    # The predict route also takes one raw image (an image model's), which the endpoint turns
+    # into the JSON request it stands for before the route sees it: powertools describes the
+    # JSON body only.
+    body = described["paths"]["/models/{name}/predict"]["post"]["requestBody"]
+    for media_type in sorted(api.IMAGE_MEDIA_TYPES):
+        body["content"][media_type] = {"schema": {"type": "string", "format": "binary"}}
+    return json.dumps(described)
 
 
 def build(service: PredictionService) -> APIGatewayRestResolver:
@@ -133,7 +144,11 @@ def build(service: PredictionService) -> APIGatewayRestResolver:
 
     @app.post(PREDICT, responses=answers(None, *BAD_BODY, UNKNOWN, NOT_READY))
     def predict(name: ModelName, request: Annotated[PredictRequest, Body()]) -> PredictResponse:
-        answer = service.predict(name, request.instances, version=request.version)
+        # A raw image body comes as the JSON request it stands for (api.image_event).
+        media_type = app.current_event.raw_event.get(api.RAW_IMAGE_EVENT_KEY)
+        answer = service.predict(
+            name, request.instances, version=request.version, media_type=media_type
+        )
         return PredictResponse.model_validate(answer)
 
     # ---------------------------------------------------------------------- Open Inference Protocol
@@ -239,6 +254,10 @@ def build(service: PredictionService) -> APIGatewayRestResolver:
     @app.exception_handler(TooManyInstances)
     def too_many_instances(exc: TooManyInstances) -> Response:
         return error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
+
+    @app.exception_handler(UnsupportedMedia)
+    def unsupported_media(exc: UnsupportedMedia) -> Response:
+        return error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, str(exc))
 
     @app.exception_handler([NotFoundError, InvalidName])
     def not_found(exc: Exception) -> Response:

@@ -24,9 +24,11 @@ class _Lazy(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    instances: list[list[Any]] | list[dict[str, Any]] = Field(
+    instances: list[list[Any]] | list[dict[str, Any]] | list[str] = Field(
         min_length=1,
-        description="rows as lists of feature values (card order) or objects {feature: value}",
+        description="rows as lists of feature values (card order) or objects {feature: value}; "
+        "for an image or a text model, objects {field: value} or the values alone (strings: "
+        "base64 images, or texts)",
     )
     version: str | None = Field(default=None, description="a version id; default: champion")
 
@@ -34,7 +36,7 @@ class PredictRequest(BaseModel):
     @classmethod
     def _one_kind_of_rows(cls, value: Any, handler: Any) -> Any:
         # pydantic's union errors name our annotations; the client needs to hear about rows.
-        problem = rows_problem(value)
+        problem = rows_problem(value, strings=True)
         if problem:
             raise ValueError(problem)
         return handler(value)
@@ -115,6 +117,11 @@ class ModelDescription(_Lazy):
     classes: list[Any] | None = None
     metrics: dict[str, Any] | None = None
     created_at: str | None = None
+    input: dict[str, Any] | None = Field(
+        default=None,
+        description="an image or a text model's input (the card's input): kind, field, and "
+        "height/width or max_length; absent for a table's",
+    )
     unknown_categories: Literal["encode", "reject"] | None = Field(
         default=None,
         description="what a category value the training rows never had gets: encode (a "
@@ -267,28 +274,38 @@ SERVER_READY_ANSWERS = _server_ready_answers()
 INFER_ANSWERS = answers(InferResponse, *BAD_BODY, UNKNOWN, NOT_READY, oip_route=True)
 
 
-def rows_problem(instances: Any) -> str | None:
+def rows_problem(instances: Any, *, strings: bool = False) -> str | None:
     """Why `instances` is not a non-empty list of rows all of one kind, or None when it is.
 
+    `strings`: rows may also be strings, all of them (an image or a text model's values).
     The message reads after "instances: " (the request field) or "invalid instances: ".
     """
     if not isinstance(instances, list | tuple):
         return f"must be a list of rows, got {describe_value(instances)}"
     if not instances:
         return "must not be empty: send at least one row"
-    first_is_object = isinstance(instances[0], dict)
+    kinds = (list | tuple | dict | str) if strings else (list | tuple | dict)
+    first = _row_kind(instances[0])
     for i, row in enumerate(instances):
-        if not isinstance(row, list | tuple | dict):
+        if not isinstance(row, kinds):
+            also = " (or, for an image or a text model, a string)" if strings else ""
             return (
                 f"row {i} is {describe_value(row)}: each row must be a list of feature values "
-                "or an object {feature: value}"
+                f"or an object {{feature: value}}{also}"
             )
-        if isinstance(row, dict) != first_is_object:
+        if _row_kind(row) != first:
             return (
                 f"row {i} is {describe_value(row)} but row 0 is {describe_value(instances[0])}: "
-                "send all rows as lists or all as objects"
+                f"send all rows as {_ROW_KINDS[first]}"
             )
     return None
+
+
+_ROW_KINDS = {"list": "lists", "object": "objects", "string": "strings"}
+
+
+def _row_kind(row: Any) -> str:
+    return "object" if isinstance(row, dict) else "string" if isinstance(row, str) else "list"
 
 
 def describe_value(value: Any) -> str:

@@ -8,7 +8,9 @@ until the pointer expires. A version's card.json and model.onnx are loaded only 
 the digests on its record (what its job published, as promotion verified it): a file changed
 since is refused with a 503 naming it, an ERROR log and the metric ModelFileMismatch, and the
 version is not served until its files are restored or the model is rolled back.
-`PredictionService` checks the client's instances against the card,
+`PredictionService` checks the client's instances against the card (a table's rows here; an
+image or a text model's values in dropflow.serving.media_input, whose tokenizer file, like
+model.onnx, is loaded once per version and only if it hashes to its record's digest),
 runs the graph and maps class ids back to the target's original labels; in the predict function
 it forwards the versions routed `container` (dropflow.vocabulary.routing) to the container tier
 instead.
@@ -47,7 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from numbers import Real
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -67,6 +69,7 @@ from dropflow.vocabulary.card import (
     PREDICTION,
     PROBABILITIES,
     REJECT,
+    TOKENIZER_FILE_KEY,
     Card,
     Feature,
     UnknownCategories,
@@ -119,7 +122,12 @@ class InvalidInstances(DropflowError, ValueError):
 
 
 class TooManyInstances(DropflowError, ValueError):
-    """More than MAX_ROWS instances in one request (HTTP 413)."""
+    """More than MAX_ROWS instances in one request, or more image pixels than one request may
+    carry (HTTP 413)."""
+
+
+class UnsupportedMedia(DropflowError, ValueError):
+    """A raw image body sent to a model that takes no images (HTTP 415)."""
 
 
 class UntrustedModel(NotReadyError):
@@ -220,7 +228,7 @@ class ModelCache:
         # retrying a failed model must not read all of its jobs on every request.
         self._unservable: dict[str, tuple[str, float]] = {}
         self._cards: dict[tuple[str, str], Card] = {}
-        self._inputs: dict[tuple[str, str], InputSchema] = {}
+        self._inputs: dict[tuple[str, str], InstanceEncoder] = {}
         self._servable: set[tuple[str, str]] = set()
         self._routes: dict[tuple[str, str], Route] = {}
         self._sessions: OrderedDict[tuple[str, str], _Held] = OrderedDict()
@@ -324,22 +332,40 @@ class ModelCache:
         raw = self.store.get(where)
         self._check_digest(model, version, CARD_FILE, raw)
         card = parse_card(where, raw)
-        inputs = InputSchema(card.features, card.unknown_categories)
         with self._lock:
             self._cards[key] = card
-            self._inputs[key] = inputs
+            if card.input is None:  # a table's: built with its card, it reads no file
+                self._inputs[key] = InputSchema(card.features, card.unknown_categories)
         return card
 
-    def inputs(self, model: str, version: str) -> InputSchema:
-        """The version's InputSchema, built once with its card."""
+    def inputs(self, model: str, version: str) -> InstanceEncoder:
+        """What turns the version's instances into its graph's input: a table's InputSchema
+        (built with its card), an image or a text model's dropflow.serving.media_input
+        encoder (built on first use; a text model's reads its tokenizer file, refused with
+        UntrustedModel unless it is its job's)."""
         key = (model, version)
         with self._lock:
             cached = self._inputs.get(key)
         if cached is not None:
             return cached
-        self.card(model, version)
+        card = self.card(model, version)
+        if card.input is None:
+            with self._lock:
+                return self._inputs[key]  # card() built it
+        from dropflow.serving import media_input  # it imports this module
+
+        encoder: InstanceEncoder
+        if card.input.kind == "image":
+            encoder = media_input.ImageInput(card.input)
+        else:
+            self._check_not_refused(key)
+            name = card.files.get(TOKENIZER_FILE_KEY) or card.input.tokenizer or ""
+            data = self.store.get(artifact_key(model, version, name))
+            self._check_digest(model, version, name, data)
+            encoder = media_input.TextInput(card.input, data)
         with self._lock:
-            return self._inputs[key]
+            self._inputs[key] = encoder
+        return encoder
 
     def session(self, model: str, version: str) -> ort.InferenceSession:
         """The version's onnxruntime session, created on first use and kept (LRU, budget).
@@ -493,9 +519,16 @@ class PredictionService:
         return self.tier
 
     def predict(
-        self, model: str, instances: Sequence[Any], version: str | None = None
+        self,
+        model: str,
+        instances: Sequence[Any],
+        version: str | None = None,
+        *,
+        media_type: str | None = None,
     ) -> dict[str, Any]:
-        """Predict for `instances` (rows as lists or as {feature: value} objects).
+        """Predict for `instances` (rows as lists or as {feature: value} objects; an image or
+        a text model's values, see dropflow.serving.media_input). `media_type`: the image
+        type of a raw image body, which `instances` then carries as its one value.
 
         Returns {"model", "version", "predictions", "probabilities" (classification only),
         "warnings" (only when some value was sent to the graph as unknown: per row, a list of
@@ -503,23 +536,33 @@ class PredictionService:
         values. A version routed to the container tier is answered by it (served_by
         "container").
         Raises InvalidName, NotFoundError, NotReadyError (ContainerUnavailable included),
-        TooManyInstances, InvalidInstances, or ContainerAnswered (the tier's 4xx, to pass on).
+        TooManyInstances, InvalidInstances, UnsupportedMedia (an image body for a model that
+        takes none), or ContainerAnswered (the tier's 4xx, to pass on).
         """
         check_row_count(len(instances))
         version = self.servable_version(model, version)
+        if media_type is not None:
+            self.check_takes_images(model, version, media_type)
         tier = self.forwarded(model, version)
         if tier is not None:
             return tier.predict(model, version, instances)
         return self._run(model, version, instances)
 
     def predict_in_process(
-        self, model: str, instances: Sequence[Any], version: str | None = None
+        self,
+        model: str,
+        instances: Sequence[Any],
+        version: str | None = None,
+        *,
+        media_type: str | None = None,
     ) -> dict[str, Any] | None:
         """As `predict`, but None instead of forwarding when the version is routed to the
         container tier: no network call is ever made, so a caller may safely ask again with
         `predict` (the predict function's fast path does, for anything but a plain answer)."""
         check_row_count(len(instances))
         version = self.servable_version(model, version)
+        if media_type is not None:
+            self.check_takes_images(model, version, media_type)
         if self.forwarded(model, version) is not None:
             return None
         return self._run(model, version, instances)
@@ -542,6 +585,18 @@ class PredictionService:
         answer["served_by"] = self.served_by
         return answer
 
+    def check_takes_images(self, model: str, version: str, media_type: str) -> None:
+        """Raise UnsupportedMedia unless `version` is an image model's (a raw image body of
+        `media_type` is for image models only)."""
+        spec = self.cache.card(model, version).input
+        if spec is not None and spec.kind == "image":
+            return
+        takes = "text" if spec is not None else "rows of features"
+        raise UnsupportedMedia(
+            f"model {model!r} takes {takes}, not images: send a JSON body "
+            f'({{"instances": [...]}}, Content-Type application/json), not {media_type}'
+        )
+
     def preload(self, route: Route = CONTAINER) -> list[tuple[str, str]]:
         """Load the session of every champion routed `route`; returns the (model, version)
         pairs loaded. The container tier calls it before it answers ready. A model that
@@ -553,6 +608,7 @@ class PredictionService:
                 continue
             try:
                 self.cache.session(model, champion.version)
+                self.cache.inputs(model, champion.version)  # a text model's tokenizer too
             except UntrustedModel:  # logged and counted where it was refused
                 continue
             except Exception:  # one broken graph must not keep the whole tier unready
@@ -579,7 +635,7 @@ class PredictionService:
     def run_graph(
         self, model: str, version: str, batch: np.ndarray, warnings: Warnings | None = None
     ) -> dict[str, np.ndarray]:
-        """The graph's raw output tensor for an already encoded float32 [N, F] `batch`
+        """The graph's raw output tensor for an already encoded `batch` (Encoded.batch)
         (`warnings`: its rows' warnings from InputSchema.encode, for the words of a refusal).
 
         `version` must come from `servable_version`. The answer is {"probabilities": [N, C]}
@@ -632,6 +688,8 @@ class PredictionService:
             created_at=card.created_at,
             unknown_categories=card.unknown_categories,
         )
+        if card.input is not None:
+            described["input"] = card.input.model_dump(exclude_none=True)
         return described
 
 
@@ -853,10 +911,20 @@ class Encoded(NamedTuple):
     """A request's rows as the graph takes them, and what was sent to it as unknown (a tuple:
     a frozen dataclass would cost the plain-number fast path a microsecond to build)."""
 
-    batch: np.ndarray  # float32 [N, F]
+    # float32 [N, F] for a table; uint8 [N, H, W, 3] for images, int64 [N, L] for text
+    batch: np.ndarray
     # Per row: the warnings of the values sent as unknown (NaN), or None for a row without
     # any; None when no row has any (the usual request).
     warnings: Warnings | None = None
+
+
+class InstanceEncoder(Protocol):
+    """What turns a request's instances into its graph's input: InputSchema for a table,
+    dropflow.serving.media_input's encoders for images and text."""
+
+    def encode(self, instances: Sequence[Any]) -> Encoded:
+        """The graph's input for `instances`, or InvalidInstances (or TooManyInstances)."""
+        ...
 
 
 class InputSchema:

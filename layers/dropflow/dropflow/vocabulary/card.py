@@ -1,10 +1,10 @@
 """The model card: `models/<model>/<version>/card.json`, written last by the training job.
 
 It is the contract between training (writer), promotion and serving (readers). The ONNX graph
-it describes always has one input named `input`. For a table (a card without `input`, or
-`input` null) it is float32 [batch, n_features], one column per entry of `features`, in that
-order; for an image or a text model the card's `input` (InputSpec) says its shape and dtype,
-and `features` holds one feature named as the instance key clients send. Its output:
+it describes always has one input named `input`. For a table (a card without `input`, as every
+card before images and text) it is float32 of shape [batch, n_features], one column per entry
+of `features`, in that order; for an image or a text model the card's `input` (InputSpec, below)
+says what it is. Its outputs, whatever the input:
 - classification: one output `probabilities`, float32 [batch, n_classes] (softmax inside);
   the predicted label is `classes[argmax]`, in the target column's original values;
 - regression: one output `prediction`, float32 [batch], in the target's original units.
@@ -19,6 +19,20 @@ What a column of `input` carries depends on its Feature:
   category gets no category's encoding).
 All other preprocessing (imputation, standardisation, one-hot) is inside the graph, so a client
 that sends raw values through the predict API needs nothing but the card's feature names.
+
+Image and text models (`input` set; `features` is then one Feature named as `input.field`,
+of dtype "image" or "text"):
+- image: `input` is uint8 [batch, height, width, 3], RGB, channels last; the normalisation is
+  inside the graph. Serving (and training, for the same pixels) turns an encoded image into it
+  with dropflow.vocabulary.pixels: decoded with Pillow (JPEG, PNG or WebP), turned upright by
+  its EXIF orientation, converted to RGB (alpha dropped), resized directly to width x height
+  (bilinear with Pillow's antialiasing, no crop: the aspect ratio is not kept).
+- text: `input` is int64 [batch, max_length], token ids from the version's tokenizer file
+  (Hugging Face `tokenizers` JSON, named in `files` as "tokenizer" and digest-recorded like
+  model.onnx), with the special tokens its post-processor adds (e.g. [CLS] ... [SEP]),
+  truncated to max_length and padded on the right with pad_id up to max_length, whatever
+  truncation and padding the file itself states; the attention mask is computed inside the
+  graph as ids != pad_id.
 
 What serving does with a value the training rows never had is the card's too: the training job
 copies the spec's `serving` section onto it (an extra key), and `Card.unknown_categories` reads
@@ -79,7 +93,9 @@ def card_key(model: str, version: str) -> str:
 
 
 class Feature(BaseModel):
-    """One column of the graph's input: its name, its kind and what a client may send for it."""
+    """One column of the graph's input: its name, its kind and what a client may send for it.
+
+    "image" and "text" are the one feature of an image or a text model (see InputSpec)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -115,33 +131,46 @@ class Feature(BaseModel):
 # an image's uint8 pixels, a text's int64 token ids.
 TABLE_DTYPE = "float32"
 _KIND_DTYPES = {"image": "uint8", "text": "int64"}
+
+
+def _category_key(value: bool | int | str) -> tuple[str, object]:
+    # True == 1 in Python: tag the type so a set tells a boolean from an integer.
+    return (type(value).__name__, value)
+
+
+InputKind = Literal["image", "text"]
+# The card's `files` key of a text model's tokenizer.
+TOKENIZER_FILE_KEY = "tokenizer"
+# What the image fields of InputSpec may hold: the only pixel format the graphs take.
+IMAGE_CHANNELS, IMAGE_DTYPE, IMAGE_LAYOUT = 3, "uint8", "NHWC"
 _IMAGE_KEYS = ("height", "width", "channels", "dtype", "layout")
 _TEXT_KEYS = ("max_length", "tokenizer", "pad_id")
-_ARTICLES = {"image": "an image", "text": "a text"}
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "image" else f"a {kind}"
 
 
 class InputSpec(BaseModel):
-    """The graph's input of an image or a text model (the card's `input`; absent for tables).
+    """The graph's `input` of an image or a text model (absent from a table's card).
 
-    image: `input` is uint8 [batch, height, width, 3], RGB, channels last (layout NHWC); the
-    client or the server resizes, the graph normalises. `field` is the instance key the
-    base64 image comes under.
-    text: `input` is int64 [batch, max_length] token ids, padded with `pad_id` and truncated
-    to max_length; the graph computes the attention mask itself (ids != pad_id). `tokenizer`
-    names the Hugging Face `tokenizers` JSON file in the version's folder (card `files`
-    "tokenizer", its digest recorded at publish like model.onnx's) whose truncation and
-    padding settings produce those ids from the string clients send under `field`.
-    Keys of the other kind are absent (null is not written).
+    image: {"kind": "image", "height": H, "width": W, "channels": 3, "dtype": "uint8",
+    "layout": "NHWC", "field": "image"}: uint8 [batch, H, W, 3]; `field` is the instance key
+    clients send an image under. text: {"kind": "text", "max_length": L, "tokenizer":
+    "tokenizer.json", "field": "<column>", "pad_id": P}: int64 [batch, L] token ids. The
+    module docstring says how either is made from what clients send.
     """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["image", "text"]
+    kind: InputKind
     field: str = Field(min_length=1)
+    # image
     height: int | None = Field(default=None, ge=1)
     width: int | None = Field(default=None, ge=1)
     channels: Literal[3] | None = None
     dtype: Literal["uint8"] | None = None
     layout: Literal["NHWC"] | None = None
+    # text
     max_length: int | None = Field(default=None, ge=1)
     tokenizer: str | None = Field(default=None, min_length=1)
     pad_id: int | None = Field(default=None, ge=0)
@@ -151,12 +180,17 @@ class InputSpec(BaseModel):
         own, other = (
             (_IMAGE_KEYS, _TEXT_KEYS) if self.kind == "image" else (_TEXT_KEYS, _IMAGE_KEYS)
         )
-        missing = [key for key in own if getattr(self, key) is None]
-        if missing:
-            raise ValueError(f"{_ARTICLES[self.kind]} input needs {', '.join(missing)}")
         stray = [key for key in other if getattr(self, key) is not None]
+        if self.kind == "image":
+            # The one pixel format the graphs take: stated on every card, filled in if left out.
+            self.channels = self.channels or IMAGE_CHANNELS
+            self.dtype = self.dtype or IMAGE_DTYPE
+            self.layout = self.layout or IMAGE_LAYOUT
         if stray:
-            raise ValueError(f"{', '.join(stray)} do not apply to {_ARTICLES[self.kind]} input")
+            raise ValueError(f"{_a(self.kind)} input has no {', '.join(stray)}")
+        absent = [key for key in own if getattr(self, key) is None]
+        if absent:
+            raise ValueError(f"{_a(self.kind)} input states {', '.join(absent)}")
         return self
 
     @model_serializer(mode="wrap")
@@ -175,11 +209,6 @@ class InputSpec(BaseModel):
     def input_dtype(self) -> str:
         """The numpy dtype name of the graph's input: uint8 (image) or int64 (text)."""
         return _KIND_DTYPES[self.kind]
-
-
-def _category_key(value: bool | int | str) -> tuple[str, object]:
-    # True == 1 in Python: tag the type so a set tells a boolean from an integer.
-    return (type(value).__name__, value)
 
 
 class Parity(BaseModel):
@@ -234,8 +263,24 @@ class Card(BaseModel):
     # on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost and per-attempt
     # lines; null amounts are unknown. None on cards from before the ledger.
     cost: dict[str, Any] | None = None
-    # An image or a text model's input (InputSpec); None for a table.
+    # An image or a text model's input (see InputSpec); None for a table.
     input: InputSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_feature_for_an_image_or_a_text(self) -> Card:
+        spec = self.input
+        if spec is None:
+            odd = [f.name for f in self.features if f.dtype in ("image", "text")]
+            if odd:
+                raise ValueError(f"feature {odd[0]!r}: an image or text feature needs an input")
+            return self
+        if [(f.name, f.dtype) for f in self.features] != [(spec.field, spec.kind)]:
+            raise ValueError(
+                f"{_a(spec.kind)} model has one feature, {spec.field!r} of dtype {spec.kind!r}"
+            )
+        if spec.kind == "text" and self.files.get(TOKENIZER_FILE_KEY) != spec.tokenizer:
+            raise ValueError(f"files.{TOKENIZER_FILE_KEY} must name the input's tokenizer")
+        return self
 
     @property
     def input_row_shape(self) -> tuple[int, ...]:
