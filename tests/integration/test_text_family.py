@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 from dropflow.errors import UserInputError
 from dropflow.promotion.gate import promote
 from dropflow.records.jobs import Attempt, ExitCode, JobState, JobStore
+from dropflow.serving.service import ModelCache, PredictionService
 from dropflow.vocabulary.card import Card, Feature, InputSpec, read_card
 from dropflow.vocabulary.digests import sha256_hex
 from dropflow.vocabulary.spec import load_spec
@@ -169,6 +170,25 @@ def test_a_text_version_is_promoted_with_its_tokenizer_checked(home, trained):
     result = promote(MODEL, job.version, home.store, home.registry)
 
     assert result.decision == "approved", result.reason
+
+
+def test_the_promoted_text_model_answers_raw_strings_as_its_graph_does(home, trained):
+    # The trained side and the serving side meet: the published tokenizer and graph, the
+    # promoted champion, and the prediction service clients reach through the API.
+    version = home.jobs.get(trained).version
+    assert promote(MODEL, version, home.store, home.registry).decision == "approved"
+    card = home.card(trained)
+    texts = reviews()["review"].tolist()[:5]
+    tokenizer = Tokenizer.from_str(home.file(card, "tokenizer.json").decode())
+    ids = np.asarray([e.ids for e in tokenizer.encode_batch(texts)], dtype=np.int64)
+    (expected,) = ort.InferenceSession(home.file(card, "model.onnx")).run(None, {"input": ids})
+    service = PredictionService(ModelCache(home.store, home.registry, champion_ttl=0))
+
+    answer = service.predict(MODEL, [{"review": text} for text in texts])
+
+    assert answer["version"] == version
+    assert answer["predictions"] == [card.classes[i] for i in expected.argmax(axis=1)]
+    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
 
 
 def test_a_second_version_with_another_tokenizer_is_compared_by_recorded_metrics(home, trained):
