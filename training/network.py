@@ -165,12 +165,35 @@ def averaged_probabilities(
         yield start, probabilities.mean(dim=1) if probabilities.dim() == 3 else probabilities
 
 
-def _mean_log_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> float:
-    total = 0.0
-    for start, probabilities in averaged_probabilities(logits, temperature):
-        rows = target[start : start + len(probabilities), None]
-        total += float(-probabilities.gather(1, rows).clamp_min(1e-15).log().sum())
-    return total / len(logits)
+class _Margins:
+    """Each row's logits less its true class's logit, in float64, for the log loss at many
+    temperatures: the true class's averaged probability is mean over submodels of
+    1 / sum_k exp(margin_k / T), with no softmax of every class and no gather per temperature.
+    Kept in slices of at most PASS_BYTES each; all of them when they fit in PASS_BYTES
+    together, else made again at every temperature (many classes and submodels)."""
+
+    def __init__(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        self.logits, self.target = logits, target
+        per_row = 8 * max(1, logits[0].numel()) if len(logits) else 8
+        self.step = max(1, PASS_BYTES // (2 * per_row))  # the margins and their exp
+        self.kept = list(self._slices()) if len(logits) * per_row <= PASS_BYTES else None
+
+    def _slices(self) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self.logits), self.step):
+            z = self.logits[start : start + self.step].double()
+            rows = self.target[start : start + len(z)]
+            # The true class's index on every submodel: [rows(, submodels), 1].
+            index = rows.view(-1, *([1] * (z.dim() - 1))).expand(*z.shape[:-1], 1)
+            yield z - z.gather(-1, index)
+
+    def mean_log_loss(self, temperature: float) -> float:
+        total = 0.0
+        for margins in self.kept if self.kept is not None else self._slices():
+            mass = torch.div(margins, temperature).exp_().sum(dim=-1)  # [rows(, submodels)]
+            mine = mass.reciprocal_()
+            true = mine.mean(dim=1) if mine.dim() == 2 else mine
+            total += float(-true.clamp_min(1e-15).log().sum())
+        return total / max(1, len(self.logits))
 
 
 # fit_temperature's search: grid points over log T in [log 1/4, log 20], then golden-section turns.
@@ -186,8 +209,7 @@ def fit_temperature(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float
     One number for all logits: the class ranking of a single model does not move, so neither
     does its accuracy; for an ensemble the average of the submodels can move a little.
     """
-    logits = scores.detach().float().cpu()  # made float64 slice by slice (_mean_log_loss)
-    target = y.detach().cpu().long()
+    margins = _Margins(scores.detach().float().cpu(), y.detach().cpu().long())
     # A coarse grid of log T, then golden-section search around its best point: deterministic,
     # and robust to a mean of softmaxes not being convex in T. Sharpening is bounded (T >= 1/4):
     # a few rows that are all right would otherwise drive T towards 0, every answer certain.
@@ -197,23 +219,23 @@ def fit_temperature(scores: torch.Tensor, y: torch.Tensor) -> tuple[float, float
     low_end, high_end = math.log(0.25), math.log(20.0)
     grid = [low_end + (high_end - low_end) * i / GRID_STEPS for i in range(GRID_STEPS + 1)]
     grid[min(range(len(grid)), key=lambda i: abs(grid[i]))] = 0.0  # T = 1 itself is a candidate
-    values = [_mean_log_loss(logits, target, math.exp(t)) for t in grid]
+    values = [margins.mean_log_loss(math.exp(t)) for t in grid]
     best = min(range(len(grid)), key=lambda i: (values[i], abs(grid[i])))
     low, high = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
     ratio = (math.sqrt(5) - 1) / 2
     a, b = high - ratio * (high - low), low + ratio * (high - low)
-    at_a, at_b = (_mean_log_loss(logits, target, math.exp(t)) for t in (a, b))
+    at_a, at_b = (margins.mean_log_loss(math.exp(t)) for t in (a, b))
     for _ in range(SEARCH_TURNS):
         if at_a <= at_b:
             high, b, at_b = b, a, at_a
             a = high - ratio * (high - low)
-            at_a = _mean_log_loss(logits, target, math.exp(a))
+            at_a = margins.mean_log_loss(math.exp(a))
         else:
             low, a, at_a = a, b, at_b
             b = low + ratio * (high - low)
-            at_b = _mean_log_loss(logits, target, math.exp(b))
+            at_b = margins.mean_log_loss(math.exp(b))
     fitted = math.exp((low + high) / 2)
-    before, after = values[grid.index(0.0)], _mean_log_loss(logits, target, fitted)
+    before, after = values[grid.index(0.0)], margins.mean_log_loss(fitted)
     if after < before:
         return fitted, before, after
     return 1.0, before, before
