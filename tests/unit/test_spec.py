@@ -39,7 +39,10 @@ def test_defaults_are_the_documented_ones():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("model: {family: xgboost}", "model.family: Input should be 'tabm' or 'mlp'"),
+        (
+            "model: {family: xgboost}",
+            "model.family: Input should be 'tabm', 'mlp' or 'image'",
+        ),
         ("model: {family: mlp, ensemble_size: 8}", "ensemble_size applies to family tabm"),
         ("model: {hidden_layers: [64, 32]}", "tabm's layers share one width"),
         ("model: {hidden_layers: []}", "tabm needs at least one layer"),
@@ -289,7 +292,9 @@ def test_allow_schema_change_is_off_by_default_and_a_boolean():
 def test_allow_schema_change_left_off_keeps_the_hash_specs_had_before_it():
     # A job's checkpoints resume only under the same hash: a new key's default is no change.
     effective = Spec().model_dump(mode="json")
-    del effective["family"], effective["promotion"]["allow_schema_change"]
+    del effective["family"], effective["promotion"]["allow_schema_change"], effective["data"]
+    for key in ("backbone", "pretrained", "image_size"):
+        del effective["model"][key]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
 
     assert spec_hash(Spec()) == hashlib.sha256(canonical).hexdigest()
@@ -318,7 +323,9 @@ def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
     # What the hash of `serving: {route: container}` was before the key existed.
     effective = load_spec("serving: {route: container}").model_dump(mode="json")
     del effective["family"], effective["promotion"]["allow_schema_change"]
-    del effective["serving"]["unknown_categories"]
+    del effective["serving"]["unknown_categories"], effective["data"]
+    for key in ("backbone", "pretrained", "image_size"):
+        del effective["model"][key]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
     before = hashlib.sha256(canonical).hexdigest()
 
@@ -328,4 +335,81 @@ def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
     )
     assert spec_hash(load_spec("serving: {route: container, unknown_categories: reject}")) != (
         before
+    )
+
+
+# spec_hash of these specs before the image keys and the data section existed (computed by
+# the code of commit 1c02356): a job's checkpoints must resume across the change.
+@pytest.mark.parametrize(
+    ("text", "before"),
+    [
+        ("", "b951e257554d82c85788b469730aaec74a901c292f4e7a3741a71f169855cd94"),
+        (
+            "model: {family: mlp}\ntraining: {epochs: 3}",
+            "4284b7e82052fe558f9ec0aff9fd47bf6bad906e5eb690861208c874d96bcef2",
+        ),
+    ],
+)
+def test_image_keys_left_out_keep_the_hash_specs_had_before_them(text, before):
+    assert spec_hash(load_spec(text)) == before
+
+
+def test_model_family_image_is_the_image_family_and_takes_the_image_keys():
+    spec = load_spec("model: {family: image, backbone: microsoft/resnet-18, image_size: 64}")
+
+    assert spec.family == "image"
+    assert (spec.model.backbone, spec.model.image_size, spec.model.pretrained) == (
+        "microsoft/resnet-18",
+        64,
+        None,
+    )
+    assert load_spec("family: image").model.family == "image"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model: {family: image, hidden_layers: [8]}",
+            "dropflow.yaml: model: hidden_layers: tabular keys; an image model takes "
+            "backbone, pretrained, image_size",
+        ),
+        (
+            "model: {backbone: resnet-18}",
+            "dropflow.yaml: model: backbone: apply to images; add `family: image`",
+        ),
+        (
+            "family: tabular\nmodel: {family: image}",
+            "dropflow.yaml: family: 'tabular' but model.family: 'image'",
+        ),
+        (
+            "family: image\ndata: {label: kind}",
+            "dropflow.yaml: data: image and label name a manifest's columns; add `manifest:",
+        ),
+        (
+            "family: image\ndata: {manifest: list.txt}",
+            "dropflow.yaml: data.manifest: String should match pattern",
+        ),
+        (
+            "family: image\nmodel: {image_size: 8}",
+            "dropflow.yaml: model.image_size: Input should be greater than or equal to 16",
+        ),
+    ],
+)
+def test_image_keys_in_the_wrong_place_are_named(text, message):
+    with pytest.raises(UserInputError) as caught:
+        load_spec(text)
+
+    assert str(caught.value).startswith(message)
+
+
+def test_a_manifest_names_its_image_and_label_columns():
+    spec = load_spec("family: image\ndata: {manifest: labels.csv, image: path, label: kind}")
+
+    assert spec.data is not None
+    assert (spec.data.manifest, spec.data.image, spec.data.label, spec.data.skip_bad) == (
+        "labels.csv",
+        "path",
+        "kind",
+        False,
     )

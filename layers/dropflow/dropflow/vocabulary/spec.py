@@ -8,6 +8,8 @@ a message naming the key instead of being silently ignored. Example:
     target: diagnosis           # default: the column named target, label, class or y (any case)
     features: [radius, texture] # default: every other column
     model: {family: tabm, ensemble_size: 16}   # or {family: mlp, hidden_layers: [64, 32]}
+    # Images (family: image): model: {family: image, backbone: resnet-18, pretrained: true,
+    #   image_size: 224}; data: {manifest: labels.csv, image: path, label: label, skip_bad: true}
     training: {batch_size: 256, learning_rate: 2e-3, seed: 0, early_stopping: true,
                checkpoint_interval_seconds: 60}   # epochs: scaled to the data unless set
     promotion: {metric: macro_f1, tolerance: 0.01, allow_schema_change: false}
@@ -67,6 +69,14 @@ class _Section(BaseModel):
 # (training.tabm_model); `mlp`, the plain MLP on standardised, one-hot inputs (training.model).
 NETWORKS = ("tabm", "mlp")
 DEFAULT_NETWORK = "tabm"
+# The families whose network is named by `model.family` itself (`model: {family: image, ...}`
+# is the same as `family: image` with that model section).
+MODEL_FAMILIES = ("image",)
+_IMAGE_KEYS = ("backbone", "pretrained", "image_size")
+_TABULAR_KEYS = ("hidden_layers", "dropout", "ensemble_size")
+# A backbone: a built-in architecture (training.image_network) or a Hugging Face checkpoint
+# name such as microsoft/resnet-18 (also a folder under the bucket's weights/).
+BACKBONE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
 
 
 class ModelSection(_Section):
@@ -74,7 +84,7 @@ class ModelSection(_Section):
     tabm: hidden_layers [128, 128], dropout 0.1, ensemble_size 16;
     mlp: hidden_layers [64, 32], dropout 0.0 (and no ensemble)."""
 
-    family: Literal["tabm", "mlp"] = DEFAULT_NETWORK
+    family: Literal["tabm", "mlp", "image"] = DEFAULT_NETWORK
     # Widths of the hidden layers; [] trains a linear (logistic) model (mlp only: tabm's
     # layers all have one width, the first of the list).
     hidden_layers: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
@@ -83,9 +93,29 @@ class ModelSection(_Section):
     dropout: float | None = Field(default=None, ge=0.0, le=0.9)
     # tabm: how many submodels share the network's weights; their predictions are averaged.
     ensemble_size: int | None = Field(default=None, ge=1, le=64)
+    # image only (training.families.image): the backbone, whether it starts from pretrained
+    # weights (left out: true), and the square side images are resized to (left out: 224).
+    backbone: str | None = Field(default=None, pattern=BACKBONE_NAME)
+    pretrained: bool | None = None
+    image_size: int | None = Field(default=None, ge=16, le=1024)
 
     @model_validator(mode="after")
     def _fits_the_network(self) -> ModelSection:
+        given = self.model_fields_set
+        if self.family == "image":
+            wrong = [key for key in _TABULAR_KEYS if key in given]
+            if wrong:
+                raise ValueError(
+                    f"{', '.join(wrong)}: tabular keys; an image model takes "
+                    f"{', '.join(_IMAGE_KEYS)}"
+                )
+        else:
+            wrong = [key for key in _IMAGE_KEYS if key in given]
+            if wrong:
+                raise ValueError(
+                    f"{', '.join(wrong)}: apply to images; add `family: image` to the model "
+                    "section (and drop the tabular keys)"
+                )
         if self.family == "mlp" and self.ensemble_size is not None:
             raise ValueError("ensemble_size applies to family tabm; remove it for mlp")
         if self.family == "tabm" and self.hidden_layers is not None:
@@ -129,6 +159,34 @@ class TrainingSection(_Section):
     # Checkpoint at a step boundary once this many seconds passed since the last one, and at
     # epoch ends (training.loop explains when those are skipped); 0: at epoch ends only.
     checkpoint_interval_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
+
+
+class DataSection(_Section):
+    """How a non-tabular dataset is laid out (images: training.images).
+
+    Without `manifest`, every image under datasets/<model>/ is an example labelled by its
+    folder (`<label>/<file>`). With it, the CSV file (under datasets/<model>/) lists the
+    examples: its `image` column holds each image's key relative to datasets/<model>/, its
+    `label` column the class.
+    """
+
+    manifest: str | None = Field(default=None, min_length=1, pattern=r"(?i)^[^/].*\.csv$")
+    image: str = Field(default="image", min_length=1)
+    label: str = Field(default="label", min_length=1)
+    # A file that is not a readable image: false fails the job naming it; true leaves it out
+    # and counts it on the card (training.skipped_files).
+    skip_bad: bool = False
+
+    @model_validator(mode="after")
+    def _columns_need_a_manifest(self) -> DataSection:
+        if self.manifest is None and {"image", "label"} & self.model_fields_set:
+            raise ValueError(
+                "image and label name a manifest's columns; add `manifest: <file>.csv`, or "
+                "leave them out to label images by their folder"
+            )
+        if self.image == self.label:
+            raise ValueError(f"image and label are both {self.image!r}; name two columns")
+        return self
 
 
 class PromotionSection(_Section):
@@ -322,6 +380,25 @@ class Spec(_Section):
     # None when absent (not the defaults), so specs without it keep their spec_hash.
     serving: ServingSection | None = None
     schedule: ScheduleSection | None = None
+    # None when absent: a table needs none (its columns are the layout).
+    data: DataSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_family(cls, document: Any) -> Any:
+        """`model: {family: image}` and `family: image` say the same: either fills the other."""
+        if not isinstance(document, dict):
+            return document
+        model = document.get("model")
+        inner = model.get("family") if isinstance(model, dict) else None
+        outer = document.get("family")
+        if inner in MODEL_FAMILIES and outer is None:
+            return {**document, "family": inner}
+        if outer in MODEL_FAMILIES and isinstance(model, dict) and inner is None:
+            return {**document, "model": {**model, "family": outer}}
+        if outer in MODEL_FAMILIES and model is None:
+            return {**document, "model": {"family": outer}}
+        return document
 
     @field_validator("features")
     @classmethod
@@ -336,6 +413,11 @@ class Spec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
+        if self.model.family in MODEL_FAMILIES and self.family != self.model.family:
+            raise ValueError(
+                f"family: {self.family!r} but model.family: {self.model.family!r}; "
+                "say the same family in both, or only in one"
+            )
         if self.target is not None and self.features and self.target in self.features:
             raise ValueError(
                 f"features: the target {self.target!r} cannot also be a feature; remove it"
@@ -468,6 +550,11 @@ def spec_hash(spec: Spec) -> str:
     if not effective["promotion"]["allow_schema_change"]:
         # Nor is the default of a key added later (a job's checkpoints resume across it).
         del effective["promotion"]["allow_schema_change"]
+    for key in _IMAGE_KEYS:  # keys added later, unset: the same model as before them
+        if effective["model"][key] is None:
+            del effective["model"][key]
+    if effective["data"] is None:
+        del effective["data"]
     serving = effective.get("serving")
     if serving is not None and serving["unknown_categories"] == ENCODE:
         del serving["unknown_categories"]  # the same: a default added later
@@ -479,9 +566,11 @@ __all__ = [
     "DEFAULT_FAMILY",
     "DEFAULT_NETWORK",
     "METRICS_BY_TASK",
+    "MODEL_FAMILIES",
     "NETWORKS",
     "SPEC_FILE",
     "ComputeSection",
+    "DataSection",
     "ModelSection",
     "PromotionSection",
     "ScheduleSection",
