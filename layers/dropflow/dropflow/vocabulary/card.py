@@ -73,7 +73,9 @@ class Feature(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    dtype: Literal["number", "category"] = "number"
+    # image / text: the one feature of a model whose graph takes pixels or token ids (the
+    # card's `input` says how); its name is the instance key clients send the value under.
+    dtype: Literal["number", "category", "image", "text"] = "number"
     # category only: the values seen in training, in code order (the graph reads a value's index).
     # Booleans, or text (ints only where the data typed them so); MISSING_CATEGORY comes last
     # when training saw missing values in the column.
@@ -130,6 +132,31 @@ class Metrics(BaseModel):
         return self.primary not in LOWER_IS_BETTER
 
 
+class InputSpec(BaseModel):
+    """What the graph's `input` is when it is not one column per feature; None for tables.
+
+    image: uint8 [batch, height, width, channels] RGB pixels, channels last (NHWC); resizing
+    to height x width is the client's or the server's job, normalisation is inside the graph.
+    text: int64 [batch, max_length] token ids from the `tokenizer` file of the version folder,
+    padded with pad_id and truncated to max_length; the attention mask is inside the graph.
+    `field` is the instance key clients send the image (base64) or the text under.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["image", "text"]
+    field: str
+    # image
+    height: int | None = None
+    width: int | None = None
+    channels: int | None = None
+    dtype: Literal["uint8"] | None = None
+    layout: Literal["NHWC"] | None = None
+    # text
+    max_length: int | None = None
+    tokenizer: str | None = None
+    pad_id: int | None = None
+
+
 class Card(BaseModel):
     model_config = ConfigDict(extra="allow")  # later issues add keys; readers ignore unknown ones
 
@@ -156,6 +183,8 @@ class Card(BaseModel):
     # on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost and per-attempt
     # lines; null amounts are unknown. None on cards from before the ledger.
     cost: dict[str, Any] | None = None
+    # The graph's input for images and text; None for tables (one column per feature).
+    input: InputSpec | None = None
 
     @property
     def feature_names(self) -> list[str]:
