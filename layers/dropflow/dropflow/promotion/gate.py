@@ -344,6 +344,25 @@ def _artifact(store: ObjectStore, card: Card, role: str, default: str) -> bytes:
         raise Rejected(f"{name} is missing under models/{card.model}/{card.version}/") from None
 
 
+def graph_input(card: Card) -> tuple[type[np.generic], tuple[int, ...]]:
+    """The dtype and row shape of the graph's input as the card describes it: float32
+    [n_features] for tables, uint8 [height, width, channels] for images, int64 [max_length]
+    for text (dropflow.vocabulary.card.InputSpec)."""
+    spec = card.input
+    if spec is None:
+        return np.float32, (len(card.features),)
+    if spec.kind == "image":
+        return np.uint8, (spec.height or 0, spec.width or 0, spec.channels or 0)
+    return np.int64, (spec.max_length or 0,)
+
+
+def _as_graph_input(x: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+    if x.dtype != dtype and dtype is not np.float32:
+        # Pixels or token ids in another dtype are not the evidence the job wrote.
+        raise Rejected(f"reference.npz input is {x.dtype}; the graph takes {np.dtype(dtype)}")
+    return np.asarray(x, dtype=dtype)
+
+
 def check_parity(card: Card, store: ObjectStore, digests: Mapping[str, str]) -> float:
     """Re-run the reference inputs through onnxruntime and compare with the torch outputs.
 
@@ -376,17 +395,20 @@ def check_parity(card: Card, store: ObjectStore, digests: Mapping[str, str]) -> 
         )
     try:
         with np.load(io.BytesIO(reference_bytes), allow_pickle=False) as npz:
-            x = np.asarray(npz[INPUT_NAME], dtype=np.float32)
+            x = np.asarray(npz[INPUT_NAME])
             expected = np.asarray(npz[output], dtype=np.float32)
     except Exception as exc:  # zip, format and key errors all mean unusable evidence
         raise Rejected(
             f"reference.npz is unreadable or lacks {INPUT_NAME!r}/{output!r}: {brief(exc)}"
         ) from None
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != len(card.features):
+    dtype, row = graph_input(card)
+    if x.ndim != 1 + len(row) or x.shape[0] == 0 or tuple(x.shape[1:]) != row:
         raise Rejected(
-            f"reference.npz input has shape {list(x.shape)}; expected [rows>0, "
-            f"{len(card.features)}] for the card's features"
+            f"reference.npz input has shape {list(x.shape)}; expected "
+            f"[rows>0, {', '.join(map(str, row))}] for the card's "
+            f"{'features' if card.input is None else 'input'}"
         )
+    x = _as_graph_input(x, dtype)
     try:
         # In slices: a large holdout in one run would need gigabytes (onnx_session.SLICE_ROWS).
         actual = run_in_slices(session, output, x)
@@ -563,7 +585,7 @@ def fair_scores(card: Card, incumbent: Card, store: ObjectStore) -> FairScores |
         with np.load(io.BytesIO(reference), allow_pickle=False) as npz:
             if TARGET_NAME not in npz.files:
                 return "reference.npz has no holdout target (published before fair scoring)"
-            x = np.asarray(npz[INPUT_NAME], dtype=np.float32)
+            x = _as_graph_input(np.asarray(npz[INPUT_NAME]), graph_input(card)[0])
             y = np.asarray(npz[TARGET_NAME])
     except Exception as exc:  # already read by check_parity; a race or a bad member
         return f"reference.npz is unreadable: {brief(exc)}"
