@@ -246,7 +246,8 @@ def train_and_publish(
     )
     # Indices into the one matrix: only the holdout (for the card and parity) and the rows the
     # preprocessing is fitted on are copied out of it.
-    x_holdout, y_holdout = examples.x[parts.holdout], examples.y[parts.holdout]
+    # (np.asarray: a family whose rows stream decodes its holdout rows once, here.)
+    x_holdout, y_holdout = np.asarray(examples.x[parts.holdout]), examples.y[parts.holdout]
     # The card counts every row that is not held out as a training row (validation included:
     # it shaped the model), and the majority/mean baseline learns from them.
     y_train = examples.y[np.concatenate([parts.train, parts.validation])]
@@ -381,6 +382,7 @@ def train_and_publish(
         model_bytes=model_bytes,
         attempts=attempts,
         cost=ledger(records, now).to_dict(),  # up to publish: the shutdown after is not in it
+        input=family.input_spec(examples),
         # Extra keys (the card allows them). Promotion's metric gate reads its tolerance here;
         # promotion's routing and the predict function read `serving` (never the spec itself).
         promotion=spec.promotion.model_dump(mode="json"),
@@ -414,6 +416,7 @@ def train_and_publish(
             "checkpoints": trained.checkpoints,
             "checkpoint_seconds": round(trained.checkpoint_seconds, 3),
             "data_version": lineage.data_version,
+            **family.card_training(examples),
             # Per epoch, what curve.png draws: mean training loss, holdout primary metric;
             # and the validation loss early stopping watched.
             "history": {

@@ -1,6 +1,7 @@
 """Model families: the registry that picks one for a job by its spec's `family:` key.
 
-Built in: `tabular` (training.families.tabular), the default. Another family plugs in by
+Built in: `tabular` (training.families.tabular), the default, and `image`
+(training.families.image). Another family plugs in by
 registering itself before the job reads its spec, in the process that trains:
 
     from training import families
@@ -21,9 +22,13 @@ from dropflow.errors import UserInputError
 from dropflow.vocabulary.datasets import SPEC_FILE
 from dropflow.vocabulary.spec import DEFAULT_FAMILY, FAMILY_NAME, Spec
 from training.families.base import Family
+from training.families.image import ImageFamily
 from training.families.tabular import TabularFamily
 
-_REGISTRY: dict[str, type[Family[Any]]] = {TabularFamily.name: TabularFamily}
+_REGISTRY: dict[str, type[Family[Any]]] = {
+    TabularFamily.name: TabularFamily,
+    ImageFamily.name: ImageFamily,
+}
 
 
 def register(family: type[Family[Any]]) -> None:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from dropflow.ports import ObjectStore
-from dropflow.vocabulary.card import Feature
+from dropflow.vocabulary.card import Feature, InputSpec
 from dropflow.vocabulary.spec import Spec
 from training.examples import Examples
 from training.export import export_onnx
@@ -66,6 +66,15 @@ class Family(ABC, Generic[E]):
         client's instances into the graph's input with (names and order; a number, or a
         category coded by its index in `categories`; whether null is accepted)."""
         return list(examples.features)
+
+    def input_spec(self, examples: E) -> InputSpec | None:
+        """The card's `input`: what the graph's input is when it is not one column per
+        feature (pixels, token ids); None, the default, for tables."""
+        return None
+
+    def card_training(self, examples: E) -> dict[str, Any]:
+        """Keys the family adds to the card's `training` section (e.g. files it skipped)."""
+        return {}
 
     @abstractmethod
     def build(

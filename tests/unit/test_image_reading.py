@@ -1,0 +1,152 @@
+"""Image datasets: labels from folders or a manifest, the errors a data owner can act on, the
+resize every stage shares, and the training augmentation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dropflow.errors import UserInputError
+from dropflow.vocabulary.spec import load_spec
+from tests.unit.fakes import MemoryStore
+from training.families.image import Augment
+from training.images import ImageRows, check_images, decode, list_images, resize
+
+PREFIX = "datasets/pets/"
+
+
+def png(colour: tuple[int, int, int] = (200, 10, 10), size: tuple[int, int] = (12, 12)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def store_with(*keys: str) -> MemoryStore:
+    store = MemoryStore()
+    for key in keys:
+        store.put(PREFIX + key, png())
+    return store
+
+
+def test_folders_are_labels_and_keys_come_in_order():
+    store = store_with("dog/b.png", "cat/z.jpg", "cat/a.PNG", "dog/sub/c.webp")
+    store.put(PREFIX + "dropflow.yaml", b"family: image\n")
+
+    listing = list_images(store, "pets", None)
+
+    assert listing.keys == [
+        PREFIX + k for k in ("cat/a.PNG", "cat/z.jpg", "dog/b.png", "dog/sub/c.webp")
+    ]
+    assert listing.labels == ["cat", "cat", "dog", "dog"]
+
+
+def test_an_image_outside_a_label_folder_is_named():
+    store = store_with("cat/a.png", "dog/b.png", "stray.png")
+
+    with pytest.raises(UserInputError, match=r"^datasets/pets/stray.png: an image directly under"):
+        list_images(store, "pets", None)
+
+
+def test_a_label_folder_without_images_is_named():
+    store = store_with("cat/a.png", "dog/b.png")
+    store.put(PREFIX + "bird/notes.txt", b"no pictures yet")
+
+    with pytest.raises(UserInputError, match=r"^datasets/pets/bird/: no image \(.jpg"):
+        list_images(store, "pets", None)
+
+
+def test_a_single_label_is_not_a_classifier():
+    store = store_with("cat/a.png", "cat/b.png")
+
+    with pytest.raises(UserInputError, match=r"^only one label \('cat'\) under datasets/pets/"):
+        list_images(store, "pets", None)
+
+
+def test_a_manifest_lists_images_and_their_labels():
+    store = store_with("img/1.png", "img/2.png", "img/3.png")
+    store.put(PREFIX + "labels.csv", b"path,kind\nimg/2.png,dog\n./img/1.png,cat\nimg/3.png,dog\n")
+    spec = load_spec("family: image\ndata: {manifest: labels.csv, image: path, label: kind}")
+
+    listing = list_images(store, "pets", spec.data)
+
+    assert listing.keys == [PREFIX + "img/1.png", PREFIX + "img/2.png", PREFIX + "img/3.png"]
+    assert listing.labels == ["cat", "dog", "dog"]
+    assert listing.sources == [PREFIX + "labels.csv"]
+
+
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [
+        (b"file,kind\n", r"^datasets/pets/labels.csv: no column 'path' \(columns: file, kind\)"),
+        (
+            b"path,kind\nimg/9.png,cat\n",
+            r"^datasets/pets/labels.csv line 2: no image datasets/pets/img/9.png",
+        ),
+        (
+            b"path,kind\nimg/1.png,cat\nimg/1.png,\n",
+            r"^datasets/pets/labels.csv line 3: empty kind",
+        ),
+        (
+            b"path,kind\nlabels.csv,cat\n",
+            r"^datasets/pets/labels.csv line 2: 'labels.csv' is not an image",
+        ),
+    ],
+)
+def test_a_manifest_row_that_names_no_image_is_named_by_its_line(csv, message):
+    store = store_with("img/1.png")
+    store.put(PREFIX + "labels.csv", csv)
+    spec = load_spec("family: image\ndata: {manifest: labels.csv, image: path, label: kind}")
+
+    with pytest.raises(UserInputError, match=message):
+        list_images(store, "pets", spec.data)
+
+
+def test_resize_takes_the_shorter_side_to_the_size_and_crops_the_centre():
+    # 64 x 32: black, with white columns 16-47. Shorter side 32 -> 16 makes it 32 x 16; the
+    # centre 16 columns are the white ones (the outermost two blend with the black beside
+    # them: the bilinear filter's antialiasing).
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, 16:48] = 255
+
+    out = resize(Image.fromarray(pixels), 16)
+
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert out[:, 1:-1].min() == 255
+    assert 0 < out[:, 0].max() < 255 and 0 < out[:, -1].max() < 255
+
+
+def test_grey_and_transparent_images_become_rgb():
+    out = io.BytesIO()
+    Image.new("LA", (20, 10), (128, 255)).save(out, format="PNG")
+
+    assert decode(out.getvalue(), 8, "k.png").shape == (8, 8, 3)
+
+
+def test_every_bad_image_is_found_with_its_problem():
+    store = store_with("cat/a.png", "dog/b.png")
+    store.put(PREFIX + "dog/c.png", b"\x89PNG\r\n\x1a\n truncated")
+    rows = ImageRows(store, [PREFIX + k for k in ("cat/a.png", "dog/b.png", "dog/c.png")], 8)
+
+    problems = check_images(rows, workers=0)
+
+    assert list(problems) == [2]
+    assert problems[2].startswith("datasets/pets/dog/c.png: not a readable image")
+
+
+def test_augmentation_keeps_the_shape_changes_pixels_and_repeats_under_a_seed():
+    torch.manual_seed(0)
+    batch = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
+    augment = Augment(16)
+
+    torch.manual_seed(1)
+    first = augment(batch)
+    torch.manual_seed(1)
+    again = augment(batch)
+
+    assert first.shape == batch.shape and first.dtype == torch.uint8
+    assert torch.equal(first, again)
+    assert not torch.equal(first, batch)
