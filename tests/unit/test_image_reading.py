@@ -4,6 +4,7 @@ resize every stage shares, and the training augmentation."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +151,14 @@ def test_augmentation_keeps_the_shape_changes_pixels_and_repeats_under_a_seed():
     assert first.shape == batch.shape and first.dtype == torch.uint8
     assert torch.equal(first, again)
     assert not torch.equal(first, batch)
+
+
+def test_the_readme_image_spec_is_a_valid_image_spec():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("**Images.**") :]
+    block = section[section.index("```yaml") + len("```yaml") : section.index("```\n", 10)]
+
+    spec = load_spec(block)
+
+    assert spec.family == "image" and spec.data is not None
+    assert (spec.model.backbone, spec.model.image_size) == ("resnet-18", 224)
