@@ -25,6 +25,7 @@ from dropflow.ports import ObjectStore
 from dropflow.promotion.gate import promote
 from dropflow.records.jobs import ExitCode, JobState
 from dropflow.vocabulary.card import Feature, InputSpec
+from tests.integration.test_ddp import torchrun
 from tests.integration.test_resume import TOLERANCE, FakeWatcher, Home
 from training.image_network import build_image_network
 from training.job import run_job
@@ -236,3 +237,31 @@ def test_a_second_image_version_is_scored_beside_the_champion_on_its_holdout(dig
     assert result.metrics["basis"] == "holdout", result.reason
     assert result.metrics["rows"] == 60
     assert result.metrics["candidate"] == result.metrics["champion"]  # same data, same weights
+
+
+@pytest.mark.slow
+def test_torchrun_trains_an_image_job_on_two_ranks_that_stream_their_shares(tmp_path):
+    home = Home(tmp_path)
+    spec = SPEC.replace(b"epochs: 12", b"epochs: 3")
+    drop_digits(home.store, "digits-ddp", spec, count=120)
+    job_id = home.new_job("digits-ddp")
+
+    done = torchrun(
+        "-m",
+        "training",
+        "--job-id",
+        job_id,
+        "--attempt",
+        "1",
+        env={
+            "DROPFLOW_STORE_URL": f"file://{tmp_path}/bucket",
+            "DROPFLOW_REGISTRY_URL": f"sqlite://{tmp_path}/registry.db",
+            "HF_HUB_OFFLINE": "1",
+        },
+    )
+
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    card = home.card(job_id)
+    assert card.model_extra["training"]["world_size"] == 2
+    assert card.model_extra["training"]["device"] == "cpu x2 (DDP)"
+    assert card.parity.passed and card.input is not None
