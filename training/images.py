@@ -39,6 +39,7 @@ from dropflow.errors import UserInputError
 from dropflow.ports import ObjectNotFound, ObjectStore
 from dropflow.vocabulary.datasets import IMAGE_SUFFIXES, SPEC_FILE, dataset_prefix, image_files
 from dropflow.vocabulary.spec import DataSection
+from training.reading import ReadMeter
 
 log = logging.getLogger(__name__)
 
@@ -314,9 +315,12 @@ class _Checked(torch.utils.data.Dataset[tuple[int, str | None]]):
         return row, None
 
 
-def check_images(rows: ImageRows, *, workers: int) -> dict[int, str]:
+def check_images(
+    rows: ImageRows, *, workers: int, meter: ReadMeter | None = None
+) -> dict[int, str]:
     """Decode every image once (in `workers` DataLoader workers): row -> the problem of each
-    one that does not decode (empty when all do)."""
+    one that does not decode (empty when all do). `meter` hears of every image decoded (the
+    loading stage's progress)."""
     loader = torch.utils.data.DataLoader(
         _Checked(rows),
         batch_size=64,
@@ -326,7 +330,11 @@ def check_images(rows: ImageRows, *, workers: int) -> dict[int, str]:
         multiprocessing_context="fork" if workers else None,
     )
     problems: dict[int, str] = {}
+    if meter is not None:
+        meter.expect(len(rows))
     for batch in loader:
+        if meter is not None:
+            meter.advance(len(batch), rows=len(batch))
         for row, problem in batch:
             if problem is not None:
                 problems[row] = problem

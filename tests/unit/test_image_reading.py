@@ -16,6 +16,7 @@ from dropflow.vocabulary.spec import load_spec
 from tests.unit.fakes import MemoryStore
 from training.families.image import Augment
 from training.images import ImageRows, check_images, decode, list_images, resize
+from training.reading import ReadMeter
 
 PREFIX = "datasets/pets/"
 
@@ -132,9 +133,11 @@ def test_every_bad_image_is_found_with_its_problem():
     store.put(PREFIX + "dog/c.png", b"\x89PNG\r\n\x1a\n truncated")
     rows = ImageRows(store, [PREFIX + k for k in ("cat/a.png", "dog/b.png", "dog/c.png")], 8)
 
-    problems = check_images(rows, workers=0)
+    meter = ReadMeter()
+    problems = check_images(rows, workers=0, meter=meter)
 
     assert list(problems) == [2]
+    assert (meter.rows, meter.progress().fraction) == (3, 1.0)
     assert problems[2].startswith("datasets/pets/dog/c.png: not a readable image")
 
 

@@ -34,6 +34,7 @@ from training.examples import Examples
 from training.families.base import Family
 from training.image_network import DEFAULT_BACKBONE, ImageNetwork, build_image_network
 from training.images import ImageRows, check_images, list_images, loader_workers
+from training.reading import ReadMeter
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,17 @@ class ImageFamily(Family[ImageExamples]):
     name = "image"
 
     def read(self, store: ObjectStore, model: str, spec: Spec) -> ImageExamples:
+        return self.read_metered(store, model, spec, None)
+
+    def read_metered(
+        self, store: ObjectStore, model: str, spec: Spec, meter: ReadMeter | None
+    ) -> ImageExamples:
         listing = list_images(store, model, spec.data)
         size = image_size(spec)
         workers = loader_workers()
         rows = ImageRows(store, listing.keys, size, augment=Augment(size), workers=workers)
         labels = listing.labels
-        problems = check_images(rows, workers=workers)
+        problems = check_images(rows, workers=workers, meter=meter)
         skipped: list[str] = []
         if problems:
             first = problems[min(problems)]
