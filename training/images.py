@@ -242,8 +242,9 @@ class ImageRows(torch.utils.data.Dataset[torch.Tensor]):
 
     def __getitem__(self, row: int) -> torch.Tensor:  # type: ignore[override]
         if isinstance(row, np.ndarray):
-            # What the job does to a matrix (examples.x[rows]): here a lazy subset.
-            return self.subset(row)  # type: ignore[return-value]
+            # What the job does to a matrix (examples.x[rows], rows or a mask): a lazy subset.
+            rows = np.flatnonzero(row) if row.dtype == bool else row
+            return self.subset(rows)  # type: ignore[return-value]
         return torch.from_numpy(self.pixels(int(row)))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:

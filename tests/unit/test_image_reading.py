@@ -165,3 +165,20 @@ def test_the_readme_image_spec_is_a_valid_image_spec():
 
     assert spec.family == "image" and spec.data is not None
     assert (spec.model.backbone, spec.model.image_size) == ("resnet-18", 224)
+
+
+def test_rows_taken_by_index_or_mask_are_read_lazily_and_decoded_on_request():
+    store = store_with("cat/a.png", "dog/b.png", "dog/c.png")
+    rows = ImageRows(store, [PREFIX + k for k in ("cat/a.png", "dog/b.png", "dog/c.png")], 4)
+
+    by_index = rows[np.array([2, 0])]
+    by_mask = rows[np.array([False, True, True])]
+
+    assert isinstance(by_index, ImageRows) and by_index.keys == [
+        PREFIX + "dog/c.png",
+        PREFIX + "cat/a.png",
+    ]
+    assert by_mask.keys == [PREFIX + "dog/b.png", PREFIX + "dog/c.png"]
+    pixels = np.asarray(by_mask)
+    assert pixels.shape == (2, 4, 4, 3) and pixels.dtype == np.uint8
+    assert (pixels == np.array([200, 10, 10], dtype=np.uint8)).all()
