@@ -58,7 +58,7 @@ from training import heartbeat as heartbeats
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
 from training.curve import CURVE_FILE, training_curve
 from training.distributed import Placement, place, release
-from training.export import check_parity, reference_npz
+from training.export import check_parity, reference_npz, reference_rows
 from training.families import family_for
 from training.heartbeat import Heartbeat
 from training.joblog import AttemptLog
@@ -342,7 +342,10 @@ def train_and_publish(
         )
         model_bytes = onnx_path.stat().st_size
         digests = {MODEL_FILE: file_sha256_hex(onnx_path)}
-    reference_bytes = reference_npz(network, x_holdout, reference, target=y_holdout)
+    evidence = reference_rows(x_holdout, spec.training.seed)
+    reference_bytes = reference_npz(
+        network, x_holdout[evidence], reference[evidence], target=y_holdout[evidence]
+    )
     store.put(
         artifact_key(model, version, REFERENCE_FILE),
         reference_bytes,
@@ -416,6 +419,7 @@ def train_and_publish(
             "checkpoints": trained.checkpoints,
             "checkpoint_seconds": round(trained.checkpoint_seconds, 3),
             "data_version": lineage.data_version,
+            "reference_rows": len(evidence),  # of the holdout's, in reference.npz
             **family.card_training(examples),
             # Per epoch, what curve.png draws: mean training loss, holdout primary metric;
             # and the validation loss early stopping watched.
