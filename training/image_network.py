@@ -39,6 +39,7 @@ from transformers import (
     ResNetConfig,
     ViTConfig,
 )
+from transformers.utils import cached_file
 
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectStore
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 # Where pretrained weights for accounts without internet go: weights/<checkpoint>/ holds what
 # save_pretrained writes (config.json, model.safetensors, preprocessor_config.json).
 WEIGHTS_PREFIX = "weights/"
+PROCESSOR_FILE = "preprocessor_config.json"
 # ImageNet's channel means and standard deviations, which most checkpoints were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,9 +112,23 @@ def _checkpoint_files(store: ObjectStore, checkpoint: str, folder: Path) -> bool
     return True
 
 
-def _normalisation(folder: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The checkpoint's image_mean/image_std (preprocessor_config.json), else ImageNet's."""
-    path = folder / "preprocessor_config.json" if folder is not None else None
+def _hub_processor(checkpoint: str) -> Path | None:
+    """The Hub checkpoint's preprocessor_config.json (downloaded, or cached), or None."""
+    try:
+        found = cached_file(
+            checkpoint,
+            PROCESSOR_FILE,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    except OSError:
+        return None
+    return Path(found) if found else None
+
+
+def _normalisation(path: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The checkpoint's image_mean/image_std (its preprocessor_config.json at `path`), else
+    ImageNet's."""
     if path is not None and path.is_file():
         processor: dict[str, Any] = json.loads(path.read_text())
         mean, std = processor.get("image_mean"), processor.get("image_std")
@@ -178,7 +194,8 @@ def build_image_network(
                     f"is not a loadable save_pretrained folder: {str(exc)[:300]}"
                 ) from None
             raise _unreachable(checkpoint, exc) from None
-        return ImageNetwork(network, *_normalisation(folder if local else None))
+        processor = folder / PROCESSOR_FILE if local else _hub_processor(checkpoint)
+        return ImageNetwork(network, *_normalisation(processor))
 
 
 __all__ = [
