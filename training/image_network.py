@@ -22,6 +22,7 @@ torchvision.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import tempfile
@@ -90,10 +91,16 @@ class ImageNetwork(TaskNetwork):
         # [1, 3, 1, 1]: broadcast over the batch and the pixels, after channels go first.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        # Transformers (ViT and kin) learnt position embeddings for one image size: at another
+        # image_size they are interpolated to it, in the graph too.
+        parameters = inspect.signature(backbone.forward).parameters
+        self.options = (
+            {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in parameters else {}
+        )
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         pixels = x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        return self.backbone(pixel_values=(pixels - self.mean) / self.std).logits
+        return self.backbone(pixel_values=(pixels - self.mean) / self.std, **self.options).logits
 
 
 def _checkpoint_files(store: ObjectStore, checkpoint: str, folder: Path) -> bool:

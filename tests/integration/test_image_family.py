@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
-from transformers import AutoModelForImageClassification, ResNetConfig
+from transformers import AutoModelForImageClassification, ResNetConfig, ViTConfig
 
 from dropflow.ports import ObjectStore
 from dropflow.promotion.gate import promote
@@ -27,6 +27,7 @@ from dropflow.records.jobs import ExitCode, JobState
 from dropflow.vocabulary.card import Feature, InputSpec
 from tests.integration.test_ddp import torchrun
 from tests.integration.test_resume import TOLERANCE, FakeWatcher, Home
+from training.export import check_parity, export_onnx
 from training.image_network import build_image_network
 from training.job import run_job
 
@@ -265,3 +266,27 @@ def test_torchrun_trains_an_image_job_on_two_ranks_that_stream_their_shares(tmp_
     assert card.model_extra["training"]["world_size"] == 2
     assert card.model_extra["training"]["device"] == "cpu x2 (DDP)"
     assert card.parity.passed and card.input is not None
+
+
+def test_a_pretrained_vit_at_another_image_size_interpolates_and_exports(tmp_path, home):
+    torch.manual_seed(3)
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    AutoModelForImageClassification.from_config(config).save_pretrained(tmp_path / "vit")
+    upload(home.store, tmp_path / "vit", "weights/acme/tiny-vit/")
+    network = build_image_network(
+        home.store, backbone="acme/tiny-vit", pretrained=True, image_size=48, n_classes=4
+    ).eval()
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
+
+    parity, _ = check_parity(export_onnx(network, pixels, tmp_path / "m.onnx"), network, pixels)
+
+    assert network(torch.from_numpy(pixels)).shape == (5, 4)
+    assert parity.passed and parity.rows == 5
