@@ -15,10 +15,10 @@ Every image is decoded once when the job reads the dataset (check_images, in Dat
 workers), so that a corrupt file fails the job before training, naming it, or, with
 `data: {skip_bad: true}`, is left out of the examples and counted on the card.
 
-Resizing (the same in training, evaluation, export and serving): Pillow converts to RGB,
-resizes so that the shorter side is `image_size` (bilinear, Image.Resampling.BILINEAR, with
-Pillow's antialiasing when it shrinks), then crops the centre `image_size` x `image_size`.
-Training augments the batch afterwards (training.families.image).
+Pixels (the same in training, evaluation, export and serving): dropflow.vocabulary.pixels's
+one rule, JPEG, PNG or WebP decoded by Pillow, turned upright by its EXIF orientation,
+converted to RGB and resized directly to image_size x image_size (bilinear, no crop: the
+aspect ratio is not kept). Training augments the batch afterwards (training.families.image).
 """
 
 from __future__ import annotations
@@ -33,57 +33,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectNotFound, ObjectStore
 from dropflow.vocabulary.datasets import IMAGE_SUFFIXES, SPEC_FILE, dataset_prefix, image_files
+from dropflow.vocabulary.pixels import BadImage, image_pixels
 from dropflow.vocabulary.spec import DataSection
 from training.reading import ReadMeter
 
 log = logging.getLogger(__name__)
 
-# Decoding a larger image than this is refused as a likely decompression bomb (Pillow's own
-# guard warns only up to twice its limit): 64 megapixels covers any camera a drop comes from.
-MAX_PIXELS = 64_000_000
 # How many image problems a failure lists before "and N more".
 _SHOWN = 5
 
 
-def resize(image: Image.Image, size: int) -> np.ndarray:
-    """`image` as uint8 [size, size, 3] RGB: shorter side to `size`, centre crop (module
-    docstring)."""
-    image = image.convert("RGB")
-    width, height = image.size
-    scale = size / min(width, height)
-    resized = (max(size, round(width * scale)), max(size, round(height * scale)))
-    image = image.resize(resized, Image.Resampling.BILINEAR)
-    left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
-    return np.array(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
-
-
 def decode(data: bytes, size: int, key: str) -> np.ndarray:
-    """The image file `data` resized (see resize). Raises UserInputError naming `key` when it
-    is not a readable image."""
+    """The image file `data` as the graph takes it: uint8 [size, size, 3] by the one pixel
+    rule serving applies too (dropflow.vocabulary.pixels). Raises UserInputError naming `key`
+    when it is not an image that rule takes."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise UserInputError(
-                    f"{key}: {image.width}x{image.height} pixels is over the "
-                    f"{MAX_PIXELS:,} an image may have; make it smaller"
-                )
-            image.load()
-            return resize(image, size)
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
+        return image_pixels(data, size, size)
+    except BadImage as exc:
         raise UserInputError(
-            f"{key}: not a readable image ({type(exc).__name__}: {exc}); replace or remove "
-            "the file, or set `data: {skip_bad: true}` in dropflow.yaml to leave such files out"
+            f"{key}: {exc}; replace or remove the file, or set `data: {{skip_bad: true}}` in "
+            "dropflow.yaml to leave such files out"
         ) from None
 
 
@@ -204,7 +177,7 @@ def list_images(store: ObjectStore, model: str, data: DataSection | None) -> Lis
 
 class ImageRows(torch.utils.data.Dataset[torch.Tensor]):
     """The pixels of images in the store, decoded on demand: row i is `keys[i]` as uint8
-    [size, size, 3] (resize); `take(rows)` decodes some rows into one array here (for the few
+    [size, size, 3] (decode); `take(rows)` decodes some rows into one array here (for the few
     rows the job holds: the holdout), `training_batches` streams the training batches through
     `workers` DataLoader workers (0: in this process) and `augment`.
 
@@ -343,12 +316,10 @@ def check_images(
 
 
 __all__ = [
-    "MAX_PIXELS",
     "ImageRows",
     "Listing",
     "check_images",
     "decode",
     "list_images",
     "loader_workers",
-    "resize",
 ]

@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from dropflow.errors import UserInputError
+from dropflow.vocabulary.pixels import image_pixels
 from dropflow.vocabulary.spec import load_spec
 from tests.unit.fakes import MemoryStore
 from training.families.image import Augment
-from training.images import ImageRows, check_images, decode, list_images, resize
+from training.images import ImageRows, check_images, decode, list_images
 from training.reading import ReadMeter
 
 PREFIX = "datasets/pets/"
@@ -107,18 +108,19 @@ def test_a_manifest_row_that_names_no_image_is_named_by_its_line(csv, message):
         list_images(store, "pets", spec.data)
 
 
-def test_resize_takes_the_shorter_side_to_the_size_and_crops_the_centre():
-    # 64 x 32: black, with white columns 16-47. Shorter side 32 -> 16 makes it 32 x 16; the
-    # centre 16 columns are the white ones (the outermost two blend with the black beside
-    # them: the bilinear filter's antialiasing).
+def test_training_reads_pixels_by_the_rule_serving_applies():
+    # 64 x 32: black left half, white right half. Resized directly to 16 x 16 (no crop), the
+    # left columns stay black and the right ones white, as serving makes them.
     pixels = np.zeros((32, 64, 3), dtype=np.uint8)
-    pixels[:, 16:48] = 255
+    pixels[:, 32:] = 255
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
 
-    out = resize(Image.fromarray(pixels), 16)
+    decoded = decode(out.getvalue(), 16, "k.png")
 
-    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
-    assert out[:, 1:-1].min() == 255
-    assert 0 < out[:, 0].max() < 255 and 0 < out[:, -1].max() < 255
+    assert decoded.shape == (16, 16, 3) and decoded.dtype == np.uint8
+    assert decoded[:, :7].max() == 0 and decoded[:, 9:].min() == 255
+    assert np.array_equal(decoded, image_pixels(out.getvalue(), 16, 16))
 
 
 def test_grey_and_transparent_images_become_rgb():
@@ -138,7 +140,7 @@ def test_every_bad_image_is_found_with_its_problem():
 
     assert list(problems) == [2]
     assert (meter.rows, meter.progress().fraction) == (3, 1.0)
-    assert problems[2].startswith("datasets/pets/dog/c.png: not a readable image")
+    assert problems[2].startswith("datasets/pets/dog/c.png: the image cannot be decoded")
 
 
 def test_augmentation_keeps_the_shape_changes_pixels_and_repeats_under_a_seed():
