@@ -3,9 +3,9 @@
 running -> read spec and data -> split (train / validation / holdout, by index) -> resume
 from the job's last checkpoint when it fits -> train (checkpoints, heartbeats, a stop check at
 every step; early stopping, best weights, calibration) -> evaluate -> exporting -> ONNX export
-and parity -> publish models/<model>/<version>/{model.onnx, reference.npz, curve.png,
-card.json}, recording the version and the sha256 of model.onnx, reference.npz and card.json on
-the job before card.json is written -> published.
+and parity -> publish models/<model>/<version>/{model.onnx, reference.npz, curve.png, the
+family's own files (a text model's tokenizer.json), card.json}, recording the version and the
+sha256 of each but curve.png on the job before card.json is written -> published.
 
 The spec's family (training.families) reads the data, builds the network, describes the
 graph's input for the card and exports the graph; every other stage here is the same for
@@ -323,6 +323,11 @@ def train_and_publish(
     with tempfile.TemporaryDirectory(prefix="dropflow-export-") as tmp:
         onnx_path = family.export(network, x_holdout, Path(tmp) / MODEL_FILE)
         parity, reference = check_parity(onnx_path, network, x_holdout)
+        # From here on the holdout rows are those reference.npz carries: every one, or a
+        # seeded sample when their inputs are large (training.export.reference_rows).
+        evidence = reference_rows(x_holdout, spec.training.seed)
+        x_holdout, y_holdout = x_holdout[evidence], y_holdout[evidence]
+        reference = reference[evidence]
         version = new_version(job.job_id)
         curve = training_curve(
             trained.losses,
@@ -342,10 +347,14 @@ def train_and_publish(
         )
         model_bytes = onnx_path.stat().st_size
         digests = {MODEL_FILE: file_sha256_hex(onnx_path)}
-    evidence = reference_rows(x_holdout, spec.training.seed)
-    reference_bytes = reference_npz(
-        network, x_holdout[evidence], reference[evidence], target=y_holdout[evidence]
-    )
+    # The family's own files (a text model's tokenizer), digests recorded like model.onnx's.
+    files = {"model": MODEL_FILE, "reference": REFERENCE_FILE, "curve": CURVE_FILE}
+    for role, (name, data) in family.files(examples).items():
+        kind = "application/json" if name.endswith(".json") else "application/octet-stream"
+        store.put(artifact_key(model, version, name), data, content_type=kind)
+        digests[name] = sha256_hex(data)
+        files[role] = name
+    reference_bytes = reference_npz(network, x_holdout, reference, target=y_holdout)
     store.put(
         artifact_key(model, version, REFERENCE_FILE),
         reference_bytes,
@@ -381,11 +390,11 @@ def train_and_publish(
             "export": round(exported - trained_at, 3),
             "total": round(clock() - started, 3),
         },
-        files={"model": MODEL_FILE, "reference": REFERENCE_FILE, "curve": CURVE_FILE},
+        files=files,
+        input=family.input_spec(examples),
         model_bytes=model_bytes,
         attempts=attempts,
         cost=ledger(records, now).to_dict(),  # up to publish: the shutdown after is not in it
-        input=family.input_spec(examples),
         # Extra keys (the card allows them). Promotion's metric gate reads its tolerance here;
         # promotion's routing and the predict function read `serving` (never the spec itself).
         promotion=spec.promotion.model_dump(mode="json"),

@@ -68,12 +68,14 @@ class Family(ABC, Generic[E]):
         return list(examples.features)
 
     def input_spec(self, examples: E) -> InputSpec | None:
-        """The card's `input`: what the graph's input is when it is not one column per
-        feature (pixels, token ids); None, the default, for tables."""
+        """The card's `input`: the graph's input of an image or a text model (shape, dtype,
+        what clients send); None for a table, whose input the features describe alone."""
         return None
 
-    def card_training(self, examples: E) -> dict[str, Any]:
-        """Keys the family adds to the card's `training` section (e.g. files it skipped)."""
+    def files(self, examples: E) -> dict[str, tuple[str, bytes]]:
+        """Files published beside model.onnx, by their role in the card's `files`: (file name
+        in the version's folder, bytes), e.g. a text model's tokenizer. The job records their
+        digests with model.onnx's, and promotion and serving check them the same way."""
         return {}
 
     @abstractmethod
@@ -89,6 +91,10 @@ class Family(ABC, Generic[E]):
         """Write the trained `network` (eval mode) as one ONNX file at `path`, preprocessing
         inside; `example` holds a few input rows. Parity is checked on it afterwards."""
         return export_onnx(network, example, path)
+
+    def card_training(self, examples: E) -> dict[str, Any]:
+        """Keys the family adds to the card's `training` section (e.g. files it skipped)."""
+        return {}
 
 
 __all__ = ["Family"]

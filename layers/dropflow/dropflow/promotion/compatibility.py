@@ -240,8 +240,6 @@ def encoding_mismatch(candidate: Card, champion: Card) -> str | None:
     """
     if candidate.task != champion.task:
         return f"the champion is a {champion.task} model, the candidate a {candidate.task} model"
-    if candidate.input != champion.input:
-        return f"graph input {_input(champion)} vs {_input(candidate)}"
     if candidate.feature_names != champion.feature_names:
         return (
             f"feature names or order: {_names(champion.feature_names)} vs "
@@ -257,23 +255,14 @@ def encoding_mismatch(candidate: Card, champion: Card) -> str | None:
     return None
 
 
-def _input(card: Card) -> str:
-    if card.input is None:
-        return "one column per feature"
-    return card.input.model_dump_json(exclude_none=True)
-
-
 def champion_inputs(candidate: Card, champion: Card, x: np.ndarray) -> ChampionInputs:
     """The candidate's input rows `x` in the champion's encoding, for cards that
     encoding_mismatch finds alike. Each category code becomes the champion's code for the same
     value; a row the champion could not take from a client (a category it never learnt, a null
     it refuses) is not `accepted`.
     """
-    accepted = np.ones(len(x), dtype=bool)
-    if candidate.input is not None:
-        # Pixels or token ids: the same input (encoding_mismatch) means the same rows.
-        return ChampionInputs(x, accepted)
     out = np.array(x, dtype=np.float32, copy=True)
+    accepted = np.ones(len(x), dtype=bool)
     for j, (new, old) in enumerate(zip(candidate.features, champion.features, strict=True)):
         column = out[:, j]
         if new.dtype == "number":

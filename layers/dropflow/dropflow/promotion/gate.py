@@ -344,25 +344,6 @@ def _artifact(store: ObjectStore, card: Card, role: str, default: str) -> bytes:
         raise Rejected(f"{name} is missing under models/{card.model}/{card.version}/") from None
 
 
-def graph_input(card: Card) -> tuple[type[np.generic], tuple[int, ...]]:
-    """The dtype and row shape of the graph's input as the card describes it: float32
-    [n_features] for tables, uint8 [height, width, channels] for images, int64 [max_length]
-    for text (dropflow.vocabulary.card.InputSpec)."""
-    spec = card.input
-    if spec is None:
-        return np.float32, (len(card.features),)
-    if spec.kind == "image":
-        return np.uint8, (spec.height or 0, spec.width or 0, spec.channels or 0)
-    return np.int64, (spec.max_length or 0,)
-
-
-def _as_graph_input(x: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
-    if x.dtype != dtype and dtype is not np.float32:
-        # Pixels or token ids in another dtype are not the evidence the job wrote.
-        raise Rejected(f"reference.npz input is {x.dtype}; the graph takes {np.dtype(dtype)}")
-    return np.asarray(x, dtype=dtype)
-
-
 def check_parity(card: Card, store: ObjectStore, digests: Mapping[str, str]) -> float:
     """Re-run the reference inputs through onnxruntime and compare with the torch outputs.
 
@@ -380,6 +361,8 @@ def check_parity(card: Card, store: ObjectStore, digests: Mapping[str, str]) -> 
         check_bytes(
             card.files.get("reference", "reference.npz"), reference_bytes, digests, card.job_id
         )
+        for role, name in family_files(card).items():
+            check_bytes(name, _artifact(store, card, role, name), digests, card.job_id)
     except Untrusted as exc:
         raise Rejected(str(exc)) from None
     try:
@@ -395,20 +378,19 @@ def check_parity(card: Card, store: ObjectStore, digests: Mapping[str, str]) -> 
         )
     try:
         with np.load(io.BytesIO(reference_bytes), allow_pickle=False) as npz:
-            x = np.asarray(npz[INPUT_NAME])
+            x = np.asarray(npz[INPUT_NAME], dtype=card.input_dtype)
             expected = np.asarray(npz[output], dtype=np.float32)
     except Exception as exc:  # zip, format and key errors all mean unusable evidence
         raise Rejected(
             f"reference.npz is unreadable or lacks {INPUT_NAME!r}/{output!r}: {brief(exc)}"
         ) from None
-    dtype, row = graph_input(card)
-    if x.ndim != 1 + len(row) or x.shape[0] == 0 or tuple(x.shape[1:]) != row:
+    row_shape = card.input_row_shape
+    if x.ndim != 1 + len(row_shape) or x.shape[0] == 0 or x.shape[1:] != row_shape:
+        what = "the card's input" if card.input is not None else "the card's features"
         raise Rejected(
-            f"reference.npz input has shape {list(x.shape)}; expected "
-            f"[rows>0, {', '.join(map(str, row))}] for the card's "
-            f"{'features' if card.input is None else 'input'}"
+            f"reference.npz input has shape {list(x.shape)}; expected [rows>0, "
+            f"{', '.join(map(str, row_shape))}] for {what}"
         )
-    x = _as_graph_input(x, dtype)
     try:
         # In slices: a large holdout in one run would need gigabytes (onnx_session.SLICE_ROWS).
         actual = run_in_slices(session, output, x)
@@ -419,6 +401,31 @@ def check_parity(card: Card, store: ObjectStore, digests: Mapping[str, str]) -> 
     if verdict.problem is not None:
         raise Rejected(f"parity: {verdict.problem}")
     return verdict.parity.max_abs_diff
+
+
+def family_files(card: Card) -> dict[str, str]:
+    """The files a family published beside model.onnx (a text model's tokenizer.json), role ->
+    file name: every file the card names but the model, the reference and the curve. Their
+    digests are recorded and checked like model.onnx's."""
+    common = ("model", "reference", "curve")
+    return {role: name for role, name in card.files.items() if role not in common}
+
+
+def _input_difference(card: Card, incumbent: Card, store: ObjectStore) -> str | None:
+    """Why the candidate's holdout input rows mean something else to the champion (another
+    input section, or another tokenizer: the same token ids are other words), or None."""
+    if card.input != incumbent.input:
+        return "the versions' graphs take different inputs (the cards' `input` differ)"
+    for role, name in family_files(card).items():
+        if incumbent.files.get(role) != name:
+            return f"the champion has no {name}"
+        try:
+            same = _artifact(store, card, role, name) == _artifact(store, incumbent, role, name)
+        except Rejected as exc:
+            return str(exc)
+        if not same:
+            return f"the versions' {name} differ: the same input rows mean other things to each"
+    return None
 
 
 def promotion_tolerance(card: Card) -> float:
@@ -580,19 +587,27 @@ def fair_scores(card: Card, incumbent: Card, store: ObjectStore) -> FairScores |
     mismatch = compatibility.encoding_mismatch(card, incumbent)
     if mismatch:
         return f"feature schemas differ ({mismatch})"
+    if card.input is not None or incumbent.input is not None:
+        different = _input_difference(card, incumbent, store)
+        if different:
+            return different
     reference = _artifact(store, card, "reference", "reference.npz")
     try:
         with np.load(io.BytesIO(reference), allow_pickle=False) as npz:
             if TARGET_NAME not in npz.files:
                 return "reference.npz has no holdout target (published before fair scoring)"
-            x = _as_graph_input(np.asarray(npz[INPUT_NAME]), graph_input(card)[0])
+            x = np.asarray(npz[INPUT_NAME], dtype=card.input_dtype)
             y = np.asarray(npz[TARGET_NAME])
     except Exception as exc:  # already read by check_parity; a race or a bad member
         return f"reference.npz is unreadable: {brief(exc)}"
     problem = scoring.check_labels(card.task, y, len(x), len(card.classes or []))
     if problem:
         return f"reference.npz {problem}"
-    inputs = compatibility.champion_inputs(card, incumbent, x)
+    if card.input is not None:
+        # The same input section and files (_input_difference): the rows mean the same to both.
+        inputs = compatibility.ChampionInputs(x, np.ones(len(x), dtype=bool))
+    else:
+        inputs = compatibility.champion_inputs(card, incumbent, x)
     rows = inputs.accepted
     if not rows.any():
         return "the champion accepts none of the holdout rows (categories it never learnt)"

@@ -1,8 +1,10 @@
 """The model card: `models/<model>/<version>/card.json`, written last by the training job.
 
 It is the contract between training (writer), promotion and serving (readers). The ONNX graph
-it describes always has one float32 input named `input` of shape [batch, n_features], one
-column per entry of `features`, in that order, and:
+it describes always has one input named `input`. For a table (a card without `input`, as every
+card before images and text) it is float32 of shape [batch, n_features], one column per entry
+of `features`, in that order; for an image or a text model the card's `input` (InputSpec, below)
+says what it is. Its outputs, whatever the input:
 - classification: one output `probabilities`, float32 [batch, n_classes] (softmax inside);
   the predicted label is `classes[argmax]`, in the target column's original values;
 - regression: one output `prediction`, float32 [batch], in the target's original units.
@@ -18,6 +20,20 @@ What a column of `input` carries depends on its Feature:
 All other preprocessing (imputation, standardisation, one-hot) is inside the graph, so a client
 that sends raw values through the predict API needs nothing but the card's feature names.
 
+Image and text models (`input` set; `features` is then one Feature named as `input.field`,
+of dtype "image" or "text"):
+- image: `input` is uint8 [batch, height, width, 3], RGB, channels last; the normalisation is
+  inside the graph. Serving (and training, for the same pixels) turns an encoded image into it
+  with dropflow.vocabulary.pixels: decoded with Pillow (JPEG, PNG or WebP), turned upright by
+  its EXIF orientation, converted to RGB (alpha dropped), resized directly to width x height
+  (bilinear with Pillow's antialiasing, no crop: the aspect ratio is not kept).
+- text: `input` is int64 [batch, max_length], token ids from the version's tokenizer file
+  (Hugging Face `tokenizers` JSON, named in `files` as "tokenizer" and digest-recorded like
+  model.onnx), with the special tokens its post-processor adds (e.g. [CLS] ... [SEP]),
+  truncated to max_length and padded on the right with pad_id up to max_length, whatever
+  truncation and padding the file itself states; the attention mask is computed inside the
+  graph as ids != pad_id.
+
 What serving does with a value the training rows never had is the card's too: the training job
 copies the spec's `serving` section onto it (an extra key), and `Card.unknown_categories` reads
 it, so that the predict function never reads the dataset's spec at request time.
@@ -27,7 +43,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from dropflow.errors import DropflowError
 from dropflow.ports import ObjectStore
@@ -69,12 +93,14 @@ def card_key(model: str, version: str) -> str:
 
 
 class Feature(BaseModel):
-    """One column of the graph's input: its name, its kind and what a client may send for it."""
+    """One column of the graph's input: its name, its kind and what a client may send for it.
+
+    "image" and "text" are the one feature of an image or a text model (see InputSpec)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    # image / text: the one feature of a model whose graph takes pixels or token ids (the
-    # card's `input` says how); its name is the instance key clients send the value under.
+    # image and text: the one feature of a model whose card has an `input` (InputSpec), named
+    # as its `field`: what a client sends is an encoded image or a string, not a number.
     dtype: Literal["number", "category", "image", "text"] = "number"
     # category only: the values seen in training, in code order (the graph reads a value's index).
     # Booleans, or text (ints only where the data typed them so); MISSING_CATEGORY comes last
@@ -101,9 +127,88 @@ class Feature(BaseModel):
         return self
 
 
+# What the graph's input of each kind holds (numpy dtype names): a table's float32 columns,
+# an image's uint8 pixels, a text's int64 token ids.
+TABLE_DTYPE = "float32"
+_KIND_DTYPES = {"image": "uint8", "text": "int64"}
+
+
 def _category_key(value: bool | int | str) -> tuple[str, object]:
     # True == 1 in Python: tag the type so a set tells a boolean from an integer.
     return (type(value).__name__, value)
+
+
+InputKind = Literal["image", "text"]
+# The card's `files` key of a text model's tokenizer.
+TOKENIZER_FILE_KEY = "tokenizer"
+# What the image fields of InputSpec may hold: the only pixel format the graphs take.
+IMAGE_CHANNELS, IMAGE_DTYPE, IMAGE_LAYOUT = 3, "uint8", "NHWC"
+_IMAGE_KEYS = ("height", "width", "channels", "dtype", "layout")
+_TEXT_KEYS = ("max_length", "tokenizer", "pad_id")
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "image" else f"a {kind}"
+
+
+class InputSpec(BaseModel):
+    """The graph's `input` of an image or a text model (absent from a table's card).
+
+    image: {"kind": "image", "height": H, "width": W, "channels": 3, "dtype": "uint8",
+    "layout": "NHWC", "field": "image"}: uint8 [batch, H, W, 3]; `field` is the instance key
+    clients send an image under. text: {"kind": "text", "max_length": L, "tokenizer":
+    "tokenizer.json", "field": "<column>", "pad_id": P}: int64 [batch, L] token ids. The
+    module docstring says how either is made from what clients send.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: InputKind
+    field: str = Field(min_length=1)
+    # image
+    height: int | None = Field(default=None, ge=1)
+    width: int | None = Field(default=None, ge=1)
+    channels: Literal[3] | None = None
+    dtype: Literal["uint8"] | None = None
+    layout: Literal["NHWC"] | None = None
+    # text
+    max_length: int | None = Field(default=None, ge=1)
+    tokenizer: str | None = Field(default=None, min_length=1)
+    pad_id: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _keys_of_its_kind(self) -> InputSpec:
+        own, other = (
+            (_IMAGE_KEYS, _TEXT_KEYS) if self.kind == "image" else (_TEXT_KEYS, _IMAGE_KEYS)
+        )
+        stray = [key for key in other if getattr(self, key) is not None]
+        if self.kind == "image":
+            # The one pixel format the graphs take: stated on every card, filled in if left out.
+            self.channels = self.channels or IMAGE_CHANNELS
+            self.dtype = self.dtype or IMAGE_DTYPE
+            self.layout = self.layout or IMAGE_LAYOUT
+        if stray:
+            raise ValueError(f"{_a(self.kind)} input has no {', '.join(stray)}")
+        absent = [key for key in own if getattr(self, key) is None]
+        if absent:
+            raise ValueError(f"{_a(self.kind)} input states {', '.join(absent)}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The other kind's keys are absent from the contract, not null.
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row of the graph's input: (height, width, 3) or (max_length,)."""
+        if self.kind == "image":
+            return (int(self.height or 0), int(self.width or 0), int(self.channels or 3))
+        return (int(self.max_length or 0),)
+
+    @property
+    def input_dtype(self) -> str:
+        """The numpy dtype name of the graph's input: uint8 (image) or int64 (text)."""
+        return _KIND_DTYPES[self.kind]
 
 
 class Parity(BaseModel):
@@ -132,31 +237,6 @@ class Metrics(BaseModel):
         return self.primary not in LOWER_IS_BETTER
 
 
-class InputSpec(BaseModel):
-    """What the graph's `input` is when it is not one column per feature; None for tables.
-
-    image: uint8 [batch, height, width, channels] RGB pixels, channels last (NHWC); resizing
-    to height x width is the client's or the server's job, normalisation is inside the graph.
-    text: int64 [batch, max_length] token ids from the `tokenizer` file of the version folder,
-    padded with pad_id and truncated to max_length; the attention mask is inside the graph.
-    `field` is the instance key clients send the image (base64) or the text under.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["image", "text"]
-    field: str
-    # image
-    height: int | None = None
-    width: int | None = None
-    channels: int | None = None
-    dtype: Literal["uint8"] | None = None
-    layout: Literal["NHWC"] | None = None
-    # text
-    max_length: int | None = None
-    tokenizer: str | None = None
-    pad_id: int | None = None
-
-
 class Card(BaseModel):
     model_config = ConfigDict(extra="allow")  # later issues add keys; readers ignore unknown ones
 
@@ -183,8 +263,34 @@ class Card(BaseModel):
     # on_demand_equivalent_usd, savings_usd, savings_percent, seconds_lost and per-attempt
     # lines; null amounts are unknown. None on cards from before the ledger.
     cost: dict[str, Any] | None = None
-    # The graph's input for images and text; None for tables (one column per feature).
+    # An image or a text model's input (see InputSpec); None for a table.
     input: InputSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_feature_for_an_image_or_a_text(self) -> Card:
+        spec = self.input
+        if spec is None:
+            odd = [f.name for f in self.features if f.dtype in ("image", "text")]
+            if odd:
+                raise ValueError(f"feature {odd[0]!r}: an image or text feature needs an input")
+            return self
+        if [(f.name, f.dtype) for f in self.features] != [(spec.field, spec.kind)]:
+            raise ValueError(
+                f"{_a(spec.kind)} model has one feature, {spec.field!r} of dtype {spec.kind!r}"
+            )
+        if spec.kind == "text" and self.files.get(TOKENIZER_FILE_KEY) != spec.tokenizer:
+            raise ValueError(f"files.{TOKENIZER_FILE_KEY} must name the input's tokenizer")
+        return self
+
+    @property
+    def input_row_shape(self) -> tuple[int, ...]:
+        """The shape of one row of the graph's input: (n_features,) for a table."""
+        return self.input.row_shape if self.input is not None else (len(self.features),)
+
+    @property
+    def input_dtype(self) -> str:
+        """The numpy dtype name of the graph's input: float32 for a table."""
+        return self.input.input_dtype if self.input is not None else TABLE_DTYPE
 
     @property
     def feature_names(self) -> list[str]:
