@@ -41,7 +41,7 @@ def test_defaults_are_the_documented_ones():
     [
         (
             "model: {family: xgboost}",
-            "model.family: Input should be 'tabm', 'mlp' or 'image'",
+            "model.family: Input should be 'tabm', 'mlp', 'text' or 'image'",
         ),
         ("model: {family: mlp, ensemble_size: 8}", "ensemble_size applies to family tabm"),
         ("model: {hidden_layers: [64, 32]}", "tabm's layers share one width"),
@@ -292,14 +292,21 @@ def test_allow_schema_change_is_off_by_default_and_a_boolean():
 def test_allow_schema_change_left_off_keeps_the_hash_specs_had_before_it():
     # A job's checkpoints resume only under the same hash: a new key's default is no change.
     effective = Spec().model_dump(mode="json")
-    del effective["family"], effective["promotion"]["allow_schema_change"], effective["data"]
-    for key in ("backbone", "pretrained", "image_size"):
+    del effective["family"], effective["promotion"]["allow_schema_change"]
+    for key in TEXT_MODEL_KEYS + IMAGE_MODEL_KEYS:
         del effective["model"][key]
+    del effective["data"]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
 
     assert spec_hash(Spec()) == hashlib.sha256(canonical).hexdigest()
     assert spec_hash(load_spec("promotion: {allow_schema_change: false}")) == spec_hash(Spec())
     assert spec_hash(load_spec("promotion: {allow_schema_change: true}")) != spec_hash(Spec())
+
+
+# The text family's model keys (added after the hashes above were first taken).
+TEXT_MODEL_KEYS = ("checkpoint", "pretrained", "max_length", "size")
+# The image family's (pretrained is text's too).
+IMAGE_MODEL_KEYS = ("backbone", "image_size")
 
 
 # --------------------------------------------------------------------------- serving
@@ -323,9 +330,10 @@ def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
     # What the hash of `serving: {route: container}` was before the key existed.
     effective = load_spec("serving: {route: container}").model_dump(mode="json")
     del effective["family"], effective["promotion"]["allow_schema_change"]
-    del effective["serving"]["unknown_categories"], effective["data"]
-    for key in ("backbone", "pretrained", "image_size"):
+    del effective["serving"]["unknown_categories"]
+    for key in TEXT_MODEL_KEYS + IMAGE_MODEL_KEYS:
         del effective["model"][key]
+    del effective["data"]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
     before = hashlib.sha256(canonical).hexdigest()
 
@@ -338,6 +346,65 @@ def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
     )
 
 
+# --------------------------------------------------------------------------- text family
+def test_text_keys_left_off_keep_the_hash_tabular_specs_had_before_them():
+    effective = load_spec("model: {family: mlp}").model_dump(mode="json")
+    del effective["family"], effective["promotion"]["allow_schema_change"]
+    for key in TEXT_MODEL_KEYS + IMAGE_MODEL_KEYS:
+        assert effective["model"].pop(key) is None
+    assert effective.pop("data") is None
+    canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
+
+    assert spec_hash(load_spec("model: {family: mlp}")) == hashlib.sha256(canonical).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "family: text",
+        "model: {family: text}",
+        "family: text\nmodel: {size: tiny}",
+    ],
+)
+def test_family_text_at_the_top_or_in_model_says_the_same(text):
+    spec = load_spec(text)
+
+    assert (spec.family, spec.model.family) == ("text", "text")
+    assert not spec.model.loads_checkpoint
+
+
+def test_a_named_checkpoint_is_loaded_unless_the_spec_says_pretrained_false():
+    spec = load_spec("family: text\nmodel: {checkpoint: google-bert/bert-base-uncased}")
+
+    assert spec.model.loads_checkpoint and spec.model.checkpoint == "google-bert/bert-base-uncased"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("family: text\nmodel: {pretrained: true}", "pretrained: true needs `checkpoint:"),
+        ("family: text\nmodel: {checkpoint: a/b, size: tiny}", "fixes the encoder's size"),
+        (
+            "family: text\nmodel: {checkpoint: a/b, pretrained: false}",
+            "is loaded only with pretrained: true",
+        ),
+        ("model: {size: tiny}", "model: size: only for family text; remove for tabm"),
+        ("family: text\nmodel: {family: mlp}", "family: text and model.family: mlp disagree"),
+        ("family: text\nfeatures: [a, b]", "a text model reads one text column"),
+        ("family: text\nmodel: {ensemble_size: 4}", "ensemble_size: only for the tabular"),
+        ("family: text\nmodel: {checkpoint: a/b..c}", "`..` is not allowed"),
+        ("family: text\nmodel: {max_length: 4096}", "model.max_length: Input should be less"),
+        ("family: text\nmodel: {size: huge}", "model.size: Input should be 'tiny', 'small'"),
+    ],
+)
+def test_text_model_keys_that_do_not_fit_are_named(text, message):
+    with pytest.raises(UserInputError) as caught:
+        load_spec(text)
+
+    assert message in str(caught.value)
+
+
+# --------------------------------------------------------------------------- image family
 # spec_hash of these specs before the image keys and the data section existed (computed by
 # the code of commit 1c02356): a job's checkpoints must resume across the change.
 @pytest.mark.parametrize(
@@ -371,16 +438,25 @@ def test_model_family_image_is_the_image_family_and_takes_the_image_keys():
     [
         (
             "model: {family: image, hidden_layers: [8]}",
-            "dropflow.yaml: model: hidden_layers: tabular keys; an image model takes "
-            "backbone, pretrained, image_size",
+            "dropflow.yaml: model: hidden_layers: not for family image (its keys: backbone, "
+            "pretrained, image_size)",
         ),
         (
             "model: {backbone: resnet-18}",
-            "dropflow.yaml: model: backbone: apply to images; add `family: image`",
+            "dropflow.yaml: model: backbone: only for family image; remove for tabm",
         ),
         (
             "family: tabular\nmodel: {family: image}",
-            "dropflow.yaml: family: 'tabular' but model.family: 'image'",
+            "dropflow.yaml: family: tabular and model.family: image disagree; say family: image "
+            "for an image model",
+        ),
+        (
+            "family: text\nmodel: {image_size: 64}",
+            "dropflow.yaml: model: image_size: only for family image; remove for text",
+        ),
+        (
+            "family: image\nmodel: {max_length: 64}",
+            "dropflow.yaml: model: max_length: not for family image",
         ),
         (
             "family: image\ndata: {label: kind}",

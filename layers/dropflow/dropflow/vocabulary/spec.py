@@ -8,8 +8,10 @@ a message naming the key instead of being silently ignored. Example:
     target: diagnosis           # default: the column named target, label, class or y (any case)
     features: [radius, texture] # default: every other column
     model: {family: tabm, ensemble_size: 16}   # or {family: mlp, hidden_layers: [64, 32]}
-    # Images (family: image): model: {family: image, backbone: resnet-18, pretrained: true,
-    #   image_size: 224}; data: {manifest: labels.csv, image: path, label: label, skip_bad: true}
+    # family: text: {checkpoint: distilbert-base-uncased, pretrained: true, max_length: 128}
+    #   or {pretrained: false, size: tiny | small | base} (an encoder and tokenizer from scratch)
+    # family: image: {backbone: resnet-18, pretrained: true, image_size: 224}; and optionally
+    #   data: {manifest: labels.csv, image: path, label: label, skip_bad: true}
     training: {batch_size: 256, learning_rate: 2e-3, seed: 0, early_stopping: true,
                checkpoint_interval_seconds: 60}   # epochs: scaled to the data unless set
     promotion: {metric: macro_f1, tolerance: 0.01, allow_schema_change: false}
@@ -69,14 +71,27 @@ class _Section(BaseModel):
 # (training.tabm_model); `mlp`, the plain MLP on standardised, one-hot inputs (training.model).
 NETWORKS = ("tabm", "mlp")
 DEFAULT_NETWORK = "tabm"
-# The families whose network is named by `model.family` itself (`model: {family: image, ...}`
-# is the same as `family: image` with that model section).
-MODEL_FAMILIES = ("image",)
-_IMAGE_KEYS = ("backbone", "pretrained", "image_size")
-_TABULAR_KEYS = ("hidden_layers", "dropout", "ensemble_size")
-# A backbone: a built-in architecture (training.image_network) or a Hugging Face checkpoint
-# name such as microsoft/resnet-18 (also a folder under the bucket's weights/).
-BACKBONE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+# The text family (training.families.text): `model.family: text` and the top-level `family:
+# text` say the same, and either implies the other. The encoder is a pretrained Hugging Face
+# checkpoint (`checkpoint`, `pretrained: true`), or a BERT-style encoder of one of these sizes
+# with random weights and a tokenizer trained on the training texts (`pretrained: false`).
+TEXT_FAMILY = "text"
+TEXT_SIZES = ("tiny", "small", "base")
+DEFAULT_TEXT_SIZE = "small"
+DEFAULT_MAX_LENGTH = 128
+# A Hugging Face model id: a name, or owner/name (letters, digits, . _ -; no `..`, checked
+# apart: the pattern engine has no look-ahead).
+CHECKPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+_TEXT_KEYS = ("checkpoint", "pretrained", "max_length", "size")
+_TABULAR_KEYS = ("hidden_layers", "ensemble_size")
+# The image family (training.families.image): `model.family: image` and `family: image` say the
+# same, as for text. The backbone is a built-in architecture (training.image_network) or a
+# Hugging Face checkpoint name such as microsoft/resnet-18 (also a folder under weights/).
+IMAGE_FAMILY = "image"
+_IMAGE_KEYS = ("backbone", "image_size")  # and pretrained, which text has too
+_TEXT_ONLY_KEYS = ("checkpoint", "max_length", "size")
+# The families whose network `model.family` names itself: either place says it.
+MODEL_FAMILIES = (TEXT_FAMILY, IMAGE_FAMILY)
 
 
 class ModelSection(_Section):
@@ -84,7 +99,7 @@ class ModelSection(_Section):
     tabm: hidden_layers [128, 128], dropout 0.1, ensemble_size 16;
     mlp: hidden_layers [64, 32], dropout 0.0 (and no ensemble)."""
 
-    family: Literal["tabm", "mlp", "image"] = DEFAULT_NETWORK
+    family: Literal["tabm", "mlp", "text", "image"] = DEFAULT_NETWORK
     # Widths of the hidden layers; [] trains a linear (logistic) model (mlp only: tabm's
     # layers all have one width, the first of the list).
     hidden_layers: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
@@ -93,29 +108,47 @@ class ModelSection(_Section):
     dropout: float | None = Field(default=None, ge=0.0, le=0.9)
     # tabm: how many submodels share the network's weights; their predictions are averaged.
     ensemble_size: int | None = Field(default=None, ge=1, le=64)
-    # image only (training.families.image): the backbone, whether it starts from pretrained
-    # weights (left out: true), and the square side images are resized to (left out: 224).
-    backbone: str | None = Field(default=None, pattern=BACKBONE_NAME)
+    # text only (see TEXT_FAMILY): the Hugging Face checkpoint, whether to load its weights
+    # (default: true when a checkpoint is named), the token ids kept per text, and the size of
+    # an encoder built from scratch.
+    checkpoint: str | None = Field(default=None, pattern=CHECKPOINT_NAME)
     pretrained: bool | None = None
+    max_length: int | None = Field(default=None, ge=8, le=512)
+    size: Literal["tiny", "small", "base"] | None = None
+    # image only (see IMAGE_FAMILY): the backbone, and the square side images are resized to
+    # (left out: 224); `pretrained` (left out: true) says whether it starts from its weights.
+    backbone: str | None = Field(default=None, pattern=CHECKPOINT_NAME)
     image_size: int | None = Field(default=None, ge=16, le=1024)
+
+    @field_validator("checkpoint", "backbone")
+    @classmethod
+    def _no_parent_folder(cls, checkpoint: str | None) -> str | None:
+        # The name is a folder under weights/ in the bucket too.
+        if checkpoint is not None and ".." in checkpoint:
+            raise ValueError(f"{checkpoint!r}: `..` is not allowed in a model id")
+        return checkpoint
+
+    @property
+    def loads_checkpoint(self) -> bool:
+        """text: whether the encoder and tokenizer come from `checkpoint` (pretrained)."""
+        return self.pretrained if self.pretrained is not None else self.checkpoint is not None
 
     @model_validator(mode="after")
     def _fits_the_network(self) -> ModelSection:
-        given = self.model_fields_set
-        if self.family == "image":
-            wrong = [key for key in _TABULAR_KEYS if key in given]
-            if wrong:
-                raise ValueError(
-                    f"{', '.join(wrong)}: tabular keys; an image model takes "
-                    f"{', '.join(_IMAGE_KEYS)}"
-                )
-        else:
-            wrong = [key for key in _IMAGE_KEYS if key in given]
-            if wrong:
-                raise ValueError(
-                    f"{', '.join(wrong)}: apply to images; add `family: image` to the model "
-                    "section (and drop the tabular keys)"
-                )
+        if self.family == TEXT_FAMILY:
+            return self._fits_text()
+        if self.family == IMAGE_FAMILY:
+            return self._fits_image()
+        image_keys = [key for key in _IMAGE_KEYS if getattr(self, key) is not None]
+        if image_keys:
+            raise ValueError(
+                f"{', '.join(image_keys)}: only for family image; remove for {self.family}"
+            )
+        text_keys = [key for key in _TEXT_KEYS if getattr(self, key) is not None]
+        if text_keys:
+            raise ValueError(
+                f"{', '.join(text_keys)}: only for family text; remove for {self.family}"
+            )
         if self.family == "mlp" and self.ensemble_size is not None:
             raise ValueError("ensemble_size applies to family tabm; remove it for mlp")
         if self.family == "tabm" and self.hidden_layers is not None:
@@ -128,6 +161,71 @@ class ModelSection(_Section):
                     f"hidden_layers: tabm's layers share one width, got {self.hidden_layers}; "
                     "write e.g. [128, 128], or add `family: mlp` for the MLP of earlier versions"
                 )
+        return self
+
+    def _fits_image(self) -> ModelSection:
+        stray = [key for key in _TABULAR_KEYS + _TEXT_ONLY_KEYS if getattr(self, key) is not None]
+        if stray:
+            raise ValueError(
+                f"{', '.join(stray)}: not for family image (its keys: backbone, pretrained, "
+                "image_size)"
+            )
+        return self
+
+    def _fits_text(self) -> ModelSection:
+        image_keys = [key for key in _IMAGE_KEYS if getattr(self, key) is not None]
+        if image_keys:
+            raise ValueError(f"{', '.join(image_keys)}: only for family image; remove for text")
+        tabular = [key for key in _TABULAR_KEYS if getattr(self, key) is not None]
+        if tabular:
+            raise ValueError(
+                f"{', '.join(tabular)}: only for the tabular networks; remove for family text "
+                "(its keys: checkpoint, pretrained, max_length, size, dropout)"
+            )
+        if self.loads_checkpoint:
+            if self.checkpoint is None:
+                raise ValueError(
+                    "pretrained: true needs `checkpoint: <Hugging Face model id>` (for example "
+                    "distilbert-base-uncased), or say pretrained: false to train from scratch"
+                )
+            if self.size is not None:
+                raise ValueError(
+                    f"size: the checkpoint {self.checkpoint!r} fixes the encoder's size; remove "
+                    "size, or say pretrained: false to build an encoder of that size"
+                )
+        elif self.checkpoint is not None:
+            raise ValueError(
+                f"checkpoint {self.checkpoint!r} is loaded only with pretrained: true; remove "
+                "it to train an encoder from scratch (size: tiny, small or base)"
+            )
+        return self
+
+
+class DataSection(_Section):
+    """How a non-tabular dataset is laid out (images: training.images).
+
+    Without `manifest`, every image under datasets/<model>/ is an example labelled by its
+    folder (`<label>/<file>`). With it, the CSV file (under datasets/<model>/) lists the
+    examples: its `image` column holds each image's key relative to datasets/<model>/, its
+    `label` column the class.
+    """
+
+    manifest: str | None = Field(default=None, min_length=1, pattern=r"(?i)^[^/].*\.csv$")
+    image: str = Field(default="image", min_length=1)
+    label: str = Field(default="label", min_length=1)
+    # A file that is not a readable image: false fails the job naming it; true leaves it out
+    # and counts it on the card (training.skipped_files).
+    skip_bad: bool = False
+
+    @model_validator(mode="after")
+    def _columns_need_a_manifest(self) -> DataSection:
+        if self.manifest is None and {"image", "label"} & self.model_fields_set:
+            raise ValueError(
+                "image and label name a manifest's columns; add `manifest: <file>.csv`, or "
+                "leave them out to label images by their folder"
+            )
+        if self.image == self.label:
+            raise ValueError(f"image and label are both {self.image!r}; name two columns")
         return self
 
 
@@ -159,34 +257,6 @@ class TrainingSection(_Section):
     # Checkpoint at a step boundary once this many seconds passed since the last one, and at
     # epoch ends (training.loop explains when those are skipped); 0: at epoch ends only.
     checkpoint_interval_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
-
-
-class DataSection(_Section):
-    """How a non-tabular dataset is laid out (images: training.images).
-
-    Without `manifest`, every image under datasets/<model>/ is an example labelled by its
-    folder (`<label>/<file>`). With it, the CSV file (under datasets/<model>/) lists the
-    examples: its `image` column holds each image's key relative to datasets/<model>/, its
-    `label` column the class.
-    """
-
-    manifest: str | None = Field(default=None, min_length=1, pattern=r"(?i)^[^/].*\.csv$")
-    image: str = Field(default="image", min_length=1)
-    label: str = Field(default="label", min_length=1)
-    # A file that is not a readable image: false fails the job naming it; true leaves it out
-    # and counts it on the card (training.skipped_files).
-    skip_bad: bool = False
-
-    @model_validator(mode="after")
-    def _columns_need_a_manifest(self) -> DataSection:
-        if self.manifest is None and {"image", "label"} & self.model_fields_set:
-            raise ValueError(
-                "image and label name a manifest's columns; add `manifest: <file>.csv`, or "
-                "leave them out to label images by their folder"
-            )
-        if self.image == self.label:
-            raise ValueError(f"image and label are both {self.image!r}; name two columns")
-        return self
 
 
 class PromotionSection(_Section):
@@ -385,19 +455,21 @@ class Spec(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_family(cls, document: Any) -> Any:
-        """`model: {family: image}` and `family: image` say the same: either fills the other."""
+    def _text_family_either_way(cls, document: Any) -> Any:
+        # `family: text` and `model: {family: text}` both say it; each implies the other
+        # (and the same for image).
         if not isinstance(document, dict):
             return document
         model = document.get("model")
-        inner = model.get("family") if isinstance(model, dict) else None
+        said = model.get("family") if isinstance(model, dict) else None
+        if said in MODEL_FAMILIES and "family" not in document:
+            return {**document, "family": said}
         outer = document.get("family")
-        if inner in MODEL_FAMILIES and outer is None:
-            return {**document, "family": inner}
-        if outer in MODEL_FAMILIES and isinstance(model, dict) and inner is None:
-            return {**document, "model": {**model, "family": outer}}
-        if outer in MODEL_FAMILIES and model is None:
-            return {**document, "model": {"family": outer}}
+        if outer in MODEL_FAMILIES:
+            if model is None:
+                return {**document, "model": {"family": outer}}
+            if isinstance(model, dict) and said is None:
+                return {**document, "model": {**model, "family": outer}}
         return document
 
     @field_validator("features")
@@ -413,10 +485,17 @@ class Spec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
-        if self.model.family in MODEL_FAMILIES and self.family != self.model.family:
+        for family in MODEL_FAMILIES:
+            if (self.family == family) != (self.model.family == family):
+                article = "an" if family == IMAGE_FAMILY else "a"
+                raise ValueError(
+                    f"family: {self.family} and model.family: {self.model.family} disagree; "
+                    f"say family: {family} for {article} {family} model, or remove model.family"
+                )
+        if self.family == TEXT_FAMILY and self.features and len(self.features) > 1:
             raise ValueError(
-                f"family: {self.family!r} but model.family: {self.model.family!r}; "
-                "say the same family in both, or only in one"
+                f"features: a text model reads one text column, got {self.features}; other "
+                "columns beside the text are not supported yet: list only the text column"
             )
         if self.target is not None and self.features and self.target in self.features:
             raise ValueError(
@@ -547,14 +626,14 @@ def spec_hash(spec: Spec) -> str:
     if effective["family"] == DEFAULT_FAMILY:
         # Specs from before families hash as they did: the default family is no change.
         del effective["family"]
+    for key in _TEXT_KEYS + _IMAGE_KEYS:
+        if effective["model"][key] is None:
+            del effective["model"][key]  # keys added later: older specs hash as they did
+    if effective["data"] is None:
+        del effective["data"]
     if not effective["promotion"]["allow_schema_change"]:
         # Nor is the default of a key added later (a job's checkpoints resume across it).
         del effective["promotion"]["allow_schema_change"]
-    for key in _IMAGE_KEYS:  # keys added later, unset: the same model as before them
-        if effective["model"][key] is None:
-            del effective["model"][key]
-    if effective["data"] is None:
-        del effective["data"]
     serving = effective.get("serving")
     if serving is not None and serving["unknown_categories"] == ENCODE:
         del serving["unknown_categories"]  # the same: a default added later
@@ -564,11 +643,16 @@ def spec_hash(spec: Spec) -> str:
 
 __all__ = [
     "DEFAULT_FAMILY",
+    "DEFAULT_MAX_LENGTH",
     "DEFAULT_NETWORK",
+    "DEFAULT_TEXT_SIZE",
+    "IMAGE_FAMILY",
     "METRICS_BY_TASK",
     "MODEL_FAMILIES",
     "NETWORKS",
     "SPEC_FILE",
+    "TEXT_FAMILY",
+    "TEXT_SIZES",
     "ComputeSection",
     "DataSection",
     "ModelSection",
