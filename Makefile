@@ -121,7 +121,7 @@ bundle-check: build
 	# Everything but torch and what is built on it, which need the AMI's torch.
 	cd $(BUNDLE)/code && ../../../bundle-check/bin/python -c "import dropflow.wiring, \
 		pydantic, yaml, aws_lambda_powertools, boto3, numpy, onnxruntime, onnx, onnxscript, \
-		pyarrow, matplotlib, tokenizers, huggingface_hub, transformers; \
+		pyarrow, matplotlib, tokenizers, huggingface_hub, transformers, PIL, kornia_rs; \
 		print('training bundle: installs offline and imports')"
 
 deploy: build

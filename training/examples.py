@@ -25,7 +25,9 @@ class Examples:
     `x` is the one copy of the inputs the job holds (the tabular reader allocates it once, in
     the graph's dtype, and hands it over as it is): at a million rows it is most of the job's
     memory, so whatever splits or batches it should take rows by index rather than copy parts
-    of it.
+    of it. A family whose inputs do not fit in memory (images) gives instead a source that
+    reads rows on demand (training.loop.BatchSource; indexing it with rows gives another such
+    source, np.asarray of it the decoded rows).
     """
 
     task: Task

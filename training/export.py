@@ -6,8 +6,9 @@ one self-contained file with a dynamic batch axis: input `input` [batch, ...] in
 input dtype (float32 [batch, n_features] for tables), output `probabilities` or `prediction`
 (dropflow.vocabulary.card). Nothing here knows a family: any training.network.TaskNetwork
 exports and is checked the same way. Parity runs onnxruntime on the holdout rows and compares
-with torch by the rule promotion applies too (dropflow.vocabulary.parity); the same rows and
-torch outputs are published as reference.npz so that promotion can re-check them without torch.
+with torch by the rule promotion applies too (dropflow.vocabulary.parity); the same rows (or, for
+large inputs such as images, a seeded sample of them: reference_rows) and torch outputs are
+published as reference.npz so that promotion can re-check them without torch.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ _CHATTY_LOGGERS = (
     "onnxscript",
 )
 _EXAMPLE_ROWS = 8
+# The most bytes of input rows reference.npz carries: promotion loads the file whole (a table's
+# holdout is far below it; 224 x 224 images, 150 KB a row, are not).
+REFERENCE_INPUT_BYTES = 64 * 2**20
 
 
 class ExportCheckFailed(UserInputError):
@@ -154,6 +158,18 @@ def check_parity(
         "parity ok: max |onnx - torch| = %.3g on %d rows", verdict.parity.max_abs_diff, len(inputs)
     )
     return verdict.parity, expected
+
+
+def reference_rows(inputs: np.ndarray, seed: int) -> np.ndarray:
+    """Which holdout rows reference.npz carries: all of them when their inputs are at most
+    REFERENCE_INPUT_BYTES, else a seeded sample of as many as fit (in row order), so that
+    promotion's parity re-check and fair scoring run on rows of every part of the holdout."""
+    rows = len(inputs)
+    row_bytes = max(1, int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize)
+    keep = min(rows, max(1, REFERENCE_INPUT_BYTES // row_bytes))
+    if keep == rows:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, keep, replace=False))
 
 
 def reference_npz(

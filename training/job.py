@@ -58,7 +58,7 @@ from training import heartbeat as heartbeats
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
 from training.curve import CURVE_FILE, training_curve
 from training.distributed import Placement, place, release
-from training.export import check_parity, reference_npz
+from training.export import check_parity, reference_npz, reference_rows
 from training.families import family_for
 from training.heartbeat import Heartbeat
 from training.joblog import AttemptLog
@@ -246,7 +246,8 @@ def train_and_publish(
     )
     # Indices into the one matrix: only the holdout (for the card and parity) and the rows the
     # preprocessing is fitted on are copied out of it.
-    x_holdout, y_holdout = examples.x[parts.holdout], examples.y[parts.holdout]
+    # (np.asarray: a family whose rows stream decodes its holdout rows once, here.)
+    x_holdout, y_holdout = np.asarray(examples.x[parts.holdout]), examples.y[parts.holdout]
     # The card counts every row that is not held out as a training row (validation included:
     # it shaped the model), and the majority/mean baseline learns from them.
     y_train = examples.y[np.concatenate([parts.train, parts.validation])]
@@ -322,6 +323,11 @@ def train_and_publish(
     with tempfile.TemporaryDirectory(prefix="dropflow-export-") as tmp:
         onnx_path = family.export(network, x_holdout, Path(tmp) / MODEL_FILE)
         parity, reference = check_parity(onnx_path, network, x_holdout)
+        # From here on the holdout rows are those reference.npz carries: every one, or a
+        # seeded sample when their inputs are large (training.export.reference_rows).
+        evidence = reference_rows(x_holdout, spec.training.seed)
+        x_holdout, y_holdout = x_holdout[evidence], y_holdout[evidence]
+        reference = reference[evidence]
         version = new_version(job.job_id)
         curve = training_curve(
             trained.losses,
@@ -422,6 +428,8 @@ def train_and_publish(
             "checkpoints": trained.checkpoints,
             "checkpoint_seconds": round(trained.checkpoint_seconds, 3),
             "data_version": lineage.data_version,
+            "reference_rows": len(evidence),  # of the holdout's, in reference.npz
+            **family.card_training(examples),
             # Per epoch, what curve.png draws: mean training loss, holdout primary metric;
             # and the validation loss early stopping watched.
             "history": {

@@ -40,6 +40,14 @@ When it checkpoints (`checkpoint_seconds`, from the spec's training.checkpoint_i
   (`finished`: an attempt interrupted while exporting neither trains nor calibrates again);
 - at once when `stop` says so, after which the loop returns with `completed=False`.
 
+Examples that stream (a family whose inputs do not fit in memory, e.g. images): the loop is
+given a BatchSource instead of a matrix. It draws the same permutation and splits it into the
+same batches, and the source turns each batch of row indices (this rank's share of it) into
+the input tensor, decoded ahead in DataLoader workers and augmented in this process; the
+validation rows are read through it pass by pass. The batch order is the loop's own, so a
+resumed run reads the same batches as an uninterrupted one; augmentation draws from torch's
+generators, whose states every checkpoint holds.
+
 Several ranks (torchrun): every global batch is the same permutation slice on every rank, and
 each rank takes its share of the rows. The loss of a rank is its rows' summed loss times
 world_size / rows in the global batch, so DistributedDataParallel's gradient average equals
@@ -52,7 +60,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -88,6 +96,26 @@ class Progress:
     loss: float | None  # mean training loss of the epoch in progress (or the last one)
     samples_per_second: float
     eta_seconds: float | None
+
+
+class BatchSource(Protocol):
+    """Input rows read on demand (the module docstring: examples that stream).
+
+    `len()` is the number of rows (indices refer to them, as to a matrix's rows).
+    """
+
+    def __len__(self) -> int: ...
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows `rows` as they are evaluated (no augmentation), in the graph's input dtype."""
+        ...
+
+    def training_batches(
+        self, batches: Sequence[torch.Tensor], device: torch.device
+    ) -> Iterator[torch.Tensor]:
+        """The input tensor of each batch of row indices, in order, on `device`, as training
+        sees it (augmented); its random draws come from torch's generators."""
+        ...
 
 
 class CheckpointSink(Protocol):
@@ -203,7 +231,7 @@ class TrainingLoop:
     def __init__(
         self,
         network: TaskNetwork,
-        x_train: np.ndarray,
+        x_train: np.ndarray | BatchSource,
         y_train: np.ndarray,
         *,
         training: TrainingSection,
@@ -236,9 +264,15 @@ class TrainingLoop:
         self.resume = resume
 
         device = self.placement.device
-        # as_input copies nothing when the matrix is already float32 and contiguous, nor does
-        # as_tensor, nor .to() on the CPU: the loop indexes the caller's matrix.
-        self.x = torch.as_tensor(network.as_input(x_train)).to(device)
+        # A matrix, or a source that reads rows on demand (the module docstring).
+        self.source: BatchSource | None = None
+        if isinstance(x_train, np.ndarray):
+            # as_input copies nothing when the matrix is already float32 and contiguous, nor
+            # does as_tensor, nor .to() on the CPU: the loop indexes the caller's matrix.
+            self.x = torch.as_tensor(network.as_input(x_train)).to(device)
+        else:
+            self.source = x_train
+            self.x = torch.empty(0)
         if network.task == "classification":
             self.y = torch.as_tensor(y_train, dtype=torch.int64).to(device)
             self.loss_fn: nn.Module = nn.CrossEntropyLoss(reduction=self._reduction)
@@ -247,7 +281,7 @@ class TrainingLoop:
             standard = network.standardised(y_train)
             self.y = torch.as_tensor(standard, dtype=torch.float32).unsqueeze(1).to(device)
             self.loss_fn = nn.MSELoss(reduction=self._reduction)
-        every_row = np.arange(len(self.x), dtype=np.int64)
+        every_row = np.arange(len(self.source or self.x), dtype=np.int64)
         self.rows = torch.as_tensor(every_row if rows is None else np.asarray(rows, np.int64))
         self.validation_rows = torch.as_tensor(
             np.asarray([] if validation_rows is None else validation_rows, dtype=np.int64)
@@ -290,10 +324,24 @@ class TrainingLoop:
     def _validation_scores(self) -> torch.Tensor:
         """The network's scores() of the validation rows (eval mode, float32, on the CPU)."""
         self.network.eval()
-        # Passes of bounded memory (an ensemble's activations are k times a network's).
-        scores = in_passes(self.network, self.x, rows=self.validation_rows, scores=True)
+        if self.source is not None:
+            scores = self._streamed_scores(self.source, self.validation_rows)
+        else:
+            # Passes of bounded memory (an ensemble's activations are k times a network's).
+            scores = in_passes(self.network, self.x, rows=self.validation_rows, scores=True)
         self.network.train()
         return scores
+
+    def _streamed_scores(self, source: BatchSource, rows: torch.Tensor) -> torch.Tensor:
+        """scores() of `rows` read from `source` a batch at a time (float32, on the CPU)."""
+        device = self.placement.device
+        parts = [
+            in_passes(
+                self.network, torch.as_tensor(source.take(chunk.numpy())).to(device), scores=True
+            )
+            for chunk in rows.split(self.batch_size)
+        ]
+        return torch.cat(parts) if parts else torch.empty(0)
 
     def _validation_key(self, scores: torch.Tensor) -> list[float]:
         """What early stopping minimises, from the validation rows' scores (compared as a
@@ -487,6 +535,16 @@ class TrainingLoop:
             epoch_order = order.get_state()
             permutation = rows_on_device[torch.randperm(self.n, generator=order).to(p.device)]
             batches = permutation.split(batch)
+            streamed: Iterator[torch.Tensor] | None = None
+            if self.source is not None:
+                # This rank's share of each batch still to come, read ahead by the source.
+                streamed = self.source.training_batches(
+                    [
+                        b.tensor_split(p.world_size)[p.rank] if p.distributed else b
+                        for b in batches[step_in_epoch:]
+                    ],
+                    p.device,
+                )
             if step_losses is None or len(step_losses) != len(batches):
                 step_losses = torch.zeros(len(batches), device=p.device)
             for i in range(step_in_epoch, len(batches)):
@@ -509,11 +567,12 @@ class TrainingLoop:
                 size = len(rows)
                 if p.distributed:
                     rows = rows.tensor_split(p.world_size)[p.rank]
+                x = self.x[rows] if streamed is None else next(streamed)
                 if autocast is not None:
                     with torch.autocast(device_type=p.device.type, dtype=autocast):
-                        loss = self._loss(module(self.x[rows]), self.y[rows])
+                        loss = self._loss(module(x), self.y[rows])
                 else:
-                    loss = self._loss(module(self.x[rows]), self.y[rows])
+                    loss = self._loss(module(x), self.y[rows])
                 if p.distributed:
                     loss = loss * (p.world_size / size)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -525,6 +584,8 @@ class TrainingLoop:
                 step_in_epoch = i + 1
                 global_step += 1
                 samples += size
+            if streamed is not None and hasattr(streamed, "close"):
+                streamed.close()  # its workers end now, not when it is collected
             if not completed:
                 break
 
@@ -635,7 +696,7 @@ class TrainingLoop:
 
 def train(
     build: Callable[[], TaskNetwork],
-    x_train: np.ndarray,
+    x_train: np.ndarray | BatchSource,
     y_train: np.ndarray,
     *,
     training: TrainingSection,
@@ -661,6 +722,7 @@ def train(
 
 __all__ = [
     "EPOCH_CHECKPOINT_SHARE",
+    "BatchSource",
     "CheckpointSink",
     "Progress",
     "Trained",

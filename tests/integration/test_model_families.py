@@ -85,7 +85,7 @@ def test_a_spec_naming_a_family_nobody_registered_fails_the_job_naming_the_key(h
 
     job = jobs.get(job_id)
     assert job.state == JobState.FAILED
-    assert "dropflow.yaml: family: unknown family 'echo'; choose one of tabular, text" in (
+    assert "dropflow.yaml: family: unknown family 'echo'; choose one of image, tabular, text" in (
         job.reason or ""
     )
     assert store.list(f"models/{MODEL}/") == []

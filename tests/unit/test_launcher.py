@@ -88,6 +88,31 @@ def test_a_prefix_without_data_files_starts_nothing(store, launcher, compute):
     assert compute.launches == []
 
 
+def test_a_folder_of_labelled_images_is_data_and_is_claimed_once(store, launcher, compute):
+    store.put("datasets/digits/dropflow.yaml", b"family: image\n")
+    store.put("datasets/digits/three/a.png", b"png bytes")
+    store.put("datasets/digits/seven/b.JPG", b"jpeg bytes")
+
+    first = launcher.request_training("digits")
+    again = launcher.request_training("digits")
+
+    assert first.action == "launched"
+    assert again.action == "duplicate"
+    assert len(compute.launches) == 1
+
+
+def test_a_prefix_of_other_files_says_which_files_are_data(store, launcher, compute):
+    store.put("datasets/digits/notes.txt", b"not data")
+
+    outcome = launcher.request_training("digits")
+
+    assert outcome.action == "no-data"
+    assert outcome.message == (
+        "no .csv or .parquet file under datasets/digits/ (nor an image: .jpg, .jpeg, .png, .webp)"
+    )
+    assert compute.launches == []
+
+
 def test_an_invalid_model_name_is_rejected_with_the_rule():
     with pytest.raises(InvalidName, match="Iris_Data"):
         Launcher(None, None, None).request_training("Iris_Data")  # type: ignore[arg-type]

@@ -39,7 +39,10 @@ def test_defaults_are_the_documented_ones():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("model: {family: xgboost}", "model.family: Input should be 'tabm', 'mlp' or 'text'"),
+        (
+            "model: {family: xgboost}",
+            "model.family: Input should be 'tabm', 'mlp', 'text' or 'image'",
+        ),
         ("model: {family: mlp, ensemble_size: 8}", "ensemble_size applies to family tabm"),
         ("model: {hidden_layers: [64, 32]}", "tabm's layers share one width"),
         ("model: {hidden_layers: []}", "tabm needs at least one layer"),
@@ -290,8 +293,9 @@ def test_allow_schema_change_left_off_keeps_the_hash_specs_had_before_it():
     # A job's checkpoints resume only under the same hash: a new key's default is no change.
     effective = Spec().model_dump(mode="json")
     del effective["family"], effective["promotion"]["allow_schema_change"]
-    for key in TEXT_MODEL_KEYS:
+    for key in TEXT_MODEL_KEYS + IMAGE_MODEL_KEYS:
         del effective["model"][key]
+    del effective["data"]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
 
     assert spec_hash(Spec()) == hashlib.sha256(canonical).hexdigest()
@@ -301,6 +305,8 @@ def test_allow_schema_change_left_off_keeps_the_hash_specs_had_before_it():
 
 # The text family's model keys (added after the hashes above were first taken).
 TEXT_MODEL_KEYS = ("checkpoint", "pretrained", "max_length", "size")
+# The image family's (pretrained is text's too).
+IMAGE_MODEL_KEYS = ("backbone", "image_size")
 
 
 # --------------------------------------------------------------------------- serving
@@ -325,8 +331,9 @@ def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
     effective = load_spec("serving: {route: container}").model_dump(mode="json")
     del effective["family"], effective["promotion"]["allow_schema_change"]
     del effective["serving"]["unknown_categories"]
-    for key in TEXT_MODEL_KEYS:
+    for key in TEXT_MODEL_KEYS + IMAGE_MODEL_KEYS:
         del effective["model"][key]
+    del effective["data"]
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
     before = hashlib.sha256(canonical).hexdigest()
 
@@ -343,8 +350,9 @@ def test_unknown_categories_left_at_encode_keeps_the_hash_specs_had_before_it():
 def test_text_keys_left_off_keep_the_hash_tabular_specs_had_before_them():
     effective = load_spec("model: {family: mlp}").model_dump(mode="json")
     del effective["family"], effective["promotion"]["allow_schema_change"]
-    for key in TEXT_MODEL_KEYS:
+    for key in TEXT_MODEL_KEYS + IMAGE_MODEL_KEYS:
         assert effective["model"].pop(key) is None
+    assert effective.pop("data") is None
     canonical = json.dumps(effective, sort_keys=True, separators=(",", ":")).encode()
 
     assert spec_hash(load_spec("model: {family: mlp}")) == hashlib.sha256(canonical).hexdigest()
@@ -394,3 +402,90 @@ def test_text_model_keys_that_do_not_fit_are_named(text, message):
         load_spec(text)
 
     assert message in str(caught.value)
+
+
+# --------------------------------------------------------------------------- image family
+# spec_hash of these specs before the image keys and the data section existed (computed by
+# the code of commit 1c02356): a job's checkpoints must resume across the change.
+@pytest.mark.parametrize(
+    ("text", "before"),
+    [
+        ("", "b951e257554d82c85788b469730aaec74a901c292f4e7a3741a71f169855cd94"),
+        (
+            "model: {family: mlp}\ntraining: {epochs: 3}",
+            "4284b7e82052fe558f9ec0aff9fd47bf6bad906e5eb690861208c874d96bcef2",
+        ),
+    ],
+)
+def test_image_keys_left_out_keep_the_hash_specs_had_before_them(text, before):
+    assert spec_hash(load_spec(text)) == before
+
+
+def test_model_family_image_is_the_image_family_and_takes_the_image_keys():
+    spec = load_spec("model: {family: image, backbone: microsoft/resnet-18, image_size: 64}")
+
+    assert spec.family == "image"
+    assert (spec.model.backbone, spec.model.image_size, spec.model.pretrained) == (
+        "microsoft/resnet-18",
+        64,
+        None,
+    )
+    assert load_spec("family: image").model.family == "image"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model: {family: image, hidden_layers: [8]}",
+            "dropflow.yaml: model: hidden_layers: not for family image (its keys: backbone, "
+            "pretrained, image_size)",
+        ),
+        (
+            "model: {backbone: resnet-18}",
+            "dropflow.yaml: model: backbone: only for family image; remove for tabm",
+        ),
+        (
+            "family: tabular\nmodel: {family: image}",
+            "dropflow.yaml: family: tabular and model.family: image disagree; say family: image "
+            "for an image model",
+        ),
+        (
+            "family: text\nmodel: {image_size: 64}",
+            "dropflow.yaml: model: image_size: only for family image; remove for text",
+        ),
+        (
+            "family: image\nmodel: {max_length: 64}",
+            "dropflow.yaml: model: max_length: not for family image",
+        ),
+        (
+            "family: image\ndata: {label: kind}",
+            "dropflow.yaml: data: image and label name a manifest's columns; add `manifest:",
+        ),
+        (
+            "family: image\ndata: {manifest: list.txt}",
+            "dropflow.yaml: data.manifest: String should match pattern",
+        ),
+        (
+            "family: image\nmodel: {image_size: 8}",
+            "dropflow.yaml: model.image_size: Input should be greater than or equal to 16",
+        ),
+    ],
+)
+def test_image_keys_in_the_wrong_place_are_named(text, message):
+    with pytest.raises(UserInputError) as caught:
+        load_spec(text)
+
+    assert str(caught.value).startswith(message)
+
+
+def test_a_manifest_names_its_image_and_label_columns():
+    spec = load_spec("family: image\ndata: {manifest: labels.csv, image: path, label: kind}")
+
+    assert spec.data is not None
+    assert (spec.data.manifest, spec.data.image, spec.data.label, spec.data.skip_bad) == (
+        "labels.csv",
+        "path",
+        "kind",
+        False,
+    )

@@ -421,6 +421,8 @@ def test_the_training_role_reads_its_inputs_and_writes_only_jobs_and_models(temp
         # A text model's checkpoint uploaded for instances without internet.
         ("s3:GetObject", f"{BUCKET}/weights/*"),
         ("s3:GetObject", f"{BUCKET}/code/*"),
+        # Pretrained backbones the owner uploaded (image models without internet).
+        ("s3:GetObject", f"{BUCKET}/weights/*"),
         ("s3:GetObject", f"{BUCKET}/jobs/*"),
         ("s3:PutObject", f"{BUCKET}/jobs/*"),
         # Pruning old checkpoints is the only delete.

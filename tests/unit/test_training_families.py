@@ -63,7 +63,7 @@ def test_a_registered_family_is_accepted_and_chosen_until_it_is_unregistered(ech
     assert isinstance(families.family_for(spec), EchoFamily)
     assert spec_hash(spec) != spec_hash(load_spec(None))  # its checkpoints are not tabular's
     families.unregister("echo")
-    with pytest.raises(UserInputError, match="unknown family 'echo'; choose one of tabular"):
+    with pytest.raises(UserInputError, match="unknown family 'echo'; choose one of image, tabular"):
         families.family_for(spec)
 
 

@@ -1,7 +1,8 @@
 """Model families: the registry that picks one for a job by its spec's `family:` key.
 
-Built in: `tabular` (training.families.tabular), the default, and `text`
-(training.families.text: free text and a label, a transformer encoder). Another family plugs in by
+Built in: `tabular` (training.families.tabular), the default; `text`
+(training.families.text: free text and a label, a transformer encoder); and `image`
+(training.families.image: labelled image folders, a vision backbone). Another family plugs in by
 registering itself before the job reads its spec, in the process that trains:
 
     from training import families
@@ -22,12 +23,14 @@ from dropflow.errors import UserInputError
 from dropflow.vocabulary.datasets import SPEC_FILE
 from dropflow.vocabulary.spec import DEFAULT_FAMILY, FAMILY_NAME, Spec
 from training.families.base import Family
+from training.families.image import ImageFamily
 from training.families.tabular import TabularFamily
 from training.families.text import TextFamily
 
 _REGISTRY: dict[str, type[Family[Any]]] = {
     TabularFamily.name: TabularFamily,
     TextFamily.name: TextFamily,
+    ImageFamily.name: ImageFamily,
 }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -91,6 +91,10 @@ class Family(ABC, Generic[E]):
         """Write the trained `network` (eval mode) as one ONNX file at `path`, preprocessing
         inside; `example` holds a few input rows. Parity is checked on it afterwards."""
         return export_onnx(network, example, path)
+
+    def card_training(self, examples: E) -> dict[str, Any]:
+        """Keys the family adds to the card's `training` section (e.g. files it skipped)."""
+        return {}
 
 
 __all__ = ["Family"]

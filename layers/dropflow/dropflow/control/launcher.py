@@ -53,7 +53,14 @@ from dropflow.records.ledger import budget_spend, describe_usd, seconds_run, unp
 from dropflow.records.training_queue import TrainingQueue
 from dropflow.vocabulary.clock import iso_utc
 from dropflow.vocabulary.data_header import data_columns
-from dropflow.vocabulary.datasets import data_files, data_version, dataset_prefix, models_with_data
+from dropflow.vocabulary.datasets import (
+    data_files,
+    data_version,
+    dataset_prefix,
+    models_with_data,
+    no_data_reason,
+    trainable,
+)
 from dropflow.vocabulary.limits import MAX_JOBS_SETTING, JobCompute, OwnerLimits, setting
 from dropflow.vocabulary.names import check_model_name, new_job_id
 from dropflow.vocabulary.prices import OWNER_PRICES_PARAMETER, OWNER_PRICES_VARIABLE
@@ -134,10 +141,8 @@ class Launcher:
         training slot (outcome `queued`); launches nothing: the caller drains the queue."""
         check_model_name(model)
         objects = self.store.list(dataset_prefix(model))
-        if not data_files(objects):
-            return LaunchOutcome(
-                "no-data", model, f"no .csv or .parquet file under {dataset_prefix(model)}"
-            )
+        if not trainable(objects):
+            return LaunchOutcome("no-data", model, no_data_reason(dataset_prefix(model)))
         version = data_version(objects)
         claim_sk = f"CLAIM#{version}"
         claimed = self.registry.put_if_absent(
@@ -198,10 +203,8 @@ class Launcher:
                 "skipped", model, f"no schedule in {spec_key(model)}: retrained by drops only"
             )
         objects = self.store.list(dataset_prefix(model))
-        if not data_files(objects):
-            return LaunchOutcome(
-                "no-data", model, f"no .csv or .parquet file under {dataset_prefix(model)}"
-            )
+        if not trainable(objects):
+            return LaunchOutcome("no-data", model, no_data_reason(dataset_prefix(model)))
         version = data_version(objects)
         published = [j for j in self.jobs.for_model(model) if j.state == JobState.PUBLISHED]
         last = max(published, key=lambda j: j.created_at, default=None)

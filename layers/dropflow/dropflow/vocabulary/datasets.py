@@ -1,6 +1,8 @@
 """The dataset layout in the store: `datasets/<model>/` holds a model's data and spec.
 
-Every .csv and .parquet object under the prefix is data; `dropflow.yaml` is the optional spec.
+Every .csv and .parquet object under the prefix is data, and so is every image (IMAGE_SUFFIXES:
+an image model's examples, `<label>/<file>` or listed by a CSV manifest); `dropflow.yaml` is
+the optional spec.
 The data version, a hash of every key and ETag under the prefix, identifies exactly what a
 job trained on: the launcher claims it once, and a resumed attempt checks it is unchanged.
 How a missing cell is spelled (MISSING_TEXT) is here too: training reads those cells as
@@ -17,6 +19,7 @@ from dropflow.ports import ObjectInfo, ObjectStore
 from dropflow.vocabulary.names import check_model_name
 
 DATA_SUFFIXES = (".csv", ".parquet")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 SPEC_FILE = "dropflow.yaml"
 # A text cell that means "missing", compared after trimming spaces and in lower case: empty,
 # NA, N/A, NaN, null, None in any case.
@@ -42,6 +45,22 @@ def model_of_dataset_key(key: str) -> str | None:
 
 def data_files(objects: list[ObjectInfo]) -> list[ObjectInfo]:
     return [o for o in objects if o.key.lower().endswith(DATA_SUFFIXES)]
+
+
+def image_files(objects: list[ObjectInfo]) -> list[ObjectInfo]:
+    return [o for o in objects if o.key.lower().endswith(IMAGE_SUFFIXES)]
+
+
+def trainable(objects: list[ObjectInfo]) -> bool:
+    """Whether the objects under a dataset prefix hold anything a job can train on: a table
+    or an image."""
+    return any(o.key.lower().endswith(DATA_SUFFIXES + IMAGE_SUFFIXES) for o in objects)
+
+
+def no_data_reason(prefix: str) -> str:
+    """What a prefix without a table or an image lacks, for the launcher's no-data outcome."""
+    images = ", ".join(IMAGE_SUFFIXES)
+    return f"no .csv or .parquet file under {prefix} (nor an image: {images})"
 
 
 def data_version(objects: list[ObjectInfo]) -> str:

@@ -10,6 +10,8 @@ a message naming the key instead of being silently ignored. Example:
     model: {family: tabm, ensemble_size: 16}   # or {family: mlp, hidden_layers: [64, 32]}
     # family: text: {checkpoint: distilbert-base-uncased, pretrained: true, max_length: 128}
     #   or {pretrained: false, size: tiny | small | base} (an encoder and tokenizer from scratch)
+    # family: image: {backbone: resnet-18, pretrained: true, image_size: 224}; and optionally
+    #   data: {manifest: labels.csv, image: path, label: label, skip_bad: true}
     training: {batch_size: 256, learning_rate: 2e-3, seed: 0, early_stopping: true,
                checkpoint_interval_seconds: 60}   # epochs: scaled to the data unless set
     promotion: {metric: macro_f1, tolerance: 0.01, allow_schema_change: false}
@@ -82,6 +84,14 @@ DEFAULT_MAX_LENGTH = 128
 CHECKPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
 _TEXT_KEYS = ("checkpoint", "pretrained", "max_length", "size")
 _TABULAR_KEYS = ("hidden_layers", "ensemble_size")
+# The image family (training.families.image): `model.family: image` and `family: image` say the
+# same, as for text. The backbone is a built-in architecture (training.image_network) or a
+# Hugging Face checkpoint name such as microsoft/resnet-18 (also a folder under weights/).
+IMAGE_FAMILY = "image"
+_IMAGE_KEYS = ("backbone", "image_size")  # and pretrained, which text has too
+_TEXT_ONLY_KEYS = ("checkpoint", "max_length", "size")
+# The families whose network `model.family` names itself: either place says it.
+MODEL_FAMILIES = (TEXT_FAMILY, IMAGE_FAMILY)
 
 
 class ModelSection(_Section):
@@ -89,7 +99,7 @@ class ModelSection(_Section):
     tabm: hidden_layers [128, 128], dropout 0.1, ensemble_size 16;
     mlp: hidden_layers [64, 32], dropout 0.0 (and no ensemble)."""
 
-    family: Literal["tabm", "mlp", "text"] = DEFAULT_NETWORK
+    family: Literal["tabm", "mlp", "text", "image"] = DEFAULT_NETWORK
     # Widths of the hidden layers; [] trains a linear (logistic) model (mlp only: tabm's
     # layers all have one width, the first of the list).
     hidden_layers: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
@@ -105,13 +115,17 @@ class ModelSection(_Section):
     pretrained: bool | None = None
     max_length: int | None = Field(default=None, ge=8, le=512)
     size: Literal["tiny", "small", "base"] | None = None
+    # image only (see IMAGE_FAMILY): the backbone, and the square side images are resized to
+    # (left out: 224); `pretrained` (left out: true) says whether it starts from its weights.
+    backbone: str | None = Field(default=None, pattern=CHECKPOINT_NAME)
+    image_size: int | None = Field(default=None, ge=16, le=1024)
 
-    @field_validator("checkpoint")
+    @field_validator("checkpoint", "backbone")
     @classmethod
     def _no_parent_folder(cls, checkpoint: str | None) -> str | None:
         # The name is a folder under weights/ in the bucket too.
         if checkpoint is not None and ".." in checkpoint:
-            raise ValueError(f"checkpoint {checkpoint!r}: `..` is not allowed in a model id")
+            raise ValueError(f"{checkpoint!r}: `..` is not allowed in a model id")
         return checkpoint
 
     @property
@@ -123,6 +137,13 @@ class ModelSection(_Section):
     def _fits_the_network(self) -> ModelSection:
         if self.family == TEXT_FAMILY:
             return self._fits_text()
+        if self.family == IMAGE_FAMILY:
+            return self._fits_image()
+        image_keys = [key for key in _IMAGE_KEYS if getattr(self, key) is not None]
+        if image_keys:
+            raise ValueError(
+                f"{', '.join(image_keys)}: only for family image; remove for {self.family}"
+            )
         text_keys = [key for key in _TEXT_KEYS if getattr(self, key) is not None]
         if text_keys:
             raise ValueError(
@@ -142,7 +163,19 @@ class ModelSection(_Section):
                 )
         return self
 
+    def _fits_image(self) -> ModelSection:
+        stray = [key for key in _TABULAR_KEYS + _TEXT_ONLY_KEYS if getattr(self, key) is not None]
+        if stray:
+            raise ValueError(
+                f"{', '.join(stray)}: not for family image (its keys: backbone, pretrained, "
+                "image_size)"
+            )
+        return self
+
     def _fits_text(self) -> ModelSection:
+        image_keys = [key for key in _IMAGE_KEYS if getattr(self, key) is not None]
+        if image_keys:
+            raise ValueError(f"{', '.join(image_keys)}: only for family image; remove for text")
         tabular = [key for key in _TABULAR_KEYS if getattr(self, key) is not None]
         if tabular:
             raise ValueError(
@@ -165,6 +198,34 @@ class ModelSection(_Section):
                 f"checkpoint {self.checkpoint!r} is loaded only with pretrained: true; remove "
                 "it to train an encoder from scratch (size: tiny, small or base)"
             )
+        return self
+
+
+class DataSection(_Section):
+    """How a non-tabular dataset is laid out (images: training.images).
+
+    Without `manifest`, every image under datasets/<model>/ is an example labelled by its
+    folder (`<label>/<file>`). With it, the CSV file (under datasets/<model>/) lists the
+    examples: its `image` column holds each image's key relative to datasets/<model>/, its
+    `label` column the class.
+    """
+
+    manifest: str | None = Field(default=None, min_length=1, pattern=r"(?i)^[^/].*\.csv$")
+    image: str = Field(default="image", min_length=1)
+    label: str = Field(default="label", min_length=1)
+    # A file that is not a readable image: false fails the job naming it; true leaves it out
+    # and counts it on the card (training.skipped_files).
+    skip_bad: bool = False
+
+    @model_validator(mode="after")
+    def _columns_need_a_manifest(self) -> DataSection:
+        if self.manifest is None and {"image", "label"} & self.model_fields_set:
+            raise ValueError(
+                "image and label name a manifest's columns; add `manifest: <file>.csv`, or "
+                "leave them out to label images by their folder"
+            )
+        if self.image == self.label:
+            raise ValueError(f"image and label are both {self.image!r}; name two columns")
         return self
 
 
@@ -389,22 +450,26 @@ class Spec(_Section):
     # None when absent (not the defaults), so specs without it keep their spec_hash.
     serving: ServingSection | None = None
     schedule: ScheduleSection | None = None
+    # None when absent: a table needs none (its columns are the layout).
+    data: DataSection | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _text_family_either_way(cls, document: Any) -> Any:
-        # `family: text` and `model: {family: text}` both say it; each implies the other.
+        # `family: text` and `model: {family: text}` both say it; each implies the other
+        # (and the same for image).
         if not isinstance(document, dict):
             return document
         model = document.get("model")
         said = model.get("family") if isinstance(model, dict) else None
-        if said == TEXT_FAMILY and "family" not in document:
-            return {**document, "family": TEXT_FAMILY}
-        if document.get("family") == TEXT_FAMILY:
+        if said in MODEL_FAMILIES and "family" not in document:
+            return {**document, "family": said}
+        outer = document.get("family")
+        if outer in MODEL_FAMILIES:
             if model is None:
-                return {**document, "model": {"family": TEXT_FAMILY}}
+                return {**document, "model": {"family": outer}}
             if isinstance(model, dict) and said is None:
-                return {**document, "model": {**model, "family": TEXT_FAMILY}}
+                return {**document, "model": {**model, "family": outer}}
         return document
 
     @field_validator("features")
@@ -420,11 +485,13 @@ class Spec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
-        if (self.family == TEXT_FAMILY) != (self.model.family == TEXT_FAMILY):
-            raise ValueError(
-                f"family: {self.family} and model.family: {self.model.family} disagree; "
-                "say family: text for a text model, or remove model.family"
-            )
+        for family in MODEL_FAMILIES:
+            if (self.family == family) != (self.model.family == family):
+                article = "an" if family == IMAGE_FAMILY else "a"
+                raise ValueError(
+                    f"family: {self.family} and model.family: {self.model.family} disagree; "
+                    f"say family: {family} for {article} {family} model, or remove model.family"
+                )
         if self.family == TEXT_FAMILY and self.features and len(self.features) > 1:
             raise ValueError(
                 f"features: a text model reads one text column, got {self.features}; other "
@@ -559,9 +626,11 @@ def spec_hash(spec: Spec) -> str:
     if effective["family"] == DEFAULT_FAMILY:
         # Specs from before families hash as they did: the default family is no change.
         del effective["family"]
-    for key in _TEXT_KEYS:
+    for key in _TEXT_KEYS + _IMAGE_KEYS:
         if effective["model"][key] is None:
             del effective["model"][key]  # keys added later: older specs hash as they did
+    if effective["data"] is None:
+        del effective["data"]
     if not effective["promotion"]["allow_schema_change"]:
         # Nor is the default of a key added later (a job's checkpoints resume across it).
         del effective["promotion"]["allow_schema_change"]
@@ -577,12 +646,15 @@ __all__ = [
     "DEFAULT_MAX_LENGTH",
     "DEFAULT_NETWORK",
     "DEFAULT_TEXT_SIZE",
+    "IMAGE_FAMILY",
     "METRICS_BY_TASK",
+    "MODEL_FAMILIES",
     "NETWORKS",
     "SPEC_FILE",
     "TEXT_FAMILY",
     "TEXT_SIZES",
     "ComputeSection",
+    "DataSection",
     "ModelSection",
     "PromotionSection",
     "ScheduleSection",

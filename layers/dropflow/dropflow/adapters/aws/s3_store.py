@@ -35,7 +35,9 @@ class S3Store:
     """An ObjectStore whose key `k` is the S3 object `s3://<bucket>/<prefix>/<k>`.
 
     `client` is a boto3 S3 client to use (tests pass one); by default one is created on
-    first use and shared by every thread (boto3 clients are thread-safe).
+    first use and shared by every thread (boto3 clients are thread-safe), and a forked child
+    process (a DataLoader worker reading images, training.images) creates its own: a client's
+    pooled connections shared by two processes would interleave their requests.
     """
 
     def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
@@ -46,13 +48,20 @@ class S3Store:
         self.prefix = f"{prefix}/" if prefix else ""
         self._client = client
         self._client_lock = threading.Lock()
+        self._own_client = client is None
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"S3Store('s3://{self.bucket}/{self.prefix}')"
 
     @property
     def client(self) -> Any:
-        """The boto3 S3 client, created once on first use."""
+        """The boto3 S3 client, created once on first use (and once in a forked child)."""
+        if self._own_client and self._pid != os.getpid():
+            # The lock too: the parent may have held it while forking.
+            self._client_lock = threading.Lock()
+            self._client = None
+            self._pid = os.getpid()
         if self._client is None:
             with self._client_lock:
                 if self._client is None:

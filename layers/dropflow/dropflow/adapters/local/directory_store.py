@@ -39,8 +39,10 @@ from dropflow.vocabulary.keys import check_key, is_valid_key
 _CHUNK = 1024 * 1024
 # Temp files older than this were left by a writer that died mid-put; removed at start-up.
 _STALE_TMP_SECONDS = 24 * 3600
-# Bound on the etag cache: enough for every file of a large dataset, small in memory.
-_ETAG_CACHE_MAX = 100_000
+# Bound on the etag cache, one entry per key (about 430 bytes each: some 110 MB when full):
+# room for an image dataset of 100,000 files several times over. A listing of more files than
+# this hashes some of them on every list (entries are dropped oldest first).
+_ETAG_CACHE_MAX = 250_000
 _RETIRED_SUFFIX = ".retired"
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 # A folder on the walk from the root, never through a link.
@@ -77,7 +79,9 @@ class DirectoryStore:
         if self._tmp.is_symlink():  # our own folder: puts must not pass through elsewhere
             self._tmp.unlink()
         self._tmp.mkdir(parents=True, exist_ok=True)
-        self._etags: dict[tuple[str, int, int, int], str] = {}
+        # key -> (the file's identity when hashed, its etag): a replaced file's entry is
+        # overwritten, so the cache holds one entry per key it has seen.
+        self._etags: dict[str, tuple[tuple[int, int, int], str]] = {}
         self._etags_lock = threading.Lock()
         self._remove_stale_temp_files()
 
@@ -403,7 +407,8 @@ class DirectoryStore:
     def _info(self, key: str, name: str, folder: int, st: os.stat_result) -> ObjectInfo:
         """Info for the file `name` in `folder`, whose stat is `st`; hashes it only if unseen."""
         with self._etags_lock:
-            etag = self._etags.get(_ident(key, st))
+            cached = self._etags.get(key)
+        etag = cached[1] if cached is not None and cached[0] == _ident(st) else None
         if etag is None:
             try:
                 fd = os.open(name, _READ, dir_fd=folder)
@@ -427,13 +432,12 @@ class DirectoryStore:
         return ObjectInfo(key=key, size=st.st_size, etag=etag, modified=st.st_mtime)
 
     def _remember(self, key: str, st: os.stat_result, etag: str) -> None:
-        ident = _ident(key, st)
         with self._etags_lock:
-            if len(self._etags) >= _ETAG_CACHE_MAX:
+            if key not in self._etags and len(self._etags) >= _ETAG_CACHE_MAX:
                 # Drop the oldest tenth: dicts keep insertion order.
                 for old in list(self._etags)[: _ETAG_CACHE_MAX // 10]:
                     del self._etags[old]
-            self._etags[ident] = etag
+            self._etags[key] = (_ident(st), etag)
 
     def _remove_stale_temp_files(self) -> None:
         cutoff = time.time() - _STALE_TMP_SECONDS
@@ -457,7 +461,7 @@ def _mark_name(name: str) -> str:
     return f".{name}{_RETIRED_SUFFIX}"
 
 
-def _ident(key: str, st: os.stat_result) -> tuple[str, int, int, int]:
+def _ident(st: os.stat_result) -> tuple[int, int, int]:
     # A file rewritten in place keeps its inode but changes size or mtime; one replaced by a
     # rename gets a new inode. Either way the cached etag no longer matches.
-    return (key, st.st_size, st.st_mtime_ns, st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
