@@ -108,7 +108,7 @@ def rebuild_network(bucket: Path) -> tuple[Any, dict[str, Any]]:
     from training.families import family_for
     from training.loop import reproducible
     from training.network import predict
-    from training.split import fitting_rows, split
+    from training.split import fitting_rows, split_for
 
     version_dir = only(sorted((bucket / "models" / MODEL).iterdir()), "model version")
     card = json.loads((version_dir / "card.json").read_text())
@@ -121,12 +121,7 @@ def rebuild_network(bucket: Path) -> tuple[Any, dict[str, Any]]:
     spec = read_spec(store, MODEL)
     family = family_for(spec)
     examples = family.read(store, MODEL, spec)
-    parts = split(
-        examples,
-        spec.training.holdout_fraction,
-        spec.training.seed,
-        validation_fraction=spec.training.validation_fraction,
-    )
+    parts = split_for(examples, spec.training)
     fit = fitting_rows(parts.train, spec.training.seed)
     with reproducible(spec.training.seed):
         network = family.build(examples, examples.x[fit], examples.y[fit], spec)

@@ -60,7 +60,7 @@ from training.families import family_for
 from training.job import _holdout_score  # the job's own per-epoch holdout score
 from training.loop import TrainingLoop, learning_rate_factor, reproducible
 from training.network import TaskNetwork
-from training.split import Split, fitting_rows, split
+from training.split import Split, fitting_rows, split_for
 
 THROUGHPUT_TARGET = 0.9
 OVERHEAD_TARGET = 0.05
@@ -256,12 +256,7 @@ def main(argv: list[str] | None = None, *, build: Builder | None = None) -> dict
     fresh_network = build or family_builder(spec)
 
     examples = synthetic(args.rows, args.features)
-    parts = split(
-        examples,
-        spec.training.holdout_fraction,
-        spec.training.seed,
-        validation_fraction=spec.training.validation_fraction,
-    )
+    parts = split_for(examples, spec.training)
     fit = fitting_rows(parts.train, spec.training.seed)
     cfg = spec.training.model_copy(update={"epochs": args.epochs})  # the spec otherwise
 

@@ -66,7 +66,7 @@ from training.loop import Score, train
 from training.metrics import evaluate, task_metrics
 from training.network import TaskNetwork, in_passes, predict
 from training.reading import ReadMeter
-from training.split import fitting_rows, split
+from training.split import fitting_rows, split_for
 from training.stop import StopRequest, Watcher
 
 log = logging.getLogger(__name__)
@@ -238,12 +238,7 @@ def train_and_publish(
             job.data_version,
         )
     loaded = clock()
-    parts = split(
-        examples,
-        spec.training.holdout_fraction,
-        spec.training.seed,
-        validation_fraction=spec.training.validation_fraction,
-    )
+    parts = split_for(examples, spec.training)
     # Indices into the one matrix: only the holdout (for the card and parity) and the rows the
     # preprocessing is fitted on are copied out of it.
     # (np.asarray: a family whose rows stream decodes its holdout rows once, here.)

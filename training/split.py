@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dropflow.errors import UserInputError
+from dropflow.vocabulary.spec import TrainingSection
 from training.examples import Examples, holdout_mask
 
 # Validation beyond this many rows tells early stopping nothing more: the rest trains.
@@ -76,6 +77,17 @@ def split(
         train=rest.astype(np.int64),
         validation=validation.astype(np.int64),
         holdout=holdout.astype(np.int64),
+    )
+
+
+def split_for(examples: Examples, training: TrainingSection) -> Split:
+    """split() with the spec's holdout and validation fractions and seed: the job's own split
+    (training.job), which the benchmarks reproduce with it."""
+    return split(
+        examples,
+        training.holdout_fraction,
+        training.seed,
+        validation_fraction=training.validation_fraction,
     )
 
 

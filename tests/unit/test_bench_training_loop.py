@@ -11,7 +11,7 @@ import torch
 
 from bench import training_loop
 from training.loop import reproducible
-from training.split import fitting_rows, split
+from training.split import fitting_rows, split, split_for
 
 
 @pytest.mark.parametrize("model", [None, "{family: mlp}"], ids=["default network", "mlp"])
@@ -20,12 +20,7 @@ def test_the_bare_loop_ends_an_epoch_with_the_weights_the_job_loop_ends_it_with(
 ) -> None:
     spec = training_loop.spec_for(None, model)
     examples = training_loop.synthetic(1_500, 6)
-    parts = split(
-        examples,
-        spec.training.holdout_fraction,
-        spec.training.seed,
-        validation_fraction=spec.training.validation_fraction,
-    )
+    parts = split_for(examples, spec.training)
     fit = fitting_rows(parts.train, spec.training.seed)
     cfg = spec.training.model_copy(update={"epochs": 1})
     build = training_loop.family_builder(spec)

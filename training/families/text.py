@@ -51,7 +51,7 @@ from training.data import MAX_INTEGER_CLASSES
 from training.examples import Examples
 from training.families.base import Family
 from training.network import TaskNetwork
-from training.split import split
+from training.split import split_for
 
 log = logging.getLogger(__name__)
 
@@ -421,12 +421,7 @@ class TextFamily(Family[TextExamples]):
         else:
             # The job's own split (the same seeded, stratified call): only training texts.
             labels = Examples(task, target, np.empty((len(y), 0)), y, classes, [], sources)
-            train_rows = split(
-                labels,
-                spec.training.holdout_fraction,
-                spec.training.seed,
-                validation_fraction=spec.training.validation_fraction,
-            ).train
+            train_rows = split_for(labels, spec.training).train
             size = SIZES[spec.model.size or DEFAULT_TEXT_SIZE]
             tokenizer = train_tokenizer([texts[i] for i in train_rows], size.vocabulary)
             pad_id, pad_token = int(tokenizer.token_to_id("[PAD]")), "[PAD]"
