@@ -348,8 +348,11 @@ class _Builder:
             tokenizer = Tokenizer.from_str(self._state("texts").store.get(key).decode())
         except Exception:  # missing, or unparsable: tokenizers raises a bare Exception then
             return []
+        # What the tokenizer adds to every text (its template's [CLS] and [SEP], padding) is
+        # left out: a learnt vocabulary need not mark those tokens special for decode to skip.
+        added = set(tokenizer.encode("").ids) | {card.input.pad_id}
         texts = tokenizer.decode_batch(
-            [[int(i) for i in row] for row in ids], skip_special_tokens=True
+            [[int(i) for i in row if int(i) not in added] for row in ids], skip_special_tokens=True
         )
         return texts if all(text.strip() for text in texts) else []
 

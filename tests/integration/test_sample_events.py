@@ -305,6 +305,33 @@ def test_a_text_models_predict_event_sends_the_texts_its_tokenizer_decodes(
     )
 
 
+def test_a_text_event_leaves_out_the_tokens_the_tokenizer_adds_to_every_text(
+    capsys, home, tmp_path
+):
+    # As the text family's learnt WordPiece vocabulary: [CLS] and [SEP] come from the template
+    # post-processor, and are not registered as special tokens that decode would skip.
+    from tokenizers import processors
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "great", "bad", "fine", "awful", "product"]
+    tokenizer = Tokenizer.from_str(tokenizer_json(vocab).decode())
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    store, registry = wiring.store(), wiring.registry()
+    publish_media(
+        store, registry, "tickets", version_id(1), kind="text",
+        tokenizer=tokenizer.to_str().encode(),
+    )  # fmt: skip
+    held = holdout_input("tickets")[:4]
+    assert np.isin(held, [2, 3]).any()  # the seeded holdout ids hold [CLS] or [SEP]
+
+    path = write_event(capsys, home, tmp_path, "predict", "--model", "tickets", "--rows", "4")
+    texts = [i["review"] for i in json.loads(json.loads(path.read_text())["body"])["instances"]]
+
+    assert texts == [" ".join(vocab[i] for i in row if i not in (0, 2, 3)) for row in held.tolist()]
+    assert answer(capsys, home, "PredictFunction", path)["statusCode"] == HTTPStatus.OK
+
+
 @pytest.mark.parametrize(("model", "field"), [("photos", "image"), ("reviews", "review")])
 def test_an_infer_event_for_an_image_or_text_model_sends_one_bytes_input(
     capsys, home, media, tmp_path, model, field
