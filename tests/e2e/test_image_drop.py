@@ -4,15 +4,17 @@ is served over HTTP (issue 14's acceptance for images).
 Runs `dropflow local up` as a user would, writes a spec and scikit-learn's digits as PNG files
 into label folders with plain file writes, waits for the job and the promotion, then asks the
 runtime's URL as clients do: base64 images in JSON, raw PNG and JPEG bodies, tritonclient with
-a BYTES tensor through the Open Inference Protocol, and a body that is no image. What the API
-answers is checked against onnxruntime run here on the published model.onnx, on pixels decoded
-here with Pillow the way the card's input documents (RGB, bilinear resize to its size).
+a BYTES tensor through the Open Inference Protocol, and a body that is no image; and runs the
+events `dropflow events` makes for it through `dropflow invoke`. What the API answers is
+checked against onnxruntime run here on the published model.onnx, on pixels decoded here with
+Pillow the way the card's input documents (RGB, bilinear resize to its size).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 from http import HTTPStatus
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from sklearn.datasets import load_digits
 
 from dropflow.vocabulary.card import Card
 from tests.integration.test_image_family import digit_png
-from tests.local_up import LocalUp, status
+from tests.local_up import LocalUp, invoked_event, status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -134,6 +136,12 @@ def test_a_dropped_image_folder_trains_is_promoted_and_answers_images_over_http(
         for refused in (words, in_json):
             assert refused.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, refused.text
             assert "not a JPEG, PNG or WebP image" in refused.json()["error"]["message"]
+
+        # and the events `dropflow events` writes for it are answered by `dropflow invoke`
+        for kind in ("predict", "predict-image"):
+            result = invoked_event(home, kind, MODEL, tmp_path / f"{kind}.json")
+            assert result["statusCode"] == HTTPStatus.OK, (kind, result)
+            assert json.loads(result["body"])["version"] == job["version"]
 
         assert runtime.stop() == 0, runtime.output
 
