@@ -271,6 +271,17 @@ def test_a_raw_image_event_carries_one_png_in_base64_and_is_answered(capsys, hom
     np.testing.assert_allclose(body["probabilities"], media["image"].expected(pixels), atol=1e-5)
 
 
+def test_a_raw_image_event_pins_a_version_by_query(capsys, home, media, tmp_path):
+    args = ("predict-image", "--model", "photos", "--version", version_id(1))
+    path = write_event(capsys, home, tmp_path, *args)
+    event = json.loads(path.read_text())
+
+    assert event["queryStringParameters"] == {"version": version_id(1)}
+    result = answer(capsys, home, "PredictFunction", path)
+    assert result["statusCode"] == HTTPStatus.OK, result
+    assert json.loads(result["body"])["version"] == version_id(1)
+
+
 def test_a_raw_image_event_for_a_model_of_other_input_is_refused(capsys, home, media):
     for model, takes in ((MODEL, "table rows"), ("reviews", "text")):
         code, _, err = events(capsys, home, "predict-image", "--model", model)
