@@ -137,9 +137,15 @@ KINDS: dict[str, Kind] = {
         Kind(
             "predict",
             "PredictFunction",
-            "POST /models/{name}/predict, holdout rows",
+            "POST /models/{name}/predict, holdout rows (images, texts)",
             "apigw-predict.json",
             "model",
+        ),
+        Kind(
+            "predict-image",
+            "PredictFunction",
+            "POST /models/{name}/predict, an image model's holdout image as a raw PNG body",
+            needs="model",
         ),
         Kind(
             "metadata",

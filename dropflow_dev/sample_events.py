@@ -5,9 +5,11 @@
 The files in events/ name a model and an instance that exist nowhere but in the tests; these
 are filled in from dropflow's state instead (the local home's registry and bucket, or whatever
 DROPFLOW_STORE_URL and DROPFLOW_REGISTRY_URL point at): the champion's holdout rows for a
-prediction, the newest file of a dataset for a drop, the version a job published for a card,
-the instance a job runs on for the EC2 events. Where there is nothing to fill in, the caller
-gets an EventError saying what is missing and what to pass instead.
+prediction (an image model's as PNG files in base64, a text model's as the texts its tokenizer
+decodes them to; `predict-image` sends one image as a raw image/png body), the newest file of a
+dataset for a drop, the version a job published for a card, the instance a job runs on for the
+EC2 events. Where there is nothing to fill in, the caller gets an EventError saying what is
+missing and what to pass instead.
 
 API events are built by the same translation the local gateway uses
 (dropflow.serving.proxy_event), EventBridge events by the local runtime's own
@@ -16,6 +18,7 @@ API events are built by the same translation the local gateway uses
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -53,6 +56,8 @@ from dropflow_dev.local.runtime import LOCAL_BUCKET
 # The states TrackTrainingFunction's InstanceStateChange rule delivers (template.yaml).
 INSTANCE_STATES = ("running", "shutting-down", "terminated", "stopped")
 DEFAULT_ROWS = 2
+# What a text model's event sends when the version's holdout texts cannot be read back.
+PLACEHOLDER_TEXT = "an example text"
 # float32 holds about 7 significant digits: more would print noise (5.099999904632568).
 _DIGITS = 7
 
@@ -185,13 +190,16 @@ class _Builder:
         return max(jobs, key=lambda j: j.created_at) if jobs else None
 
     # ------------------------------------------------------------------ API Gateway
-    def _api(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    def _api(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        """The proxy event of a request; `body` goes as JSON, or as it is when it is bytes."""
         events = ProxyEvents(DEFAULT_ROUTES, stage=STAGE, api_id=API_ID, account_id=LOCAL_ACCOUNT)
         headers = [("Accept", "application/json"), ("User-Agent", "dropflow-events")]
         data = b""
         if body is not None:
-            headers.append(("Content-Type", "application/json"))
-            data = json.dumps(body).encode()
+            headers.append(("Content-Type", content_type))
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
         return events.event_for(method, path, headers, data, "127.0.0.1", domain="localhost")
 
     def _health(self) -> dict[str, Any]:
@@ -211,51 +219,142 @@ class _Builder:
         return path if self.request.version is None else f"{path}/versions/{self.request.version}"
 
     def _predict(self) -> dict[str, Any]:
-        version = self._version()
-        card, rows = self._rows(version)
-        instances = [
-            {f.name: _api_value(f, value) for f, value in zip(card.features, row, strict=True)}
-            for row in rows
-        ]
+        card = self._card(self._version())
+        if card.input is not None:
+            field = card.input.field
+            instances: list[Any] = [{field: value} for value in self._media_values(card)]
+        else:
+            rows = self._rows(card)
+            instances = [
+                {f.name: _api_value(f, value) for f, value in zip(card.features, row, strict=True)}
+                for row in rows
+            ]
         body: dict[str, Any] = {"instances": instances}
         if self.request.version is not None:
             body["version"] = self.request.version
         return self._api("POST", f"/models/{self.model}/predict", body)
 
+    def _predict_image(self) -> dict[str, Any]:
+        card = self._card(self._version())
+        if card.input is None or card.input.kind != "image":
+            takes = "table rows" if card.input is None else card.input.kind
+            raise EventError(
+                f"{self.model} {card.version} takes {takes}, not images: a raw image body is "
+                f"only for image models; use `dropflow events predict --model {self.model}`"
+            )
+        (value,) = self._media_values(card, wanted=1)  # a raw body carries one image
+        path = f"/models/{self.model}/predict"
+        if self.request.version is not None:
+            path += f"?version={self.request.version}"
+        event = self._api("POST", path, base64.b64decode(value), content_type="image/png")
+        # API Gateway base64-encodes a body of a binary media type (template.yaml's
+        # BinaryMediaTypes), whatever its bytes.
+        event["body"] = value
+        event["isBase64Encoded"] = True
+        return event
+
     def _infer(self) -> dict[str, Any]:
-        card, rows = self._rows(self._version())
-        tensor = {
-            "name": INPUT_NAME,
-            "shape": [len(rows), len(card.features)],
-            "datatype": "FP32",
-            # The graph's own columns: numbers, category codes, null for missing.
-            "data": [[_number(v) for v in row] for row in rows],
-        }
+        card = self._card(self._version())
+        if card.input is not None:
+            values = self._media_values(card)
+            # The protocol's one input of an image or text model: its field, BYTES.
+            tensor = {
+                "name": card.input.field,
+                "shape": [len(values)],
+                "datatype": "BYTES",
+                "data": values,
+            }
+        else:
+            rows = self._rows(card)
+            tensor = {
+                "name": INPUT_NAME,
+                "shape": [len(rows), len(card.features)],
+                "datatype": "FP32",
+                # The graph's own columns: numbers, category codes, null for missing.
+                "data": [[_number(v) for v in row] for row in rows],
+            }
         return self._api("POST", f"{self._oip_path()}/infer", {"inputs": [tensor]})
 
-    def _rows(self, version: str) -> tuple[Card, np.ndarray]:
-        """Holdout rows of `version` as the graph reads them, preferring complete ones."""
-        card = self._card(version)
-        wanted = max(1, self.request.rows)
+    def _reference_input(self, card: Card) -> np.ndarray | None:
+        """The graph input of `card`'s holdout rows (reference.npz), None when unreadable."""
         name = card.files.get("reference", "reference.npz")
         try:
-            raw = self._state("rows").store.get(artifact_key(self.model, version, name))
+            raw = self._state("rows").store.get(artifact_key(self.model, card.version, name))
             with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-                x = np.asarray(npz[INPUT_NAME], dtype=np.float32)
+                return np.asarray(npz[INPUT_NAME])
         except (ObjectNotFound, KeyError, ValueError, OSError):
-            x = np.empty((0, len(card.features)), dtype=np.float32)
-        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != len(card.features):
+            return None
+
+    def _rows(self, card: Card) -> np.ndarray:
+        """Holdout rows of a table model's `card` as the graph reads them, complete ones first."""
+        version = card.version
+        wanted = max(1, self.request.rows)
+        x = self._reference_input(card)
+        x = x.astype(np.float32) if x is not None and np.issubdtype(x.dtype, np.number) else None
+        name = card.files.get("reference", "reference.npz")
+        if x is None or x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != len(card.features):
             self.notes.append(
                 f"{self.model} {version} has no readable holdout rows ({name}): the rows are "
                 "made up from its input schema (0 for numbers, the first category)"
             )
-            return card, np.array([_made_up_row(card.features)] * wanted, dtype=np.float32)
+            return np.array([_made_up_row(card.features)] * wanted, dtype=np.float32)
         # A NaN where the feature is not nullable gets a warning or a 422: take others first.
         nullable = np.array([f.nullable or f.dtype == "category" for f in card.features])
         complete = ~np.any(np.isnan(x) & ~nullable, axis=1)
         ordered = np.concatenate([x[complete], x[~complete]])
         self.notes.append(f"{min(wanted, len(ordered))} holdout rows of {self.model} {version}")
-        return card, ordered[:wanted]
+        return ordered[:wanted]
+
+    def _media_values(self, card: Card, wanted: int | None = None) -> list[str]:
+        """What a client sends an image or text model for its holdout rows: PNG files of the
+        holdout pixels in base64, or the holdout texts as the published tokenizer decodes
+        their token ids; made up (a grey image, a placeholder text) where they are unreadable."""
+        assert card.input is not None
+        spec, version = card.input, card.version
+        wanted = wanted or max(1, self.request.rows)
+        x = self._reference_input(card)
+        if x is not None and (
+            x.shape[1:] != spec.row_shape or not np.issubdtype(x.dtype, np.integer)
+        ):
+            x = None
+        values: list[str] = []
+        if x is not None and spec.kind == "image":
+            values = [_png_base64(pixels) for pixels in x[:wanted].astype(np.uint8)]
+        elif x is not None:
+            values = self._texts(card, x[:wanted])
+        if values:
+            self.notes.append(f"{len(values)} holdout rows of {self.model} {version}")
+            return values
+        if spec.kind == "image":
+            grey = np.full(spec.row_shape, 128, dtype=np.uint8)
+            what = f"a grey {spec.width}x{spec.height} PNG"
+            values = [_png_base64(grey)] * wanted
+        else:
+            what = f"the text {PLACEHOLDER_TEXT!r}"
+            values = [PLACEHOLDER_TEXT] * wanted
+        self.notes.append(
+            f"{self.model} {version} has no readable holdout rows: the event sends {what}"
+        )
+        return values
+
+    def _texts(self, card: Card, ids: np.ndarray) -> list[str]:
+        """The texts `ids` encode, by the version's tokenizer.json; [] when it is unreadable or
+        a text decodes to nothing (every token special or padding)."""
+        from tokenizers import Tokenizer
+
+        assert card.input is not None and card.input.tokenizer is not None
+        key = artifact_key(self.model, card.version, card.input.tokenizer)
+        try:
+            tokenizer = Tokenizer.from_str(self._state("texts").store.get(key).decode())
+        except Exception:  # missing, or unparsable: tokenizers raises a bare Exception then
+            return []
+        # What the tokenizer adds to every text (its template's [CLS] and [SEP], padding) is
+        # left out: a learnt vocabulary need not mark those tokens special for decode to skip.
+        added = set(tokenizer.encode("").ids) | {card.input.pad_id}
+        texts = tokenizer.decode_batch(
+            [[int(i) for i in row if int(i) not in added] for row in ids], skip_special_tokens=True
+        )
+        return texts if all(text.strip() for text in texts) else []
 
     # ------------------------------------------------------------------ EventBridge
     def _dataset_created(self) -> dict[str, Any]:
@@ -365,6 +464,15 @@ def _api_value(feature: Feature, value: float) -> Any:
     if not 0 <= code < len(categories) or categories[code] == MISSING_CATEGORY:
         return None
     return categories[code]
+
+
+def _png_base64(pixels: np.ndarray) -> str:
+    """uint8 [H, W, 3] pixels as a PNG file in base64, as a client sends an image."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, format="PNG")  # [H, W, 3]: RGB
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def _made_up_row(features: Sequence[Feature]) -> list[float]:

@@ -151,3 +151,22 @@ def status(home: Path) -> dict[str, Any]:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def invoked_event(home: Path, kind: str, model: str, event_file: Path) -> dict[str, Any]:
+    """The proxy answer PredictFunction gives, through `dropflow invoke`, to the event
+    `dropflow events <kind> --model <model>` writes to `event_file` for this home, as a
+    developer runs them beside `local up`."""
+    for command in (
+        ["events", kind, "--model", model, "-o", str(event_file)],
+        ["invoke", "PredictFunction", "-e", str(event_file)],
+    ):
+        done = subprocess.run(
+            [*DROPFLOW, *command, "--home", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=START_SECONDS,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    return json.loads(done.stdout)

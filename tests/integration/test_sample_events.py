@@ -8,6 +8,8 @@ them; no training process is started.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import os
@@ -16,16 +18,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from tokenizers import Tokenizer
 
 from dropflow import wiring
 from dropflow.promotion.gate import promote
 from dropflow.records.jobs import Attempt, Job, JobState
-from dropflow.vocabulary.card import MISSING_CATEGORY, Feature
+from dropflow.vocabulary.card import INPUT_NAME, MISSING_CATEGORY, Feature, artifact_key
 from dropflow.vocabulary.names import new_job_id
 from dropflow_dev import cli
 from dropflow_dev.event_shapes import KINDS
 from dropflow_dev.local.runtime import configure
-from tests.fakes_serving import publish, version_id
+from dropflow_dev.sample_events import PLACEHOLDER_TEXT
+from tests.fakes_serving import (
+    TEXT_MAX_LENGTH,
+    TEXT_PAD_ID,
+    MediaModel,
+    publish,
+    publish_media,
+    tokenizer_json,
+    version_id,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -204,6 +217,165 @@ def test_rows_for_a_model_without_champion_are_refused_saying_what_to_pass(capsy
     assert code == 2
     assert "'ghost' has no champion" in err and "pass --version V" in err
     assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- images and texts
+@pytest.fixture
+def media(home) -> dict[str, MediaModel]:
+    """An image model `photos` and a text model `reviews`, each champion of the home."""
+    store, registry = wiring.store(), wiring.registry()
+    return {
+        kind: publish_media(store, registry, name, version_id(1), kind=kind, seed=4)
+        for name, kind in (("photos", "image"), ("reviews", "text"))
+    }
+
+
+def holdout_input(model: str) -> np.ndarray:
+    raw = wiring.store().get(artifact_key(model, version_id(1), "reference.npz"))
+    with np.load(io.BytesIO(raw)) as npz:
+        return npz[INPUT_NAME]
+
+
+def decoded(value: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(value))).convert("RGB"))
+
+
+def test_an_image_models_predict_event_sends_its_holdout_images_as_base64_png(
+    capsys, home, media, tmp_path
+):
+    path = write_event(capsys, home, tmp_path, "predict", "--model", "photos", "--rows", "3")
+    instances = json.loads(json.loads(path.read_text())["body"])["instances"]
+
+    # Under the card's field, PNG files of the card's size holding the holdout pixels exactly.
+    assert [list(i) for i in instances] == [["image"]] * 3
+    pixels = np.stack([decoded(i["image"]) for i in instances])
+    np.testing.assert_array_equal(pixels, holdout_input("photos")[:3])
+    result = answer(capsys, home, "PredictFunction", path)
+    assert result["statusCode"] == HTTPStatus.OK, result
+    np.testing.assert_allclose(
+        json.loads(result["body"])["probabilities"], media["image"].expected(pixels), atol=1e-5
+    )
+
+
+def test_a_raw_image_event_carries_one_png_in_base64_and_is_answered(capsys, home, media, tmp_path):
+    path = write_event(capsys, home, tmp_path, "predict-image", "--model", "photos")
+    event = json.loads(path.read_text())
+
+    assert event["isBase64Encoded"] is True
+    assert event["headers"]["Content-Type"] == "image/png"
+    pixels = decoded(event["body"])[None]
+    np.testing.assert_array_equal(pixels, holdout_input("photos")[:1])
+    result = answer(capsys, home, "PredictFunction", path)
+    assert result["statusCode"] == HTTPStatus.OK, result
+    body = json.loads(result["body"])
+    np.testing.assert_allclose(body["probabilities"], media["image"].expected(pixels), atol=1e-5)
+
+
+def test_a_raw_image_event_pins_a_version_by_query(capsys, home, media, tmp_path):
+    args = ("predict-image", "--model", "photos", "--version", version_id(1))
+    path = write_event(capsys, home, tmp_path, *args)
+    event = json.loads(path.read_text())
+
+    assert event["queryStringParameters"] == {"version": version_id(1)}
+    result = answer(capsys, home, "PredictFunction", path)
+    assert result["statusCode"] == HTTPStatus.OK, result
+    assert json.loads(result["body"])["version"] == version_id(1)
+
+
+def test_a_raw_image_event_for_a_model_of_other_input_is_refused(capsys, home, media):
+    for model, takes in ((MODEL, "table rows"), ("reviews", "text")):
+        code, _, err = events(capsys, home, "predict-image", "--model", model)
+
+        assert code == 2
+        assert f"takes {takes}, not images" in err
+        assert f"use `dropflow events predict --model {model}`" in err
+
+
+def test_a_text_models_predict_event_sends_the_texts_its_tokenizer_decodes(
+    capsys, home, media, tmp_path
+):
+    path = write_event(capsys, home, tmp_path, "predict", "--model", "reviews", "--rows", "3")
+    instances = json.loads(json.loads(path.read_text())["body"])["instances"]
+
+    tokenizer = Tokenizer.from_str(tokenizer_json().decode())
+    texts = tokenizer.decode_batch(holdout_input("reviews")[:3].tolist(), skip_special_tokens=True)
+    assert instances == [{"review": text} for text in texts]
+    assert all(isinstance(text, str) and text.strip() for text in texts)
+    result = answer(capsys, home, "PredictFunction", path)
+    assert result["statusCode"] == HTTPStatus.OK, result
+    # The serving side cuts and pads what this plain tokenizer leaves as it is.
+    ids = np.asarray(
+        [
+            (e.ids + [TEXT_PAD_ID] * TEXT_MAX_LENGTH)[:TEXT_MAX_LENGTH]
+            for e in tokenizer.encode_batch(texts)
+        ],
+        dtype=np.int64,
+    )
+    np.testing.assert_allclose(
+        json.loads(result["body"])["probabilities"], media["text"].expected(ids), atol=1e-5
+    )
+
+
+def test_a_text_event_leaves_out_the_tokens_the_tokenizer_adds_to_every_text(
+    capsys, home, tmp_path
+):
+    # As the text family's learnt WordPiece vocabulary: [CLS] and [SEP] come from the template
+    # post-processor, and are not registered as special tokens that decode would skip.
+    from tokenizers import processors
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "great", "bad", "fine", "awful", "product"]
+    tokenizer = Tokenizer.from_str(tokenizer_json(vocab).decode())
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    store, registry = wiring.store(), wiring.registry()
+    publish_media(
+        store, registry, "tickets", version_id(1), kind="text",
+        tokenizer=tokenizer.to_str().encode(),
+    )  # fmt: skip
+    held = holdout_input("tickets")[:4]
+    assert np.isin(held, [2, 3]).any()  # the seeded holdout ids hold [CLS] or [SEP]
+
+    path = write_event(capsys, home, tmp_path, "predict", "--model", "tickets", "--rows", "4")
+    texts = [i["review"] for i in json.loads(json.loads(path.read_text())["body"])["instances"]]
+
+    assert texts == [" ".join(vocab[i] for i in row if i not in (0, 2, 3)) for row in held.tolist()]
+    assert answer(capsys, home, "PredictFunction", path)["statusCode"] == HTTPStatus.OK
+
+
+@pytest.mark.parametrize(("model", "field"), [("photos", "image"), ("reviews", "review")])
+def test_an_infer_event_for_an_image_or_text_model_sends_one_bytes_input(
+    capsys, home, media, tmp_path, model, field
+):
+    path = write_event(capsys, home, tmp_path, "infer", "--model", model)
+    [tensor] = json.loads(json.loads(path.read_text())["body"])["inputs"]
+
+    assert (tensor["name"], tensor["datatype"], tensor["shape"]) == (field, "BYTES", [2])
+    result = answer(capsys, home, "PredictFunction", path)
+    assert result["statusCode"] == HTTPStatus.OK, result
+    [output] = json.loads(result["body"])["outputs"]
+    assert output["shape"] == [2, 2]
+
+
+def test_a_media_version_without_readable_holdout_rows_gets_a_placeholder_and_says_so(
+    capsys, home, media, tmp_path
+):
+    for model in ("photos", "reviews"):
+        wiring.store().put(artifact_key(model, version_id(1), "reference.npz"), b"junk")
+
+    image_code, image, image_err = events(capsys, home, "predict", "--model", "photos")
+    text_code, text, text_err = events(capsys, home, "predict", "--model", "reviews")
+
+    assert (image_code, text_code) == (0, 0)
+    assert "has no readable holdout rows: the event sends a grey 6x8 PNG" in image_err
+    assert "has no readable holdout rows: the event sends the text 'an example text'" in text_err
+    instances = json.loads(image["body"])["instances"]
+    assert [decoded(i["image"]).shape for i in instances] == [(8, 6, 3)] * 2
+    assert json.loads(text["body"])["instances"] == [{"review": PLACEHOLDER_TEXT}] * 2
+    for event in (image, text):
+        path = tmp_path / "event.json"
+        path.write_text(json.dumps(event))
+        assert answer(capsys, home, "PredictFunction", path)["statusCode"] == HTTPStatus.OK
 
 
 # --------------------------------------------------------------------------- control plane

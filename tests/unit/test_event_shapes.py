@@ -136,7 +136,7 @@ def test_an_eventbridge_event_for_the_wrong_function_names_the_right_one():
         "PredictFunction takes an API Gateway REST (v1) proxy event; this looks like an "
         "EventBridge event (aws.s3 'Object Created' for datasets/breast-cancer/data.csv): use "
         "LaunchTrainingFunction, or `dropflow events predict --model M` (or health, models, "
-        "model, metadata, infer)"
+        "model, predict-image, metadata, infer)"
     )
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 SCHEDULED = {"LaunchTrainingFunction", "TrackTrainingFunction"}
 # The kinds whose rows come from a published version: tests/integration/test_sample_events.py.
-NEED_STATE = {"predict", "infer"}
+NEED_STATE = {"predict", "predict-image", "infer"}
 
 
 @pytest.mark.parametrize("kind", sorted(set(KINDS) - NEED_STATE))
@@ -64,9 +64,10 @@ def test_a_drop_without_state_names_a_default_file_and_says_so():
     ]
 
 
-def test_rows_without_state_are_refused_saying_where_state_comes_from():
+@pytest.mark.parametrize("kind", sorted(NEED_STATE))
+def test_rows_without_state_are_refused_saying_where_state_comes_from(kind):
     with pytest.raises(EventError) as raised:
-        build(Request("predict", model="iris"), None)
+        build(Request(kind, model="iris"), None)
 
     assert str(raised.value).startswith(
         "nothing to fill in the rows of 'iris' with: there is no dropflow state here"
