@@ -11,9 +11,13 @@ table's.
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import random
+from http import HTTPStatus
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,11 +27,14 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from dropflow import wiring
 from dropflow.promotion.gate import promote
 from dropflow.records.jobs import Attempt, ExitCode, JobState, JobStore
 from dropflow.vocabulary.card import MISSING_CATEGORY, Card, Feature, InputSpec, read_card
 from dropflow.vocabulary.spec import load_spec
 from dropflow.wiring import open_registry, open_store
+from dropflow_dev.lambda_context import LambdaContext
+from tests.fakes_serving import ProxyAnswer, load_handler
 from tests.integration.test_text_family import NoticeAfter
 from tests.training_jobs import launched_job
 from training.families.text import TextFamily, TextTableNetwork
@@ -36,6 +43,7 @@ from training.job import run_job
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
 ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = json.loads((ROOT / "events" / "apigw-predict.json").read_text())
 MODEL = "tickets"
 LENGTH = 12
 SPEC = (
@@ -132,6 +140,16 @@ def champion(home: Home, trained: str) -> Card:
     result = promote(MODEL, card.version, home.store, home.registry)
     assert result.decision == "approved", result.reason
     return card
+
+
+@pytest.fixture
+def app(home: Home, champion: Card, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("DROPFLOW_STORE_URL", f"file://{home.root}/bucket")
+    monkeypatch.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{home.root}/registry.db")
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+    wiring.reset()
+    yield load_handler(ROOT / "functions" / "predict" / "app.py")
+    wiring.reset()
 
 
 def graph_input(card: Card, home: Home, rows: list[dict[str, Any]]) -> np.ndarray:
@@ -277,3 +295,148 @@ def test_an_interrupted_text_table_job_resumes_to_the_uninterrupted_weights(home
         home.reference(resumed)["probabilities"] - home.reference(straight)["probabilities"]
     )
     assert difference.max() <= 1e-6
+
+
+# --------------------------------------------------------------------------- serving
+class Answer(ProxyAnswer):
+    @property
+    def message(self) -> str:
+        assert self.json is not None, self.json
+        error = self.json["error"]
+        return error["message"] if isinstance(error, dict) else error
+
+
+def call(app: ModuleType, method: str, path: str, body: Any = None) -> Answer:
+    event = copy.deepcopy(SAMPLE)
+    event["httpMethod"] = event["requestContext"]["httpMethod"] = method
+    event["path"] = path
+    if path.startswith("/v2/"):
+        event["resource"] = "/v2/{proxy+}"
+        event["pathParameters"] = {"proxy": path.removeprefix("/v2/")}
+    else:
+        event["pathParameters"] = {"name": MODEL}
+    event["body"] = None if body is None else json.dumps(body)
+    event["isBase64Encoded"] = False
+    return Answer(app.lambda_handler(event, LambdaContext(function_name="PredictFunction")))
+
+
+def predict(app: ModuleType, instances: Any) -> Answer:
+    return call(app, "POST", f"/models/{MODEL}/predict", {"instances": instances})
+
+
+def test_rows_as_objects_or_lists_get_the_graphs_answer(app, home, champion):
+    expected = run_graph(champion, home, graph_input(champion, home, ROWS))
+    as_lists = [[r["review"], r["rating"], r["channel"]] for r in ROWS]
+
+    by_objects, by_lists = predict(app, ROWS), predict(app, as_lists)
+
+    assert by_objects.status == HTTPStatus.OK, by_objects.json
+    np.testing.assert_allclose(by_objects.json["probabilities"], expected, atol=1e-5)
+    assert by_objects.json["predictions"] == ["yes", "no", "yes", "no"]
+    assert by_lists.json == by_objects.json
+
+
+def test_an_unseen_category_is_predicted_as_unknown_with_a_warning(app, champion):
+    answer = predict(app, [{**ROWS[0], "channel": "fax"}])
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    (warning,) = answer.json["warnings"][0]
+    assert warning["feature"] == "channel" and warning["value"] == "fax"
+
+
+@pytest.mark.parametrize(
+    ("instances", "needle"),
+    [
+        ([{"review": "great", "channel": "chat"}], "row 0: missing features 'rating'"),
+        ([{"review": "great", "rating": 4, "channel": "chat", "x": 1}], "unknown features 'x'"),
+        ([{"rating": 4, "channel": "chat"}], "row 0: missing the text 'review'"),
+        ([{"review": "", "rating": 4, "channel": "chat"}], "row 0, 'review': the text is empty"),
+        ([{"review": None, "rating": 4, "channel": "chat"}], "'review': expected text, got null"),
+        ([{"review": "great", "rating": "four", "channel": "chat"}], "row 0, feature 'rating'"),
+        (
+            [["great", 4]],
+            "row 0: has 2 values, the model expects 3 ('review', 'rating', 'channel')",
+        ),
+        (["great"], "each row is an object with the keys 'review', 'rating', 'channel'"),
+    ],
+)
+def test_a_row_the_model_cannot_take_is_a_422_naming_the_problem(app, champion, instances, needle):
+    answer = predict(app, instances)
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY, answer.json
+    assert needle in answer.message
+
+
+def test_the_model_description_lists_the_text_and_the_columns(app, champion):
+    answer = call(app, "GET", f"/models/{MODEL}")
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    assert [f["name"] for f in answer.json["features"]] == ["review", "rating", "channel"]
+    assert answer.json["input"]["field"] == "review"
+
+
+def oip_inputs(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "name": "review",
+                "datatype": "BYTES",
+                "shape": [len(rows)],
+                "data": [r["review"] for r in rows],
+            },
+            {
+                "name": "rating",
+                "datatype": "FP32",
+                "shape": [len(rows)],
+                "data": [r["rating"] for r in rows],
+            },
+            {
+                "name": "channel",
+                "datatype": "BYTES",
+                "shape": [len(rows)],
+                "data": [r["channel"] for r in rows],
+            },
+        ]
+    }
+
+
+def test_oip_metadata_lists_one_input_per_feature(app, champion):
+    answer = call(app, "GET", f"/v2/models/{MODEL}")
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    assert answer.json["inputs"] == [
+        {"name": "review", "datatype": "BYTES", "shape": [-1]},
+        {"name": "rating", "datatype": "FP32", "shape": [-1]},
+        {"name": "channel", "datatype": "BYTES", "shape": [-1]},
+    ]
+
+
+def test_oip_takes_the_text_as_bytes_and_the_columns_as_a_tables(app, home, champion):
+    expected = run_graph(champion, home, graph_input(champion, home, ROWS))
+
+    answer = call(app, "POST", f"/v2/models/{MODEL}/infer", oip_inputs(ROWS))
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    (output,) = answer.json["outputs"]
+    np.testing.assert_allclose(np.reshape(output["data"], (4, 2)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda b: b["inputs"].pop(1), "no input for feature 'rating': send one input per feature"),
+        (lambda b: b["inputs"][0]["data"].__setitem__(0, ""), "row 0, 'review': the text is empty"),
+        (
+            lambda b: b["inputs"][1]["data"].__setitem__(1, "high"),
+            "row 1, input 'rating': string 'high' is not FP32 data",
+        ),
+    ],
+)
+def test_oip_inputs_the_model_cannot_take_are_a_422(app, champion, change, needle):
+    body = oip_inputs(ROWS)
+    change(body)
+
+    answer = call(app, "POST", f"/v2/models/{MODEL}/infer", body)
+
+    assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY, answer.json
+    assert needle in answer.message
