@@ -14,7 +14,11 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +40,7 @@ from dropflow.wiring import open_registry, open_store
 from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import ProxyAnswer, load_handler
 from tests.integration.test_text_family import NoticeAfter
+from tests.net import free_port, wait_ready
 from tests.training_jobs import launched_job
 from training.families.text import TextFamily, TextTableNetwork
 from training.job import run_job
@@ -314,7 +319,7 @@ def call(app: ModuleType, method: str, path: str, body: Any = None) -> Answer:
         event["resource"] = "/v2/{proxy+}"
         event["pathParameters"] = {"proxy": path.removeprefix("/v2/")}
     else:
-        event["pathParameters"] = {"name": MODEL}
+        event["pathParameters"] = {"name": path.split("/")[2]}
     event["body"] = None if body is None else json.dumps(body)
     event["isBase64Encoded"] = False
     return Answer(app.lambda_handler(event, LambdaContext(function_name="PredictFunction")))
@@ -440,3 +445,70 @@ def test_oip_inputs_the_model_cannot_take_are_a_422(app, champion, change, needl
 
     assert answer.status == HTTPStatus.UNPROCESSABLE_ENTITY, answer.json
     assert needle in answer.message
+
+
+# --------------------------------------------------------------------------- container tier
+@pytest.fixture(scope="module")
+def routed_to_container(home: Home) -> Card:
+    """The same table trained under `serving: {route: container}` and promoted there."""
+    home.drop("tickets-large", SPEC + b"serving: {route: container}\n", tickets())
+    card = home.card(home.run("tickets-large"))
+    result = promote("tickets-large", card.version, home.store, home.registry)
+    assert result.decision == "approved" and result.route == "container", result.reason
+    return card
+
+
+@pytest.fixture
+def container(home: Home, routed_to_container: Card, tmp_path: Path, monkeypatch) -> str:
+    """The container tier's server (`python -m serving`) on the same store and registry, and
+    the predict function pointed at it; the server's URL."""
+    monkeypatch.setenv("DROPFLOW_STORE_URL", f"file://{home.root}/bucket")
+    monkeypatch.setenv("DROPFLOW_REGISTRY_URL", f"sqlite://{home.root}/registry.db")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "dropflow"), str(ROOT)]),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            if wait_ready(url, 120, alive=lambda: proc.poll() is None) != HTTPStatus.OK:
+                pytest.fail(
+                    "the container server never became ready:\n" + Path(log.name).read_text()
+                )
+            monkeypatch.setenv("DROPFLOW_CONTAINER_URL", url)
+            yield url
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+
+
+def test_the_container_tier_answers_text_and_columns_as_the_function_does(
+    home, routed_to_container, container
+):
+    wiring.reset()  # a cold start with DROPFLOW_CONTAINER_URL set
+    app = load_handler(ROOT / "functions" / "predict" / "app.py")
+    card = routed_to_container
+    expected = run_graph(card, home, graph_input(card, home, ROWS))
+
+    answer = call(app, "POST", "/models/tickets-large/predict", {"instances": ROWS})
+    refused = call(
+        app, "POST", "/models/tickets-large/predict", {"instances": [{"review": "great"}]}
+    )
+
+    assert answer.status == HTTPStatus.OK, answer.json
+    assert answer.json["served_by"] == "container"
+    np.testing.assert_allclose(answer.json["probabilities"], expected, atol=1e-5)
+    assert refused.status == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "missing features 'rating', 'channel'" in refused.message
+    wiring.reset()
