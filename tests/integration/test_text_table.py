@@ -278,6 +278,29 @@ def test_a_column_the_tabular_reader_refuses_fails_the_job_with_its_message(home
     assert "'rating'" in job.reason and "'lots'" in job.reason, job.reason
 
 
+QUICK_SPEC = (
+    b"family: text\n"
+    b"model: {pretrained: false, size: tiny, max_length: 12}\n"
+    b"training: {epochs: 8, batch_size: 32, learning_rate: 1e-3}\n"
+)
+
+
+def test_a_version_that_learnt_a_category_is_compared_by_recorded_metrics(home):
+    # The holdout rows carry the candidate's category codes, which mean other values to the
+    # champion: the two graphs cannot be scored on them.
+    first = tickets(rows=200)
+    home.drop("tickets-sms", QUICK_SPEC, first)
+    version = home.jobs.get(home.run("tickets-sms")).version
+    assert promote("tickets-sms", version, home.store, home.registry).decision == "approved"
+    home.drop("tickets-sms", QUICK_SPEC, first.assign(channel=["sms", *first["channel"][1:]]))
+    job = home.jobs.get(home.run("tickets-sms"))
+
+    result = promote("tickets-sms", job.version, home.store, home.registry)
+
+    assert "compared the cards' recorded metrics" in result.reason, result.reason
+    assert "encode their tabular columns differently" in result.reason
+
+
 RESUME_SPEC = (
     b"family: text\n"
     b"model: {pretrained: false, size: tiny, max_length: 12}\n"
