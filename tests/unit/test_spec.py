@@ -403,6 +403,12 @@ def test_text_model_keys_that_do_not_fit_are_named(text, message):
     assert message in str(caught.value)
 
 
+def test_a_text_models_features_may_name_tabular_columns_beside_its_text():
+    spec = load_spec("family: text\nfeatures: [review, stars, channel]")
+
+    assert spec.features == ["review", "stars", "channel"]
+
+
 # --------------------------------------------------------------------------- image family
 # spec_hash of these specs before the image keys and the data section existed (computed by
 # the code of commit 1c02356): a job's checkpoints must resume across the change.
