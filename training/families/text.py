@@ -29,10 +29,10 @@ is ids != pad id, computed inside), dropout and a linear head; the base class's 
 top. With tabular columns (TextTableNetwork) the head reads the pooled text concatenated with
 the columns as the tabular MLP encodes them (training.model: median fill, standardisation,
 one-hot of categories; fitted to the training rows) through one layer of the text's width, so
-the graph takes raw columns. It
-exports as every family does, with torch.export (training.export; on torch 2.13 the graph of
-a BERT encoder, tiny to base, matches torch to about 1e-7 at any batch size, and takes a few
-seconds longer than the deprecated TorchScript exporter the family used before).
+the graph takes raw columns. It exports as every family does, with torch.export
+(training.export; on torch 2.13 the graph of a BERT encoder, tiny to base, with or without
+columns, matches torch to about 1e-7 at any batch size, and takes a few seconds longer than
+the deprecated TorchScript exporter the family used before).
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ SIZES = {
 
 @dataclass(frozen=True)
 class TextExamples(Examples):
-    """Examples whose `x` are token ids, with what build and publish need besides."""
+    """Examples whose `x` are token ids (then tabular columns, when `tabular` lists any), with
+    what build and publish need besides."""
 
     field: str  # the text column: the card's first feature and the instance key clients send
     tokenizer_json: str  # the tokenizer, truncation and padding set (published as is)
