@@ -166,6 +166,10 @@ class Dataset:
     dropped_rows: int  # rows without a target value
     # One per feature, same order; empty means every feature is numeric.
     columns: tuple[Column, ...] = ()
+    # bool per data row read (files in key order, rows in file order): whether it had a
+    # target and so is a row of `x`. A family reading other columns of the same rows (text
+    # beside tabular features, training.families.text) lines its rows up with these.
+    kept: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:
@@ -1137,4 +1141,5 @@ def load_dataset(
         sources=[source.key for source in sources],
         dropped_rows=dropped,
         columns=tuple(feature_columns),
+        kept=keep,
     )

@@ -49,9 +49,10 @@ TOLERANCE = 1e-6
 REPO = Path(__file__).resolve().parents[2]
 
 
-def reviews(rows: int = 200, seed: int = 0) -> pd.DataFrame:
+def reviews(rows: int = 200, seed: int = 0, *, text_only: bool = True) -> pd.DataFrame:
     """Reviews whose label one keyword decides, among shuffled filler words, and a rating
-    column the text model leaves out."""
+    column (which a text model reads beside the text unless the spec names the text alone;
+    `text_only` leaves it out of the table)."""
     rng = random.Random(seed)
     records = []
     for i in range(rows):
@@ -59,7 +60,8 @@ def reviews(rows: int = 200, seed: int = 0) -> pd.DataFrame:
         words = [*rng.sample(FILLER, 6), rng.choice(GOOD if label == "positive" else BAD)]
         rng.shuffle(words)
         records.append({"stars": i % 5, "review": " ".join(words), "label": label})
-    return pd.DataFrame(records)
+    frame = pd.DataFrame(records)
+    return frame.drop(columns=["stars"]) if text_only else frame
 
 
 class Home:
@@ -251,7 +253,7 @@ def test_the_same_texts_give_the_same_tokenizer_in_another_process(tmp_path):
 
 
 def test_a_number_to_predict_from_text_trains_a_regression_graph(home):
-    frame = reviews().drop(columns=["label", "stars"])
+    frame = reviews().drop(columns=["label"])
     frame["score"] = [4.5 if any(w in text for w in GOOD) else 1.5 for text in frame["review"]]
     spec = SPEC + b"target: score\n"
     home.drop("reviews-score", spec, frame)
@@ -266,7 +268,8 @@ def test_a_number_to_predict_from_text_trains_a_regression_graph(home):
 
 # --------------------------------------------------------------------------- reading
 def test_a_spec_column_names_the_text_and_the_others_are_left_out(home):
-    frame = reviews().assign(note=[f"a remark that is long enough {i}" for i in range(200)])
+    frame = reviews(text_only=False)
+    frame["note"] = [f"a remark that is long enough {i}" for i in range(200)]
     home.drop("reviews-named", SPEC + b"features: [review]\n", frame)
 
     examples = TextFamily().read(

@@ -214,3 +214,58 @@ def test_text_and_image_features_carry_no_categories(dtype):
     assert Feature(name="x", dtype=dtype).categories is None
     with pytest.raises(ValidationError, match="only category features have categories"):
         Feature(name="x", dtype=dtype, categories=["a"])
+
+
+# --------------------------------------------------------------------------- text and a table
+TEXT_AND_COLUMNS = [
+    {"name": "review", "dtype": "text"},
+    {"name": "stars", "dtype": "number", "nullable": True},
+    {"name": "channel", "dtype": "category", "categories": ["chat", "email"]},
+]
+
+
+def test_a_text_card_with_tabular_columns_takes_ids_then_columns_as_float32():
+    raw = _card_json(input=TEXT_INPUT, features=TEXT_AND_COLUMNS, files=TEXT_FILES)
+
+    card = parse_card("k", raw)
+
+    assert [f.name for f in card.tabular_features] == ["stars", "channel"]
+    assert card.input_row_shape == (16 + 2,) and card.input_dtype == "float32"
+
+
+def test_a_text_card_without_tabular_columns_keeps_its_int64_ids():
+    raw = _card_json(input=TEXT_INPUT, features=TEXT_AND_COLUMNS[:1], files=TEXT_FILES)
+
+    card = parse_card("k", raw)
+
+    assert card.tabular_features == []
+    assert card.input_row_shape == (16,) and card.input_dtype == "int64"
+
+
+@pytest.mark.parametrize(
+    ("input_", "features", "problem"),
+    [
+        (
+            TEXT_INPUT,
+            [TEXT_AND_COLUMNS[1], TEXT_AND_COLUMNS[0]],
+            "card: Value error, a text model has one feature, 'review' of dtype 'text' (then "
+            "a text model's tabular features, if any)",
+        ),
+        (
+            TEXT_INPUT,
+            [*TEXT_AND_COLUMNS, {"name": "note", "dtype": "text"}],
+            "card: Value error, feature 'note': a text model's other features are numbers or "
+            "categories",
+        ),
+        (
+            IMAGE_INPUT,
+            [{"name": "image", "dtype": "image"}, TEXT_AND_COLUMNS[1]],
+            "card: Value error, an image model has one feature, 'image' of dtype 'image'",
+        ),
+    ],
+)
+def test_features_beside_an_input_that_break_the_contract_are_named(input_, features, problem):
+    with pytest.raises(InvalidCard) as raised:
+        parse_card("k", _card_json(input=input_, features=features, files=TEXT_FILES))
+
+    assert raised.value.problem == problem

@@ -302,3 +302,44 @@ def test_category_codes_are_translated_and_rows_the_champion_refuses_left_out():
 
     assert inputs.accepted.tolist() == [True, True, False, False, False]
     assert inputs.x[inputs.accepted].tolist() == [[1.0, 0.0], [2.0, 1.0]]
+
+
+# --------------------------------------------------------------------------- text and a table
+TEXT = Feature(name="review", dtype="text")
+TEXT_FILES = {"model": "model.onnx", "reference": "reference.npz", "tokenizer": "tokenizer.json"}
+
+
+def text_card(columns: list[Feature], n: int = 2) -> Card:
+    return make_card(
+        "reviews",
+        version_id(n),
+        features=[TEXT, *columns],
+        classes=["neg", "pos"],
+        extra={
+            "input": {
+                "kind": "text",
+                "max_length": 16,
+                "tokenizer": "tokenizer.json",
+                "field": "review",
+                "pad_id": 0,
+            },
+            "files": TEXT_FILES,
+        },
+    )
+
+
+def test_a_text_models_tabular_columns_change_its_schema_as_a_tables_do():
+    old = text_card([number("stars"), category("channel", "chat", "email")], n=1)
+
+    assert changes(text_card([category("channel", "chat")]), old) == [
+        "feature 'stars' is gone",
+        "feature 'channel' would no longer know 1 category the champion accepts (they would be "
+        "predicted as unknown, with a warning): 'email'",
+    ]
+    assert changes(text_card([number("stars")]), text_card([], n=1)) == ["feature 'stars' is new"]
+
+
+def test_the_same_text_and_columns_break_nothing():
+    columns = [number("stars"), category("channel", "chat", "email")]
+
+    assert changes(text_card(columns), text_card(columns, n=1)) == []

@@ -390,7 +390,6 @@ def test_a_named_checkpoint_is_loaded_unless_the_spec_says_pretrained_false():
         ),
         ("model: {size: tiny}", "model: size: only for family text; remove for tabm"),
         ("family: text\nmodel: {family: mlp}", "family: text and model.family: mlp disagree"),
-        ("family: text\nfeatures: [a, b]", "a text model reads one text column"),
         ("family: text\nmodel: {ensemble_size: 4}", "ensemble_size: only for the tabular"),
         ("family: text\nmodel: {checkpoint: a/b..c}", "`..` is not allowed"),
         ("family: text\nmodel: {max_length: 4096}", "model.max_length: Input should be less"),
@@ -402,6 +401,12 @@ def test_text_model_keys_that_do_not_fit_are_named(text, message):
         load_spec(text)
 
     assert message in str(caught.value)
+
+
+def test_a_text_models_features_may_name_tabular_columns_beside_its_text():
+    spec = load_spec("family: text\nfeatures: [review, stars, channel]")
+
+    assert spec.features == ["review", "stars", "channel"]
 
 
 # --------------------------------------------------------------------------- image family

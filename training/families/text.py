@@ -1,33 +1,44 @@
 """The text family: a table with a column of free text and a label, a transformer encoder.
 
 Reading: the CSV and Parquet files under `datasets/<model>/` (key order, the same columns in
-each, as for tables). The target is the tabular rule's (dropflow.vocabulary.target); the text
-column is the spec's one `features:` entry, else the one other column whose values are long
-and mostly distinct (TEXT_CHARS, DISTINCT_SHARE). Other columns are left out (named in the
-log); a spec naming more than one feature is refused (dropflow.vocabulary.spec). A missing
-text is the empty string; a row with a missing target is dropped.
+each, as for tables). The target is the tabular rule's (dropflow.vocabulary.target). The text
+column is the one whose values are long and mostly distinct (TEXT_CHARS, DISTINCT_SHARE):
+among every other column, or among the spec's `features:` (the first of them when none or
+several look so; a single entry is the text column whatever it holds). The other columns (or
+the spec's other features) are tabular features beside the text, read by the tabular family's
+reader (training.data: numbers, categories, missing values, its checks and messages); a
+spec's single text feature leaves the rest out. A missing text is the empty string; a row with
+a missing target is dropped (by the tabular rule too, when there are tabular columns).
 
 Tokens: `Examples.x` holds the token ids, int64 [rows, max_length], padded with the
 tokenizer's pad id and truncated, as the published tokenizer.json (truncation and padding
-set) produces them from a raw string at serving time. With `pretrained: true` the tokenizer
-and the encoder's weights are the checkpoint's, read from `weights/<checkpoint>/` in the
-bucket when that folder exists (save_pretrained's files, for accounts whose instances have no
-internet), else from the Hugging Face Hub; neither reachable fails the job naming both. With
-`pretrained: false` a BERT-style encoder of the spec's size gets random weights and a
-WordPiece tokenizer learns its vocabulary from the training rows' texts only (the job's own
-seeded split, training.split, so no holdout text shapes the vocabulary; train_tokenizer).
+set) produces them from a raw string at serving time. With tabular columns it is float32
+[rows, max_length + T]: the ids (exact in float32 below 2**24), then the table's columns as
+the tabular family's graph takes them (dropflow.vocabulary.card).
+
+With `pretrained: true` the tokenizer and the encoder's weights are the checkpoint's, read
+from `weights/<checkpoint>/` in the bucket when that folder exists (save_pretrained's files,
+for accounts whose instances have no internet), else from the Hugging Face Hub; neither
+reachable fails the job naming both. With `pretrained: false` a BERT-style encoder of the
+spec's size gets random weights and a WordPiece tokenizer learns its vocabulary from the
+training rows' texts only (the job's own seeded split, training.split, so no holdout text
+shapes the vocabulary; train_tokenizer).
 
 The network (TextNetwork): the encoder, mean pooling over the real tokens (the attention mask
 is ids != pad id, computed inside), dropout and a linear head; the base class's task head on
-top. It exports with the TorchScript exporter (dynamo=False), whose graph of a BERT encoder
-matches torch to about 1e-7.
+top. With tabular columns (TextTableNetwork) the head reads the pooled text concatenated with
+the columns as the tabular MLP encodes them (training.model: median fill, standardisation,
+one-hot of categories; fitted to the training rows) through one layer of the text's width, so
+the graph takes raw columns. It exports as every family does, with torch.export
+(training.export; on torch 2.13 the graph of a BERT encoder, tiny to base, with or without
+columns, matches torch to about 1e-7 at any batch size, and takes a few seconds longer than
+the deprecated TorchScript exporter the family used before).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,13 +54,16 @@ from torch import nn
 
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectStore
-from dropflow.vocabulary.card import INPUT_NAME, Feature, InputSpec, Task
+from dropflow.vocabulary.card import Feature, InputSpec, Task
 from dropflow.vocabulary.datasets import SPEC_FILE, data_files, dataset_prefix
 from dropflow.vocabulary.spec import DEFAULT_MAX_LENGTH, DEFAULT_TEXT_SIZE, TEXT_FAMILY, Spec
 from dropflow.vocabulary.target import choose_target
-from training.data import MAX_INTEGER_CLASSES
+from training.data import MAX_INTEGER_CLASSES, load_dataset
 from training.examples import Examples
+from training.export import export_onnx
 from training.families.base import Family
+from training.families.tabular import category_counts
+from training.model import Network, build_network
 from training.network import TaskNetwork
 from training.split import split_for
 
@@ -68,6 +82,8 @@ TEXT_CHARS = 20
 DISTINCT_SHARE = 0.5
 # The head's dropout unless the spec's model.dropout says otherwise.
 DROPOUT = 0.1
+# Token ids beside tabular columns travel as float32, exact for integers below this.
+EXACT_FLOAT32_IDS = 2**24
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -92,9 +108,10 @@ SIZES = {
 
 @dataclass(frozen=True)
 class TextExamples(Examples):
-    """Examples whose `x` are token ids, with what build and publish need besides."""
+    """Examples whose `x` are token ids (then tabular columns, when `tabular` lists any), with
+    what build and publish need besides."""
 
-    field: str  # the text column: the card's one feature and the instance key clients send
+    field: str  # the text column: the card's first feature and the instance key clients send
     tokenizer_json: str  # the tokenizer, truncation and padding set (published as is)
     pad_id: int
     max_length: int
@@ -103,6 +120,11 @@ class TextExamples(Examples):
     checkpoint_folder: Path | None = None
     # Keeps the temporary folder holding checkpoint_folder alive as long as these examples.
     _folder: Any = None
+
+    @property
+    def tabular(self) -> list[Feature]:
+        """The tabular features beside the text (columns max_length.. of `x`), or none."""
+        return self.features[1:]
 
 
 # --------------------------------------------------------------------------- the table
@@ -160,22 +182,26 @@ def _looks_like_text(column: pa.ChunkedArray) -> bool:
     return mean_chars >= TEXT_CHARS and distinct >= DISTINCT_SHARE * len(present)
 
 
-def choose_text_column(table: pa.Table, target: str, spec: Spec, *, model: str) -> str:
-    """The text column: the spec's one feature, else the one free-text column (module
+def choose_columns(
+    table: pa.Table, target: str, spec: Spec, *, model: str
+) -> tuple[str, list[str]]:
+    """The text column and the tabular columns beside it, in table (or spec) order (module
     docstring). Raises UserInputError naming the columns and the spec line to add."""
     where = f"{dataset_prefix(model)}{SPEC_FILE}"
     others = [name for name in table.column_names if name != target]
     if spec.features:
-        (name,) = spec.features  # the spec allows one for family text
-        if name not in others:
+        absent = [name for name in spec.features if name not in others]
+        if absent:
             raise UserInputError(
-                f"features: text column {name!r} (from {where}) not found; "
+                f"features: column {absent[0]!r} (from {where}) not found; "
                 f"available columns: {', '.join(others)}"
             )
-        return name
+        texts = [name for name in spec.features if _looks_like_text(table.column(name))]
+        field = texts[0] if len(texts) == 1 else spec.features[0]
+        return field, [name for name in spec.features if name != field]
     texts = [name for name in others if _looks_like_text(table.column(name))]
     if len(texts) == 1:
-        return texts[0]
+        return texts[0], [name for name in others if name != texts[0]]
     rule = (
         f"values of {TEXT_CHARS} or more characters on average, at least "
         f"{DISTINCT_SHARE:.0%} of them distinct"
@@ -183,7 +209,8 @@ def choose_text_column(table: pa.Table, target: str, spec: Spec, *, model: str) 
     if texts:
         raise UserInputError(
             f"several columns hold free text ({', '.join(map(repr, texts))}); a text model "
-            f"reads one: name it with the line `features: [{texts[0]}]` in {where}"
+            f"reads one: name it with the line `features: [{texts[0]}]` in {where} (then "
+            f"the columns to read beside it as tabular features, if any, after it)"
         )
     raise UserInputError(
         f"no column holds free text ({rule}) besides the target {target!r}; columns: "
@@ -344,48 +371,80 @@ class TextNetwork(TaskNetwork):
     input_dtype = np.int64
 
     def __init__(
-        self, task: Task, encoder: nn.Module, *, n_outputs: int, pad_id: int, dropout: float
+        self,
+        task: Task,
+        encoder: nn.Module,
+        *,
+        n_outputs: int,
+        pad_id: int,
+        dropout: float,
+        beside: int = 0,
     ) -> None:
+        """`beside`: how many inputs the head reads after the pooled text (TextTableNetwork)."""
         super().__init__(task)
         self.encoder = encoder
         self.pad_id = pad_id
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(int(encoder.config.hidden_size), n_outputs)
+        self.classifier = nn.Linear(int(encoder.config.hidden_size) + beside, n_outputs)
+
+    def pooled(self, ids: torch.Tensor) -> torch.Tensor:
+        """The mean of the encoder's states over the real tokens of `ids`, [batch, hidden]."""
+        mask = ids != self.pad_id
+        states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        mask = x != self.pad_id
-        states = self.encoder(input_ids=x, attention_mask=mask.long()).last_hidden_state
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-        return self.classifier(self.dropout(pooled))
+        return self.classifier(self.dropout(self.pooled(x)))
+
+
+class TextTableNetwork(TextNetwork):
+    """scores(x) = linear(dropout([pooled text, gelu(linear(the tabular columns encoded))])):
+    x is float32 [batch, max_length + T], token ids then a table's columns (module docstring)."""
+
+    input_dtype = np.float32
+
+    def __init__(
+        self,
+        task: Task,
+        encoder: nn.Module,
+        columns: Network,
+        *,
+        max_length: int,
+        n_outputs: int,
+        pad_id: int,
+        dropout: float,
+    ) -> None:
+        """`columns`: a tabular MLP fitted to the training rows' columns (build_network), of
+        which only the preprocessing (`encode`) is used."""
+        hidden = int(encoder.config.hidden_size)
+        super().__init__(
+            task, encoder, n_outputs=n_outputs, pad_id=pad_id, dropout=dropout, beside=hidden
+        )
+        width = int(columns.x_mean.numel() + columns.one_hot_columns.numel())
+        # Its own layers would be parameters no loss reaches, which DDP refuses.
+        columns.mlp = nn.Identity()
+        self.columns = columns
+        # The encoded columns widened to the text's width: with Adam each weight moves about
+        # one learning rate per step, so a head reading one standardised number through one
+        # weight learnt its threshold far more slowly than the text's hundreds of inputs.
+        self.column_layer = nn.Sequential(nn.Linear(width, hidden), nn.GELU())
+        self.max_length = max_length
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x[:, : self.max_length].long()
+        pooled = self.pooled(ids)
+        table = self.column_layer(self.columns.encode(x[:, self.max_length :]))
+        both = torch.cat([pooled, table.to(pooled.dtype)], dim=1)
+        return self.classifier(self.dropout(both))
 
 
 def export_text_onnx(network: TaskNetwork, example: np.ndarray, path: Path) -> Path:
-    """The network as one ONNX file: int64 `input` [batch, max_length], dynamic batch axis."""
-    network.eval()
-    rows = torch.from_numpy(network.as_input(example)[:2])
-    if len(rows) < 2:
-        rows = rows[:1].repeat(2, 1)
-    with warnings.catch_warnings():
-        # The tracer warns that the encoder's Python branches on the sequence length become
-        # constants: the length is fixed (max_length), only the batch varies, and the parity
-        # check runs the graph on batches of one and of many.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", module="torch.onnx")
-        # Deprecated since torch 2.9 in favour of torch.export, still in 2.13: see the
-        # module docstring for why this exporter.
-        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
-        torch.onnx.export(
-            network,
-            (rows,),
-            str(path),
-            dynamo=False,  # torch.export of transformers' masks is slow and brittle; this is not
-            opset_version=17,
-            input_names=[INPUT_NAME],
-            output_names=[network.output_name],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, network.output_name: {0: "batch"}},
-        )
-    return path
+    """The network as one ONNX file: `input` [batch, max_length] int64 (or float32 [batch,
+    max_length + T] with tabular columns), dynamic batch axis. It is every family's export
+    (training.export.export_onnx, torch.export's exporter), which the family uses as it is;
+    named here for the benchmarks that export an encoder without a job."""
+    return export_onnx(network, example, path)
 
 
 # --------------------------------------------------------------------------- the family
@@ -397,14 +456,30 @@ class TextFamily(Family[TextExamples]):
     def read(self, store: ObjectStore, model: str, spec: Spec) -> TextExamples:
         table, sources = read_table(store, model)
         target = choose_target(table.column_names, spec.target, model=model)
-        field = choose_text_column(table, target, spec, model=model)
-        left_out = [c for c in table.column_names if c not in (target, field)]
+        field, tabular = choose_columns(table, target, spec, model=model)
+        left_out = [c for c in table.column_names if c not in (target, field, *tabular)]
         if left_out:
-            log.info("text model: columns left out (only the text is read): %s", left_out)
+            log.info("text model: columns left out: %s", left_out)
+        columns: np.ndarray | None = None
+        column_features: list[Feature] = []
+        if tabular:
+            # The tabular family's reader, on the same files: one set of rules for columns.
+            dataset = load_dataset(store, model, spec.model_copy(update={"features": tabular}))
+            if dataset.kept is None or len(dataset.kept) != len(table):
+                raise UserInputError(
+                    f"the data files under {dataset_prefix(model)} read as {len(table)} rows "
+                    f"for the text but as {len(dataset.y) + dataset.dropped_rows} for the "
+                    f"columns {tabular}; check the files' quoting and line ends"
+                )
+            table = table.take(pa.array(np.flatnonzero(dataset.kept)))
+            columns, column_features = dataset.x, dataset.card_features()
+            log.info("text model: tabular columns beside the text: %s", tabular)
         kept = pc.is_valid(table.column(target))
         dropped = len(table) - pc.sum(kept).as_py()
         if dropped:
             log.info("%d rows without a target dropped", dropped)
+            if columns is not None:
+                columns = columns[kept.to_numpy(zero_copy_only=False)]
         table = table.filter(kept)
         if len(table) == 0:
             raise UserInputError(f"target {target!r} has no values")
@@ -426,13 +501,23 @@ class TextFamily(Family[TextExamples]):
             tokenizer = train_tokenizer([texts[i] for i in train_rows], size.vocabulary)
             pad_id, pad_token = int(tokenizer.token_to_id("[PAD]")), "[PAD]"
         fixed_length(tokenizer, pad_id, pad_token, max_length)
+        x = token_ids(tokenizer, texts)
+        if columns is not None:
+            if tokenizer.get_vocab_size() > EXACT_FLOAT32_IDS:
+                raise UserInputError(
+                    f"model.checkpoint {spec.model.checkpoint!r}: its vocabulary of "
+                    f"{tokenizer.get_vocab_size():,} tokens is too large to read beside "
+                    f"tabular columns (at most {EXACT_FLOAT32_IDS:,}); list only the text "
+                    f"column under features:"
+                )
+            x = np.concatenate([x.astype(np.float32), columns.astype(np.float32)], axis=1)
         return TextExamples(
             task=task,
             target=target,
-            x=token_ids(tokenizer, texts),
+            x=x,
             y=y,
             classes=classes,
-            features=[Feature(name=field, dtype="text")],
+            features=[Feature(name=field, dtype="text"), *column_features],
             sources=sources,
             field=field,
             tokenizer_json=tokenizer.to_str(),
@@ -464,13 +549,36 @@ class TextFamily(Family[TextExamples]):
                 pad_id=examples.pad_id,
             )
         classification = examples.task == "classification"
-        network = TextNetwork(
-            examples.task,
-            encoder,
-            n_outputs=examples.n_classes if classification else 1,
-            pad_id=examples.pad_id,
-            dropout=DROPOUT if spec.model.dropout is None else spec.model.dropout,
-        )
+        n_outputs = examples.n_classes if classification else 1
+        dropout = DROPOUT if spec.model.dropout is None else spec.model.dropout
+        network: TextNetwork
+        if examples.tabular:
+            length = examples.max_length
+            columns = build_network(
+                examples.task,
+                np.asarray(x_train)[:, length:],
+                y_train,
+                n_classes=examples.n_classes,
+                hidden_layers=(),
+                category_counts=category_counts(examples.tabular),
+            )
+            network = TextTableNetwork(
+                examples.task,
+                encoder,
+                columns,
+                max_length=length,
+                n_outputs=n_outputs,
+                pad_id=examples.pad_id,
+                dropout=dropout,
+            )
+        else:
+            network = TextNetwork(
+                examples.task,
+                encoder,
+                n_outputs=n_outputs,
+                pad_id=examples.pad_id,
+                dropout=dropout,
+            )
         if not classification:
             network.set_target_scale(float(np.mean(y_train)), float(np.std(y_train)) or 1.0)
         return network
@@ -487,9 +595,6 @@ class TextFamily(Family[TextExamples]):
     def files(self, examples: TextExamples) -> dict[str, tuple[str, bytes]]:
         return {TOKENIZER_ROLE: (TOKENIZER_FILE, examples.tokenizer_json.encode())}
 
-    def export(self, network: TaskNetwork, example: np.ndarray, path: Path) -> Path:
-        return export_text_onnx(network, example, path)
-
 
 __all__ = [
     "SIZES",
@@ -497,7 +602,8 @@ __all__ = [
     "TextExamples",
     "TextFamily",
     "TextNetwork",
-    "choose_text_column",
+    "TextTableNetwork",
+    "choose_columns",
     "export_text_onnx",
     "fetch_checkpoint",
     "read_table",

@@ -416,6 +416,10 @@ def _input_difference(card: Card, incumbent: Card, store: ObjectStore) -> str | 
     input section, or another tokenizer: the same token ids are other words), or None."""
     if card.input != incumbent.input:
         return "the versions' graphs take different inputs (the cards' `input` differ)"
+    if card.tabular_features != incumbent.tabular_features:
+        # A text model's columns beside the text: a category learnt shifts the codes, which
+        # the holdout rows hold as the candidate encoded them.
+        return "the versions encode their tabular columns differently (the cards' features differ)"
     for role, name in family_files(card).items():
         if incumbent.files.get(role) != name:
             return f"the champion has no {name}"

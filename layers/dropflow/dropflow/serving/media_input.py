@@ -13,6 +13,13 @@ string; all the instances of a request one way or the other): `{"instances": [{"
   `tokenizers` JSON) turns the strings into int64 [N, max_length] token ids, special tokens
   included, truncated to max_length and padded on the right with pad_id, as the card states
   (whatever the file itself says).
+- text with tabular columns alongside (`TextTableInput`, a card whose features go on after the
+  text): an instance is a table's row of every feature, the text first: an object with the
+  text's key and every tabular feature's (`{"review": "...", "stars": 4, "channel": "email"}`),
+  or a list in the card's feature order. The text is checked and tokenized as above, the
+  tabular values checked and encoded exactly as a table model's (dropflow.serving.service.
+  InputSchema: missing values, unknown categories and their warnings, wrong types, the same
+  422s); the graph takes float32 [N, max_length + T], the ids then the columns.
 A value that does not fit is a 422 naming the row and the problem (InvalidInstances).
 """
 
@@ -26,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from dropflow.serving.schema import describe_value
+from dropflow.serving.schema import describe_value, rows_problem
 from dropflow.serving.service import (
     MAX_REPORTED_PROBLEMS,
     Encoded,
+    InputSchema,
     InvalidInstances,
     TooManyInstances,
 )
@@ -146,6 +154,11 @@ class TextInput(MediaInput):
         """The token ids of every instance's text, or InvalidInstances naming each row whose
         value is not a non-empty string."""
         texts = self.values(instances)
+        _raise(self.text_problems(texts))
+        return Encoded(self.ids(texts))
+
+    def text_problems(self, texts: Sequence[Any]) -> list[str]:
+        """What is wrong with each text that is not a non-empty string, naming its row."""
         problems = []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -156,10 +169,67 @@ class TextInput(MediaInput):
                 problems.append(f"row {i}, {self.field!r}: the text is empty")
             if len(problems) > MAX_REPORTED_PROBLEMS:
                 break
-        _raise(problems)
-        encodings = self.tokenizer.encode_batch(texts)
+        return problems
+
+    def ids(self, texts: Sequence[str]) -> np.ndarray:
+        """The token ids of `texts` (checked), int64 [N, max_length]."""
+        encodings = self.tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        return Encoded(ids.reshape(len(texts), self.max_length))
+        return ids.reshape(len(texts), self.max_length)
+
+
+class TextTableInput(TextInput):
+    """Rows of a text and tabular values in, float32 [N, max_length + T] out (the module
+    docstring)."""
+
+    def __init__(self, spec: InputSpec, tokenizer_json: bytes, columns: InputSchema) -> None:
+        """`columns`: the card's tabular features (those after the text) as a table's schema."""
+        super().__init__(spec, tokenizer_json)
+        self.columns = columns
+        self.names = [self.field, *columns.names]
+
+    def encode(self, instances: Sequence[Any]) -> Encoded:
+        """The ids and the encoded columns of every row, with the columns' warnings, or
+        InvalidInstances naming each row's problems (the text's, then the columns')."""
+        problem = rows_problem(instances)
+        if problem:
+            raise InvalidInstances(f"invalid instances: {problem}; {self._contract()}")
+        texts: list[Any] = []
+        rows: list[Any] = []
+        problems: list[str] = []
+        for i, row in enumerate(instances):
+            if isinstance(row, dict):
+                if self.field not in row:
+                    problems.append(f"row {i}: missing the text {self.field!r}")
+                    continue
+                texts.append(row[self.field])
+                rows.append({k: v for k, v in row.items() if k != self.field})
+            elif len(row) != len(self.names):
+                problems.append(
+                    f"row {i}: has {len(row)} values, the model expects {len(self.names)} "
+                    f"({', '.join(map(repr, self.names))})"
+                )
+            else:
+                texts.append(row[0])
+                rows.append(list(row[1:]))
+            if len(problems) > MAX_REPORTED_PROBLEMS:
+                break
+        _raise(problems)
+        problems = self.text_problems(texts)
+        try:
+            table = self.columns.encode(rows)
+        except InvalidInstances as exc:
+            problems.append(str(exc).removeprefix("invalid instances: "))
+        _raise(problems)
+        ids = self.ids(texts).astype(np.float32)
+        return Encoded(np.concatenate([ids, table.batch], axis=1), table.warnings)
+
+    def _contract(self) -> str:
+        return (
+            f"each row is an object with the keys {', '.join(map(repr, self.names))} (the "
+            f"text {self.field!r} and the tabular features), or a list of their values in "
+            "that order"
+        )
 
 
 def _image_bytes(value: Any) -> bytes:

@@ -21,6 +21,9 @@ input named for the card's `input.field`, BYTES, shape [N] or [N, 1]: per elemen
 422 naming its row). JSON carries no raw bytes: the protocol's binary tensor extension is not
 served, so a client base64-encodes an image itself (tritonclient: a numpy object array of the
 base64 bytes, binary_data=False).
+A text model with tabular columns alongside (card features after the text) takes one input per
+feature, as a table model's per-feature inputs: the text's BYTES, and each tabular feature's
+raw values (the same checks, warnings and 422s); the graph's own float32 tensor is not taken.
 A category value the training rows never had (or a missing one where they had none) is what the
 card's `unknown_categories` says: with `encode` (the default) the graph takes it as unknown and
 the response's `parameters` carry `warnings`: JSON text of one entry per row, null for a row
@@ -70,7 +73,6 @@ from dropflow.serving.service import (
     FLOAT32_MAX,
     MAX_ROWS,
     Encoded,
-    InputSchema,
     InstanceEncoder,
     InvalidInstances,
     PredictionService,
@@ -178,6 +180,8 @@ class OpenInference:
             ]
         else:
             versions = [version]
+        if card.input is not None and card.tabular_features:
+            return _text_table_metadata(model, versions, described, card)
         if card.input is not None:
             return _media_metadata(model, versions, described, card)
         features = []
@@ -248,7 +252,9 @@ class OpenInference:
         card = self.service.cache.card(model, resolved)
         request = parse_request(body)
         inputs = request["inputs"]
-        if card.input is not None:
+        if card.input is not None and card.tabular_features:
+            encoded = by_feature(inputs, card, self.service.cache.inputs(model, resolved))
+        elif card.input is not None:
             encoded = media_batch(inputs, card, self.service.cache.inputs(model, resolved))
         elif _sends_codes(inputs, card):
             encoded = to_batch(inputs[0], card)
@@ -305,6 +311,51 @@ def _media_metadata(model: str, versions: list[str], version: str, card: Card) -
         "versions": versions,
         "platform": PLATFORM,
         "inputs": [{"name": spec.field, "datatype": BYTES, "shape": [-1]}],
+        "outputs": [_output_meta(card)],
+        "parameters": parameters,
+    }
+
+
+def _text_table_metadata(
+    model: str, versions: list[str], version: str, card: Card
+) -> dict[str, Any]:
+    """A text model's with tabular columns: one input per feature, the text's BYTES first."""
+    spec = card.input
+    assert spec is not None
+    features = [{"name": spec.field, "dtype": "text"}]
+    inputs = [{"name": spec.field, "datatype": BYTES, "shape": [-1]}]
+    for feature in card.tabular_features:
+        entry: dict[str, Any] = {"name": feature.name, "dtype": feature.dtype}
+        if feature.categories is not None:
+            entry["categories"] = feature.categories
+        entry["nullable"] = feature.nullable
+        features.append(entry)
+        datatype = FP32 if feature.dtype == "number" else BYTES
+        if feature.categories and all(isinstance(c, bool) for c in feature.categories):
+            datatype = BOOL
+        inputs.append({"name": feature.name, "datatype": datatype, "shape": [-1]})
+    parameters: dict[str, Any] = {
+        "version": version,
+        "task": card.task,
+        "target": card.target,
+        "input": json.dumps(spec.model_dump(exclude_none=True)),
+        "features": json.dumps(features),
+        "input_encoding": (
+            f"one input per feature, shape [N]: {spec.field!r} holds non-empty UTF-8 strings "
+            f"(the model reads their first {spec.max_length} tokens); the others hold raw "
+            "values as for a table model: numbers, a category's value (BYTES, BOOL or a "
+            "number), null for a missing value"
+        ),
+        "unknown_categories": card.unknown_categories,
+    }
+    if card.task == "classification":
+        parameters["classes"] = json.dumps(card.classes)
+        parameters["output_encoding"] = "probabilities[:, i] is the probability of classes[i]"
+    return {
+        "name": model,
+        "versions": versions,
+        "platform": PLATFORM,
+        "inputs": inputs,
         "outputs": [_output_meta(card)],
         "parameters": parameters,
     }
@@ -408,15 +459,18 @@ def _sends_codes(inputs: list[dict[str, Any]], card: Card) -> bool:
 def _inputs_contract(card: Card) -> str:
     names = ", ".join(map(repr, card.feature_names[:10]))
     more = f" and {len(card.features) - 10} more" if len(card.features) > 10 else ""
+    if card.input is not None:  # text with tabular columns: no tensor of its own is taken
+        return f"the model takes one input per feature: {names}{more} (GET /v2/models/<name>)"
     return (
         f"the model takes one input {INPUT_NAME!r} ({FP32} [-1, {len(card.features)}]), or one "
         f"input per feature: {names}{more} (GET /v2/models/<name> describes them)"
     )
 
 
-def by_feature(inputs: list[dict[str, Any]], card: Card, schema: InputSchema) -> Encoded:
+def by_feature(inputs: list[dict[str, Any]], card: Card, schema: InstanceEncoder) -> Encoded:
     """The batch from one input per feature, each [N] or [N, 1] of raw values, encoded as the
-    predict API encodes rows (`schema`, the version's InputSchema): warnings included."""
+    predict API encodes rows (`schema`, the version's InputSchema, or a text model's
+    TextTableInput, which takes rows in the card's feature order): warnings included."""
     features = card.feature_names
     names = [t["name"] for t in inputs]
     unknown = [n for n in names if n not in features]
@@ -429,9 +483,9 @@ def by_feature(inputs: list[dict[str, Any]], card: Card, schema: InputSchema) ->
     if absent:
         shown = ", ".join(map(repr, absent[:MAX_REPORTED]))
         more = f" and {len(absent) - MAX_REPORTED} more" if len(absent) > MAX_REPORTED else ""
+        alone = "" if card.input is not None else f", or {INPUT_NAME!r} alone"
         raise InvalidTensor(
-            f"no input for feature {shown}{more}: send one input per feature, or "
-            f"{INPUT_NAME!r} alone"
+            f"no input for feature {shown}{more}: send one input per feature{alone}"
         )
     columns = {t["name"]: _column(t) for t in inputs}
     counts = {len(column) for column in columns.values()}

@@ -362,7 +362,11 @@ class ModelCache:
             name = card.files.get(TOKENIZER_FILE_KEY) or card.input.tokenizer or ""
             data = self.store.get(artifact_key(model, version, name))
             self._check_digest(model, version, name, data)
-            encoder = media_input.TextInput(card.input, data)
+            if card.tabular_features:
+                columns = InputSchema(card.tabular_features, card.unknown_categories)
+                encoder = media_input.TextTableInput(card.input, data, columns)
+            else:
+                encoder = media_input.TextInput(card.input, data)
         with self._lock:
             self._inputs[key] = encoder
         return encoder
@@ -911,7 +915,8 @@ class Encoded(NamedTuple):
     """A request's rows as the graph takes them, and what was sent to it as unknown (a tuple:
     a frozen dataclass would cost the plain-number fast path a microsecond to build)."""
 
-    # float32 [N, F] for a table; uint8 [N, H, W, 3] for images, int64 [N, L] for text
+    # float32 [N, F] for a table; uint8 [N, H, W, 3] for images, int64 [N, L] for text,
+    # float32 [N, L + T] for text with tabular columns
     batch: np.ndarray
     # Per row: the warnings of the values sent as unknown (NaN), or None for a row without
     # any; None when no row has any (the usual request).

@@ -21,7 +21,7 @@ All other preprocessing (imputation, standardisation, one-hot) is inside the gra
 that sends raw values through the predict API needs nothing but the card's feature names.
 
 Image and text models (`input` set; `features` is then one Feature named as `input.field`,
-of dtype "image" or "text"):
+of dtype "image" or "text", and for text maybe tabular features after it):
 - image: `input` is uint8 [batch, height, width, 3], RGB, channels last; the normalisation is
   inside the graph. Serving (and training, for the same pixels) turns an encoded image into it
   with dropflow.vocabulary.pixels: decoded with Pillow (JPEG, PNG or WebP), turned upright by
@@ -33,6 +33,12 @@ of dtype "image" or "text"):
   truncated to max_length and padded on the right with pad_id up to max_length, whatever
   truncation and padding the file itself states; the attention mask is computed inside the
   graph as ids != pad_id.
+- text with tabular columns alongside (`features` is the text feature first, then one or more
+  number or category features, as a table's): `input` is float32 [batch, max_length + T], the
+  token ids as above in the first max_length columns (exact as float32: the vocabulary is
+  below 2**24), then one column per tabular feature in card order, each exactly as a table's
+  column (the raw number, NaN when missing; a category's code). One input, so the graph, the
+  parity evidence and promotion stay as for every other model; the graph casts the ids back.
 
 What serving does with a value the training rows never had is the card's too: the training job
 copies the spec's `serving` section onto it (an extra key), and `Card.unknown_categories` reads
@@ -274,23 +280,44 @@ class Card(BaseModel):
             if odd:
                 raise ValueError(f"feature {odd[0]!r}: an image or text feature needs an input")
             return self
-        if [(f.name, f.dtype) for f in self.features] != [(spec.field, spec.kind)]:
+        first = [(f.name, f.dtype) for f in self.features[:1]]
+        if first != [(spec.field, spec.kind)] or (spec.kind == "image" and self.tabular_features):
             raise ValueError(
                 f"{_a(spec.kind)} model has one feature, {spec.field!r} of dtype {spec.kind!r}"
+                + (" (then a text model's tabular features, if any)" if spec.kind == "text" else "")
+            )
+        odd = [f.name for f in self.tabular_features if f.dtype in ("image", "text")]
+        if odd:
+            raise ValueError(
+                f"feature {odd[0]!r}: a text model's other features are numbers or categories"
             )
         if spec.kind == "text" and self.files.get(TOKENIZER_FILE_KEY) != spec.tokenizer:
             raise ValueError(f"files.{TOKENIZER_FILE_KEY} must name the input's tokenizer")
         return self
 
     @property
+    def tabular_features(self) -> list[Feature]:
+        """The features read as a table's columns: all of a table's; a text model's after its
+        text (none for an image model, or a text model without tabular columns)."""
+        return self.features if self.input is None else self.features[1:]
+
+    @property
     def input_row_shape(self) -> tuple[int, ...]:
-        """The shape of one row of the graph's input: (n_features,) for a table."""
-        return self.input.row_shape if self.input is not None else (len(self.features),)
+        """The shape of one row of the graph's input: (n_features,) for a table,
+        (max_length + tabular features,) for a text model with tabular columns."""
+        if self.input is None:
+            return (len(self.features),)
+        if self.tabular_features:
+            return (self.input.row_shape[0] + len(self.tabular_features),)
+        return self.input.row_shape
 
     @property
     def input_dtype(self) -> str:
-        """The numpy dtype name of the graph's input: float32 for a table."""
-        return self.input.input_dtype if self.input is not None else TABLE_DTYPE
+        """The numpy dtype name of the graph's input: float32 for a table and for a text
+        model with tabular columns."""
+        if self.input is None or self.tabular_features:
+            return TABLE_DTYPE
+        return self.input.input_dtype
 
     @property
     def feature_names(self) -> list[str]:

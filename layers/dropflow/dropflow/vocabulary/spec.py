@@ -9,7 +9,8 @@ a message naming the key instead of being silently ignored. Example:
     features: [radius, texture] # default: every other column
     model: {family: tabm, ensemble_size: 16}   # or {family: mlp, hidden_layers: [64, 32]}
     # family: text: {checkpoint: distilbert-base-uncased, pretrained: true, max_length: 128}
-    #   or {pretrained: false, size: tiny | small | base} (an encoder and tokenizer from scratch)
+    #   or {pretrained: false, size: tiny | small | base} (an encoder and tokenizer from scratch);
+    #   features: [review, stars, channel] names the text column and tabular ones beside it
     # family: image: {backbone: resnet-18, pretrained: true, image_size: 224}; and optionally
     #   data: {manifest: labels.csv, image: path, label: label, skip_bad: true}
     training: {batch_size: 256, learning_rate: 2e-3, seed: 0, early_stopping: true,
@@ -492,11 +493,6 @@ class Spec(_Section):
                     f"family: {self.family} and model.family: {self.model.family} disagree; "
                     f"say family: {family} for {article} {family} model, or remove model.family"
                 )
-        if self.family == TEXT_FAMILY and self.features and len(self.features) > 1:
-            raise ValueError(
-                f"features: a text model reads one text column, got {self.features}; other "
-                "columns beside the text are not supported yet: list only the text column"
-            )
         if self.target is not None and self.features and self.target in self.features:
             raise ValueError(
                 f"features: the target {self.target!r} cannot also be a feature; remove it"
