@@ -222,7 +222,11 @@ class _Builder:
         card = self._card(self._version())
         if card.input is not None:
             field = card.input.field
-            instances: list[Any] = [{field: value} for value in self._media_values(card)]
+            values = self._media_values(card)
+            columns = self._columns(card, len(values))
+            instances: list[Any] = [
+                {field: value, **row} for value, row in zip(values, columns, strict=True)
+            ]
         else:
             rows = self._rows(card)
             instances = [
@@ -257,13 +261,28 @@ class _Builder:
         card = self._card(self._version())
         if card.input is not None:
             values = self._media_values(card)
-            # The protocol's one input of an image or text model: its field, BYTES.
-            tensor = {
-                "name": card.input.field,
-                "shape": [len(values)],
-                "datatype": "BYTES",
-                "data": values,
-            }
+            # The protocol's one input of an image or text model: its field, BYTES; a text
+            # model's tabular columns follow, one input each, raw values as the API takes them.
+            inputs = [
+                {
+                    "name": card.input.field,
+                    "shape": [len(values)],
+                    "datatype": "BYTES",
+                    "data": values,
+                }
+            ]
+            columns = self._columns(card, len(values))
+            for feature in card.tabular_features:
+                data = [row[feature.name] for row in columns]
+                inputs.append(
+                    {
+                        "name": feature.name,
+                        "shape": [len(data)],
+                        "datatype": _oip_datatype(feature, data),
+                        "data": data,
+                    }
+                )
+            return self._api("POST", f"{self._oip_path()}/infer", {"inputs": inputs})
         else:
             rows = self._rows(card)
             tensor = {
@@ -305,6 +324,27 @@ class _Builder:
         self.notes.append(f"{min(wanted, len(ordered))} holdout rows of {self.model} {version}")
         return ordered[:wanted]
 
+    def _columns(self, card: Card, wanted: int) -> list[dict[str, Any]]:
+        """A text model's tabular columns for its first `wanted` holdout rows, as a client
+        sends them ({} per row when it has none); made up from the card where unreadable."""
+        features = card.tabular_features
+        if not features:
+            return [{} for _ in range(wanted)]
+        assert card.input is not None
+        x = self._reference_input(card)
+        if x is not None and x.shape[1:] == card.input_row_shape and len(x) >= wanted:
+            rows = x[:wanted, card.input.row_shape[0] :].astype(np.float32)
+        else:
+            rows = np.array([_made_up_row(features)] * wanted, dtype=np.float32)
+            self.notes.append(
+                f"{self.model} {card.version}'s columns are made up from its input schema "
+                "(0 for numbers, the first category)"
+            )
+        return [
+            {f.name: _api_value(f, value) for f, value in zip(features, row, strict=True)}
+            for row in rows
+        ]
+
     def _media_values(self, card: Card, wanted: int | None = None) -> list[str]:
         """What a client sends an image or text model for its holdout rows: PNG files of the
         holdout pixels in base64, or the holdout texts as the published tokenizer decodes
@@ -313,6 +353,9 @@ class _Builder:
         spec, version = card.input, card.version
         wanted = wanted or max(1, self.request.rows)
         x = self._reference_input(card)
+        if x is not None and card.tabular_features and x.shape[1:] == card.input_row_shape:
+            # A text model with columns: token ids (whole numbers in float32) come first.
+            x = x[:, : spec.row_shape[0]].astype(np.int64)
         if x is not None and (
             x.shape[1:] != spec.row_shape or not np.issubdtype(x.dtype, np.integer)
         ):
@@ -464,6 +507,18 @@ def _api_value(feature: Feature, value: float) -> Any:
     if not 0 <= code < len(categories) or categories[code] == MISSING_CATEGORY:
         return None
     return categories[code]
+
+
+def _oip_datatype(feature: Feature, data: list[Any]) -> str:
+    """The protocol's datatype for one tabular feature's raw values."""
+    if feature.dtype == "number":
+        return "FP32"
+    present = [value for value in data if value is not None]
+    if present and all(isinstance(value, bool) for value in present):
+        return "BOOL"
+    if present and all(isinstance(value, (int, float)) for value in present):
+        return "FP64"
+    return "BYTES"
 
 
 def _png_base64(pixels: np.ndarray) -> str:

@@ -61,7 +61,7 @@ def ticket(rng: random.Random, team: str) -> str:
 
 
 def tickets_csv(seed: int = 0) -> bytes:
-    """ROWS tickets, the teams in turn, and a priority column the text model leaves out."""
+    """ROWS tickets, the teams in turn, and a priority column the spec leaves out."""
     rng = random.Random(seed)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -105,6 +105,7 @@ def test_a_dropped_text_table_trains_is_promoted_and_answers_strings_over_http(t
         folder.mkdir(parents=True)
         (folder / "dropflow.yaml").write_text(
             "target: team\n"
+            "features: [ticket]\n"  # the text alone: priority would join as a tabular column
             "model: {family: text, pretrained: false, size: tiny, max_length: 16}\n"
             "training: {epochs: 20, batch_size: 16, learning_rate: 0.001}\n"
         )

@@ -470,6 +470,46 @@ def test_oip_inputs_the_model_cannot_take_are_a_422(app, champion, change, needl
     assert needle in answer.message
 
 
+@pytest.mark.parametrize(("kind", "path"), [("predict", "predict"), ("infer", "infer")])
+def test_dropflow_events_sends_the_holdout_text_and_columns_and_is_answered(
+    app, home, champion, capsys, tmp_path, kind, path
+):
+    from dropflow_dev import cli
+    from dropflow_dev.sample_events import PLACEHOLDER_TEXT
+
+    event = tmp_path / f"{kind}.json"
+    code = cli.main(["events", kind, "--model", MODEL, "-o", str(event), "--home", str(home.root)])
+    assert code == 0, capsys.readouterr().err
+    body = json.loads(json.loads(event.read_text())["body"])
+    sent = body["instances"] if kind == "predict" else body["inputs"]
+    if kind == "predict":
+        assert [set(row) for row in sent] == [{"review", "rating", "channel"}] * len(sent)
+        rows = sent
+    else:
+        assert [(t["name"], t["datatype"]) for t in sent] == [
+            ("review", "BYTES"),
+            ("rating", "FP32"),
+            ("channel", "BYTES"),
+        ]
+        rows = [
+            dict(zip([t["name"] for t in sent], r, strict=True))
+            for r in zip(*[t["data"] for t in sent], strict=True)
+        ]
+    capsys.readouterr()
+    # the holdout's own texts and ratings, not made-up ones
+    assert all(r["review"] != PLACEHOLDER_TEXT and r["rating"] != 0 for r in rows), rows
+
+    code = cli.main(["invoke", "PredictFunction", "-e", str(event), "--home", str(home.root)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["statusCode"] == HTTPStatus.OK, result
+    answer = json.loads(result["body"])
+    got = answer["probabilities"] if kind == "predict" else answer["outputs"][0]["data"]
+    expected = run_graph(champion, home, graph_input(champion, home, rows))
+    np.testing.assert_allclose(np.reshape(got, expected.shape), expected, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- container tier
 @pytest.fixture(scope="module")
 def routed_to_container(home: Home) -> Card:
