@@ -2,10 +2,12 @@
 trains every case it can through the job's loop (in this process, and under torchrun on two
 CPU ranks), skips the CUDA cases with their reason where torch sees no GPU, and reports one
 JSON line per case and a markdown table. What is checked is the report's shape, never a
-throughput figure."""
+throughput figure. Besides, without training: when the meter (the loop's stop check) starts
+and stops timing, and the halving of a batch that does not fit the GPU."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 
+from bench import finetune_throughput
 from bench.finetune_throughput import MIN_STEPS
 
 pytestmark = pytest.mark.slow
@@ -122,3 +125,58 @@ def test_the_table_has_a_row_per_case_with_its_figures(
             assert shown == pytest.approx(row["samples_per_s"], abs=0.06)
         else:
             assert cells[-1].startswith("skipped: ")
+
+
+# --------------------------------------------------------------------------- the meter
+def polls_until_stop(meter: finetune_throughput.Meter, most: int = 100) -> int:
+    """How many step boundaries the loop passes before `meter` stops it (most: never)."""
+    for poll in range(most):
+        if meter():
+            return poll
+    return most
+
+
+def test_the_meter_times_at_least_min_steps_after_min_warm_steps_then_stops() -> None:
+    syncs: list[int] = []
+    meter = finetune_throughput.Meter(
+        warmup=0.0, seconds=0.0, deadline=float("inf"), sync=lambda: syncs.append(1)
+    )
+    stopped_at = polls_until_stop(meter)
+    assert stopped_at == finetune_throughput.MIN_WARM_STEPS + MIN_STEPS
+    assert meter.steps == MIN_STEPS and meter.elapsed >= 0
+    assert len(syncs) == 2  # the GPU's queue drained when timing begins and when it ends
+
+
+def test_the_meter_of_a_rank_other_than_0_never_stops_the_loop() -> None:
+    meter = finetune_throughput.Meter(
+        warmup=0.0, seconds=0.0, deadline=0.0, sync=lambda: None, active=False
+    )
+    assert polls_until_stop(meter) == 100 and meter.steps == 0
+
+
+def test_a_budget_spent_during_the_warm_up_stops_the_loop_with_nothing_timed() -> None:
+    meter = finetune_throughput.Meter(warmup=0.0, seconds=0.0, deadline=0.0, sync=lambda: None)
+    assert polls_until_stop(meter) == 0 and meter.steps == 0
+
+
+def test_a_batch_that_does_not_fit_is_halved_and_the_row_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tried: list[int] = []
+
+    def measure(case: Any, placement: Any, *, batch: int, **_: Any) -> dict[str, Any]:
+        tried.append(batch)
+        if batch > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return {"batch": batch, "status": "measured"}
+
+    # The GPU's allocator cannot be made to run out here: the measurement is replaced.
+    monkeypatch.setattr(finetune_throughput, "measure", measure)
+    case = finetune_throughput.Case(finetune_throughput.TINY["bert-tiny"], "cpu", "fp32")
+    big = dataclasses.replace(case, workload=dataclasses.replace(case.workload, cpu_batch=32))
+    result = finetune_throughput.run_in_process(
+        big, None, warmup=0.0, seconds=0.0, deadline=float("inf")
+    )
+    assert tried == [32, 16, 8]
+    assert result["batch"] == 8
+    assert result["reason"] == "batch 32 did not fit the GPU's memory"
