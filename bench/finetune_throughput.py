@@ -83,7 +83,13 @@ import torch  # noqa: E402
 from dropflow.adapters.local.directory_store import DirectoryStore  # noqa: E402
 from dropflow.vocabulary.card import Feature  # noqa: E402
 from dropflow.vocabulary.spec import Spec  # noqa: E402
-from training.distributed import Placement, end_process, place, release  # noqa: E402
+from training.distributed import (  # noqa: E402
+    DEVICE_ENV,
+    Placement,
+    end_process,
+    place,
+    release,
+)
 from training.families import family_for  # noqa: E402
 from training.families.image import IMAGE_FIELD, Augment, ImageExamples  # noqa: E402
 from training.families.text import SIZES, SPECIAL_TOKENS, TextExamples  # noqa: E402
@@ -499,7 +505,11 @@ def cases_for(
 ) -> list[tuple[Case, str | None]]:
     """Every case in the order they run, each with the reason it cannot run (or None)."""
     cases: list[tuple[Case, str | None]] = []
-    no_gpu = "no GPU: torch.cuda.is_available() is False" if cuda_devices == 0 else None
+    no_gpu = (
+        f"no GPU: torch sees none, or {DEVICE_ENV}=cpu keeps the job on the CPU"
+        if cuda_devices == 0
+        else None
+    )
     for device in devices:
         for w in workloads:
             for precision in ("bf16", "fp32") if device == "cuda" else ("fp32", "bf16"):
