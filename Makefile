@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test unit lint format bench bench-quality build bundle-check deploy clean venv \
-  sam-venv checkov-venv has-python312
+.PHONY: demo test unit lint format bench bench-quality bench-gpu bench-gpu-wheels build \
+  bundle-check deploy clean venv sam-venv checkov-venv has-python312
 
 # ---------------------------------------------------------------- environments
 $(VENV)/.installed: pyproject.toml
@@ -66,6 +66,32 @@ bench: venv
 # (exits 1 when a target is missed; not part of `make test`). ARGS=--quick: 3 small sets.
 bench-quality: venv
 	$(BIN)/python -m bench.quality $(ARGS)
+
+# Fine-tuning throughput of the image and text families (BENCHMARKS.md, Fine-tuning
+# throughput): every case that this machine can run (CUDA when torch sees a GPU, the CPU, DDP
+# on all GPUs), within ARGS' --budget (default 300 s). Exits 0 unless a case failed.
+# BENCH_PYTHON=python3: a GPU machine's own CUDA torch instead of the venv, with the wheels of
+# `make bench-gpu-wheels` installed beside it (BENCHMARKS.md has the exact command).
+BENCH_PYTHON ?= $(BIN)/python
+bench-gpu: $(if $(filter $(BIN)/python,$(BENCH_PYTHON)),venv)
+	PYTHONUNBUFFERED=1 $(BENCH_PYTHON) bench/finetune_throughput.py $(ARGS)
+
+# What bench/finetune_throughput.py imports that a GPU machine's image (CUDA torch,
+# transformers, numpy, Pillow, PyYAML, scikit-learn) lacks: the training bundle's pins of them
+# (training/requirements.txt), as wheels for CPython 3.12 on x86_64 in .whl/ (git-ignored),
+# for a machine that cannot reach a package index. The `# on torch` ones come without their
+# dependencies, as in the bundle: the machine's torch satisfies them.
+GPU_WHEELS := pydantic aws-lambda-powertools kornia_rs
+GPU_WHEELS_ON_TORCH := kornia tabm rtdl_num_embeddings
+GPU_PLATFORMS := $(foreach v,2014 _2_17 _2_24 _2_27 _2_28,--platform manylinux$(v)_x86_64)
+pin = $(shell grep -E '^($(subst $(eval) ,|,$(1)))==' training/requirements.txt | cut -d' ' -f1)
+bench-gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download -q --only-binary=:all: $(GPU_PLATFORMS) --implementation cp \
+	  --python-version 3.12 -d .whl $(call pin,$(GPU_WHEELS))
+	$(PYTHON) -m pip download -q --only-binary=:all: --no-deps $(GPU_PLATFORMS) \
+	  --implementation cp --python-version 3.12 -d .whl $(call pin,$(GPU_WHEELS_ON_TORCH))
+	@ls .whl; du -sh .whl
 
 format: venv
 	$(BIN)/ruff format .
