@@ -192,7 +192,7 @@ class ImageRows(torch.utils.data.Dataset[torch.Tensor]):
     inherits.
     """
 
-    dtype = np.uint8
+    dtype = np.dtype(np.uint8)
 
     def __init__(
         self,
