@@ -225,7 +225,8 @@ class ImageRows(torch.utils.data.Dataset[torch.Tensor]):
             # What the job does to a matrix (examples.x[rows], rows or a mask): a lazy subset.
             rows = np.flatnonzero(row) if row.dtype == bool else row
             return self.subset(rows)  # type: ignore[return-value]
-        return torch.from_numpy(self.pixels(int(row)))
+        # Pillow's arrays are read-only views, which torch warns of; copy only those.
+        return torch.from_numpy(np.require(self.pixels(int(row)), requirements="W"))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """Every row decoded into one array (np.asarray(rows)): for the few rows the job holds."""
