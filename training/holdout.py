@@ -8,6 +8,10 @@ ONNX parity check) reads it through `chunks()`: a matrix whole, as before, and a
 chunks of at most CHUNK_BYTES of input rows, each decoded, used and dropped before the next.
 The outputs (a few floats a row) are what is kept. reference.npz's rows are a separate,
 bounded sample (training.export.reference_rows).
+
+The price is time: a streamed holdout is decoded again for every epoch's score, in the
+training process (`take`, one core), where a matrix was moved to the device once. Decoding
+those chunks in the DataLoader workers, as training batches are, would cut it.
 """
 
 from __future__ import annotations
