@@ -9,9 +9,9 @@ chunks of at most CHUNK_BYTES of input rows, each decoded, used and dropped befo
 The outputs (a few floats a row) are what is kept. reference.npz's rows are a separate,
 bounded sample (training.export.reference_rows).
 
-The price is time: a streamed holdout is decoded again for every epoch's score, in the
-training process (`take`, one core), where a matrix was moved to the device once. Decoding
-those chunks in the DataLoader workers, as training batches are, would cut it.
+The price is time: a streamed holdout is decoded again for every epoch's score, where a
+matrix was moved to the device once; the source decodes its chunks in its DataLoader workers,
+as it decodes training batches, so that this takes the workers' time, not one core's.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ CHUNK_BYTES = 64 * 2**20
 
 class StreamedRows(Protocol):
     """Input rows decoded on demand (training.images.ImageRows): how many, their shape and
-    dtype, and `take(rows)`, which decodes those rows into one array."""
+    dtype, `take(rows)`, which decodes those rows into one array, and `chunks(n)`, every row
+    in order with at most n of them decoded at any moment."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...
@@ -42,6 +43,8 @@ class StreamedRows(Protocol):
     def __len__(self) -> int: ...
 
     def take(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def chunks(self, rows_at_once: int) -> Iterator[np.ndarray]: ...
 
 
 Rows = np.ndarray | StreamedRows
@@ -57,14 +60,13 @@ def chunk_rows(x: Rows) -> int:
 
 
 def chunks(x: Rows) -> Iterator[np.ndarray]:
-    """The rows of `x` in order, as arrays of at most chunk_rows(x) rows (a matrix: itself)."""
+    """The rows of `x` in order, as arrays, with at most chunk_rows(x) rows decoded at any
+    moment (a matrix: itself, whole). An empty source gives one empty chunk, so that outputs
+    computed from it still have their shape."""
     if isinstance(x, np.ndarray):
         yield x
         return
-    size = chunk_rows(x)
-    # An empty source still gives one (empty) chunk: its outputs have the right shape.
-    for start in range(0, max(1, len(x)), size):
-        yield x.take(np.arange(start, min(len(x), start + size)))
+    yield from x.chunks(chunk_rows(x))
 
 
 def head(x: Rows, rows: int) -> np.ndarray:

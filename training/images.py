@@ -240,6 +240,29 @@ class ImageRows(torch.utils.data.Dataset[torch.Tensor]):
             out[i] = self.pixels(int(row))
         return out
 
+    def chunks(self, rows_at_once: int) -> Iterator[np.ndarray]:
+        """Every row, in order, as uint8 arrays [rows, size, size, 3] (no augmentation), with
+        at most `rows_at_once` rows decoded at any moment: those handed out and those the
+        DataLoader workers have decoded ahead (each worker holds one batch). Without workers,
+        `take` here, `rows_at_once` rows a time."""
+        if not self.workers or not len(self):
+            # (An empty view too: one empty array, whose shape the caller still gets.)
+            for start in range(0, max(1, len(self)), rows_at_once):
+                yield self.take(np.arange(start, min(len(self), start + rows_at_once)))
+            return
+        # A batch in each worker, the one handed out and the one the loader holds ready.
+        batch = max(1, rows_at_once // (self.workers + 2))
+        loader = torch.utils.data.DataLoader(
+            self,
+            batch_size=batch,
+            num_workers=self.workers,
+            prefetch_factor=1,
+            generator=torch.Generator(),
+            multiprocessing_context="fork",
+        )
+        for pixels in loader:
+            yield pixels.numpy()
+
     def subset(self, rows: Sequence[int] | np.ndarray) -> ImageRows:
         """These rows only, read the same way."""
         return ImageRows(

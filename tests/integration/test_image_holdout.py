@@ -52,6 +52,18 @@ def test_streamed_chunks_hold_at_most_chunk_bytes_of_rows(rows, monkeypatch):
     assert holdout.chunk_rows(np.zeros((37, 4))) == 37  # a matrix is one chunk: in memory
 
 
+def test_with_workers_chunks_are_small_enough_that_those_in_flight_fit_the_bound(rows):
+    # Two workers, one batch each, the chunk handed out and the one the loader holds: 4 of
+    # them in flight at most, so chunks of 8 // 4 = 2 rows for a bound of 8.
+    with_workers = ImageRows(rows.store, rows.keys, SIZE, workers=2)
+
+    read = list(with_workers.chunks(8))
+
+    assert {len(chunk) for chunk in read} == {1, 2}
+    assert np.array_equal(np.concatenate(read), np.asarray(rows))
+    assert [len(c) for c in ImageRows(rows.store, [], SIZE, workers=2).chunks(8)] == [0]
+
+
 def test_streamed_outputs_and_metrics_equal_the_in_memory_ones(rows, network, monkeypatch):
     monkeypatch.setattr(holdout, "CHUNK_BYTES", 8 * ROW_BYTES)
     y = np.array([int(key.split("/")[2]) for key in rows.keys])
@@ -82,13 +94,20 @@ def test_the_job_never_decodes_more_than_a_chunk_of_its_holdout_at_once(tmp_path
     monkeypatch.setattr(holdout, "CHUNK_BYTES", 8 * ROW_BYTES)
     monkeypatch.setattr(export, "REFERENCE_INPUT_BYTES", 8 * ROW_BYTES)
     taken: list[tuple[int, int]] = []  # (rows of the view, rows decoded by one take)
-    take = ImageRows.take
+    chunked: list[tuple[int, int, int]] = []  # (rows of the view, the bound, rows handed out)
+    take, chunks = ImageRows.take, ImageRows.chunks
 
-    def counted(self: ImageRows, rows: np.ndarray) -> np.ndarray:
+    def counted_take(self: ImageRows, rows: np.ndarray) -> np.ndarray:
         taken.append((len(self), len(rows)))
         return take(self, rows)
 
-    monkeypatch.setattr(ImageRows, "take", counted)
+    def counted_chunks(self: ImageRows, rows_at_once: int):
+        for chunk in chunks(self, rows_at_once):
+            chunked.append((len(self), rows_at_once, len(chunk)))
+            yield chunk
+
+    monkeypatch.setattr(ImageRows, "take", counted_take)
+    monkeypatch.setattr(ImageRows, "chunks", counted_chunks)
     home = Home(tmp_path)
     drop_digits(home.store, "digits", SPEC.replace(b"epochs: 12", b"epochs: 2"), count=100)
     job_id = home.new_job("digits")
@@ -99,11 +118,12 @@ def test_the_job_never_decodes_more_than_a_chunk_of_its_holdout_at_once(tmp_path
     card = home.card(job_id)
     assert card.metrics.holdout_rows == card.parity.rows == 20
     assert card.model_extra["training"]["reference_rows"] == 8
-    # Views of the holdout (and of its reference sample) were read 8 rows at most at a time,
-    # and the holdout was read whole several times that way (every epoch, metrics, parity).
-    # The only larger reads are the validation batches (training.loop), from the whole
-    # dataset's view, a batch (32) at most.
-    holdout_reads = [rows for view, rows in taken if view < 100]
-    assert holdout_reads and max(holdout_reads) <= 8
-    assert sum(holdout_reads) >= 4 * 20
+    # The holdout was read in chunks under the bound of 8 rows, whole every time (each epoch's
+    # score, the metrics, parity); the other reads of its views (the export example, the
+    # reference sample) were 8 rows at most; the only larger reads are the validation
+    # batches (training.loop), from the whole dataset's view, a batch (32) at most.
+    assert {(view, bound) for view, bound, _ in chunked} == {(20, 8)}
+    assert max(rows for _, _, rows in chunked) <= 8
+    assert sum(rows for _, _, rows in chunked) == 20 * (2 + 2)  # 2 epochs, metrics, parity
+    assert max(rows for view, rows in taken if view < 100) <= 8
     assert max(rows for view, rows in taken if view == 100) <= 32
