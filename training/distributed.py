@@ -10,6 +10,16 @@ Decisions that every rank must take at the same step (stop now, checkpoint now) 
 `agree()`, an all-reduce over a gloo group of CPU tensors: it never waits for the GPU stream,
 so it does not stall the CUDA work queued behind it.
 
+BatchNorm under DDP: each rank would normalise with the statistics of its own share of the
+batch (B/N rows: noisier the more ranks, and not what one rank with B rows computes), and the
+published running statistics would be those of rank 0's shares alone. On several CUDA ranks
+the network's BatchNorm layers therefore become SyncBatchNorm for the training run
+(`synced_batchnorm`), which reduces the statistics over all ranks, and go back to the plain
+layers, with the same weights and statistics, when the run ends (`plain_batchnorm`): the
+exported graph and the published network hold plain BatchNorm, and a checkpoint has the same
+keys either way (a resume on another number of ranks loads it). torch's SyncBatchNorm runs
+on CUDA only, so CPU ranks (gloo, the tests) keep per-rank statistics as before.
+
 `DROPFLOW_DEVICE=cpu` keeps a job on the CPU on a machine that has a GPU (e.g. to reproduce a
 CPU run bit for bit).
 """
@@ -27,6 +37,8 @@ from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +69,12 @@ class Placement:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def syncs_batchnorm(self) -> bool:
+        """True when BatchNorm statistics are reduced over the ranks (module docstring):
+        several ranks on CUDA, where torch's SyncBatchNorm runs."""
+        return self.distributed and self.device.type == "cuda"
 
     @property
     def description(self) -> str:
@@ -99,6 +117,44 @@ class Placement:
         box = [obj if self.is_main else None]
         dist.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
+
+
+def synced_batchnorm(network: nn.Module) -> dict[str, type[nn.Module]]:
+    """Replace every BatchNorm layer inside `network` by a SyncBatchNorm sharing its weights
+    and statistics (the optimizer's parameters stay the same objects); return the replaced
+    layers' names and classes, for plain_batchnorm. `network` itself must not be one."""
+    kinds = {
+        name: type(module)
+        for name, module in network.named_modules()
+        if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm)
+    }
+    if "" in kinds:
+        raise ValueError("the network itself is a BatchNorm layer: convert its parent")
+    nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    return kinds
+
+
+def plain_batchnorm(network: nn.Module, kinds: Mapping[str, type[nn.Module]]) -> None:
+    """Put back the BatchNorm layers synced_batchnorm replaced (`kinds`, what it returned),
+    sharing the SyncBatchNorm layers' weights and statistics and their train/eval mode."""
+    for name, kind in kinds.items():
+        synced = network.get_submodule(name)
+        plain = kind(
+            synced.num_features,
+            eps=synced.eps,
+            momentum=synced.momentum,
+            affine=synced.affine,
+            track_running_stats=synced.track_running_stats,
+        )
+        if synced.affine:
+            plain.weight, plain.bias = synced.weight, synced.bias
+        if synced.track_running_stats:
+            plain.running_mean = synced.running_mean
+            plain.running_var = synced.running_var
+            plain.num_batches_tracked = synced.num_batches_tracked
+        plain.train(synced.training)
+        parent, _, child = name.rpartition(".")
+        setattr(network.get_submodule(parent), child, plain)
 
 
 def place(env: Mapping[str, str] | None = None) -> Placement:
@@ -184,4 +240,12 @@ def end_process(code: int) -> NoReturn:
     os._exit(code)
 
 
-__all__ = ["COLLECTIVE_TIMEOUT", "Placement", "end_process", "place", "release"]
+__all__ = [
+    "COLLECTIVE_TIMEOUT",
+    "Placement",
+    "end_process",
+    "place",
+    "plain_batchnorm",
+    "release",
+    "synced_batchnorm",
+]

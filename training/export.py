@@ -26,6 +26,7 @@ from dropflow.errors import UserInputError
 from dropflow.vocabulary import parity as parity_rule
 from dropflow.vocabulary.card import INPUT_NAME, Parity
 from dropflow.vocabulary.onnx_session import open_session, run_in_slices
+from training import holdout
 from training.network import TaskNetwork, predict
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _check_signature(model: onnx.ModelProto, row_shape: tuple[int, ...], output:
 
 
 def check_parity(
-    path: Path, network: TaskNetwork, inputs: np.ndarray, *, tolerance: float | None = None
+    path: Path, network: TaskNetwork, inputs: holdout.Rows, *, tolerance: float | None = None
 ) -> tuple[Parity, np.ndarray]:
     """Check the ONNX file against `network` on `inputs`; return (Parity, torch outputs).
 
@@ -128,24 +129,30 @@ def check_parity(
     runs onnxruntime (CPU) on every row and on a batch of one, and compares both with torch by
     the parity rule (dropflow.vocabulary.parity; `tolerance` defaults to parity_tolerance).
     Both sides run in slices of the rows torch's passes take (training.network.in_passes),
-    so memory does not grow with the number of rows. Raises ExportCheckFailed saying what
+    so memory does not grow with the number of rows; streamed rows (an image holdout) are
+    read a chunk at a time (training.holdout.chunks). Raises ExportCheckFailed saying what
     differs.
     """
     if tolerance is None:
         tolerance = parity_tolerance(network)
-    inputs = network.as_input(inputs)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportCheckFailed(f"exported graph is not valid ONNX: {exc}") from None
-    _check_signature(onnx.load(str(path)), inputs.shape[1:], network.output_name)
+    _check_signature(onnx.load(str(path)), tuple(inputs.shape[1:]), network.output_name)
 
-    expected = predict(network, inputs)
     session = open_session(path)
     output = network.output_name
-    rows = network.pass_rows(torch.as_tensor(inputs[:1])) if len(inputs) else 1
-    many = run_in_slices(session, output, inputs, rows=rows)
-    one = session.run([output], {INPUT_NAME: inputs[:1]})[0]
+    first = network.as_input(holdout.head(inputs, 1))
+    rows = network.pass_rows(torch.as_tensor(first)) if len(first) else 1
+    expected_parts, many_parts = [], []
+    for chunk in holdout.chunks(inputs):
+        chunk = network.as_input(chunk)
+        expected_parts.append(predict(network, chunk))
+        many_parts.append(run_in_slices(session, output, chunk, rows=rows))
+    expected = np.concatenate(expected_parts) if len(expected_parts) > 1 else expected_parts[0]
+    many = np.concatenate(many_parts) if len(many_parts) > 1 else many_parts[0]
+    one = session.run([output], {INPUT_NAME: first})[0]
     verdict = parity_rule.compare(
         network.task, (many, expected), (one, expected[:1]), tolerance=tolerance
     )
@@ -160,12 +167,12 @@ def check_parity(
     return verdict.parity, expected
 
 
-def reference_rows(inputs: np.ndarray, seed: int) -> np.ndarray:
+def reference_rows(inputs: holdout.Rows, seed: int) -> np.ndarray:
     """Which holdout rows reference.npz carries: all of them when their inputs are at most
     REFERENCE_INPUT_BYTES, else a seeded sample of as many as fit (in row order), so that
     promotion's parity re-check and fair scoring run on rows of every part of the holdout."""
     rows = len(inputs)
-    row_bytes = max(1, int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize)
+    row_bytes = max(1, int(np.prod(inputs.shape[1:])) * np.dtype(inputs.dtype).itemsize)
     keep = min(rows, max(1, REFERENCE_INPUT_BYTES // row_bytes))
     if keep == rows:
         return np.arange(rows)

@@ -11,9 +11,11 @@ a clear error.
 
 Pixels are never all in memory: ImageRows is a torch Dataset that reads an image's bytes
 through the ObjectStore port and decodes them (Pillow) when a DataLoader worker asks for it.
-Every image is decoded once when the job reads the dataset (check_images, in DataLoader
-workers), so that a corrupt file fails the job before training, naming it, or, with
-`data: {skip_bad: true}`, is left out of the examples and counted on the card.
+Every image is decoded once, at its own size, when the job reads the dataset (check_images,
+in DataLoader workers), so that a corrupt file fails the job before training, naming it, or,
+with `data: {skip_bad: true}`, is left out of the examples and counted on the card; the same
+pass measures each image's size, from which training.families.image picks image_size when
+the spec leaves it out.
 
 Pixels (the same in training, evaluation, export and serving): dropflow.vocabulary.pixels's
 one rule, JPEG, PNG or WebP decoded by Pillow, turned upright by its EXIF orientation,
@@ -37,7 +39,7 @@ import torch
 from dropflow.errors import UserInputError
 from dropflow.ports import ObjectNotFound, ObjectStore
 from dropflow.vocabulary.datasets import IMAGE_SUFFIXES, SPEC_FILE, dataset_prefix, image_files
-from dropflow.vocabulary.pixels import BadImage, image_pixels
+from dropflow.vocabulary.pixels import BadImage, image_pixels, image_size
 from dropflow.vocabulary.spec import DataSection
 from training.reading import ReadMeter
 
@@ -54,10 +56,15 @@ def decode(data: bytes, size: int, key: str) -> np.ndarray:
     try:
         return image_pixels(data, size, size)
     except BadImage as exc:
-        raise UserInputError(
-            f"{key}: {exc}; replace or remove the file, or set `data: {{skip_bad: true}}` in "
-            "dropflow.yaml to leave such files out"
-        ) from None
+        raise decode_error(key, exc) from None
+
+
+def decode_error(key: str, problem: BadImage) -> UserInputError:
+    """The job's error for the image at `key` that is not one the pixel rule takes."""
+    return UserInputError(
+        f"{key}: {problem}; replace or remove the file, or set `data: {{skip_bad: true}}` in "
+        "dropflow.yaml to leave such files out"
+    )
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,7 @@ class ImageRows(torch.utils.data.Dataset[torch.Tensor]):
     inherits.
     """
 
-    dtype = np.uint8
+    dtype = np.dtype(np.uint8)
 
     def __init__(
         self,
@@ -218,7 +225,8 @@ class ImageRows(torch.utils.data.Dataset[torch.Tensor]):
             # What the job does to a matrix (examples.x[rows], rows or a mask): a lazy subset.
             rows = np.flatnonzero(row) if row.dtype == bool else row
             return self.subset(rows)  # type: ignore[return-value]
-        return torch.from_numpy(self.pixels(int(row)))
+        # Pillow's arrays are read-only views, which torch warns of; copy only those.
+        return torch.from_numpy(np.require(self.pixels(int(row)), requirements="W"))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """Every row decoded into one array (np.asarray(rows)): for the few rows the job holds."""
@@ -231,6 +239,29 @@ class ImageRows(torch.utils.data.Dataset[torch.Tensor]):
         for i, row in enumerate(rows):
             out[i] = self.pixels(int(row))
         return out
+
+    def chunks(self, rows_at_once: int) -> Iterator[np.ndarray]:
+        """Every row, in order, as uint8 arrays [rows, size, size, 3] (no augmentation), with
+        at most `rows_at_once` rows decoded at any moment: those handed out and those the
+        DataLoader workers have decoded ahead (each worker holds one batch). Without workers,
+        `take` here, `rows_at_once` rows a time."""
+        if not self.workers or not len(self):
+            # (An empty view too: one empty array, whose shape the caller still gets.)
+            for start in range(0, max(1, len(self)), rows_at_once):
+                yield self.take(np.arange(start, min(len(self), start + rows_at_once)))
+            return
+        # A batch in each worker, the one handed out and the one the loader holds ready.
+        batch = max(1, rows_at_once // (self.workers + 2))
+        loader = torch.utils.data.DataLoader(
+            self,
+            batch_size=batch,
+            num_workers=self.workers,
+            prefetch_factor=1,
+            generator=torch.Generator(),
+            multiprocessing_context="fork",
+        )
+        for pixels in loader:
+            yield pixels.numpy()
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> ImageRows:
         """These rows only, read the same way."""
@@ -270,33 +301,52 @@ def loader_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-class _Checked(torch.utils.data.Dataset[tuple[int, str | None]]):
-    """Row i -> (i, None) when keys[i] decodes, else (i, the problem)."""
+class _Checked(torch.utils.data.Dataset[tuple[int, str | None, int]]):
+    """Row i -> (i, None, the longer side in pixels) when keys[i] decodes, else (i, the
+    problem, 0). Decodes at the image's own size: no size is chosen yet when this runs."""
 
-    def __init__(self, rows: ImageRows) -> None:
-        self.rows = rows
+    def __init__(self, store: ObjectStore, keys: Sequence[str]) -> None:
+        self.store = store
+        self.keys = keys
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.keys)
 
-    def __getitem__(self, row: int) -> tuple[int, str | None]:
+    def __getitem__(self, row: int) -> tuple[int, str | None, int]:
+        key = self.keys[row]
         try:
-            self.rows.pixels(row)
-        except UserInputError as exc:
-            return row, str(exc)
+            data = self.store.get(key)
+            width, height = image_size(data)
+            # Every pixel decoded (a truncated file fails here, not in training), no resize.
+            image_pixels(data, height, width)
+        except BadImage as exc:
+            return row, str(decode_error(key, exc)), 0
         except ObjectNotFound:
-            return row, f"{self.rows.keys[row]}: deleted while the job read the dataset"
-        return row, None
+            return row, f"{key}: deleted while the job read the dataset", 0
+        return row, None, max(width, height)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What check_images found: row -> the problem of each image that does not decode (empty
+    when all do), and each row's longer side in pixels (0 for a bad one)."""
+
+    problems: dict[int, str]
+    sides: list[int]
 
 
 def check_images(
-    rows: ImageRows, *, workers: int, meter: ReadMeter | None = None
-) -> dict[int, str]:
-    """Decode every image once (in `workers` DataLoader workers): row -> the problem of each
-    one that does not decode (empty when all do). `meter` hears of every image decoded (the
-    loading stage's progress)."""
+    store: ObjectStore,
+    keys: Sequence[str],
+    *,
+    workers: int,
+    meter: ReadMeter | None = None,
+) -> Checked:
+    """Decode every image of `keys` once, at its own size (in `workers` DataLoader workers):
+    the problems of those that do not decode and the longer side of each. `meter` hears of
+    every image decoded (the loading stage's progress)."""
     loader = torch.utils.data.DataLoader(
-        _Checked(rows),
+        _Checked(store, keys),
         batch_size=64,
         num_workers=workers,
         collate_fn=list,
@@ -304,22 +354,26 @@ def check_images(
         multiprocessing_context="fork" if workers else None,
     )
     problems: dict[int, str] = {}
+    sides = [0] * len(keys)
     if meter is not None:
-        meter.expect(len(rows))
+        meter.expect(len(keys))
     for batch in loader:
         if meter is not None:
             meter.advance(len(batch), rows=len(batch))
-        for row, problem in batch:
+        for row, problem, side in batch:
             if problem is not None:
                 problems[row] = problem
-    return problems
+            sides[row] = side
+    return Checked(problems, sides)
 
 
 __all__ = [
+    "Checked",
     "ImageRows",
     "Listing",
     "check_images",
     "decode",
+    "decode_error",
     "list_images",
     "loader_workers",
 ]

@@ -55,6 +55,7 @@ from dropflow.vocabulary.digests import file_sha256_hex, sha256_hex
 from dropflow.vocabulary.names import new_version
 from dropflow.vocabulary.spec import ServingSection, read_spec, spec_hash
 from training import heartbeat as heartbeats
+from training import holdout
 from training.checkpoint import CheckpointStore, Found, Lineage, mismatch
 from training.curve import CURVE_FILE, training_curve
 from training.distributed import Placement, place, release
@@ -64,7 +65,7 @@ from training.heartbeat import Heartbeat
 from training.joblog import AttemptLog
 from training.loop import Score, train
 from training.metrics import evaluate, task_metrics
-from training.network import TaskNetwork, in_passes, predict
+from training.network import TaskNetwork, in_passes
 from training.reading import ReadMeter
 from training.split import fitting_rows, split_for
 from training.stop import StopRequest, Watcher
@@ -124,12 +125,15 @@ def _start(jobs: JobStore, job: Job, attempt: int) -> None:
     jobs.update_attempt(job.job_id, attempt, started_at=time.time())
 
 
-def _holdout_score(task: Task, primary: str, x: np.ndarray, y: np.ndarray) -> Score:
+def _holdout_score(task: Task, primary: str, x: holdout.Rows, y: np.ndarray) -> Score:
     """The primary metric of a network on the holdout rows (the curve's right panel), computed
-    in passes of bounded memory (training.network.in_passes)."""
+    in passes of bounded memory (training.network.in_passes); streamed rows are read chunk by
+    chunk every time (training.holdout), a matrix is moved to the device once."""
     on_device: dict[torch.device, torch.Tensor] = {}
 
     def score(network: TaskNetwork) -> float:
+        if not isinstance(x, np.ndarray):
+            return float(task_metrics(task, y, holdout.outputs(network, x))[primary])
         device = next(network.parameters()).device
         if device not in on_device:
             on_device[device] = torch.as_tensor(network.as_input(x)).to(device)
@@ -240,9 +244,9 @@ def train_and_publish(
     loaded = clock()
     parts = split_for(examples, spec.training)
     # Indices into the one matrix: only the holdout (for the card and parity) and the rows the
-    # preprocessing is fitted on are copied out of it.
-    # (np.asarray: a family whose rows stream decodes its holdout rows once, here.)
-    x_holdout, y_holdout = np.asarray(examples.x[parts.holdout]), examples.y[parts.holdout]
+    # preprocessing is fitted on are copied out of it. A family whose rows stream keeps its
+    # holdout streamed: it is read chunk by chunk wherever it is used (training.holdout).
+    x_holdout, y_holdout = examples.x[parts.holdout], examples.y[parts.holdout]
     # The card counts every row that is not held out as a training row (validation included:
     # it shaped the model), and the majority/mean baseline learns from them.
     y_train = examples.y[np.concatenate([parts.train, parts.validation])]
@@ -298,7 +302,7 @@ def train_and_publish(
     metrics = evaluate(
         examples.task,
         primary,
-        predict(network, x_holdout),
+        holdout.outputs(network, x_holdout),
         y_train,
         y_holdout,
         examples.n_classes,
@@ -316,7 +320,7 @@ def train_and_publish(
     jobs.transition(job.job_id, JobState.EXPORTING)
     heartbeat.stage("exporting")
     with tempfile.TemporaryDirectory(prefix="dropflow-export-") as tmp:
-        onnx_path = family.export(network, x_holdout, Path(tmp) / MODEL_FILE)
+        onnx_path = family.export(network, holdout.head(x_holdout, 8), Path(tmp) / MODEL_FILE)
         parity, reference = check_parity(onnx_path, network, x_holdout)
         # From here on the holdout rows are those reference.npz carries: every one, or a
         # seeded sample when their inputs are large (training.export.reference_rows).

@@ -73,7 +73,7 @@ from dropflow.errors import UserInputError
 from dropflow.vocabulary.spec import TrainingSection
 from training import budget
 from training.checkpoint import capture_rng, restore_rng
-from training.distributed import Placement
+from training.distributed import Placement, plain_batchnorm, synced_batchnorm
 from training.network import TaskNetwork, averaged_probabilities, fit_temperature, in_passes
 
 log = logging.getLogger(__name__)
@@ -427,6 +427,9 @@ class TrainingLoop:
         # One process calls scores() directly: a wrapper module's __call__ costs a few
         # percent of a small network's step.
         module: Callable[[torch.Tensor], torch.Tensor] = self.network.scores
+        # BatchNorm statistics over all ranks on CUDA, plain layers again once the run ends
+        # (training.distributed: the export and the checkpoints see plain BatchNorm).
+        batchnorms = synced_batchnorm(self.network) if p.syncs_batchnorm else {}
         if p.distributed:
             module = nn.parallel.DistributedDataParallel(
                 _Scores(self.network),
@@ -668,6 +671,7 @@ class TrainingLoop:
                 saved_step = None  # the finished state is new even at the same step
                 checkpoint()
 
+        plain_batchnorm(self.network, batchnorms)
         self.network.eval()
         ended = self.clock()
         if self.on_progress is not None:

@@ -25,9 +25,11 @@ from dropflow.ports import ObjectStore
 from dropflow.promotion.gate import promote
 from dropflow.records.jobs import ExitCode, JobState
 from dropflow.vocabulary.card import Feature, InputSpec
+from dropflow.vocabulary.spec import read_spec
 from tests.integration.test_ddp import torchrun
 from tests.integration.test_resume import TOLERANCE, FakeWatcher, Home
 from training.export import check_parity, export_onnx
+from training.families.image import ImageFamily
 from training.image_network import build_image_network
 from training.job import run_job
 
@@ -90,11 +92,37 @@ def test_digit_folders_train_publish_and_are_promoted(digits_job, home):
     assert card.classes == [str(d) for d in range(10)]
     assert card.model_extra["training"]["family"] == "image"
     assert card.model_extra["training"]["skipped_files"] == 0
+    assert card.model_extra["training"]["image_size"] == {
+        "pixels": SIZE,
+        "from": "model.image_size in the spec",
+    }
     assert card.parity.passed and card.parity.rows == card.metrics.holdout_rows == 60
     assert card.metrics.holdout["accuracy"] > 2 * card.metrics.baseline["accuracy"]
 
     result = promote("digits", job.version, home.store, home.registry)
     assert result.decision == "approved", result.reason
+
+
+def test_from_scratch_without_image_size_the_images_own_size_is_the_graph_s(home):
+    # 48 px digits, image_size left out: the median longer side, 48, rounded up to 64 (not
+    # the pretrained backbones' 224); the card's input, which serving resizes to, says 64.
+    digits = load_digits()
+    for i in range(40):
+        home.store.put(
+            f"datasets/digits-own/{digits.target[i]}/{i:04d}.png", digit_png(digits.images[i], 48)
+        )
+    spec_file = b"model: {family: image, pretrained: false}\n"
+    home.store.put("datasets/digits-own/dropflow.yaml", spec_file)
+    spec = read_spec(home.store, "digits-own")
+    family = ImageFamily()
+
+    examples = family.read(home.store, "digits-own", spec)
+
+    assert examples.x.shape == (40, 64, 64, 3)
+    assert family.input_spec(examples).height == family.input_spec(examples).width == 64
+    chosen = family.card_training(examples)["image_size"]
+    assert chosen["pixels"] == 64
+    assert chosen["from"].startswith("from scratch: the images' median longer side (48 px")
 
 
 def test_the_graph_takes_uint8_pixels_channels_last_with_a_dynamic_batch(digits_job, home):

@@ -133,14 +133,37 @@ def test_grey_and_transparent_images_become_rgb():
 def test_every_bad_image_is_found_with_its_problem():
     store = store_with("cat/a.png", "dog/b.png")
     store.put(PREFIX + "dog/c.png", b"\x89PNG\r\n\x1a\n truncated")
-    rows = ImageRows(store, [PREFIX + k for k in ("cat/a.png", "dog/b.png", "dog/c.png")], 8)
+    keys = [PREFIX + k for k in ("cat/a.png", "dog/b.png", "dog/c.png")]
 
     meter = ReadMeter()
-    problems = check_images(rows, workers=0, meter=meter)
+    problems = check_images(store, keys, workers=0, meter=meter).problems
 
     assert list(problems) == [2]
     assert (meter.rows, meter.progress().fraction) == (3, 1.0)
     assert problems[2].startswith("datasets/pets/dog/c.png: the image cannot be decoded")
+
+
+def test_a_truncated_image_whose_header_is_whole_is_found():
+    # The header declares 64 x 64 (image_size reads it) but the pixel data is cut short:
+    # only decoding every pixel finds it.
+    whole = png(size=(64, 64))
+    store = store_with("cat/a.png", "dog/b.png")
+    store.put(PREFIX + "dog/c.png", whole[: len(whole) // 2])
+    keys = [PREFIX + k for k in ("cat/a.png", "dog/b.png", "dog/c.png")]
+
+    checked = check_images(store, keys, workers=0)
+
+    assert list(checked.problems) == [2]
+    assert checked.sides == [12, 12, 0]
+
+
+def test_the_check_measures_each_image_s_longer_side():
+    store = MemoryStore()
+    keys = [PREFIX + "cat/wide.png", PREFIX + "dog/tall.png"]
+    store.put(keys[0], png(size=(40, 10)))
+    store.put(keys[1], png(size=(9, 70)))
+
+    assert check_images(store, keys, workers=0).sides == [40, 70]
 
 
 def test_augmentation_keeps_the_shape_changes_pixels_and_repeats_under_a_seed():

@@ -7,8 +7,20 @@ examples' `x` is an ImageRows, which the training loop streams (training.loop.Ba
 instead of holding the pixels. The network is training.image_network (the spec's
 `model: {family: image, backbone, pretrained, image_size}`): the graph takes uint8 RGB
 [batch, image_size, image_size, 3] and normalises inside. The card's `input` says so
-(dropflow.vocabulary.card.InputSpec), and its one feature is `image`, the instance key
-clients send a base64 image under.
+(dropflow.vocabulary.card.InputSpec: serving resizes every image to it), and its one feature
+is `image`, the instance key clients send a base64 image under.
+
+image_size left out of the spec (default_image_size):
+- pretrained (the default): 224, the size the built-in backbones' checkpoints were trained
+  at; their filters expect objects at that scale.
+- from scratch (`pretrained: false`): the training images' own size: the median longer side
+  of the dataset's images (every one is measured when it is checked), rounded up to a multiple
+  of 32 and kept within [32, 224]. Nothing then asks for 224: upsampling 32-pixel digits to
+  224 costs 49 times the compute per image and adds no information, and a photo drop keeps
+  224 (the cap), a resolution that trains on a GPU in reasonable time. A multiple of 32 because
+  the ResNet and ConvNeXt backbones halve the resolution five times and ViT cuts 16-pixel
+  patches: every stage then sees whole pixels.
+The card's `training.image_size` records the size and why it was chosen.
 
 Training batches are augmented (training only, on the batch tensor, with kornia): a random
 resized crop back to image_size (a quarter to all of the image, aspect 3:4 to 4:3) and a
@@ -19,6 +31,8 @@ drops are often small images of small things, which an 8 % crop leaves unrecogni
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +52,12 @@ from training.reading import ReadMeter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_SIZE = 224
+# image_size left out (module docstring): pretrained, the backbones' own training size; from
+# scratch, the images' median longer side rounded up to SIZE_STEP within these bounds.
+PRETRAINED_IMAGE_SIZE = 224
+SIZE_STEP = 32
+SMALLEST_IMAGE_SIZE = 32
+LARGEST_DEFAULT_IMAGE_SIZE = 224
 # The instance key of the image, and the name of the card's one feature.
 IMAGE_FIELD = "image"
 CROP_SCALE = (0.25, 1.0)
@@ -68,10 +87,38 @@ class ImageExamples(Examples):
 
     store: ObjectStore | None = None
     skipped: list[str] = field(default_factory=list)  # with skip_bad: "<key>: <problem>"
+    size_reason: str = ""  # why the images are resized to x.shape[1] (the card says it)
 
 
-def image_size(spec: Spec) -> int:
-    return spec.model.image_size or DEFAULT_IMAGE_SIZE
+def pretrained(spec: Spec) -> bool:
+    """Whether the backbone starts from its checkpoint's weights (left out: yes)."""
+    return True if spec.model.pretrained is None else spec.model.pretrained
+
+
+def default_image_size(sides: Sequence[int]) -> int:
+    """The image side a job from scratch resizes to when the spec leaves image_size out, from
+    the longer side of each image (0: not measured) (see the module docstring)."""
+    measured = [side for side in sides if side > 0]
+    if not measured:
+        return PRETRAINED_IMAGE_SIZE
+    rounded = math.ceil(float(np.median(measured)) / SIZE_STEP) * SIZE_STEP
+    return min(LARGEST_DEFAULT_IMAGE_SIZE, max(SMALLEST_IMAGE_SIZE, rounded))
+
+
+def chosen_image_size(spec: Spec, sides: Sequence[int]) -> tuple[int, str]:
+    """The side images are resized to, and why (for the card and the log)."""
+    if spec.model.image_size is not None:
+        return spec.model.image_size, "model.image_size in the spec"
+    if pretrained(spec):
+        return PRETRAINED_IMAGE_SIZE, "the pretrained backbones' training size (pretrained)"
+    measured = [side for side in sides if side > 0]
+    size = default_image_size(measured)
+    median = float(np.median(measured)) if measured else 0.0
+    return size, (
+        f"from scratch: the images' median longer side ({median:g} px over {len(measured)} "
+        f"images), rounded up to a multiple of {SIZE_STEP} within "
+        f"[{SMALLEST_IMAGE_SIZE}, {LARGEST_DEFAULT_IMAGE_SIZE}]"
+    )
 
 
 class ImageFamily(Family[ImageExamples]):
@@ -86,11 +133,13 @@ class ImageFamily(Family[ImageExamples]):
         self, store: ObjectStore, model: str, spec: Spec, meter: ReadMeter | None
     ) -> ImageExamples:
         listing = list_images(store, model, spec.data)
-        size = image_size(spec)
         workers = loader_workers()
+        checked = check_images(store, listing.keys, workers=workers, meter=meter)
+        problems = checked.problems
+        size, reason = chosen_image_size(spec, checked.sides)
+        log.info("images resized to %d x %d: %s", size, size, reason)
         rows = ImageRows(store, listing.keys, size, augment=Augment(size), workers=workers)
         labels = listing.labels
-        problems = check_images(rows, workers=workers, meter=meter)
         skipped: list[str] = []
         if problems:
             first = problems[min(problems)]
@@ -119,6 +168,7 @@ class ImageFamily(Family[ImageExamples]):
             sources=listing.sources + rows.keys,
             store=store,
             skipped=skipped,
+            size_reason=reason,
         )
 
     def build(
@@ -128,8 +178,8 @@ class ImageFamily(Family[ImageExamples]):
         return build_image_network(
             examples.store,
             backbone=spec.model.backbone or DEFAULT_BACKBONE,
-            pretrained=True if spec.model.pretrained is None else spec.model.pretrained,
-            image_size=image_size(spec),
+            pretrained=pretrained(spec),
+            image_size=examples.x.shape[1],
             n_classes=examples.n_classes,
         )
 
@@ -146,7 +196,18 @@ class ImageFamily(Family[ImageExamples]):
         )
 
     def card_training(self, examples: ImageExamples) -> dict[str, Any]:
-        return {"skipped_files": len(examples.skipped), "skipped": examples.skipped[:20]}
+        return {
+            "skipped_files": len(examples.skipped),
+            "skipped": examples.skipped[:20],
+            "image_size": {"pixels": examples.x.shape[1], "from": examples.size_reason},
+        }
 
 
-__all__ = ["Augment", "ImageExamples", "ImageFamily"]
+__all__ = [
+    "Augment",
+    "ImageExamples",
+    "ImageFamily",
+    "chosen_image_size",
+    "default_image_size",
+    "pretrained",
+]

@@ -117,7 +117,8 @@ class ModelSection(_Section):
     max_length: int | None = Field(default=None, ge=8, le=512)
     size: Literal["tiny", "small", "base"] | None = None
     # image only (see IMAGE_FAMILY): the backbone, and the square side images are resized to
-    # (left out: 224); `pretrained` (left out: true) says whether it starts from its weights.
+    # (left out: 224 when pretrained, else the images' own size: training.families.image);
+    # `pretrained` (left out: true) says whether it starts from its weights.
     backbone: str | None = Field(default=None, pattern=CHECKPOINT_NAME)
     image_size: int | None = Field(default=None, ge=16, le=1024)
 
