@@ -169,7 +169,9 @@ def test_the_card_records_parity_lineage_timings_and_attempts(breast_cancer, hom
     assert card.data_version == "breast-cancer-data-v1"
     assert len(card.spec_hash) == 64
     assert set(card.timings) == {"load", "train", "export", "total"}
-    assert card.timings["total"] < 30
+    # Each stage is timed within the whole (never a wall-clock bound: the machine may be busy).
+    stages = card.timings["load"] + card.timings["train"] + card.timings["export"]
+    assert 0 < stages <= card.timings["total"] + 1e-3
     onnx_info = home.store.head(f"models/breast-cancer/{job.version}/model.onnx")
     assert onnx_info is not None and card.model_bytes == onnx_info.size
     assert [a["number"] for a in card.attempts] == [1]
