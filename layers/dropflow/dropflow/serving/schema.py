@@ -129,8 +129,22 @@ class ModelDescription(_Lazy):
     )
 
 
+class LoadedSession(_Lazy):
+    model: str
+    version: str
+    provider: str = Field(description="the onnxruntime execution provider it runs on")
+
+
 class Health(_Lazy):
     status: str
+    served_by: str = Field(description="lambda (the predict function) or container")
+    providers: list[str] = Field(
+        description="the onnxruntime execution providers a model's session asks for, in order "
+        "(CUDAExecutionProvider first where this server has a GPU runtime)"
+    )
+    loaded: list[LoadedSession] = Field(
+        description="the models this process holds loaded now, each with its provider"
+    )
 
 
 # ---------------------------------------------------------------------- documented answers
