@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -20,9 +21,10 @@ from dropflow.serving.service import (
     PredictionService,
     available_cpus,
 )
-from dropflow.vocabulary.card import MISSING_CATEGORY, REJECT, Feature
+from dropflow.vocabulary.card import MISSING_CATEGORY, REJECT, Feature, artifact_key
 from dropflow.vocabulary.names import new_job_id
 from tests.fakes_serving import Counting, ManualClock, expected_output, publish, version_id
+from tests.net import wait_until
 
 FEATURES = ["mean radius", "mean texture", "mean area", "worst smoothness"]
 CLASSES = ["benign", "malignant"]
@@ -632,6 +634,67 @@ def test_old_sessions_are_evicted_beyond_the_limit(store, registry):
         service.predict("cancer", ROWS, version=version)
 
     assert cache.held_sessions == [("cancer", versions[1]), ("cancer", versions[2])]
+
+
+class HeldModelFile:
+    """A store whose reads of a model.onnx wait until `release` is set (counted in
+    `model_reads`): a load held mid-way, as a large file's read is."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.release = threading.Event()
+        self.model_reads = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def get(self, key: str) -> bytes:
+        if key.endswith("/model.onnx"):
+            self.model_reads += 1
+            assert self.release.wait(60), "the test never released the read"
+        return self._inner.get(key)
+
+
+def test_a_version_asked_for_while_it_loads_is_loaded_once_for_every_caller(
+    store, registry, cancer
+):
+    held = HeldModelFile(store)
+    cache = ModelCache(held, registry)
+    sessions: list = []
+    threads = [
+        threading.Thread(target=lambda: sessions.append(cache.session("cancer", cancer)))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    # All three are in: one reading model.onnx (held), two waiting for its load.
+    wait_until(lambda: cache.loading.get(("cancer", cancer)) == 3, 60, what="3 callers")
+
+    held.release.set()
+    for thread in threads:
+        thread.join(60)
+
+    assert held.model_reads == 1
+    assert len(sessions) == 3 and all(s is sessions[0] for s in sessions)
+    assert cache.loading == {}
+    assert cache.held_sessions == [("cancer", cancer)]
+
+
+def test_a_failed_load_lets_the_next_caller_try_again(store, registry, cancer):
+    cache = ModelCache(store, registry)
+    key = artifact_key("cancer", cancer, "model.onnx")
+    good = store.get(key)
+    store.put(key, b"not a graph")  # its digest no longer matches: refused
+    with pytest.raises(NotReadyError):
+        cache.session("cancer", cancer)
+    assert cache.loading == {}
+
+    store.put(key, good)  # restored
+    clock_after_hold = cache.clock() + 3600
+    cache.clock = lambda: clock_after_hold  # past the refusal's hold
+
+    assert cache.session("cancer", cancer) is not None
+    assert cache.held_sessions == [("cancer", cancer)]
 
 
 # ---------------------------------------------------------------------- GET routes

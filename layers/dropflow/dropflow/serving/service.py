@@ -46,7 +46,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from numbers import Real
 from typing import Any, NamedTuple, Protocol
@@ -161,6 +161,14 @@ class _Held:
     provider: str  # the onnxruntime execution provider it runs on
 
 
+@dataclass
+class _Load:
+    """A session being built: its builder holds `lock`; `callers` counts it and its waiters."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    callers: int = 0
+
+
 # How much of a job's failure reason a client reads (the job's record keeps it whole).
 MAX_REASON_CHARS = 500
 
@@ -243,6 +251,7 @@ class ModelCache:
         self._servable: set[tuple[str, str]] = set()
         self._routes: dict[tuple[str, str], Route] = {}
         self._sessions: OrderedDict[tuple[str, str], _Held] = OrderedDict()
+        self._loads: dict[tuple[str, str], _Load] = {}
         # Per version: its job and the digests on its record, and a refusal with its time.
         self._provenance: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
         self._refused: dict[tuple[str, str], tuple[str, float]] = {}
@@ -382,6 +391,9 @@ class ModelCache:
         """The version's onnxruntime session, created on first use and kept (LRU, budget).
 
         Raises UntrustedModel when its model.onnx is not the one its job published.
+        Callers asking for a version that another thread is loading wait for that load and
+        get its session: a large model is read, hashed and built once, not once per request
+        (and the container tier's preloader) that arrives while it loads.
         """
         key = (model, version)
         with self._lock:
@@ -389,6 +401,31 @@ class ModelCache:
             if held is not None:
                 self._sessions.move_to_end(key)
                 return held.session
+            load = self._loads.setdefault(key, _Load())
+            load.callers += 1
+        try:
+            with load.lock:
+                with self._lock:
+                    held = self._sessions.get(key)
+                    if held is not None:  # loaded while this caller waited
+                        self._sessions.move_to_end(key)
+                        return held.session
+                return self._load(model, version)
+        finally:
+            with self._lock:
+                load.callers -= 1
+                if load.callers == 0:
+                    del self._loads[key]
+
+    @property
+    def loading(self) -> dict[tuple[str, str], int]:
+        """The versions whose session is being built now, each with how many callers are
+        loading it or waiting for it."""
+        with self._lock:
+            return {key: load.callers for key, load in self._loads.items()}
+
+    def _load(self, model: str, version: str) -> ort.InferenceSession:
+        key = (model, version)
         card = self.card(model, version)
         self._check_not_refused(key)
         name = card.files.get("model", "model.onnx")
