@@ -168,7 +168,8 @@ def test_the_card_records_parity_lineage_timings_and_attempts(breast_cancer, hom
     assert card.parity.rows == card.metrics.holdout_rows
     assert card.data_version == "breast-cancer-data-v1"
     assert len(card.spec_hash) == 64
-    assert set(card.timings) == {"load", "train", "export", "total"}
+    assert set(card.timings) == {"load", "train", "export", "parity", "total"}
+    assert 0 < card.timings["parity"] <= card.timings["export"]
     assert card.timings["total"] < 30
     onnx_info = home.store.head(f"models/breast-cancer/{job.version}/model.onnx")
     assert onnx_info is not None and card.model_bytes == onnx_info.size
