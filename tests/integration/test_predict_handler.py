@@ -15,7 +15,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -561,29 +560,14 @@ def test_an_unexpected_error_is_a_generic_500_and_is_logged(app, champion, monke
 
 
 # ---------------------------------------------------------------------- GET routes
-def test_health_answers_ok_naming_the_function_and_its_onnxruntime_providers(app):
+def test_health_answers_ok_and_nothing_more(app, champion):
+    # Open to anyone (no API key): no model names, versions or runtime details.
+    assert call(app, body={"instances": SAMPLE_ROWS}).status == HTTPStatus.OK  # one loaded
+
     answer = Answer(app.lambda_handler(sample("apigw-health.json"), LambdaContext()))
 
     assert answer.status == HTTPStatus.OK
-    assert answer.json["status"] == "ok"
-    assert answer.json["served_by"] == "lambda"
-    # The Lambda's onnxruntime is the CPU wheel: no CUDA to ask for.
-    assert answer.json["providers"][-1] == "CPUExecutionProvider"
-    assert ("CUDAExecutionProvider" in answer.json["providers"]) == (
-        "CUDAExecutionProvider" in ort.get_available_providers()
-    )
-    assert answer.json["loaded"] == []
-
-
-def test_health_names_each_loaded_model_and_the_provider_it_runs_on(app, champion):
-    assert call(app, body={"instances": SAMPLE_ROWS}).status == HTTPStatus.OK  # loads it
-
-    answer = Answer(app.lambda_handler(sample("apigw-health.json"), LambdaContext()))
-
-    preferred = answer.json["providers"][0]
-    assert answer.json["loaded"] == [
-        {"model": "breast-cancer", "version": champion, "provider": preferred}
-    ]
+    assert answer.json == {"status": "ok"}
 
 
 def test_models_lists_each_model_and_its_champion(app, champion, adapters):

@@ -721,10 +721,13 @@ class PredictionService:
         return {output: values}
 
     def health(self) -> dict[str, Any]:
-        """What GET /health answers: `served_by` (this process: the predict function or the
-        container tier), `providers` (the onnxruntime execution providers a session asks
-        for, in order: CUDA first where this onnxruntime has it) and `loaded` (each session
-        held now, with the provider it runs on). Reads nothing from the store or registry."""
+        """What GET /health answers. The predict function's is open to anyone (no key): only
+        `{"status": "ok"}`. The container tier's, which only the VPC reaches, adds
+        `served_by`, `providers` (the onnxruntime execution providers a session asks for, in
+        order: CUDA first where this onnxruntime has it) and `loaded` (each session held now,
+        with the provider it really runs on). Reads nothing from the store or registry."""
+        if self.served_by != CONTAINER:
+            return {"status": "ok"}
         loaded = [
             {"model": model, "version": version, "provider": provider}
             for (model, version), provider in self.cache.session_providers.items()
