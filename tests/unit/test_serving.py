@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from pydantic import ValidationError
 
@@ -695,6 +697,40 @@ def test_a_failed_load_lets_the_next_caller_try_again(store, registry, cancer):
 
     assert cache.session("cancer", cancer) is not None
     assert cache.held_sessions == [("cancer", cancer)]
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="this onnxruntime has CUDA, which may well start here",
+)
+def test_a_session_that_asked_for_cuda_and_runs_on_the_cpu_is_logged_as_a_warning(
+    store, registry, cancer, caplog
+):
+    cache = ModelCache(store, registry)
+    # As in the container image with onnxruntime-gpu whose CUDA cannot start (no GPU, no
+    # cuDNN): CUDA is asked for first, and onnxruntime builds the session on the CPU.
+    cache.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    with caplog.at_level(logging.INFO):
+        cache.session("cancer", cancer)
+
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "CUDA could not start" in warning.getMessage()
+    assert (warning.model, warning.version) == ("cancer", cancer)
+    assert cache.session_providers == {("cancer", cancer): "CPUExecutionProvider"}
+
+
+def test_a_session_on_the_provider_asked_first_logs_its_load_without_warning(
+    store, registry, cancer, caplog
+):
+    cache = ModelCache(store, registry)
+
+    with caplog.at_level(logging.INFO):
+        cache.session("cancer", cancer)
+
+    (loaded,) = [r for r in caplog.records if r.getMessage() == "model loaded"]
+    assert loaded.provider == cache.providers[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 # ---------------------------------------------------------------------- GET routes
