@@ -20,9 +20,11 @@ What it does, as a user without internet on the training instance would:
 Prints one line per stage as it ends, then a JSON summary: the answer (with "served_by"), the
 model file's size, the parameter count, the time of each stage (train, export, parity from
 the card; promotion, container load, first and warm answers as seen by this script) and the
-peak memory of the container process and of `local up` (whose process runs the promote and
-predict functions). Exits 1 if the route is not `container`, the answer is
-not served by the container, or any stage does not finish within its bound.
+peak memory of the container process, of `local up` (whose process runs the promote and
+predict functions) and of promotion's parity re-check run alone in a fresh process (the
+promote function's share: its MemorySize is 1769 MB). Exits 1 if the route is not
+`container`, the answer is not served by the container, or any stage does not finish within
+its bound.
 
 Why a checkpoint with `pretrained: true` rather than `pretrained: false, size: base`: the
 encoder built from scratch learns its vocabulary from the training rows, a few hundred tokens
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -124,6 +127,39 @@ def peak_memory_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+# Run in a fresh process on the local up's home: promotion's parity re-check of the version
+# (what the promote function does, whose MemorySize in template.yaml is 1769 MB), then the
+# process's peak resident memory in MB.
+RECHECK = """
+import json, resource, sys
+from dropflow.promotion.gate import check_parity
+from dropflow.promotion.provenance import published_digests
+from dropflow.vocabulary.card import card_key, parse_card
+from dropflow.wiring import open_registry, open_store
+home, model, version = sys.argv[1:]
+store = open_store("file://" + home + "/bucket")
+registry = open_registry("sqlite://" + home + "/registry.db")
+card = parse_card("card", store.get(card_key(model, version)))
+digests = published_digests(model, version, card.job_id, registry)
+diff = check_parity(card, store, digests)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"max_abs_diff": diff, "peak_rss_mb": round(peak, 1)}))
+"""
+
+
+def recheck_peak_mb(home: Path, model: str, version: str) -> dict[str, Any]:
+    """Promotion's parity re-check of `version`, in a fresh process: its difference and peak
+    memory (what the promote function must hold for a model this size)."""
+    done = subprocess.run(
+        [sys.executable, "-c", RECHECK, str(home), model, version],
+        capture_output=True,
+        text=True,
+        timeout=LOAD_SECONDS,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 class Stages:
@@ -257,6 +293,7 @@ def run(root: Path, args: argparse.Namespace) -> int:
             "container_peak_rss_mb": peak_memory_mb(container_pid),
             # The runtime runs the promote and predict functions in its own process.
             "local_up_peak_rss_mb": peak_memory_mb(runtime.proc.pid),
+            "promotion_recheck": recheck_peak_mb(home, MODEL, version),
             "device": card["training"].get("device"),
         }
         print(json.dumps(summary), flush=True)
