@@ -149,7 +149,7 @@ print(json.dumps({"max_abs_diff": diff, "peak_rss_mb": round(peak, 1)}))
 """
 
 
-def recheck_peak_mb(home: Path, model: str, version: str) -> dict[str, Any]:
+def promotion_recheck(home: Path, model: str, version: str) -> dict[str, Any]:
     """Promotion's parity re-check of `version`, in a fresh process: its difference and peak
     memory (what the promote function must hold for a model this size)."""
     done = subprocess.run(
@@ -293,7 +293,7 @@ def run(root: Path, args: argparse.Namespace) -> int:
             "container_peak_rss_mb": peak_memory_mb(container_pid),
             # The runtime runs the promote and predict functions in its own process.
             "local_up_peak_rss_mb": peak_memory_mb(runtime.proc.pid),
-            "promotion_recheck": recheck_peak_mb(home, MODEL, version),
+            "promotion_recheck": promotion_recheck(home, MODEL, version),
             "device": card["training"].get("device"),
         }
         print(json.dumps(summary), flush=True)
