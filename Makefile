@@ -61,6 +61,14 @@ bench: venv
 	done; \
 	if [ -n "$$missed" ]; then echo "make bench: targets missed in$$missed"; exit 1; fi
 
+# The large-model route on `dropflow local up` (issue 14): a BERT-base-sized text model (random
+# weights saved under the bucket's weights/) trained, exported, promoted with route container
+# and answered by the container process (exits 1 if not; not part of `make test`: a 415 MB
+# model and minutes of CPU). ARGS: bench/text_large_local.py's options.
+.PHONY: bench-text-large
+bench-text-large: venv
+	$(BIN)/python bench/text_large_local.py $(ARGS)
+
 # Model quality: dropflow's default model through the real job and predict path against
 # HistGradientBoosting and LightGBM defaults on 12 packaged datasets, with issue 13's verdict
 # (exits 1 when a target is missed; not part of `make test`). ARGS=--quick: 3 small sets.

@@ -107,12 +107,22 @@ def create_app() -> Any:
     return build_app(endpoint.handle, preloader)
 
 
+def session_providers() -> list[str]:
+    """The onnxruntime execution providers the models' sessions ask for, in order: CUDA first
+    where this onnxruntime has it (onnxruntime-gpu, on a GPU instance), then the CPU."""
+    import onnxruntime
+
+    from dropflow.vocabulary.onnx_session import execution_providers
+
+    return execution_providers(gpu=True, available=onnxruntime.get_available_providers())
+
+
 def default_workers() -> int:
     """The CPUs this process may use, at most DEFAULT_MAX_WORKERS; 1 where onnxruntime runs
     on a GPU (each worker would hold its own copy of every model in the GPU's memory)."""
-    import onnxruntime
+    from dropflow.vocabulary.onnx_session import CUDA
 
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+    if CUDA in session_providers():
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -211,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             f"listening on http://{options.host}:{options.port} (pid {os.getpid()}, "
             f"{options.workers} worker{'s' if options.workers > 1 else ''}); loading models"
         )
+        # GET /health names the provider each loaded model runs on (onnxruntime falls back
+        # to the CPU, with a warning in this log, where CUDA cannot start).
+        say(f"onnxruntime sessions ask for {', then '.join(session_providers())}")
         uvicorn.run(APP_FACTORY, factory=True, **uvicorn_settings(options))
     say("stopped")
     return 0

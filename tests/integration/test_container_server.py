@@ -206,6 +206,25 @@ def test_an_unseen_category_sent_as_bytes_over_the_protocol_is_warned_about_in_p
         client.close()
 
 
+def test_health_names_the_tier_and_the_provider_each_loaded_model_runs_on(server, home):
+    answer = requests.get(f"{server.url}/health", timeout=TIMEOUT)
+
+    assert answer.status_code == HTTPStatus.OK, answer.text
+    health = answer.json()
+    assert health["served_by"] == "container"
+    # Here onnxruntime's CPU wheel; CUDA first where the image has onnxruntime-gpu.
+    assert health["providers"][-1] == "CPUExecutionProvider"
+    assert ("CUDAExecutionProvider" in health["providers"]) == (
+        "CUDAExecutionProvider" in ort.get_available_providers()
+    )
+    # Ready means preloaded: every container champion is held, on the provider asked first.
+    loaded = {(m["model"], m["version"]): m["provider"] for m in health["loaded"]}
+    assert set(loaded) == {(m, home.version) for m in ("large", "large-pets", "strict-pets")}
+    assert set(loaded.values()) == {health["providers"][0]}
+    asked = ", then ".join(health["providers"])
+    assert f"onnxruntime sessions ask for {asked}" in server.log()
+
+
 def test_every_worker_answers_the_same(server, home):
     # Fresh connections spread over the workers; whichever answers, the answer is the same.
     url = f"{server.url}/models/large/predict"

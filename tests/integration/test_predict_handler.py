@@ -560,7 +560,10 @@ def test_an_unexpected_error_is_a_generic_500_and_is_logged(app, champion, monke
 
 
 # ---------------------------------------------------------------------- GET routes
-def test_health_answers_ok(app):
+def test_health_answers_ok_and_nothing_more(app, champion):
+    # Open to anyone (no API key): no model names, versions or runtime details.
+    assert call(app, body={"instances": SAMPLE_ROWS}).status == HTTPStatus.OK  # one loaded
+
     answer = Answer(app.lambda_handler(sample("apigw-health.json"), LambdaContext()))
 
     assert answer.status == HTTPStatus.OK

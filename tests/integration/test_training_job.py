@@ -168,7 +168,8 @@ def test_the_card_records_parity_lineage_timings_and_attempts(breast_cancer, hom
     assert card.parity.rows == card.metrics.holdout_rows
     assert card.data_version == "breast-cancer-data-v1"
     assert len(card.spec_hash) == 64
-    assert set(card.timings) == {"load", "train", "export", "total"}
+    assert set(card.timings) == {"load", "train", "export", "parity", "total"}
+    assert 0 < card.timings["parity"] <= card.timings["export"]
     # Each stage is timed within the whole (never a wall-clock bound: the machine may be busy).
     stages = card.timings["load"] + card.timings["train"] + card.timings["export"]
     assert 0 < stages <= card.timings["total"] + 1e-3

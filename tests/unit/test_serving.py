@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from pydantic import ValidationError
 
@@ -20,9 +23,10 @@ from dropflow.serving.service import (
     PredictionService,
     available_cpus,
 )
-from dropflow.vocabulary.card import MISSING_CATEGORY, REJECT, Feature
+from dropflow.vocabulary.card import MISSING_CATEGORY, REJECT, Feature, artifact_key
 from dropflow.vocabulary.names import new_job_id
 from tests.fakes_serving import Counting, ManualClock, expected_output, publish, version_id
+from tests.net import wait_until
 
 FEATURES = ["mean radius", "mean texture", "mean area", "worst smoothness"]
 CLASSES = ["benign", "malignant"]
@@ -632,6 +636,101 @@ def test_old_sessions_are_evicted_beyond_the_limit(store, registry):
         service.predict("cancer", ROWS, version=version)
 
     assert cache.held_sessions == [("cancer", versions[1]), ("cancer", versions[2])]
+
+
+class HeldModelFile:
+    """A store whose reads of a model.onnx wait until `release` is set (counted in
+    `model_reads`): a load held mid-way, as a large file's read is."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.release = threading.Event()
+        self.model_reads = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def get(self, key: str) -> bytes:
+        if key.endswith("/model.onnx"):
+            self.model_reads += 1
+            assert self.release.wait(60), "the test never released the read"
+        return self._inner.get(key)
+
+
+def test_a_version_asked_for_while_it_loads_is_loaded_once_for_every_caller(
+    store, registry, cancer
+):
+    held = HeldModelFile(store)
+    cache = ModelCache(held, registry)
+    sessions: list = []
+    threads = [
+        threading.Thread(target=lambda: sessions.append(cache.session("cancer", cancer)))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    # All three are in: one reading model.onnx (held), two waiting for its load.
+    wait_until(lambda: cache.loading.get(("cancer", cancer)) == 3, 60, what="3 callers")
+
+    held.release.set()
+    for thread in threads:
+        thread.join(60)
+
+    assert held.model_reads == 1
+    assert len(sessions) == 3 and all(s is sessions[0] for s in sessions)
+    assert cache.loading == {}
+    assert cache.held_sessions == [("cancer", cancer)]
+
+
+def test_a_failed_load_lets_the_next_caller_try_again(store, registry, cancer):
+    cache = ModelCache(store, registry)
+    key = artifact_key("cancer", cancer, "model.onnx")
+    good = store.get(key)
+    store.put(key, b"not a graph")  # its digest no longer matches: refused
+    with pytest.raises(NotReadyError):
+        cache.session("cancer", cancer)
+    assert cache.loading == {}
+
+    store.put(key, good)  # restored
+    clock_after_hold = cache.clock() + 3600
+    cache.clock = lambda: clock_after_hold  # past the refusal's hold
+
+    assert cache.session("cancer", cancer) is not None
+    assert cache.held_sessions == [("cancer", cancer)]
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="this onnxruntime has CUDA, which may well start here",
+)
+def test_a_session_that_asked_for_cuda_and_runs_on_the_cpu_is_logged_as_a_warning(
+    store, registry, cancer, caplog
+):
+    cache = ModelCache(store, registry)
+    # As in the container image with onnxruntime-gpu whose CUDA cannot start (no GPU, no
+    # cuDNN): CUDA is asked for first, and onnxruntime builds the session on the CPU.
+    cache.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    with caplog.at_level(logging.INFO):
+        cache.session("cancer", cancer)
+
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "CUDA could not start" in warning.getMessage()
+    assert (warning.model, warning.version) == ("cancer", cancer)
+    assert cache.session_providers == {("cancer", cancer): "CPUExecutionProvider"}
+
+
+def test_a_session_on_the_provider_asked_first_logs_its_load_without_warning(
+    store, registry, cancer, caplog
+):
+    cache = ModelCache(store, registry)
+
+    with caplog.at_level(logging.INFO):
+        cache.session("cancer", cancer)
+
+    (loaded,) = [r for r in caplog.records if r.getMessage() == "model loaded"]
+    assert loaded.provider == cache.providers[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 # ---------------------------------------------------------------------- GET routes

@@ -132,7 +132,7 @@ def build(service: PredictionService) -> APIGatewayRestResolver:
 
     @app.get(HEALTH, responses=answers(None))
     def health() -> Health:
-        return Health(status="ok")
+        return Health.model_validate(service.health())
 
     @app.get(MODELS, responses=answers(None))
     def list_models() -> ModelList:

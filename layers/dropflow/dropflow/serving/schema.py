@@ -129,8 +129,32 @@ class ModelDescription(_Lazy):
     )
 
 
+class LoadedSession(_Lazy):
+    model: str
+    version: str
+    provider: str = Field(description="the onnxruntime execution provider it runs on")
+
+
 class Health(_Lazy):
+    """The predict function's GET /health, open to anyone, says `status` and nothing more; the
+    container tier's (reached only inside the VPC, never forwarded) says what it runs on."""
+
     status: str
+    served_by: str | None = Field(
+        default=None, exclude_if=_absent, description="container tier only: container"
+    )
+    providers: list[str] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="container tier only: the onnxruntime execution providers a model's "
+        "session asks for, in order (CUDAExecutionProvider first where its onnxruntime has it)",
+    )
+    loaded: list[LoadedSession] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="container tier only: the models it holds loaded now, each with the "
+        "provider it runs on",
+    )
 
 
 # ---------------------------------------------------------------------- documented answers

@@ -46,7 +46,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from numbers import Real
 from typing import Any, NamedTuple, Protocol
@@ -80,7 +80,12 @@ from dropflow.vocabulary.card import (
 from dropflow.vocabulary.datasets import is_missing_text
 from dropflow.vocabulary.digests import mismatch
 from dropflow.vocabulary.names import check_model_name, check_version
-from dropflow.vocabulary.onnx_session import available_cpus, open_session
+from dropflow.vocabulary.onnx_session import (
+    available_cpus,
+    execution_providers,
+    open_session,
+    provider_in_use,
+)
 from dropflow.vocabulary.routing import (
     CONTAINER,
     LAMBDA,
@@ -153,6 +158,15 @@ class _Pointer:
 class _Held:
     session: ort.InferenceSession
     memory_mb: float  # the estimate it is counted at against the budget
+    provider: str  # the onnxruntime execution provider it runs on
+
+
+@dataclass
+class _Load:
+    """A session being built: its builder holds `lock`; `callers` counts it and its waiters."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    callers: int = 0
 
 
 # How much of a job's failure reason a client reads (the job's record keeps it whole).
@@ -211,8 +225,11 @@ class ModelCache:
         max_sessions: int = 16,
         budget_mb: float | None = None,
         memory_factor: float = SESSION_MEMORY_FACTOR,
+        gpu: bool = True,
     ) -> None:
-        """`budget_mb` defaults to dropflow.vocabulary.routing.default_cache_budget_mb()."""
+        """`budget_mb` defaults to dropflow.vocabulary.routing.default_cache_budget_mb().
+        `gpu`: sessions run on CUDA where this onnxruntime has it (the container tier's
+        onnxruntime-gpu on a GPU instance; the Lambda's CPU wheel never has it)."""
         self.store = store
         self.catalog = Catalog(registry)
         self.champion_ttl = champion_ttl
@@ -221,6 +238,8 @@ class ModelCache:
         self.max_sessions = max_sessions
         self.budget_mb = budget_mb if budget_mb is not None else default_cache_budget_mb()
         self.memory_factor = memory_factor
+        self.gpu = gpu
+        self.providers = execution_providers(gpu=gpu, available=ort.get_available_providers())
         self._lock = threading.Lock()
         self.jobs = JobStore(registry)
         self._champions: dict[str, _Pointer] = {}
@@ -232,6 +251,7 @@ class ModelCache:
         self._servable: set[tuple[str, str]] = set()
         self._routes: dict[tuple[str, str], Route] = {}
         self._sessions: OrderedDict[tuple[str, str], _Held] = OrderedDict()
+        self._loads: dict[tuple[str, str], _Load] = {}
         # Per version: its job and the digests on its record, and a refusal with its time.
         self._provenance: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
         self._refused: dict[tuple[str, str], tuple[str, float]] = {}
@@ -375,6 +395,9 @@ class ModelCache:
         """The version's onnxruntime session, created on first use and kept (LRU, budget).
 
         Raises UntrustedModel when its model.onnx is not the one its job published.
+        Callers asking for a version that another thread is loading wait for that load and
+        get its session: a large model is read, hashed and built once, not once per request
+        (and the container tier's preloader) that arrives while it loads.
         """
         key = (model, version)
         with self._lock:
@@ -382,6 +405,31 @@ class ModelCache:
             if held is not None:
                 self._sessions.move_to_end(key)
                 return held.session
+            load = self._loads.setdefault(key, _Load())
+            load.callers += 1
+        try:
+            with load.lock:
+                with self._lock:
+                    held = self._sessions.get(key)
+                    if held is not None:  # loaded while this caller waited
+                        self._sessions.move_to_end(key)
+                        return held.session
+                return self._load(model, version)
+        finally:
+            with self._lock:
+                load.callers -= 1
+                if load.callers == 0:
+                    del self._loads[key]
+
+    @property
+    def loading(self) -> dict[tuple[str, str], int]:
+        """The versions whose session is being built now, each with how many callers are
+        loading it or waiting for it."""
+        with self._lock:
+            return {key: load.callers for key, load in self._loads.items()}
+
+    def _load(self, model: str, version: str) -> ort.InferenceSession:
+        key = (model, version)
         card = self.card(model, version)
         self._check_not_refused(key)
         name = card.files.get("model", "model.onnx")
@@ -391,10 +439,29 @@ class ModelCache:
         with self._lock:
             self._evict(memory, adding=True)
         # Built outside the lock: loading a large graph must not stall requests for others.
-        session = open_session(data, threads=self.threads, gpu=True)
+        began = time.monotonic()
+        session = open_session(data, threads=self.threads, gpu=self.gpu)
+        provider = provider_in_use(session)
+        # Which provider runs a model is the first thing to check when a GPU instance answers
+        # at CPU speed: onnxruntime falls back to the CPU when CUDA cannot start.
+        logger.info(
+            "model loaded",
+            extra={
+                "model": model,
+                "version": version,
+                "model_mb": round(len(data) / 2**20, 1),
+                "provider": provider,
+                "seconds": round(time.monotonic() - began, 2),
+            },
+        )
+        if self.gpu and provider != self.providers[0]:
+            logger.warning(
+                "model loaded on the CPU: CUDA could not start",
+                extra={"model": model, "version": version, "asked": self.providers},
+            )
         del data
         with self._lock:
-            self._sessions[key] = _Held(session, memory)
+            self._sessions[key] = _Held(session, memory, provider)
             self._sessions.move_to_end(key)
             self._evict(0.0, adding=False, keep=key)  # two loads at once may overshoot
         return session
@@ -459,6 +526,12 @@ class ModelCache:
         """The estimated memory of the sessions held now."""
         with self._lock:
             return sum(held.memory_mb for held in self._sessions.values())
+
+    @property
+    def session_providers(self) -> dict[tuple[str, str], str]:
+        """The execution provider each session held now runs on, by (model, version)."""
+        with self._lock:
+            return {key: held.provider for key, held in self._sessions.items()}
 
     @property
     def held_sessions(self) -> list[tuple[str, str]]:
@@ -650,6 +723,25 @@ class PredictionService:
         (values,) = self.cache.session(model, version).run([output], {INPUT_NAME: batch})
         check_finite(values, warnings)
         return {output: values}
+
+    def health(self) -> dict[str, Any]:
+        """What GET /health answers. The predict function's is open to anyone (no key): only
+        `{"status": "ok"}`. The container tier's, which only the VPC reaches, adds
+        `served_by`, `providers` (the onnxruntime execution providers a session asks for, in
+        order: CUDA first where this onnxruntime has it) and `loaded` (each session held now,
+        with the provider it really runs on). Reads nothing from the store or registry."""
+        if self.served_by != CONTAINER:
+            return {"status": "ok"}
+        loaded = [
+            {"model": model, "version": version, "provider": provider}
+            for (model, version), provider in self.cache.session_providers.items()
+        ]
+        return {
+            "status": "ok",
+            "served_by": self.served_by,
+            "providers": list(self.cache.providers),
+            "loaded": loaded,
+        }
 
     def list_models(self) -> list[dict[str, Any]]:
         """Every known model with its champion version (None while it has none)."""

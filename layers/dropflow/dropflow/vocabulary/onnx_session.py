@@ -8,6 +8,7 @@ functions that never run a graph (the launch and track functions ship without th
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dropflow.vocabulary.card import INPUT_NAME
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 # needs about 50-90 KB a row, so 200,000 holdout rows in one run took over 10 GB, and 512 rows
 # take about 45 MB, well within the promote function's memory.
 SLICE_ROWS = 512
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
 
 
 def available_cpus() -> int:
@@ -49,10 +52,25 @@ def open_session(
     # One request at a time per environment: parallelism inside the operators is what pays.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    cuda = gpu and "CUDAExecutionProvider" in ort.get_available_providers()
-    providers = [*(["CUDAExecutionProvider"] if cuda else []), "CPUExecutionProvider"]
+    providers = execution_providers(gpu=gpu, available=ort.get_available_providers())
     source = model if isinstance(model, bytes) else os.fspath(model)
     return ort.InferenceSession(source, options, providers=providers)
+
+
+def execution_providers(*, gpu: bool, available: Sequence[str]) -> list[str]:
+    """The onnxruntime execution providers a session asks for, in order of preference: CUDA
+    first when `gpu` and this onnxruntime has it (`available`, onnxruntime's
+    get_available_providers()), then the CPU, which every build has and which takes the
+    operators CUDA lacks (and the whole graph where CUDA cannot start on this machine)."""
+    cuda = gpu and CUDA in available
+    return [*([CUDA] if cuda else []), CPU]
+
+
+def provider_in_use(session: ort.InferenceSession) -> str:
+    """The provider a session runs its graph on: the first it holds (get_providers() lists
+    only those that started, so a CUDA provider that could not reach a GPU is not there)."""
+    providers = session.get_providers()
+    return providers[0] if providers else CPU
 
 
 def run_in_slices(
