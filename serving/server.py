@@ -97,6 +97,7 @@ def create_app() -> Any:
     from serving.readiness import Preloader, Readiness
 
     options = ServerOptions.from_environ()
+    load_cuda_libraries()
     # Whatever the environment says, this is the tier; each worker takes its share of the
     # machine's memory for sessions and of its CPUs for their threads.
     service = wiring.prediction_service(served_by=CONTAINER, share=options.workers)
@@ -115,6 +116,27 @@ def session_providers() -> list[str]:
     from dropflow.vocabulary.onnx_session import execution_providers
 
     return execution_providers(gpu=True, available=onnxruntime.get_available_providers())
+
+
+def load_cuda_libraries() -> bool:
+    """Where this onnxruntime has the CUDA provider, load the CUDA and cuDNN libraries that
+    pip installed beside it (onnxruntime-gpu[cuda,cudnn]: the nvidia-* wheels, which the
+    dynamic loader does not search) before any session asks for CUDA; True when it tried.
+
+    Without them the CUDA provider cannot start and every session runs on the CPU (with a
+    warning, dropflow.vocabulary.onnx_session); a failure here is said and is not fatal."""
+    import onnxruntime
+
+    from dropflow.vocabulary.onnx_session import CUDA
+    from serving.readiness import say
+
+    if CUDA not in onnxruntime.get_available_providers():
+        return False
+    try:
+        onnxruntime.preload_dlls()
+    except (OSError, RuntimeError) as exc:  # a library missing or of another CUDA version
+        say(f"CUDA libraries did not load ({exc}); sessions may fall back to the CPU")
+    return True
 
 
 def default_workers() -> int:

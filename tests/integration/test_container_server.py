@@ -670,3 +670,31 @@ def test_a_failed_preload_is_tried_again(tmp_path):
 
     assert readiness.loaded
     assert len(calls) == 2
+
+
+# --------------------------------------------------------------------------- CUDA libraries
+def test_without_a_cuda_provider_no_cuda_library_is_loaded():
+    from serving.server import load_cuda_libraries
+
+    # This machine's onnxruntime is the CPU build: nothing to load, nothing said.
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()
+    assert load_cuda_libraries() is False
+
+
+def test_cuda_libraries_that_do_not_load_are_said_and_the_server_goes_on(monkeypatch, capsys):
+    from serving.server import load_cuda_libraries
+
+    # As onnxruntime-gpu on an image without NVIDIA's libraries (no GPU here to run the real
+    # provider): the load fails, and sessions are left to fall back to the CPU with a warning.
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+
+    def missing(**_: Any) -> None:
+        raise OSError("libcudart.so.13: cannot open shared object file")
+
+    monkeypatch.setattr(ort, "preload_dlls", missing)
+
+    assert load_cuda_libraries() is True
+    said = capsys.readouterr()
+    assert "CUDA libraries did not load (libcudart.so.13" in said.out + said.err
