@@ -395,8 +395,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rng = np.random.default_rng(14)
     print("media serving: dropflow's predict handler (functions/predict/app.py), images and text")
     print(
-        f"  onnxruntime {ort.__version__}, CPU: {os.cpu_count()} cores, "
-        f"{len(os.sched_getaffinity(0))} usable"
+        f"  onnxruntime {ort.__version__} ({', '.join(ort.get_available_providers())}), CPU: "
+        f"{os.cpu_count()} cores, {len(os.sched_getaffinity(0))} usable"
     )
     with tempfile.TemporaryDirectory(prefix="dropflow-bench-media-") as tmp:
         home = Path(tmp) / "home"

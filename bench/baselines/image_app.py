@@ -3,8 +3,9 @@
 API Gateway proxy event -> the one image (base64 under "image" in a JSON body, or a raw body)
 -> Pillow: decode, EXIF upright, RGB, bilinear resize to the graph's size -> session.run ->
 JSON body. The same decode and resize as dropflow.vocabulary.pixels, the same session options
-as dropflow's (intra-op threads = the CPUs this process may use, one inter-op thread,
-sequential); no checks, no limits, no routing, no logging. BENCH_MODEL_DIR holds model.onnx and
+and providers as dropflow's (intra-op threads = the CPUs this process may use, one inter-op
+thread, sequential; CUDA first where onnxruntime has it); no checks, no limits, no routing, no
+logging. BENCH_MODEL_DIR holds model.onnx and
 the version's card.json (its classes and the input's height and width).
 """
 
@@ -25,9 +26,10 @@ OPTIONS = ort.SessionOptions()
 OPTIONS.intra_op_num_threads = len(os.sched_getaffinity(0))
 OPTIONS.inter_op_num_threads = 1
 OPTIONS.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-SESSION = ort.InferenceSession(
-    os.path.join(MODEL_DIR, "model.onnx"), OPTIONS, providers=["CPUExecutionProvider"]
-)
+# The providers dropflow's sessions take: CUDA first where this onnxruntime has it.
+CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+PROVIDERS = [*(["CUDAExecutionProvider"] if CUDA else []), "CPUExecutionProvider"]
+SESSION = ort.InferenceSession(os.path.join(MODEL_DIR, "model.onnx"), OPTIONS, providers=PROVIDERS)
 
 
 def lambda_handler(event, context):

@@ -2,10 +2,11 @@
 
 API Gateway proxy event body JSON -> the strings -> the version's tokenizer.json (Hugging Face
 `tokenizers`, loaded once; truncated and padded to the card's max_length with its pad_id) ->
-int64 ids -> session.run -> JSON body. The same session options as dropflow's (intra-op
-threads = the CPUs this process may use, one inter-op thread, sequential); no checks, no
-routing, no logging. BENCH_MODEL_DIR holds model.onnx, tokenizer.json and the version's
-card.json (its classes and the input's max_length and pad_id).
+int64 ids -> session.run -> JSON body. The same session options and providers as dropflow's
+(intra-op threads = the CPUs this process may use, one inter-op thread, sequential; CUDA first
+where onnxruntime has it); no checks, no routing, no logging. BENCH_MODEL_DIR holds
+model.onnx, tokenizer.json and the version's card.json (its classes and the input's max_length
+and pad_id).
 """
 
 import json
@@ -28,9 +29,10 @@ OPTIONS = ort.SessionOptions()
 OPTIONS.intra_op_num_threads = len(os.sched_getaffinity(0))
 OPTIONS.inter_op_num_threads = 1
 OPTIONS.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-SESSION = ort.InferenceSession(
-    os.path.join(MODEL_DIR, "model.onnx"), OPTIONS, providers=["CPUExecutionProvider"]
-)
+# The providers dropflow's sessions take: CUDA first where this onnxruntime has it.
+CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+PROVIDERS = [*(["CUDAExecutionProvider"] if CUDA else []), "CPUExecutionProvider"]
+SESSION = ort.InferenceSession(os.path.join(MODEL_DIR, "model.onnx"), OPTIONS, providers=PROVIDERS)
 
 
 def lambda_handler(event, context):
