@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from dropflow.errors import InvalidName, NotFoundError, NotReadyError
+from dropflow.observability import SERVICE
 from dropflow.promotion.gate import promote
 from dropflow.records.catalog import Catalog, VersionRecord
 from dropflow.records.jobs import Job, JobState, JobStore
@@ -711,7 +712,7 @@ def test_a_session_that_asked_for_cuda_and_runs_on_the_cpu_is_logged_as_a_warnin
     # cuDNN): CUDA is asked for first, and onnxruntime builds the session on the CPU.
     cache.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=SERVICE):
         cache.session("cancer", cancer)
 
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -725,7 +726,9 @@ def test_a_session_on_the_provider_asked_first_logs_its_load_without_warning(
 ):
     cache = ModelCache(store, registry)
 
-    with caplog.at_level(logging.INFO):
+    # On dropflow's logger itself: a handler loaded earlier in the run may have set its level
+    # from POWERTOOLS_LOG_LEVEL (WARNING in some tests), below which INFO never propagates.
+    with caplog.at_level(logging.INFO, logger=SERVICE):
         cache.session("cancer", cancer)
 
     (loaded,) = [r for r in caplog.records if r.getMessage() == "model loaded"]
