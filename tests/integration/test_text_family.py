@@ -68,6 +68,7 @@ class Home:
     """A bucket and a registry in a folder; jobs run and relaunched as the tracker does."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.store = open_store(f"file://{root}/bucket")
         self.registry = open_registry(f"sqlite://{root}/registry.db")
         self.jobs = JobStore(self.registry)

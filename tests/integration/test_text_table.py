@@ -12,7 +12,6 @@ table's.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import random
@@ -33,13 +32,12 @@ from tokenizers import Tokenizer
 
 from dropflow import wiring
 from dropflow.promotion.gate import promote
-from dropflow.records.jobs import Attempt, ExitCode, JobState, JobStore
-from dropflow.vocabulary.card import MISSING_CATEGORY, Card, Feature, InputSpec, read_card
+from dropflow.records.jobs import ExitCode, JobState
+from dropflow.vocabulary.card import MISSING_CATEGORY, Card, Feature, InputSpec
 from dropflow.vocabulary.spec import load_spec
-from dropflow.wiring import open_registry, open_store
 from dropflow_dev.lambda_context import LambdaContext
 from tests.fakes_serving import ProxyAnswer, load_handler
-from tests.integration.test_text_family import NoticeAfter
+from tests.integration.test_text_family import Home, NoticeAfter
 from tests.net import free_port, wait_ready
 from tests.training_jobs import launched_job
 from training.families.text import TextFamily, TextTableNetwork
@@ -84,48 +82,6 @@ def tickets(rows: int = 400, seed: int = 0) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(records)
-
-
-class Home:
-    """A bucket and a registry in a folder, as a handler's environment names them."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.store = open_store(f"file://{root}/bucket")
-        self.registry = open_registry(f"sqlite://{root}/registry.db")
-        self.jobs = JobStore(self.registry)
-
-    def drop(self, model: str, spec: bytes, frame: pd.DataFrame) -> None:
-        self.store.put(f"datasets/{model}/data.csv", frame.to_csv(index=False).encode())
-        self.store.put(f"datasets/{model}/dropflow.yaml", spec)
-
-    def run(self, model: str, **options: Any) -> str:
-        job_id = launched_job(self.jobs, model)
-        run_job(job_id, 1, self.store, self.registry, **options)
-        return job_id
-
-    def relaunch(self, job_id: str) -> int:
-        """The next attempt's number, recorded as the tracker records a relaunch."""
-        job = self.jobs.transition(job_id, JobState.INTERRUPTED, reason="attempt ended")
-        number = len(job.attempts) + 1
-        self.jobs.update(
-            job_id,
-            lambda j: j.attempts.append(Attempt(number=number, instance_id=f"local-{number}")),
-        )
-        self.jobs.transition(job_id, JobState.LAUNCHING)
-        return number
-
-    def card(self, job_id: str) -> Card:
-        job = self.jobs.get(job_id)
-        assert job.state == JobState.PUBLISHED, job.reason
-        return read_card(self.store, job.model, job.version)
-
-    def file(self, card: Card, name: str) -> bytes:
-        return self.store.get(f"models/{card.model}/{card.version}/{name}")
-
-    def reference(self, card: Card) -> dict[str, np.ndarray]:
-        with np.load(io.BytesIO(self.file(card, "reference.npz"))) as npz:
-            return {key: npz[key] for key in npz.files}
 
 
 @pytest.fixture(scope="module")

@@ -205,17 +205,8 @@ class OpenInference:
             ),
             "unknown_categories": card.unknown_categories,
         }
-        if card.task == "classification":
-            parameters["classes"] = json.dumps(card.classes)
-            parameters["output_encoding"] = "probabilities[:, i] is the probability of classes[i]"
-        return {
-            "name": model,
-            "versions": versions,
-            "platform": PLATFORM,
-            "inputs": [_tensor_meta(INPUT_NAME, [-1, len(card.features)])],
-            "outputs": [_output_meta(card)],
-            "parameters": parameters,
-        }
+        inputs = [_tensor_meta(INPUT_NAME, [-1, len(card.features)])]
+        return _metadata(model, versions, card, inputs, parameters)
 
     def model_ready(self, model: str, version: str | None = None) -> tuple[bool, str]:
         """(ready, why not): ready once its session is loaded (loading it if needed).
@@ -282,6 +273,28 @@ class OpenInference:
         return answer
 
 
+def _metadata(
+    model: str,
+    versions: list[str],
+    card: Card,
+    inputs: list[dict[str, Any]],
+    parameters: dict[str, Any],
+) -> dict[str, Any]:
+    """A model's metadata response from its inputs and parameters; a classifier's parameters
+    gain its classes and how the probabilities map onto them."""
+    if card.task == "classification":
+        parameters["classes"] = json.dumps(card.classes)
+        parameters["output_encoding"] = "probabilities[:, i] is the probability of classes[i]"
+    return {
+        "name": model,
+        "versions": versions,
+        "platform": PLATFORM,
+        "inputs": inputs,
+        "outputs": [_output_meta(card)],
+        "parameters": parameters,
+    }
+
+
 def _media_metadata(model: str, versions: list[str], version: str, card: Card) -> dict[str, Any]:
     """An image or a text model's metadata: its one BYTES input, what an element holds."""
     spec = card.input
@@ -303,17 +316,8 @@ def _media_metadata(model: str, versions: list[str], version: str, card: Card) -
         "input": json.dumps(spec.model_dump(exclude_none=True)),
         "input_encoding": encoding,
     }
-    if card.task == "classification":
-        parameters["classes"] = json.dumps(card.classes)
-        parameters["output_encoding"] = "probabilities[:, i] is the probability of classes[i]"
-    return {
-        "name": model,
-        "versions": versions,
-        "platform": PLATFORM,
-        "inputs": [{"name": spec.field, "datatype": BYTES, "shape": [-1]}],
-        "outputs": [_output_meta(card)],
-        "parameters": parameters,
-    }
+    inputs = [{"name": spec.field, "datatype": BYTES, "shape": [-1]}]
+    return _metadata(model, versions, card, inputs, parameters)
 
 
 def _text_table_metadata(
@@ -348,17 +352,7 @@ def _text_table_metadata(
         ),
         "unknown_categories": card.unknown_categories,
     }
-    if card.task == "classification":
-        parameters["classes"] = json.dumps(card.classes)
-        parameters["output_encoding"] = "probabilities[:, i] is the probability of classes[i]"
-    return {
-        "name": model,
-        "versions": versions,
-        "platform": PLATFORM,
-        "inputs": inputs,
-        "outputs": [_output_meta(card)],
-        "parameters": parameters,
-    }
+    return _metadata(model, versions, card, inputs, parameters)
 
 
 def media_batch(inputs: list[dict[str, Any]], card: Card, encoder: InstanceEncoder) -> Encoded:
