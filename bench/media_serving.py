@@ -64,6 +64,7 @@ from bench.serving import (
     check,
     cold_start,
     compile_sources,
+    function_env,
     load_module,
     percentile,
     round_ratio,
@@ -409,17 +410,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dropflow-bench-media-") as tmp:
         home = Path(tmp) / "home"
         cards = {m.name: train_and_promote(home, m, rng) for m in chosen}
-        env = {
-            "DROPFLOW_STORE_URL": (home / "bucket").resolve().as_uri(),
-            "DROPFLOW_REGISTRY_URL": f"sqlite://{(home / 'registry.db').resolve()}",
-            "DROPFLOW_COMPUTE_URL": f"process://{(home / 'compute').resolve()}",
-            "POWERTOOLS_SERVICE_NAME": "dropflow",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml's Globals set it
-            "PYTHONWARNINGS": "ignore::UserWarning",
-        }
+        env = function_env(home)
         bare_dirs = {
             m.name: bare_model_dir(home, cards[m.name], Path(tmp) / m.name) for m in chosen
         }

@@ -490,6 +490,22 @@ def load_test(home: Path, clients: int, total: int, results: dict[str, Any]) -> 
     return ok
 
 
+def function_env(home: Path) -> dict[str, str]:
+    """The predict function's environment on the dropflow home `home`, as the stack sets it
+    (template.yaml's Globals), logging warnings only."""
+    return {
+        "DROPFLOW_STORE_URL": (home / "bucket").resolve().as_uri(),
+        "DROPFLOW_REGISTRY_URL": f"sqlite://{(home / 'registry.db').resolve()}",
+        "DROPFLOW_COMPUTE_URL": f"process://{(home / 'compute').resolve()}",
+        "POWERTOOLS_SERVICE_NAME": "dropflow",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml's Globals set it
+        "PYTHONWARNINGS": "ignore::UserWarning",
+    }
+
+
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -512,17 +528,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         home = Path(tmp) / "home"
         train(home)
         onnx_dir, torch_dir, card = export_baselines(home, Path(tmp) / "baselines")
-        paths_env = {
-            "DROPFLOW_STORE_URL": (home / "bucket").resolve().as_uri(),
-            "DROPFLOW_REGISTRY_URL": f"sqlite://{(home / 'registry.db').resolve()}",
-            "DROPFLOW_COMPUTE_URL": f"process://{(home / 'compute').resolve()}",
-            "POWERTOOLS_SERVICE_NAME": "dropflow",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml's Globals set it
-            "PYTHONWARNINGS": "ignore::UserWarning",
-        }
+        paths_env = function_env(home)
         handler_files = {
             "dropflow": (ROOT / "functions" / "predict" / "app.py", paths_env),
             "minimal onnxruntime (a)": (

@@ -131,6 +131,8 @@ class _Builder:
     def __init__(self, request: Request, state: State | None, kind: Kind) -> None:
         self.request, self.state, self.kind = request, state, kind
         self.notes: list[str] = []
+        # reference.npz by version: a text model's event reads its texts and columns from it
+        self._references: dict[str, np.ndarray | None] = {}
         if request.version is not None:
             check_version(request.version)
 
@@ -295,7 +297,13 @@ class _Builder:
         return self._api("POST", f"{self._oip_path()}/infer", {"inputs": [tensor]})
 
     def _reference_input(self, card: Card) -> np.ndarray | None:
-        """The graph input of `card`'s holdout rows (reference.npz), None when unreadable."""
+        """The graph input of `card`'s holdout rows (reference.npz), None when unreadable;
+        read once per version."""
+        if card.version not in self._references:
+            self._references[card.version] = self._read_reference(card)
+        return self._references[card.version]
+
+    def _read_reference(self, card: Card) -> np.ndarray | None:
         name = card.files.get("reference", "reference.npz")
         try:
             raw = self._state("rows").store.get(artifact_key(self.model, card.version, name))
